@@ -1,0 +1,35 @@
+# schedb developer targets. `make cluster` and `make test` work on a fresh clone:
+# they create the virtualenv (.venv) themselves when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install cluster stop status test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+cluster: $(STAMP)
+	$(PY) scripts/localcluster.py start
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) scripts/localcluster.py stop; else echo "nothing to stop"; fi
+
+status: $(STAMP)
+	$(PY) scripts/localcluster.py status
+
+test: $(STAMP)
+	$(PY) -m ruff check schedb scripts tests
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check schedb scripts tests
+
+clean: stop
+	rm -rf .data .run

@@ -1,0 +1,3 @@
+from schedb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""The HTTP API of a node: `create_app(node)` builds it; routes are listed here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from schedb.api import cluster, jobs
+from schedb.api.context import NODE
+from schedb.api.problems import problem_middleware
+from schedb.node import Node
+
+
+def create_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=node.config.http.body_max_bytes, middlewares=[problem_middleware])
+    app[NODE] = node
+    app.router.add_post("/api/v1/jobs", jobs.create_job)
+    app.router.add_get("/api/v1/jobs", jobs.list_jobs)
+    app.router.add_get("/api/v1/jobs/{job_id}", jobs.get_job)
+    app.router.add_put("/api/v1/jobs/{job_id}", jobs.put_job)
+    app.router.add_patch("/api/v1/jobs/{job_id}", jobs.patch_job)
+    app.router.add_delete("/api/v1/jobs/{job_id}", jobs.delete_job)
+    app.router.add_get("/api/v1/jobs/{job_id}/executions", jobs.job_executions)
+    app.router.add_get("/api/v1/executions", jobs.list_executions)
+    app.router.add_get("/api/v1/cluster", cluster.get_cluster)
+    app.router.add_get("/health", cluster.health)
+    app.router.add_get("/ready", cluster.ready)
+    return app

@@ -1,0 +1,64 @@
+"""Cluster status, liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from schedb.api.context import NODE, json_response
+from schedb.dispatcher import FOLLOWER_LAG_MAX
+from schedb.node import Node
+from schedb.state import State
+
+
+def cluster_status(node: Node) -> dict[str, Any]:
+    view = node.replica.view()
+    config = node.config
+
+    def snapshot(state: State) -> dict[str, Any]:
+        return {"nodes": {k: dict(v) for k, v in state.nodes.items()}, "jobs": len(state.jobs),
+                "active_fires": len(state.fires), "counters": dict(state.counters)}
+
+    data = node.replica.read(snapshot)
+    by_raft = {n["raft_addr"]: node_id for node_id, n in data["nodes"].items()}
+    live = set(node.replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
+    members = [{"node_id": config.node.id, "raft_addr": config.raft.listen, "http_addr": config.http.listen,
+                "role": view.role, "self": True}]
+    for addr, peer in view.peers.items():
+        node_id = by_raft.get(addr)
+        members.append({
+            "node_id": node_id, "raft_addr": addr,
+            "http_addr": data["nodes"][node_id]["http_addr"] if node_id else None,
+            "role": "leader" if addr == view.leader_addr else "follower", "self": False,
+            "connected": peer["connected"], "match_index": peer["match_index"],
+            "last_ack_ms_ago": peer["last_ack_ms_ago"],
+            "executor_alive": addr in live if view.role == "leader" else None,
+        })
+    leader_id = config.node.id if view.role == "leader" else by_raft.get(view.leader_addr or "")
+    return {
+        "node_id": config.node.id, "role": view.role,
+        "leader": {"node_id": leader_id, "raft_addr": view.leader_addr},
+        "term": view.term, "commit_index": view.commit_index, "last_applied": view.last_applied,
+        "log_len": view.log_len, "members": members, "jobs": data["jobs"],
+        "active_fires": data["active_fires"], "counters": data["counters"],
+        "executor": {"scheduled": node.executor.scheduled, "in_flight": node.executor.in_flight},
+    }
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    return json_response(cluster_status(request.app[NODE]))
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "node_id": request.app[NODE].node_id})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Ready = the log is replayed and current, a leader is known, and this node is registered."""
+    node = request.app[NODE]
+    view = node.replica.view()
+    checks = {"caught_up": view.ready, "has_leader": view.leader_addr is not None,
+              "registered": node.is_registered()}
+    ok = all(checks.values())
+    return json_response({"ready": ok, "checks": checks, "role": view.role}, 200 if ok else 503)

@@ -1,0 +1,60 @@
+"""What handlers need from the node: the app key, and proposing a command as HTTP semantics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from schedb.api.problems import Problem
+from schedb.commands import Command
+from schedb.node import Node
+from schedb.raft import SubmitError
+from schedb.state import Result
+
+NODE = web.AppKey("node", Node)
+RETRY_AFTER_S = "1"
+_RESULT_STATUS = {"invalid": (422, "Invalid job"), "not_found": (404, "Not found"),
+                  "conflict": (409, "Conflict"), "precondition_failed": (412, "Precondition failed")}
+
+
+async def propose(node: Node, command: Command) -> Result:
+    """Submit and await commit; a rejected command becomes the matching problem."""
+    if not node.replica.has_capacity:
+        raise Problem(429, "Too many pending commands", "the node has too many commands in flight",
+                      kind="too-many-requests", headers={"Retry-After": RETRY_AFTER_S})
+    try:
+        result = await node.replica.submit(command)
+    except SubmitError as exc:
+        raise _unavailable(exc) from exc
+    if "error" in result:
+        status, title = _RESULT_STATUS.get(result["error"], (400, "Rejected"))
+        raise Problem(status, title, result.get("detail", ""), kind=result["error"].replace("_", "-"),
+                      errors=result.get("errors"))
+    return result
+
+
+def _unavailable(exc: SubmitError) -> Problem:
+    headers = {"Retry-After": RETRY_AFTER_S}
+    if exc.reason == "queue_full":
+        return Problem(429, "Too many pending commands", "the Raft queue is full", kind="too-many-requests",
+                       headers=headers)
+    if exc.unknown:
+        return Problem(503, "Outcome unknown", f"the change may or may not have been applied ({exc.reason}); "
+                       "read it back before retrying", kind="outcome-unknown", headers=headers)
+    return Problem(503, "No leader", f"the cluster cannot commit right now ({exc.reason})", kind="no-leader",
+                   headers=headers)
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise Problem(400, "Invalid query", f"{name} must be an integer from {low} to {high}",
+                      kind="invalid-query", errors=[{"field": name, "message": f"integer {low}..{high}"}])
+    return int(text)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)

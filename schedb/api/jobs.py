@@ -1,0 +1,192 @@
+"""Job and execution handlers: parse → validate → command → await commit → JSON."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from schedb.api.context import NODE, json_response, propose, query_int
+from schedb.api.problems import Problem, read_json
+from schedb.api.views import etag, execution_view, job_view
+from schedb.commands import CreateJob, DeleteJob, ReplaceJob
+from schedb.jobspec import InvalidJob, validate_job
+from schedb.node import Node
+from schedb.state import State
+from schedb.webhook import wall_ms
+
+LIST_LIMIT_MAX = 1000
+PATCH_RETRIES = 3
+STATUSES = ("succeeded", "failed", "timed_out")
+
+
+def _validate(raw: Any, job_id: str | None = None) -> dict[str, Any]:
+    try:
+        return validate_job(raw, job_id)
+    except InvalidJob as exc:
+        raise Problem(422, "Invalid job", str(exc), kind="invalid", errors=exc.errors) from exc
+
+
+def _read_job(node: Node, job_id: str) -> dict[str, Any]:
+    job = node.replica.read(lambda s: s.jobs.get(job_id))
+    if job is None:
+        raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
+    return job
+
+
+def _job_response(node: Node, job_id: str, status: int = 200) -> web.Response:
+    job = _read_job(node, job_id)
+    headers = {"ETag": etag(job["version"])}
+    if status == 201:
+        headers["Location"] = f"/api/v1/jobs/{job_id}"
+    return json_response(job_view(job), status, headers)
+
+
+def _if_match(request: web.Request) -> int:
+    """The version an If-Match header asks for; 0 when absent or '*'."""
+    text = request.headers.get("If-Match", "").strip()
+    if not text or text == "*":
+        return 0
+    text = text.removeprefix("W/").strip('"')
+    if not text.isdigit() or int(text) == 0:
+        raise Problem(400, "Invalid If-Match", "If-Match must be an ETag this API returned",
+                      kind="invalid-if-match", errors=[{"field": "If-Match", "message": "unknown ETag"}])
+    return int(text)
+
+
+async def create_job(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    raw = await read_json(request)
+    if isinstance(raw, dict) and "id" not in raw:
+        raw = {**raw, "id": uuid.uuid4().hex}
+    spec = _validate(raw)
+    await propose(node, CreateJob(wall_ms(), spec))
+    return _job_response(node, spec["id"], 201)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
+    after = request.query.get("after", "")
+    tag = request.query.get("tag")
+    paused = request.query.get("paused")
+    if paused not in (None, "true", "false"):
+        raise Problem(400, "Invalid query", "paused must be true or false", kind="invalid-query",
+                      errors=[{"field": "paused", "message": "true or false"}])
+    tag_key, _, tag_value = (tag or "").partition(":")
+
+    def matches(job: dict[str, Any]) -> bool:
+        spec = job["spec"]
+        if paused is not None and spec["paused"] != (paused == "true"):
+            return False
+        return not tag or spec["tags"].get(tag_key) == tag_value
+
+    def page(state: State) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for job_id in sorted(state.jobs):
+            if job_id > after and matches(state.jobs[job_id]):
+                out.append(job_view(state.jobs[job_id]))
+                if len(out) > limit:
+                    break
+        return out
+
+    jobs = node.replica.read(page)
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return json_response({"jobs": jobs, "next_after": jobs[-1]["id"] if more else None})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return _job_response(request.app[NODE], request.match_info["job_id"])
+
+
+async def put_job(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    job_id = request.match_info["job_id"]
+    raw = await read_json(request)
+    if isinstance(raw, dict) and "id" not in raw:
+        raw = {**raw, "id": job_id}
+    spec = _validate(raw, job_id)
+    await propose(node, ReplaceJob(wall_ms(), spec, _if_match(request)))
+    return _job_response(node, job_id)
+
+
+async def patch_job(request: web.Request) -> web.Response:
+    """JSON merge patch (RFC 7396) of the job definition."""
+    node = request.app[NODE]
+    job_id = request.match_info["job_id"]
+    patch = await read_json(request)
+    if not isinstance(patch, dict):
+        raise Problem(422, "Invalid patch", "a merge patch must be a JSON object", kind="invalid",
+                      errors=[{"field": "", "message": "must be an object"}])
+    wanted = _if_match(request)
+    for _ in range(PATCH_RETRIES):
+        job = _read_job(node, job_id)
+        if wanted and wanted != job["version"]:
+            raise Problem(412, "Precondition failed", f"job is at version {job['version']}",
+                          kind="precondition-failed")
+        spec = _validate(merge_patch(job["spec"], patch), job_id)
+        try:
+            await propose(node, ReplaceJob(wall_ms(), spec, job["version"]))
+            return _job_response(node, job_id)
+        except Problem as problem:
+            if problem.status != 412 or wanted:
+                raise
+    raise Problem(409, "Conflict", "the job kept changing under the patch; try again", kind="conflict")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await propose(node, DeleteJob(wall_ms(), request.match_info["job_id"], _if_match(request)))
+    return web.Response(status=204)
+
+
+def _status_filter(request: web.Request) -> str | None:
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise Problem(400, "Invalid query", f"status must be one of {', '.join(STATUSES)}",
+                      kind="invalid-query", errors=[{"field": "status", "message": "unknown status"}])
+    return status
+
+
+async def job_executions(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    job_id = request.match_info["job_id"]
+    limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
+    status = _status_filter(request)
+    rows = node.replica.read(lambda s: list(s.history[job_id]) if job_id in s.history else None)
+    if rows is None:
+        raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
+    picked = [execution_view(r) for r in reversed(rows) if status is None or r["status"] == status]
+    return json_response({"executions": picked[:limit]})
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
+    status = _status_filter(request)
+    job_id = request.query.get("job_id")
+
+    def pick(state: State) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for row in reversed(state.recent):
+            if (status is None or row["status"] == status) and (job_id is None or row["job_id"] == job_id):
+                out.append(execution_view(row))
+                if len(out) >= limit:
+                    break
+        return out
+
+    return json_response({"executions": node.replica.read(pick)})

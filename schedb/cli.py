@@ -1,0 +1,171 @@
+"""The `schedb` command: run a node, or talk to a node's HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8001"
+TIMEOUT_S = 10.0
+
+
+class ApiError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="schedb", description="Raft-replicated cron and webhook scheduler")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    node = sub.add_parser("node", help="run one node")
+    node.add_argument("--config", required=True, help="the node's TOML config file")
+    node.set_defaults(func=_run_node)
+
+    jobs = sub.add_parser("jobs", help="manage jobs").add_subparsers(required=True, metavar="ACTION")
+    add = _client(jobs.add_parser("add", help="create a job"))
+    add.add_argument("--id")
+    add.add_argument("--schedule", required=True, help="cron, @every 10s, @at 2026-12-01T10:00:00Z …")
+    add.add_argument("--webhook", required=True, help="the webhook URL")
+    add.add_argument("--timezone", default="UTC")
+    add.add_argument("--method", default="POST")
+    add.add_argument("--paused", action="store_true")
+    add.set_defaults(func=_jobs_add)
+    _client(jobs.add_parser("ls", help="list jobs")).set_defaults(func=_jobs_ls)
+    for name, func in (("show", _jobs_show), ("rm", _jobs_rm), ("pause", _jobs_pause), ("resume", _jobs_resume)):
+        p = _client(jobs.add_parser(name, help=f"{name} a job"))
+        p.add_argument("job_id")
+        p.set_defaults(func=func)
+
+    cluster = sub.add_parser("cluster", help="cluster information").add_subparsers(required=True, metavar="ACTION")
+    _client(cluster.add_parser("status", help="leader, members, log index")).set_defaults(func=_cluster_status)
+    return parser
+
+
+def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"a node's API (default {DEFAULT_URL})")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from schedb.config import ConfigError, load_config
+    from schedb.node import run_node
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    run_node(config)
+    return 0
+
+
+def request(url: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+            text = resp.read()
+            return json.loads(text) if text else None
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+        except ValueError:
+            raise ApiError(f"HTTP {exc.code}") from exc
+        fields = "; ".join(f"{e['field']}: {e['message']}" for e in problem.get("errors") or [])
+        raise ApiError(f"{problem.get('title')} ({exc.code}): {fields or problem.get('detail')}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ApiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)} (is the node running?)") from exc
+
+
+def _print(args: argparse.Namespace, data: Any, rows: list[list[str]], header: list[str]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return
+    table = [header] + rows
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
+    return [[j["id"], j["schedule"], j["timezone"], "paused" if j["paused"] else "active",
+             j["next_fire_at"] or "-", j["webhook"]["url"]] for j in jobs]
+
+
+JOB_HEADER = ["ID", "SCHEDULE", "TZ", "STATE", "NEXT FIRE", "URL"]
+
+
+def _jobs_add(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"schedule": args.schedule, "timezone": args.timezone, "paused": args.paused,
+                            "webhook": {"url": args.webhook, "method": args.method}}
+    if args.id:
+        body["id"] = args.id
+    job = request(args.url, "POST", "/api/v1/jobs", body)
+    _print(args, job, _job_rows([job]), JOB_HEADER)
+
+
+def _jobs_ls(args: argparse.Namespace) -> None:
+    jobs: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        page = request(args.url, "GET", f"/api/v1/jobs?limit=1000&after={urllib.request.quote(after)}")
+        jobs.extend(page["jobs"])
+        if not page["next_after"]:
+            break
+        after = page["next_after"]
+    _print(args, jobs, _job_rows(jobs), JOB_HEADER)
+
+
+def _jobs_show(args: argparse.Namespace) -> None:
+    job = request(args.url, "GET", f"/api/v1/jobs/{args.job_id}")
+    runs = request(args.url, "GET", f"/api/v1/jobs/{args.job_id}/executions?limit=10")["executions"]
+    if args.json:
+        print(json.dumps({"job": job, "executions": runs}, indent=2))
+        return
+    _print(args, job, _job_rows([job]), JOB_HEADER)
+    print()
+    rows = [[r["scheduled_at"], str(r["attempt"]), r["node"], r["status"], str(r["http_status"] or "-"),
+             f"{r['duration_ms']} ms"] for r in runs]
+    _print(args, runs, rows, ["SCHEDULED", "ATTEMPT", "NODE", "STATUS", "HTTP", "DURATION"])
+
+
+def _jobs_rm(args: argparse.Namespace) -> None:
+    request(args.url, "DELETE", f"/api/v1/jobs/{args.job_id}")
+    print(f"deleted {args.job_id}")
+
+
+def _set_paused(args: argparse.Namespace, paused: bool) -> None:
+    job = request(args.url, "PATCH", f"/api/v1/jobs/{args.job_id}", {"paused": paused})
+    _print(args, job, _job_rows([job]), JOB_HEADER)
+
+
+def _jobs_pause(args: argparse.Namespace) -> None:
+    _set_paused(args, True)
+
+
+def _jobs_resume(args: argparse.Namespace) -> None:
+    _set_paused(args, False)
+
+
+def _cluster_status(args: argparse.Namespace) -> None:
+    status = request(args.url, "GET", "/api/v1/cluster")
+    rows = [[m["node_id"] or "?", m["role"], m["raft_addr"], m["http_addr"] or "-",
+             "self" if m["self"] else ("yes" if m["connected"] else "no")] for m in status["members"]]
+    _print(args, status, rows, ["NODE", "ROLE", "RAFT", "HTTP", "CONNECTED"])
+    if not args.json:
+        print(f"\nleader: {status['leader']['node_id']}  term: {status['term']}  "
+              f"commit index: {status['commit_index']}  jobs: {status['jobs']}")

@@ -1,0 +1,124 @@
+"""Commands: the only way anything changes the replicated state.
+
+Each command is a small frozen record. On the wire (the Raft log) it is msgpack
+`[FORMAT_VERSION, type_tag, {field: value}]`. Every command carries `now_ms`,
+the proposing node's clock; the state machine never reads a clock of its own.
+A log entry that cannot be decoded is a fatal error (see raft.py): skipping it
+would let nodes diverge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+FORMAT_VERSION = 1
+
+
+class UndecodableCommand(ValueError):
+    """Bytes that are not a command this version understands."""
+
+
+@dataclass(frozen=True)
+class Command:
+    TAG: ClassVar[int] = 0
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class RegisterNode(Command):
+    """A node announces its id and addresses, so followers can be named and reached."""
+
+    TAG: ClassVar[int] = 1
+    node_id: str
+    raft_addr: str
+    http_addr: str
+
+
+@dataclass(frozen=True)
+class CreateJob(Command):
+    TAG: ClassVar[int] = 2
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReplaceJob(Command):
+    """Replace a job's definition. `if_version` 0 means unconditional."""
+
+    TAG: ClassVar[int] = 3
+    spec: dict[str, Any]
+    if_version: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteJob(Command):
+    TAG: ClassVar[int] = 4
+    job_id: str
+    if_version: int = 0
+
+
+@dataclass(frozen=True)
+class AssignFires(Command):
+    """The leader hands due fires to executors: items are [job_id, scheduled_ms, node_id]."""
+
+    TAG: ClassVar[int] = 5
+    items: list[list[Any]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a fire did, as seen by its executor."""
+
+    fire_id: str
+    attempt: int
+    status: str  # succeeded | failed | timed_out
+    http_status: int  # 0 when no HTTP answer came
+    started_ms: int
+    finished_ms: int
+    error: str = ""
+
+    def to_list(self) -> list[Any]:
+        return [self.fire_id, self.attempt, self.status, self.http_status,
+                self.started_ms, self.finished_ms, self.error]
+
+
+@dataclass(frozen=True)
+class CompleteFires(Command):
+    """An executor reports outcomes; `outcomes` holds Outcome.to_list() rows."""
+
+    TAG: ClassVar[int] = 6
+    node_id: str
+    outcomes: list[list[Any]]
+
+
+COMMAND_TYPES: dict[int, type[Command]] = {
+    cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires)
+}
+
+
+def encode(command: Command) -> bytes:
+    assert command.TAG in COMMAND_TYPES, f"unregistered command {type(command).__name__}"
+    return msgpack.packb([FORMAT_VERSION, command.TAG, asdict(command)], use_bin_type=True)
+
+
+def decode(data: bytes) -> Command:
+    try:
+        version, tag, payload = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise UndecodableCommand(f"not a command: {exc}") from exc
+    if version != FORMAT_VERSION or tag not in COMMAND_TYPES or not isinstance(payload, dict):
+        raise UndecodableCommand(f"unknown command version={version!r} tag={tag!r}")
+    cls = COMMAND_TYPES[tag]
+    names = {f.name for f in fields(cls)}
+    if set(payload) - names:
+        raise UndecodableCommand(f"{cls.__name__} has unknown fields {sorted(set(payload) - names)}")
+    try:
+        return cls(**payload)
+    except TypeError as exc:
+        raise UndecodableCommand(f"{cls.__name__}: {exc}") from exc
+
+
+def outcome_from_list(row: list[Any]) -> Outcome:
+    return Outcome(*row)

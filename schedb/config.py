@@ -1,0 +1,197 @@
+"""Node configuration: one TOML file per node, overridable by SCHEDB_* variables.
+
+Every setting lives in a section dataclass below with its default; the file
+may set any of them, and `SCHEDB_<SECTION>_<KEY>` (e.g.
+`SCHEDB_SCHEDULER_LOOKAHEAD_S=8`) overrides the file. Loading validates
+everything up front and names the key at fault, so a node never starts
+half-configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    id: str = ""
+    data_dir: str = ""
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    listen: str = "127.0.0.1:8001"
+    body_max_bytes: int = 1_048_576
+    pending_commands_max: int = 1_000
+    commit_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class RaftSection:
+    listen: str = "127.0.0.1:9001"
+    peers: list[str] = field(default_factory=list)
+    password: str = ""
+    election_min_s: float = 0.4
+    election_max_s: float = 1.2
+    heartbeat_s: float = 0.1
+    connection_retry_s: float = 1.0
+    leader_fallback_s: float = 3.0
+    compaction_min_entries: int = 20_000
+    compaction_min_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class SchedulerSection:
+    lookahead_s: float = 5.0
+    dispatch_interval_s: float = 0.1
+    follower_alive_s: float = 1.5
+    fence_s: float = 3.0
+    history_per_job: int = 100
+    recent_executions: int = 10_000
+    misfire_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ExecutorSection:
+    max_inflight: int = 512
+    outcome_batch_s: float = 0.02
+    outcome_batch_max: int = 2_000
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+    format: str = "auto"  # auto | json | console
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeSection
+    http: HttpSection
+    raft: RaftSection
+    scheduler: SchedulerSection
+    executor: ExecutorSection
+    log: LogSection
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.node.data_dir)
+
+
+_SECTION_TYPES = {"node": NodeSection, "http": HttpSection, "raft": RaftSection,
+                  "scheduler": SchedulerSection, "executor": ExecutorSection, "log": LogSection}
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for name in raw:
+        if name not in _SECTION_TYPES:
+            raise ConfigError(f"unknown section [{name}]; known: {', '.join(_SECTION_TYPES)}")
+    sections = {name: _load_section(name, cls, raw.get(name, {}), env) for name, cls in _SECTION_TYPES.items()}
+    config = Config(**sections)
+    _check(config)
+    return config
+
+
+def _load_section(name: str, cls: type, raw: Any, env: dict[str, str]) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key}; known: {', '.join(known)}")
+    values: dict[str, Any] = {}
+    for key, fld in known.items():
+        env_key = f"SCHEDB_{name.upper()}_{key.upper()}"
+        if env_key in env:
+            values[key] = _from_env(env_key, env[env_key], fld.type)
+        elif key in raw:
+            values[key] = _typed(f"{name}.{key}", raw[key], fld.type)
+    return cls(**values)
+
+
+def _from_env(env_key: str, text: str, type_name: Any) -> Any:
+    if type_name == "list[str]":
+        try:
+            value = json.loads(text) if text.strip().startswith("[") else [p for p in text.split(",") if p]
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{env_key} must be a JSON list or comma-separated") from exc
+        return _typed(env_key, value, type_name)
+    if type_name in ("int", "float"):
+        try:
+            return _typed(env_key, float(text) if type_name == "float" else int(text), type_name)
+        except ValueError as exc:
+            raise ConfigError(f"{env_key} must be a number, got {text!r}") from exc
+    return text
+
+
+def _typed(key: str, value: Any, type_name: Any) -> Any:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[type_name]
+    if not ok:
+        raise ConfigError(f"{key} must be of type {type_name}, got {value!r}")
+    return float(value) if type_name == "float" else value
+
+
+def parse_address(key: str, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} must be host:port, got {text!r}")
+    return host, int(port)
+
+
+def _check(config: Config) -> None:
+    if not config.node.id:
+        raise ConfigError("node.id is required")
+    if not config.node.data_dir:
+        raise ConfigError("node.data_dir is required")
+    parent = config.data_path.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"node.data_dir: parent directory {parent} does not exist")
+    parse_address("http.listen", config.http.listen)
+    parse_address("raft.listen", config.raft.listen)
+    for peer in config.raft.peers:
+        parse_address("raft.peers", peer)
+    if config.raft.listen in config.raft.peers:
+        raise ConfigError("raft.peers must not contain this node's own raft.listen")
+    _positive(config)
+    r, s = config.raft, config.scheduler
+    if not r.election_min_s < r.election_max_s:
+        raise ConfigError("raft.election_min_s must be below raft.election_max_s")
+    if not s.fence_s > r.election_max_s:
+        raise ConfigError("scheduler.fence_s must exceed raft.election_max_s")
+    if not s.lookahead_s > r.election_max_s + 1.0:
+        raise ConfigError("scheduler.lookahead_s must exceed raft.election_max_s + 1 s (time to elect and commit)")
+    if config.log.format not in ("auto", "json", "console"):
+        raise ConfigError("log.format must be auto, json or console")
+    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level must be debug, info, warning or error")
+
+
+def _positive(config: Config) -> None:
+    for section_name in ("http", "raft", "scheduler", "executor"):
+        section = getattr(config, section_name)
+        for fld in dataclasses.fields(section):
+            value = getattr(section, fld.name)
+            if fld.type in ("int", "float") and value <= 0:
+                raise ConfigError(f"{section_name}.{fld.name} must be positive, got {value}")

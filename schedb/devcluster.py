@@ -1,0 +1,132 @@
+"""Start, watch and stop node processes: used by `make cluster`, the tests and the scripts.
+
+Every process is started in its own session (so a Ctrl-C in make does not hit
+it) and stopped by its PID: SIGTERM, then SIGKILL after a bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, node_id: str, data_dir: Path, http_port: int, raft_port: int,
+                 peer_ports: list[int], extra: str = "") -> Path:
+    peers = ", ".join(f'"127.0.0.1:{p}"' for p in peer_ports)
+    path.write_text(
+        f'[node]\nid = "{node_id}"\ndata_dir = "{data_dir}"\n\n'
+        f'[http]\nlisten = "127.0.0.1:{http_port}"\n\n'
+        f'[raft]\nlisten = "127.0.0.1:{raft_port}"\npeers = [{peers}]\n{extra}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def start_node(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "schedb", "node", "--config", str(config_path)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    finally:
+        log_file.close()
+
+
+def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body) if body else None
+
+
+def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: tuple[int, ...] | list[int] = ()) -> None:
+    """Wait until every URL answers /ready with 200; fail early if one of pids has exited."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(http_urls)
+    while pending:
+        dead = [pid for pid in pids if not pid_alive(pid)]
+        if dead:
+            raise RuntimeError(f"node process(es) {dead} exited before becoming ready")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready within {timeout_s:.0f} s: {', '.join(pending)}")
+        still = []
+        for url in pending:
+            try:
+                status, _ = get_json(url + "/ready", 1.0)
+            except OSError:
+                status = 0
+            if status != 200:
+                still.append(url)
+        pending = still
+        if pending:
+            time.sleep(0.2)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited: it only waits for its parent to reap it
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def is_schedb_process(pid: int) -> bool:
+    try:
+        return b"schedb" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S, sig: int = signal.SIGTERM) -> None:
+    """Send sig, wait up to timeout_s for the process to go, then SIGKILL it."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while pid_alive(pid):
+        _reap(pid)
+        time.sleep(0.02)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,159 @@
+"""The executor: fires this node's assigned fires at their scheduled instant.
+
+Its work is derived from the replicated state, never from the stream of
+applied commands: after every change it compares "fires assigned to me
+without a committed outcome" with its own timers. So a journal replay after a
+restart fires nothing twice, and a fire taken away (job deleted, paused,
+re-assigned) loses its timer.
+
+Fencing: a fire is started only while this node has heard from a leader within
+`fence_s`. A follower cut off from the cluster therefore stops firing on its
+own, before anyone could hand its fires to another node. A fire held back by
+the fence starts as soon as a leader is heard again.
+
+Outcomes are batched (~20 ms) into one CompleteFires command and re-submitted
+until they commit, across leader changes; a duplicate commit is harmless
+because the state ignores a second outcome for the same (fire, attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import structlog
+
+from schedb.commands import CompleteFires, Outcome
+from schedb.config import Config
+from schedb.raft import Replica, SubmitError
+from schedb.webhook import deliver, wall_ms
+
+log = structlog.get_logger("schedb.executor")
+FENCE_RECHECK_S = 0.1
+COMPLETE_TIMEOUT_S = 2.0
+RETRY_DELAY_S_MAX = 1.0
+
+FireKey = tuple[str, int]  # (fire_id, attempt)
+
+
+class Executor:
+    def __init__(self, config: Config, replica: Replica, session: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._node_id = config.node.id
+        self._replica = replica
+        self._session = session
+        self._slots = asyncio.Semaphore(config.executor.max_inflight)
+        self._timers: dict[FireKey, asyncio.TimerHandle] = {}
+        self._held: dict[FireKey, dict[str, Any]] = {}
+        self._running: dict[FireKey, asyncio.Task[None]] = {}
+        self._outcomes: dict[FireKey, Outcome] = {}
+        self._outcome_ready = asyncio.Event()
+        self._fence_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._timers) + len(self._held)
+
+    # -- reconcile timers with the state ----------------------------------------
+
+    def on_state_change(self) -> None:
+        assigned = {(f["fire_id"], f["attempt"]): f
+                    for f in self._replica.read(lambda s: s.fires_for_node(self._node_id))}
+        for key in [k for k in self._timers if k not in assigned]:
+            self._timers.pop(key).cancel()
+        for key in [k for k in self._held if k not in assigned]:
+            del self._held[key]
+        now_ms = wall_ms()
+        loop = asyncio.get_running_loop()
+        for key, fire in assigned.items():
+            if key in self._timers or key in self._held or key in self._running or key in self._outcomes:
+                continue
+            delay_s = max(0.0, (fire["scheduled_ms"] - now_ms) / 1000)
+            self._timers[key] = loop.call_later(delay_s, self._due, key, fire)
+        self._release_held()
+
+    def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
+        self._timers.pop(key, None)
+        if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
+            log.warning("fire_fenced", job_id=fire["job_id"], fire_id=fire["fire_id"])
+            self._held[key] = fire
+            self._arm_fence_recheck()
+            return
+        self._running[key] = asyncio.create_task(self._run(key, fire))
+
+    def _release_held(self) -> None:
+        self._fence_timer = None
+        if not self._held or not self._replica.leader_heard_within(self._config.scheduler.fence_s):
+            self._arm_fence_recheck()
+            return
+        held, self._held = self._held, {}
+        for key, fire in held.items():
+            self._running[key] = asyncio.create_task(self._run(key, fire))
+
+    def _arm_fence_recheck(self) -> None:
+        if self._held and self._fence_timer is None:
+            self._fence_timer = asyncio.get_running_loop().call_later(FENCE_RECHECK_S, self._release_held)
+
+    # -- one delivery -----------------------------------------------------------
+
+    async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
+        try:
+            job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
+            if job is None:
+                return  # deleted since it was assigned: nothing to call
+            async with self._slots:
+                outcome = await deliver(self._session, fire, job["spec"], self._node_id)
+            delay_ms = outcome.started_ms - fire["scheduled_ms"]
+            log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
+                     status=outcome.status, http_status=outcome.http_status, delay_ms=delay_ms,
+                     duration_ms=outcome.finished_ms - outcome.started_ms, error=outcome.error or None)
+            self._outcomes[key] = outcome
+            self._outcome_ready.set()
+        finally:
+            self._running.pop(key, None)
+
+    # -- outcomes → log ---------------------------------------------------------
+
+    async def run_outcome_flusher(self) -> None:
+        batch_s = self._config.executor.outcome_batch_s
+        retry_s = batch_s
+        while True:
+            await self._outcome_ready.wait()
+            await asyncio.sleep(batch_s)
+            self._outcome_ready.clear()
+            if await self._flush_once():
+                retry_s = batch_s
+                continue
+            self._outcome_ready.set()  # keep trying: outcomes wait here until they commit
+            await asyncio.sleep(retry_s)
+            retry_s = min(RETRY_DELAY_S_MAX, retry_s * 2)
+
+    async def _flush_once(self) -> bool:
+        keys = list(self._outcomes)[: self._config.executor.outcome_batch_max]
+        if not keys:
+            return True
+        rows = [self._outcomes[k].to_list() for k in keys]
+        try:
+            await self._replica.submit(CompleteFires(wall_ms(), self._node_id, rows), COMPLETE_TIMEOUT_S)
+        except SubmitError as exc:
+            log.warning("outcomes_not_committed", count=len(rows), reason=exc.reason)
+            return False
+        for key in keys:
+            self._outcomes.pop(key, None)
+        if self._outcomes:
+            self._outcome_ready.set()
+        return True
+
+    async def drain(self, timeout_s: float) -> None:
+        """On shutdown: let running deliveries finish and their outcomes commit, within a bound."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (self._running or self._outcomes) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)

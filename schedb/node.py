@@ -1,0 +1,115 @@
+"""The composition root: one schedb node from one config.
+
+    config → Replica (pysyncobj + State) → Dispatcher (leader) + Executor (followers)
+           → HTTP API
+
+`run_node` is what `schedb node --config FILE` calls; tests start it as a real
+process the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from schedb.commands import RegisterNode
+from schedb.config import Config, parse_address
+from schedb.dispatcher import Dispatcher
+from schedb.executor import Executor
+from schedb.logs import configure_logging
+from schedb.raft import Replica, SubmitError
+from schedb.webhook import new_session, wall_ms
+
+log = structlog.get_logger("schedb.node")
+REGISTER_RETRY_S = 0.5
+SHUTDOWN_DRAIN_S = 5.0
+
+
+class Node:
+    """Everything one node runs, wired together; the API talks to this object."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.replica: Replica
+        self.executor: Executor
+        self.dispatcher: Dispatcher
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node.id
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._session = new_session(self.config.executor.max_inflight)
+        self.replica = Replica(self.config, loop, self._on_state_change)
+        self.executor = Executor(self.config, self.replica, self._session)
+        self.dispatcher = Dispatcher(self.config, self.replica)
+        for coro in (self.dispatcher.run(), self.executor.run_outcome_flusher(), self._register()):
+            self._tasks.append(asyncio.create_task(coro))
+        log.info("node_started", raft=self.config.raft.listen, peers=self.config.raft.peers)
+
+    def _on_state_change(self) -> None:
+        if hasattr(self, "executor"):
+            self.executor.on_state_change()
+
+    def is_registered(self) -> bool:
+        expected = (self.config.raft.listen, self.config.http.listen)
+        node = self.replica.read(lambda s: s.nodes.get(self.node_id))
+        return node is not None and (node["raft_addr"], node["http_addr"]) == expected
+
+    async def _register(self) -> None:
+        """Announce this node's id and addresses through the log (once it is current)."""
+        while not self.is_registered():
+            if self.replica.view().ready:
+                command = RegisterNode(wall_ms(), self.node_id, self.config.raft.listen, self.config.http.listen)
+                try:
+                    result = await self.replica.submit(command)
+                    if "error" in result:
+                        log.error("node_registration_refused", detail=result.get("detail"))
+                        return
+                except SubmitError as exc:
+                    log.info("node_registration_retry", reason=exc.reason)
+            await asyncio.sleep(REGISTER_RETRY_S)
+        log.info("node_registered")
+
+    async def stop(self) -> None:
+        await self.executor.drain(SHUTDOWN_DRAIN_S)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._session.close()
+        self.replica.close()
+
+
+async def serve(config: Config) -> None:
+    from schedb.api.app import create_app  # the API layer sits above the node
+
+    node = Node(config)
+    await node.start()
+    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = parse_address("http.listen", config.http.listen)
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    log.info("http_listening", listen=config.http.listen)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("node_stopping")
+    await runner.cleanup()
+    await node.stop()
+    log.info("node_stopped")
+
+
+def run_node(config: Config) -> None:
+    configure_logging(config.log.level, config.log.format, config.node.id)
+    asyncio.run(serve(config))

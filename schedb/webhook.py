@@ -1,0 +1,77 @@
+"""One webhook attempt: build the request DESIGN.md promises and classify the answer."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+
+from schedb.commands import Outcome
+from schedb.timefmt import ms_to_rfc3339
+
+# We read at most this much of an answer: only its status matters, and a huge
+# body must not hold a worker.
+RESPONSE_READ_MAX = 64 * 1024
+ERROR_TEXT_MAX = 300
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str,
+                  correlation_id: str) -> tuple[dict[str, str], bytes | None]:
+    scheduled_at = ms_to_rfc3339(fire["scheduled_ms"])
+    headers = dict(spec["webhook"]["headers"])
+    headers.update({
+        "Idempotency-Key": fire["fire_id"],
+        "X-Schedb-Job-Id": fire["job_id"],
+        "X-Schedb-Fire-Id": fire["fire_id"],
+        "X-Schedb-Scheduled-At": scheduled_at,
+        "X-Schedb-Attempt": str(fire["attempt"]),
+        "X-Schedb-Node": node_id,
+        "X-Correlation-ID": correlation_id,
+    })
+    if spec["webhook"]["method"] == "GET":
+        return headers, None
+    body = spec["webhook"]["body"]
+    if body is None:
+        body = {"job_id": fire["job_id"], "fire_id": fire["fire_id"],
+                "scheduled_at": scheduled_at, "attempt": fire["attempt"]}
+    headers.setdefault("Content-Type", "application/json")
+    return headers, json.dumps(body, separators=(",", ":")).encode()
+
+
+async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: dict[str, Any],
+                  node_id: str) -> Outcome:
+    """Call the webhook once; never raises for what the receiver does."""
+    correlation_id = uuid.uuid4().hex
+    headers, body = build_request(fire, spec, node_id, correlation_id)
+    webhook = spec["webhook"]
+    started_ms = wall_ms()
+    status, http_status, error = "failed", 0, ""
+    try:
+        timeout = aiohttp.ClientTimeout(total=webhook["timeout_s"])
+        async with session.request(webhook["method"], webhook["url"], headers=headers, data=body,
+                                   timeout=timeout, allow_redirects=False) as response:
+            http_status = response.status
+            await response.content.read(RESPONSE_READ_MAX)
+        if 200 <= http_status < 300:
+            status = "succeeded"
+        else:
+            error = f"HTTP {http_status}"
+    except TimeoutError:
+        status, error = "timed_out", f"no answer within {webhook['timeout_s']:g} s"
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
+    return Outcome(fire["fire_id"], fire["attempt"], status, http_status, started_ms, wall_ms(), error)
+
+
+def new_session(max_inflight: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=max_inflight, limit_per_host=max_inflight, ttl_dns_cache=60)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                 auto_decompress=False)
+
