@@ -95,7 +95,7 @@ def _print(args: argparse.Namespace, data: Any, rows: list[list[str]], header: l
     if args.json:
         print(json.dumps(data, indent=2))
         return
-    table = [header] + rows
+    table = [header, *rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -6,6 +6,7 @@ it) and stopped by its PID: SIGTERM, then SIGKILL after a bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,7 @@ def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
         return exc.code, json.loads(body) if body else None
 
 
-def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: tuple[int, ...] | list[int] = ()) -> None:
+def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: Sequence[int] = ()) -> None:
     """Wait until every URL answers /ready with 200; fail early if one of pids has exited."""
     deadline = time.monotonic() + timeout_s
     pending = list(http_urls)
@@ -126,7 +128,5 @@ def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S, sig: int = signal.SIGT
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -78,6 +78,10 @@ class Executor:
         self._release_held()
 
     def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
+        early_ms = fire["scheduled_ms"] - wall_ms()
+        if early_ms > 0:  # the loop's clock and the wall clock drift apart a little: never fire early
+            self._timers[key] = asyncio.get_running_loop().call_later(early_ms / 1000, self._due, key, fire)
+            return
         self._timers.pop(key, None)
         if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
             log.warning("fire_fenced", job_id=fire["job_id"], fire_id=fire["fire_id"])

@@ -16,6 +16,7 @@ and the node's asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -123,10 +124,8 @@ class Replica:
     def _applied(self, _command: Command) -> None:
         if not self._change_pending.is_set():
             self._change_pending.set()
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down
                 self._loop.call_soon_threadsafe(self._deliver_change)
-            except RuntimeError:  # the loop is closed: the node is shutting down
-                pass
 
     def _deliver_change(self) -> None:
         self._change_pending.clear()

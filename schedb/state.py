@@ -140,7 +140,7 @@ class State:
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
         job = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
-               "version": 1, "next_fire_ms": None}
+               "version": 1, "next_fire_ms": None, "active_fires": []}
         self.jobs[job_id] = job
         self.history[job_id] = deque(maxlen=self.limits.history_per_job)
         self._schedule_from(job_id, self.now_ms)
@@ -171,8 +171,8 @@ class State:
         if error:
             return error
         self._unschedule(cmd.job_id)
-        for fire_id in [f for f, fire in self.fires.items() if fire["job_id"] == cmd.job_id]:
-            self._end_fire(fire_id)
+        for scheduled_ms in list(self.jobs[cmd.job_id]["active_fires"]):
+            self._end_fire(fire_id_of(cmd.job_id, scheduled_ms))
         del self.jobs[cmd.job_id]
         del self.history[cmd.job_id]
         return {"ok": True, "job_id": cmd.job_id}
@@ -203,6 +203,7 @@ class State:
         self.fires[fire_id] = {"fire_id": fire_id, "job_id": job_id, "scheduled_ms": scheduled_ms,
                                "attempt": 1, "node": node_id, "assigned_ms": self.now_ms}
         self.fires_by_node.setdefault(node_id, {})[fire_id] = None
+        job["active_fires"].append(scheduled_ms)
         self._unschedule(job_id)
         self._schedule_from(job_id, scheduled_ms)
         return True
@@ -279,12 +280,13 @@ class State:
 
     def _drop_future_fires(self, job_id: str) -> None:
         """A paused or rescheduled job keeps no fire that is not due yet."""
-        for fire_id, fire in list(self.fires.items()):
-            if fire["job_id"] == job_id and fire["scheduled_ms"] > self.now_ms:
-                self._end_fire(fire_id)
+        for scheduled_ms in list(self.jobs[job_id]["active_fires"]):
+            if scheduled_ms > self.now_ms:
+                self._end_fire(fire_id_of(job_id, scheduled_ms))
 
     def _end_fire(self, fire_id: str) -> None:
         fire = self.fires.pop(fire_id)
+        self.jobs[fire["job_id"]]["active_fires"].remove(fire["scheduled_ms"])
         by_node = self.fires_by_node[fire["node"]]
         del by_node[fire_id]
         if not by_node:

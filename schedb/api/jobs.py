@@ -29,7 +29,11 @@ def _validate(raw: Any, job_id: str | None = None) -> dict[str, Any]:
 
 
 def _read_job(node: Node, job_id: str) -> dict[str, Any]:
-    job = node.replica.read(lambda s: s.jobs.get(job_id))
+    def copy(state: State) -> dict[str, Any] | None:
+        job = state.jobs.get(job_id)
+        return None if job is None else dict(job, active_fires=list(job["active_fires"]))
+
+    job = node.replica.read(copy)
     if job is None:
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
     return job
@@ -40,7 +44,7 @@ def _job_response(node: Node, job_id: str, status: int = 200) -> web.Response:
     headers = {"ETag": etag(job["version"])}
     if status == 201:
         headers["Location"] = f"/api/v1/jobs/{job_id}"
-    return json_response(job_view(job), status, headers)
+    return json_response(job_view(job, wall_ms()), status, headers)
 
 
 def _if_match(request: web.Request) -> int:
@@ -82,11 +86,13 @@ async def list_jobs(request: web.Request) -> web.Response:
             return False
         return not tag or spec["tags"].get(tag_key) == tag_value
 
+    now_ms = wall_ms()
+
     def page(state: State) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for job_id in sorted(state.jobs):
             if job_id > after and matches(state.jobs[job_id]):
-                out.append(job_view(state.jobs[job_id]))
+                out.append(job_view(state.jobs[job_id], now_ms))
                 if len(out) > limit:
                     break
         return out

@@ -11,10 +11,14 @@ def _time(ms: int | None) -> str | None:
     return None if ms is None else ms_to_rfc3339(ms)
 
 
-def job_view(job: dict[str, Any]) -> dict[str, Any]:
+def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """The job as users see it; next_fire_at counts fires already handed to an executor."""
+    upcoming = [ms for ms in job["active_fires"] if ms >= now_ms]
+    if job["next_fire_ms"] is not None:
+        upcoming.append(job["next_fire_ms"])
     view = dict(job["spec"])
     view.update({
-        "next_fire_at": _time(job["next_fire_ms"]),
+        "next_fire_at": _time(min(upcoming)) if upcoming else None,
         "created_at": _time(job["created_ms"]),
         "updated_at": _time(job["updated_ms"]),
         "version": job["version"],

@@ -1,0 +1,150 @@
+"""Real node processes and a real webhook receiver on free ports (rqlite's system_test style)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schedb.devcluster import free_port, get_json, pid_alive, start_node, stop_pid, wait_ready, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class NodeProc:
+    node_id: str
+    config: Path
+    log: Path
+    http_port: int
+    raft_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+@dataclass
+class Cluster:
+    """N nodes in tmp_dir; every process is stopped by PID in stop(), even after a failed test."""
+
+    tmp_dir: Path
+    size: int = 3
+    extra_config: str = ""
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        http_ports = [free_port() for _ in range(self.size)]
+        raft_ports = [free_port() for _ in range(self.size)]
+        for i in range(self.size):
+            node_id = f"node{i + 1}"
+            peers = [p for j, p in enumerate(raft_ports) if j != i]
+            config = write_config(self.tmp_dir / f"{node_id}.toml", node_id, self.tmp_dir / f"data-{node_id}",
+                                  http_ports[i], raft_ports[i], peers, self.extra_config)
+            self.nodes.append(NodeProc(node_id, config, self.tmp_dir / f"{node_id}.log", http_ports[i], raft_ports[i]))
+
+    def start(self, nodes: list[NodeProc] | None = None) -> None:
+        for node in nodes or self.nodes:
+            node.proc = start_node(node.config, node.log)
+
+    def wait_ready(self, nodes: list[NodeProc] | None = None, timeout_s: float = 60.0) -> None:
+        nodes = nodes or self.nodes
+        try:
+            wait_ready([n.url for n in nodes], timeout_s, pids=[n.pid for n in nodes])
+        except (TimeoutError, RuntimeError) as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from exc
+
+    def stop(self, nodes: list[NodeProc] | None = None, sig: int = signal.SIGTERM) -> None:
+        for node in nodes or self.nodes:
+            if node.proc is not None and pid_alive(node.proc.pid):
+                stop_pid(node.proc.pid, sig=sig)
+            if node.proc is not None:
+                node.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 15) -> str:
+        out = []
+        for node in self.nodes:
+            text = node.log.read_text(errors="replace").splitlines() if node.log.exists() else []
+            out.append(f"--- {node.node_id} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+    def status(self, node: NodeProc) -> dict[str, Any]:
+        return get_json(node.url + "/api/v1/cluster")[1]
+
+    def leader(self, timeout_s: float = 10.0) -> NodeProc:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                try:
+                    if self.status(node)["role"] == "leader":
+                        return node
+                except OSError:
+                    continue
+            time.sleep(0.1)
+        raise AssertionError("no leader")
+
+    def followers(self) -> list[NodeProc]:
+        leader = self.leader()
+        return [n for n in self.nodes if n is not leader]
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            text = resp.read()
+            return resp.status, dict(resp.headers), json.loads(text) if text else None
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        return exc.code, dict(exc.headers), json.loads(text) if text else None
+
+
+class Receiver:
+    """scripts/receiver.py as a process; deliveries() reads its ledger."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self.port = free_port()
+        self.ledger = tmp_dir / "deliveries.jsonl"
+        self.log = tmp_dir / "receiver.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "receiver.py"), "--port", str(self.port),
+                 "--ledger", str(self.ledger)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", data=b"{}", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        if not self.ledger.exists():
+            return []
+        rows = [json.loads(line) for line in self.ledger.read_text().splitlines() if line.strip()]
+        return [r for r in rows if r["fire_id"]]
+
+    def stop(self) -> None:
+        stop_pid(self.proc.pid)
+        self.proc.wait(timeout=10)
