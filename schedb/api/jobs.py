@@ -13,6 +13,7 @@ from schedb.api.views import etag, execution_view, job_view
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
+from schedb.schedule import parse_schedule
 from schedb.state import State
 from schedb.webhook import wall_ms
 
@@ -23,9 +24,17 @@ STATUSES = ("succeeded", "failed", "timed_out")
 
 def _validate(raw: Any, job_id: str | None = None) -> dict[str, Any]:
     try:
-        return validate_job(raw, job_id)
+        spec = validate_job(raw, job_id)
     except InvalidJob as exc:
         raise Problem(422, "Invalid job", str(exc), kind="invalid", errors=exc.errors) from exc
+    return spec
+
+
+def _refuse_past_one_shot(spec: dict[str, Any]) -> None:
+    """A new job whose @at time has passed would never fire: say so instead of storing it."""
+    if parse_schedule(spec["schedule"], spec["timezone"]).next_after(wall_ms()) is None:
+        raise Problem(422, "Invalid job", "schedule: the @at time is in the past", kind="invalid",
+                      errors=[{"field": "schedule", "message": "the @at time is in the past"}])
 
 
 def _read_job(node: Node, job_id: str) -> dict[str, Any]:
@@ -65,6 +74,7 @@ async def create_job(request: web.Request) -> web.Response:
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": uuid.uuid4().hex}
     spec = _validate(raw)
+    _refuse_past_one_shot(spec)
     await propose(node, CreateJob(wall_ms(), spec))
     return _job_response(node, spec["id"], 201)
 

@@ -86,6 +86,7 @@ BAD_INPUTS = [
     ({**JOB, "id": "a" * 200}, "id"),
     ({"webhook": {"url": "http://127.0.0.1/x"}}, "schedule"),
     ({"schedule": "@hourly"}, "webhook"),
+    ({**JOB, "schedule": "@at 2001-01-01T00:00:00Z"}, "schedule"),
 ]
 
 

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schedb.config import ConfigError, load_config
+
+GOOD = """
+[node]
+id = "node1"
+data_dir = "{data}"
+[http]
+listen = "127.0.0.1:8001"
+[raft]
+listen = "127.0.0.1:9001"
+peers = ["127.0.0.1:9002", "127.0.0.1:9003"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text.replace("{data}", str(tmp_path / "data")))
+    return path
+
+
+def test_the_local_cluster_configs_load() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for n in (1, 2, 3):
+        config = load_config(root / "cluster-configs" / f"node{n}.toml")
+        assert config.node.id == f"node{n}" and len(config.raft.peers) == 2
+        assert config.scheduler.lookahead_s == 5.0
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    env = {"SCHEDB_SCHEDULER_LOOKAHEAD_S": "8", "SCHEDB_RAFT_PEERS": "127.0.0.1:9005,127.0.0.1:9006"}
+    config = load_config(write(tmp_path, GOOD), env)
+    assert config.scheduler.lookahead_s == 8.0 and config.raft.peers == ["127.0.0.1:9005", "127.0.0.1:9006"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (GOOD + "[http]\n", "not valid TOML"),
+    (GOOD.replace('listen = "127.0.0.1:8001"', 'listen = "127.0.0.1:8001"\nlisten_port = 1'), "http.listen_port"),
+    (GOOD + "[storage]\nx = 1\n", r"unknown section \[storage\]"),
+    (GOOD.replace("127.0.0.1:8001", "localhost"), "http.listen must be host:port"),
+    (GOOD.replace('"127.0.0.1:9002"', '"127.0.0.1:99999"'), "raft.peers must be host:port"),
+    (GOOD.replace('"127.0.0.1:9002"', '"127.0.0.1:9001"'), "must not contain this node"),
+    (GOOD.replace('id = "node1"', "id = 1"), "node.id must be of type str"),
+    (GOOD.replace('data_dir = "{data}"', 'data_dir = "/nonexistent/dir/data"'), "parent directory"),
+    (GOOD + "[scheduler]\nlookahead_s = 1.0\n", "lookahead_s must exceed"),
+    (GOOD + "[scheduler]\nfence_s = -1\n", "fence_s must be positive"),
+    (GOOD + "[log]\nformat = \"xml\"\n", "log.format"),
+])
+def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), {})
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SCHEDB_HTTP_BODY_MAX_BYTES"):
+        load_config(write(tmp_path, GOOD), {"SCHEDB_HTTP_BODY_MAX_BYTES": "lots"})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml", {})

@@ -1,0 +1,182 @@
+"""The state machine driven by commands with a fake `now`: no Raft, no sleeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedb.commands import AssignFires, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode, ReplaceJob
+from schedb.jobspec import validate_job
+from schedb.state import State, StateLimits
+
+T0 = 1_800_000_000_000  # a whole second
+
+
+def spec(job_id: str = "job", schedule: str = "@every 1s", **extra: Any) -> dict[str, Any]:
+    return validate_job({"id": job_id, "schedule": schedule, "webhook": {"url": "http://127.0.0.1/h"}, **extra})
+
+
+def cluster_state(limits: StateLimits | None = None) -> State:
+    state = State(limits)
+    for n in (2, 3):
+        assert state.apply(RegisterNode(T0, f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}")) == {"ok": True}
+    return state
+
+
+def ok(outcome_fire: str, attempt: int = 1, at: int = T0) -> list[Any]:
+    return Outcome(outcome_fire, attempt, "succeeded", 200, at, at + 5).to_list()
+
+
+def test_create_puts_the_job_in_the_slot_of_its_first_fire() -> None:
+    state = cluster_state()
+    assert state.apply(CreateJob(T0 + 300, spec())) == {"ok": True, "job_id": "job"}
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 1000
+    assert state.due_jobs(T0 + 999, 10) == []
+    assert state.due_jobs(T0 + 5000, 10) == [("job", T0 + 1000)]
+    assert state.apply(CreateJob(T0 + 400, spec()))["error"] == "conflict"
+
+
+def test_apply_rejects_an_invalid_spec_and_changes_nothing() -> None:
+    state = cluster_state()
+    before = state.canonical_bytes()
+    result = state.apply(CreateJob(T0, {"id": "x", "schedule": "nope", "webhook": {"url": "http://a/"}}))
+    assert result["error"] == "invalid" and result["errors"][0]["field"] == "schedule"
+    assert state.jobs == {} and state.counters["commands_rejected"] == 1
+    assert state.canonical_bytes() != before  # only the clock, the apply count and the counter moved
+    assert state.slots.keys == []
+
+
+def test_assign_creates_a_fire_and_advances_the_job() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    result = state.apply(AssignFires(T0 + 10, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node3"]]))
+    assert result == {"ok": True, "assigned": 2}
+    assert [f["fire_id"] for f in state.fires_for_node("node2")] == [f"job:{T0 + 1000}"]
+    assert [f["fire_id"] for f in state.fires_for_node("node3")] == [f"job:{T0 + 2000}"]
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 3000
+    assert state.jobs["job"]["active_fires"] == [T0 + 1000, T0 + 2000]
+
+
+def test_stale_assignments_are_no_ops() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    snapshot = state.canonical_bytes()
+    # a second leader proposing the same fire, an unknown node, an unknown job, garbage
+    items = [["job", T0 + 1000, "node3"], ["job", T0 + 2000, "node9"], ["ghost", T0, "node2"], "junk", [1, 2]]
+    assert state.apply(AssignFires(T0, items)) == {"ok": True, "assigned": 0}
+    assert state.counters["assign_stale"] == 5
+    assert len(state.fires) == 1 and state.jobs["job"]["next_fire_ms"] == T0 + 2000
+    assert snapshot != state.canonical_bytes()
+
+
+def test_completion_records_history_once() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    fire_id = f"job:{T0 + 1000}"
+    assert state.apply(CompleteFires(T0 + 1100, "node2", [ok(fire_id, at=T0 + 1000)])) == {"ok": True, "committed": 1}
+    assert state.apply(CompleteFires(T0 + 1200, "node2", [ok(fire_id, at=T0 + 1000)])) == {"ok": True, "committed": 0}
+    assert state.counters["duplicate_completions"] == 1
+    (execution,) = state.history["job"]
+    assert execution["fire_id"] == fire_id and execution["node"] == "node2" and execution["duration_ms"] == 5
+    assert state.fires == {} and state.fires_by_node == {} and state.jobs["job"]["active_fires"] == []
+    assert list(state.recent) == [execution]
+
+
+def test_completion_of_a_wrong_attempt_or_bad_row_is_ignored() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    fire_id = f"job:{T0 + 1000}"
+    bad = [ok(fire_id, attempt=2), [fire_id, 1, "exploded", 0, 0, 0, ""], [fire_id], "junk"]
+    assert state.apply(CompleteFires(T0, "node2", bad)) == {"ok": True, "committed": 0}
+    assert fire_id in state.fires
+    assert state.apply(CompleteFires(T0, "node9", [ok(fire_id)]))["error"] == "invalid"
+
+
+def test_history_is_bounded_per_job_and_overall() -> None:
+    state = cluster_state(StateLimits(history_per_job=3, recent_executions=4))
+    state.apply(CreateJob(T0, spec("a")))
+    state.apply(CreateJob(T0, spec("b")))
+    for i in range(1, 6):
+        scheduled = T0 + 1000 * i
+        state.apply(AssignFires(scheduled - 500, [["a", scheduled, "node2"], ["b", scheduled, "node3"]]))
+        state.apply(CompleteFires(scheduled, "node2", [ok(f"a:{scheduled}")]))
+        state.apply(CompleteFires(scheduled, "node3", [ok(f"b:{scheduled}")]))
+    assert [e["scheduled_ms"] for e in state.history["a"]] == [T0 + 3000, T0 + 4000, T0 + 5000]
+    assert len(state.recent) == 4
+
+
+def test_pause_drops_fires_not_yet_due_and_resume_restarts_from_now() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0 + 100, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node2"]]))
+    state.apply(ReplaceJob(T0 + 1500, spec(paused=True)))
+    assert list(state.fires) == [f"job:{T0 + 1000}"]  # due already: it may be running
+    assert state.jobs["job"]["next_fire_ms"] is None and state.slots.keys == []
+    state.apply(ReplaceJob(T0 + 9_400, spec(paused=False)))
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 10_000
+    assert state.jobs["job"]["version"] == 3
+
+
+def test_replace_checks_the_version_and_keeps_timing_when_unchanged() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    assert state.apply(ReplaceJob(T0, spec(tags={"a": "b"}), if_version=7))["error"] == "precondition_failed"
+    assert state.apply(ReplaceJob(T0, spec(tags={"a": "b"}), if_version=1))["ok"]
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 2000 and len(state.fires) == 1
+    assert state.apply(ReplaceJob(T0, spec("ghost")))["error"] == "not_found"
+
+
+def test_delete_removes_job_slot_and_fires() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    assert state.apply(DeleteJob(T0, "job", if_version=2))["error"] == "precondition_failed"
+    assert state.apply(DeleteJob(T0, "job"))["ok"]
+    assert state.jobs == {} and state.fires == {} and state.slots.keys == [] and state.history == {}
+    assert state.apply(DeleteJob(T0, "job"))["error"] == "not_found"
+
+
+def test_a_job_far_behind_fires_once_then_resumes_from_now() -> None:
+    """run_once: after the cluster was down for an hour, one catch-up fire, then on schedule."""
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    later = T0 + 3_600_000
+    assert state.due_jobs(later, 10) == [("job", T0 + 1000)]
+    state.apply(AssignFires(later, [["job", T0 + 1000, "node2"]]))
+    assert state.jobs["job"]["next_fire_ms"] == later + 1000
+    assert state.counters["misfire_catchups"] == 1
+
+
+def test_one_shot_job_leaves_the_slots_after_its_fire() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec(schedule="@at 2027-02-01T08:00:00.000Z")))
+    at_ms = state.jobs["job"]["next_fire_ms"]
+    state.apply(AssignFires(at_ms - 1000, [["job", at_ms, "node3"]]))
+    assert state.jobs["job"]["next_fire_ms"] is None and state.slots.keys == []
+
+
+def test_clock_never_goes_backwards() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0 + 5000, spec("a")))
+    state.apply(CreateJob(T0, spec("b")))  # a node with a slower clock proposed this
+    assert state.now_ms == T0 + 5000 and state.jobs["b"]["created_ms"] == T0 + 5000
+
+
+def test_due_jobs_walks_slots_in_time_order_with_a_limit() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec("slow", "@every 10s")))
+    state.apply(CreateJob(T0, spec("fast", "@every 1s")))
+    state.apply(CreateJob(T0, spec("mid", "@every 5s")))
+    assert state.due_jobs(T0 + 10_000, 10) == [("fast", T0 + 1000), ("mid", T0 + 5000), ("slow", T0 + 10_000)]
+    assert state.due_jobs(T0 + 10_000, 2) == [("fast", T0 + 1000), ("mid", T0 + 5000)]
+
+
+def test_node_registration_rejects_a_stolen_raft_address() -> None:
+    state = cluster_state()
+    result = state.apply(RegisterNode(T0, "impostor", "127.0.0.1:9002", "127.0.0.1:8009"))
+    assert result["error"] == "conflict"
+    assert state.apply(RegisterNode(T0, "node2", "127.0.0.1:9002", "127.0.0.1:8012")) == {"ok": True}
+    assert state.nodes["node2"]["http_addr"] == "127.0.0.1:8012"
