@@ -57,6 +57,9 @@ class StateLimits:
     # A job that fell further behind than this (cluster down, overload) fires once
     # for the missed occurrences and resumes from now: the run_once misfire policy.
     misfire_grace_ms: int = 10_000
+    # Fires withdrawn (pause, reschedule) while their executor may already be
+    # calling the webhook: kept so that a late outcome is still recorded once.
+    withdrawn_max: int = 10_000
 
 
 def fire_id_of(job_id: str, scheduled_ms: int) -> str:
@@ -72,6 +75,7 @@ class State:
         self.slots = SlotIndex()
         self.fires: dict[str, dict[str, Any]] = {}
         self.fires_by_node: dict[str, dict[str, None]] = {}
+        self.withdrawn: dict[str, dict[str, Any]] = {}
         self.history: dict[str, deque[dict[str, Any]]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.limits.recent_executions)
         self.nodes: dict[str, dict[str, Any]] = {}
@@ -114,7 +118,7 @@ class State:
         """A byte-exact rendering of the whole state, for determinism checks."""
         return msgpack.packb(
             [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.fires,
-             self.fires_by_node, {k: list(v) for k, v in self.history.items()},
+             self.fires_by_node, self.withdrawn, {k: list(v) for k, v in self.history.items()},
              list(self.recent), self.nodes, self.counters],
             use_bin_type=True,
         )
@@ -173,6 +177,8 @@ class State:
         self._unschedule(cmd.job_id)
         for scheduled_ms in list(self.jobs[cmd.job_id]["active_fires"]):
             self._end_fire(fire_id_of(cmd.job_id, scheduled_ms))
+        for fire_id in [f for f, fire in self.withdrawn.items() if fire["job_id"] == cmd.job_id]:
+            del self.withdrawn[fire_id]
         del self.jobs[cmd.job_id]
         del self.history[cmd.job_id]
         return {"ok": True, "job_id": cmd.job_id}
@@ -227,10 +233,12 @@ class State:
             outcome = outcome_from_list(row)
         except TypeError:
             return False
-        fire = self.fires.get(outcome.fire_id) if isinstance(outcome.fire_id, str) else None
-        if fire is None or fire["attempt"] != outcome.attempt or outcome.status not in OUTCOME_STATUSES:
+        if not isinstance(outcome.fire_id, str) or outcome.status not in OUTCOME_STATUSES:
             return False
         if not all(isinstance(v, int) for v in (outcome.http_status, outcome.started_ms, outcome.finished_ms)):
+            return False
+        fire = self.fires.get(outcome.fire_id) or self.withdrawn.get(outcome.fire_id)
+        if fire is None or fire["attempt"] != outcome.attempt or fire["job_id"] not in self.jobs:
             return False
         execution = {
             "fire_id": outcome.fire_id, "job_id": fire["job_id"], "scheduled_ms": fire["scheduled_ms"],
@@ -242,7 +250,8 @@ class State:
         }
         self.history[fire["job_id"]].append(execution)
         self.recent.append(execution)
-        self._end_fire(outcome.fire_id)
+        if self.withdrawn.pop(outcome.fire_id, None) is None:
+            self._end_fire(outcome.fire_id)
         return True
 
     # -- helpers ---------------------------------------------------------------
@@ -282,7 +291,11 @@ class State:
         """A paused or rescheduled job keeps no fire that is not due yet."""
         for scheduled_ms in list(self.jobs[job_id]["active_fires"]):
             if scheduled_ms > self.now_ms:
-                self._end_fire(fire_id_of(job_id, scheduled_ms))
+                fire_id = fire_id_of(job_id, scheduled_ms)
+                self.withdrawn[fire_id] = self.fires[fire_id]
+                self._end_fire(fire_id)
+        while len(self.withdrawn) > self.limits.withdrawn_max:
+            del self.withdrawn[next(iter(self.withdrawn))]
 
     def _end_fire(self, fire_id: str) -> None:
         fire = self.fires.pop(fire_id)

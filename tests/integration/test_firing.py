@@ -68,7 +68,8 @@ def test_every_fire_delivered_once_by_followers_and_committed_everywhere(
             rows = http("GET", f"{node.url}/api/v1/jobs/{job_id}/executions?limit=1000")[2]["executions"]
             committed |= {(r["fire_id"], r["attempt"], r["node"]) for r in rows}
             assert all(r["status"] == "succeeded" for r in rows)
-        assert committed == delivered, f"{node.node_id}: committed and delivered differ"
+        assert committed == delivered, (f"{node.node_id}: committed, never delivered: {sorted(committed - delivered)}; "
+                                        f"delivered, never committed: {sorted(delivered - committed)}")
 
     delays = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries]
     report = {"deliveries": len(deliveries), "delay_ms_p50": _percentile(delays, 0.5),

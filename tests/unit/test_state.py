@@ -119,6 +119,18 @@ def test_pause_drops_fires_not_yet_due_and_resume_restarts_from_now() -> None:
     assert state.jobs["job"]["version"] == 3
 
 
+def test_outcome_of_a_fire_withdrawn_while_it_ran_is_recorded_once() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec()))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    state.apply(ReplaceJob(T0 + 999, spec(paused=True)))  # the executor fired at T0+1000 anyway
+    assert state.fires == {}
+    fire_id = f"job:{T0 + 1000}"
+    assert state.apply(CompleteFires(T0 + 1010, "node2", [ok(fire_id, at=T0 + 1000)]))["committed"] == 1
+    assert state.apply(CompleteFires(T0 + 1020, "node2", [ok(fire_id, at=T0 + 1000)]))["committed"] == 0
+    assert [e["fire_id"] for e in state.history["job"]] == [fire_id] and state.withdrawn == {}
+
+
 def test_replace_checks_the_version_and_keeps_timing_when_unchanged() -> None:
     state = cluster_state()
     state.apply(CreateJob(T0, spec()))
