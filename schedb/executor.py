@@ -27,7 +27,7 @@ import structlog
 from schedb.commands import CompleteFires, Outcome
 from schedb.config import Config
 from schedb.raft import Replica, SubmitError
-from schedb.webhook import deliver, wall_ms
+from schedb.webhook import deliver, new_correlation_id, wall_ms
 
 log = structlog.get_logger("schedb.executor")
 FENCE_RECHECK_S = 0.1
@@ -110,10 +110,12 @@ class Executor:
             job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
             if job is None:
                 return  # deleted since it was assigned: nothing to call
+            correlation_id = new_correlation_id()
             async with self._slots:
-                outcome = await deliver(self._session, fire, job["spec"], self._node_id)
+                outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
             delay_ms = outcome.started_ms - fire["scheduled_ms"]
             log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
+                     correlation_id=correlation_id,
                      status=outcome.status, http_status=outcome.http_status, delay_ms=delay_ms,
                      duration_ms=outcome.finished_ms - outcome.started_ms, error=outcome.error or None)
             self._outcomes[key] = outcome

@@ -45,10 +45,13 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str,
     return headers, json.dumps(body, separators=(",", ":")).encode()
 
 
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
 async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: dict[str, Any],
-                  node_id: str) -> Outcome:
+                  node_id: str, correlation_id: str) -> Outcome:
     """Call the webhook once; never raises for what the receiver does."""
-    correlation_id = uuid.uuid4().hex
     headers, body = build_request(fire, spec, node_id, correlation_id)
     webhook = spec["webhook"]
     started_ms = wall_ms()
