@@ -24,10 +24,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_the_local_cluster_configs_load() -> None:
+def test_the_local_cluster_configs_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)  # data_dir is relative: .data/nodeN, whose parent make cluster creates
+    with pytest.raises(ConfigError, match="parent directory"):
+        load_config(root / "cluster-configs" / "node1.toml", {})
+    (tmp_path / ".data").mkdir()
     for n in (1, 2, 3):
-        config = load_config(root / "cluster-configs" / f"node{n}.toml")
+        config = load_config(root / "cluster-configs" / f"node{n}.toml", {})
         assert config.node.id == f"node{n}" and len(config.raft.peers) == 2
         assert config.scheduler.lookahead_s == 5.0
 
