@@ -9,7 +9,7 @@ would let nodes diverge.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -39,8 +39,11 @@ class RegisterNode(Command):
 
 @dataclass(frozen=True)
 class CreateJob(Command):
+    """Create a job. A repeated non-empty `idempotency_key` returns the first job instead."""
+
     TAG: ClassVar[int] = 2
     spec: dict[str, Any]
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,16 @@ class DeleteJob(Command):
 
 @dataclass(frozen=True)
 class AssignFires(Command):
-    """The leader hands due fires to executors: items are [job_id, scheduled_ms, node_id]."""
+    """The leader hands fires to executors.
+
+    items: [job_id, scheduled_ms, node_id], the next occurrence of a job from its slot;
+    reassign: [fire_id, attempt, node_id], an existing fire (pending, or held by an
+    executor that died or whose lease ended) moved to a node.
+    """
 
     TAG: ClassVar[int] = 5
     items: list[list[Any]]
+    reassign: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,11 @@ class Outcome:
     started_ms: int
     finished_ms: int
     error: str = ""
+    retry_after_ms: int = 0  # the receiver's Retry-After, when it sent one
 
     def to_list(self) -> list[Any]:
         return [self.fire_id, self.attempt, self.status, self.http_status,
-                self.started_ms, self.finished_ms, self.error]
+                self.started_ms, self.finished_ms, self.error, self.retry_after_ms]
 
 
 @dataclass(frozen=True)
@@ -93,8 +103,31 @@ class CompleteFires(Command):
     outcomes: list[list[Any]]
 
 
+@dataclass(frozen=True)
+class TriggerJob(Command):
+    """Fire a job now, outside its schedule (a pending fire with its own id)."""
+
+    TAG: ClassVar[int] = 7
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ReplayDeadLetter(Command):
+    """Take a fire out of the dead-letter queue and deliver it again, same fire id."""
+
+    TAG: ClassVar[int] = 8
+    fire_id: str
+
+
+@dataclass(frozen=True)
+class DropDeadLetter(Command):
+    TAG: ClassVar[int] = 9
+    fire_id: str
+
+
 COMMAND_TYPES: dict[int, type[Command]] = {
-    cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires)
+    cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
+                             TriggerJob, ReplayDeadLetter, DropDeadLetter)
 }
 
 

@@ -56,6 +56,7 @@ class SchedulerSection:
     dispatch_interval_s: float = 0.1
     follower_alive_s: float = 1.5
     fence_s: float = 3.0
+    reassign_after_s: float = 5.0
     history_per_job: int = 100
     recent_executions: int = 10_000
     misfire_grace_s: float = 10.0
@@ -180,6 +181,8 @@ def _check(config: Config) -> None:
         raise ConfigError("raft.election_min_s must be below raft.election_max_s")
     if not s.fence_s > r.election_max_s:
         raise ConfigError("scheduler.fence_s must exceed raft.election_max_s")
+    if not s.reassign_after_s > s.fence_s:
+        raise ConfigError("scheduler.reassign_after_s must exceed scheduler.fence_s (no double delivery)")
     if not s.lookahead_s > r.election_max_s + 1.0:
         raise ConfigError("scheduler.lookahead_s must exceed raft.election_max_s + 1 s (time to elect and commit)")
     if config.log.format not in ("auto", "json", "console"):

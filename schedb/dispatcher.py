@@ -1,14 +1,21 @@
-"""The leader's dispatcher: hands due fires to executors, ahead of time.
+"""The leader's dispatcher: hands fires to executors, ahead of time.
 
-Every `dispatch_interval_s` the leader reads the jobs whose next fire falls
-within the lookahead window, picks an executor for each by rendezvous hashing
-of the job id over the live followers, and proposes one AssignFires command for
-the batch. Fires reach executors only through the committed log, so a stale
-leader cannot hand out anything: its proposal never commits, and an item that
-no longer matches the state (already assigned, job changed) is a no-op on apply.
+Every `dispatch_interval_s` the leader plans one AssignFires command:
+- the next occurrence of every job due within the lookahead window, to an
+  executor picked by rendezvous hashing of the job id over the live followers;
+- pending fires (triggered, replayed) due within the window;
+- fires to move: those of an executor that has not acknowledged the log for
+  `reassign_after_s` (longer than the executor's own fence, so a cut-off
+  follower has stopped firing before its fires go elsewhere), those this node
+  holds from its time as a follower (a leader executes nothing while it has
+  followers), and those whose lease ended without an outcome.
 
-Why ahead of time: when the leader dies, the next `lookahead_s` of fires already
-sit on the followers, which keep firing on time through the election.
+Fires reach executors only through the committed log, so a stale leader
+cannot hand out anything: its proposal never commits, and an item that no
+longer matches the state (already assigned, job changed) is a no-op on apply.
+
+Why ahead of time: when the leader dies, the next `lookahead_s` of fires
+already sit on the followers, which keep firing on time through the election.
 """
 
 from __future__ import annotations
@@ -16,17 +23,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from typing import Any
 
 import structlog
 
 from schedb.commands import AssignFires
 from schedb.config import Config
 from schedb.raft import Replica, SubmitError
+from schedb.state import State
+from schedb.webhook import wall_ms
 
 log = structlog.get_logger("schedb.dispatcher")
 # A follower whose log lags further behind than this is not given new fires.
 FOLLOWER_LAG_MAX = 1_000
 ASSIGN_BATCH_MAX = 2_000
+LEASE_SCAN_INTERVAL_S = 1.0
 
 
 def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
@@ -44,16 +55,17 @@ class Dispatcher:
         self._config = config
         self._replica = replica
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
-        self._was_leader = False
+        self._leader_since = 0.0
+        self._next_lease_scan = 0.0
 
     async def run(self) -> None:
         interval_s = self._config.scheduler.dispatch_interval_s
         while True:
             await asyncio.sleep(interval_s)
             leader = self._replica.is_leader()
-            if leader != self._was_leader:
+            if leader != bool(self._leader_since):
                 log.info("leadership_changed", leader=leader)
-                self._was_leader = leader
+                self._leader_since = time.monotonic() if leader else 0.0
             if not leader:
                 continue
             try:
@@ -63,27 +75,76 @@ class Dispatcher:
             except SubmitError as exc:
                 log.warning("assign_not_committed", reason=exc.reason)
 
-    def executors(self) -> list[str]:
+    def executors(self, nodes: dict[str, dict[str, Any]]) -> list[str]:
         """Node ids that may execute fires now: live followers, or this node when it has no peers."""
         config = self._config
         if not config.raft.peers:
             return [config.node.id]
         live = set(self._replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
-        nodes = self._replica.read(lambda s: dict(s.nodes))
         return sorted(node_id for node_id, node in nodes.items()
                       if node["raft_addr"] in live and node_id != config.node.id)
 
     async def dispatch_once(self) -> int:
-        """Assign what is due within the window; returns how many fires were created."""
-        now_ms = int(time.time() * 1000)
-        candidates = self.executors()
+        """Plan and propose one batch; returns how many fires were assigned or moved."""
+        now_ms = wall_ms()
+        nodes = self._replica.read(lambda s: dict(s.nodes))
+        candidates = self.executors(nodes)
         if not candidates:
             return 0
-        due = self._replica.read(lambda s: s.due_jobs(now_ms + self._lookahead_ms, ASSIGN_BATCH_MAX))
-        if not due:
+        evacuate = self._nodes_to_evacuate(nodes, candidates)
+        scan_leases = time.monotonic() >= self._next_lease_scan
+        if scan_leases:
+            self._next_lease_scan = time.monotonic() + LEASE_SCAN_INTERVAL_S
+        items, reassign = self._replica.read(
+            lambda s: self._plan(s, now_ms, candidates, evacuate, scan_leases))
+        if not items and not reassign:
             return 0
-        items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)] for job_id, scheduled_ms in due]
-        result = await self._replica.submit(AssignFires(now_ms, items))
-        assigned = int(result.get("assigned", 0))
-        log.debug("fires_assigned", proposed=len(items), assigned=assigned)
-        return assigned
+        result = await self._replica.submit(AssignFires(now_ms, items, reassign))
+        if result.get("reassigned"):
+            log.info("fires_moved", moved=result["reassigned"], evacuated=sorted(evacuate))
+        return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
+
+    def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> set[str]:
+        """This node (a leader hands its fires on) and followers silent for reassign_after_s."""
+        if not self._config.raft.peers:
+            return set()
+        out = {self._config.node.id}
+        now = time.monotonic()
+        for node_id, node in nodes.items():
+            if node_id in candidates or node_id == self._config.node.id:
+                continue
+            silent_s = now - max(self._replica.last_ack(node["raft_addr"]), self._leader_since)
+            if silent_s > self._config.scheduler.reassign_after_s:
+                out.add(node_id)
+        return out
+
+    def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: set[str],
+              scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]]]:
+        until_ms = now_ms + self._lookahead_ms
+        items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)]
+                 for job_id, scheduled_ms in state.due_jobs(until_ms, ASSIGN_BATCH_MAX)]
+        moves: list[list[Any]] = []
+        for fire in state.book.pending_fires():
+            if fire["due_ms"] <= until_ms:
+                moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
+        for node_id in sorted(evacuate):
+            for fire in state.book.of_node(node_id):
+                moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
+        if scan_leases:
+            moves += self._expired_leases(state, now_ms, candidates, evacuate)
+        room = max(0, ASSIGN_BATCH_MAX - len(items))
+        return items, moves[:room]
+
+    def _expired_leases(self, state: State, now_ms: int, candidates: list[str],
+                        evacuate: set[str]) -> list[list[Any]]:
+        """Fires whose outcome should have committed long ago: try another executor."""
+        moves = []
+        for fire in state.book.fires.values():
+            if fire["node"] and fire["node"] not in evacuate and fire["lease_end_ms"] < now_ms:
+                others = [c for c in candidates if c != fire["node"]] or candidates
+                target = rendezvous_pick(fire["job_id"], others)
+                if target != fire["node"]:
+                    moves.append([fire["fire_id"], fire["attempt"], target])
+                    log.warning("lease_expired", job_id=fire["job_id"], fire_id=fire["fire_id"],
+                                attempt=fire["attempt"], executor=fire["node"], to=target)
+        return moves

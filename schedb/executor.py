@@ -9,7 +9,9 @@ re-assigned) loses its timer.
 Fencing: a fire is started only while this node has heard from a leader within
 `fence_s`. A follower cut off from the cluster therefore stops firing on its
 own, before anyone could hand its fires to another node. A fire held back by
-the fence starts as soon as a leader is heard again.
+the fence starts as soon as a leader is heard again. A node that becomes the
+leader holds the fires it had as a follower; its dispatcher moves them to a
+follower (the leader executes nothing while it has followers).
 
 Outcomes are batched (~20 ms) into one CompleteFires command and re-submitted
 until they commit, across leader changes; a duplicate commit is harmless
@@ -73,26 +75,33 @@ class Executor:
         for key, fire in assigned.items():
             if key in self._timers or key in self._held or key in self._running or key in self._outcomes:
                 continue
-            delay_s = max(0.0, (fire["scheduled_ms"] - now_ms) / 1000)
+            delay_s = max(0.0, (fire["due_ms"] - now_ms) / 1000)
             self._timers[key] = loop.call_later(delay_s, self._due, key, fire)
         self._release_held()
 
     def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
-        early_ms = fire["scheduled_ms"] - wall_ms()
+        early_ms = fire["due_ms"] - wall_ms()
         if early_ms > 0:  # the loop's clock and the wall clock drift apart a little: never fire early
             self._timers[key] = asyncio.get_running_loop().call_later(early_ms / 1000, self._due, key, fire)
             return
         self._timers.pop(key, None)
-        if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
-            log.warning("fire_fenced", job_id=fire["job_id"], fire_id=fire["fire_id"])
+        if self._must_hold():
+            log.warning("fire_held", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
             self._held[key] = fire
             self._arm_fence_recheck()
             return
         self._running[key] = asyncio.create_task(self._run(key, fire))
 
+    def _must_hold(self) -> bool:
+        """Hold fires while fenced off from any leader, and while this node leads a
+        cluster with followers (the dispatcher hands its fires to them)."""
+        if self._config.raft.peers and self._replica.is_leader():
+            return True
+        return not self._replica.leader_heard_within(self._config.scheduler.fence_s)
+
     def _release_held(self) -> None:
         self._fence_timer = None
-        if not self._held or not self._replica.leader_heard_within(self._config.scheduler.fence_s):
+        if not self._held or self._must_hold():
             self._arm_fence_recheck()
             return
         held, self._held = self._held, {}

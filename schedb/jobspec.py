@@ -29,6 +29,7 @@ TAG_LEN_MAX = 128
 BODY_BYTES_MAX = 64 * 1024
 TIMEOUT_S_MAX = 300.0
 ATTEMPTS_MAX = 100
+DEFAULT_ATTEMPTS = 3  # a passing blip at the receiver should not make a dead letter
 BACKOFF_S_MAX = 86_400.0
 # Headers that schedb sets on every delivery; a job may not override them.
 RESERVED_HEADERS = frozenset(
@@ -181,7 +182,7 @@ def _retry(value: Any, errs: _Errors) -> dict[str, Any]:
         errs.add("retry", "must be an object")
         value = {}
     _unknown(value, RETRY_FIELDS, "retry.", errs)
-    attempts = value.get("max_attempts", 1)
+    attempts = value.get("max_attempts", DEFAULT_ATTEMPTS)
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= ATTEMPTS_MAX:
         errs.add("retry.max_attempts", f"must be an integer from 1 to {ATTEMPTS_MAX}")
         attempts = 1

@@ -177,6 +177,10 @@ class Replica:
         return sorted(addr for addr, (at, match) in acks.items()
                       if now - at < seconds and match >= commit - lag_max)
 
+    def last_ack(self, raft_addr: str) -> float:
+        """Monotonic time of the follower's last answer to the leader; 0.0 if none yet."""
+        return self._node.follower_acks.get(raft_addr, (0.0, 0))[0]
+
     def view(self) -> RaftView:
         node = self._node
         status = _status_copy(node)

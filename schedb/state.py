@@ -1,4 +1,4 @@
-"""The replicated state machine: jobs, time slots, fires and execution history.
+"""The replicated state machine: jobs, time slots, fires, history, dead letters.
 
 Rules (the contract with raft.py, as in hashicorp/raft's FSM):
 - `apply(command)` is deterministic: no clock, no randomness, no I/O, no logging.
@@ -7,14 +7,11 @@ Rules (the contract with raft.py, as in hashicorp/raft's FSM):
   disagree slightly.
 - A bad command is rejected with the same result on every node and changes
   nothing. Results are plain dicts: {"ok": True, ...} or {"error": code, ...}.
-- Everything is bounded: history per job, recent executions, fires per assign.
+- Everything is bounded: history per job, recent executions, dead letters,
+  idempotency keys, fires per command.
 
-A fire is one scheduled occurrence of a job, id `<job_id>:<scheduled_ms>`.
-Life of a fire: the job waits in a slot; the leader's AssignFires creates the
-fire on an executor node and moves the job to its next slot; the executor's
-CompleteFires records the outcome in history and ends the fire. The first
-outcome committed for a (fire, attempt) wins; later ones are counted as
-duplicates and ignored.
+This module holds the jobs and their handlers; the life of a fire (assign,
+complete, retry, dead letter) is in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -26,23 +23,26 @@ from typing import Any
 
 import msgpack
 
+from schedb import lifecycle
 from schedb.commands import (
     AssignFires,
     Command,
     CompleteFires,
     CreateJob,
     DeleteJob,
+    DropDeadLetter,
     RegisterNode,
     ReplaceJob,
-    outcome_from_list,
+    ReplayDeadLetter,
+    TriggerJob,
 )
+from schedb.fires import PENDING, FireBook, fire_id_of
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.schedule import parse_schedule
 from schedb.slots import SlotIndex
 
-OUTCOME_STATUSES = ("succeeded", "failed", "timed_out")
-ERROR_LEN_MAX = 512
 NODE_FIELD_LEN_MAX = 128
+IDEMPOTENCY_KEY_LEN_MAX = 200
 Result = dict[str, Any]
 
 
@@ -57,13 +57,13 @@ class StateLimits:
     # A job that fell further behind than this (cluster down, overload) fires once
     # for the missed occurrences and resumes from now: the run_once misfire policy.
     misfire_grace_ms: int = 10_000
-    # Fires withdrawn (pause, reschedule) while their executor may already be
-    # calling the webhook: kept so that a late outcome is still recorded once.
     withdrawn_max: int = 10_000
-
-
-def fire_id_of(job_id: str, scheduled_ms: int) -> str:
-    return f"{job_id}:{scheduled_ms}"
+    dead_letters_max: int = 10_000
+    idempotency_keys_max: int = 100_000
+    idempotency_ttl_ms: int = 86_400_000
+    # How long after an attempt is due (plus its timeout) its outcome may take to
+    # commit before the leader hands the fire to another executor.
+    lease_grace_ms: int = 15_000
 
 
 class State:
@@ -73,20 +73,16 @@ class State:
         self.applied = 0
         self.jobs: dict[str, dict[str, Any]] = {}
         self.slots = SlotIndex()
-        self.fires: dict[str, dict[str, Any]] = {}
-        self.fires_by_node: dict[str, dict[str, None]] = {}
-        self.withdrawn: dict[str, dict[str, Any]] = {}
+        self.book = FireBook()
         self.history: dict[str, deque[dict[str, Any]]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.limits.recent_executions)
+        self.dead_letters: dict[str, dict[str, Any]] = {}
+        self.idempotency: dict[str, tuple[str, int]] = {}  # key -> (job_id, expires_ms)
         self.nodes: dict[str, dict[str, Any]] = {}
-        self.counters: dict[str, int] = {
-            "commands_rejected": 0,
-            "fires_assigned": 0,
-            "assign_stale": 0,
-            "outcomes_committed": 0,
-            "duplicate_completions": 0,
-            "misfire_catchups": 0,
-        }
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("commands_rejected", "fires_assigned", "assign_stale", "fires_reassigned", "outcomes_committed",
+             "duplicate_completions", "retries_scheduled", "dead_lettered", "dead_letters_evicted",
+             "misfire_catchups", "triggered", "replayed", "idempotent_replays"), 0)
 
     # -- the one entry point -------------------------------------------------
 
@@ -112,18 +108,18 @@ class State:
         return out
 
     def fires_for_node(self, node_id: str) -> list[dict[str, Any]]:
-        return [dict(self.fires[f]) for f in self.fires_by_node.get(node_id, {})]
+        return [dict(f) for f in self.book.of_node(node_id)]
 
     def canonical_bytes(self) -> bytes:
         """A byte-exact rendering of the whole state, for determinism checks."""
         return msgpack.packb(
-            [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.fires,
-             self.fires_by_node, self.withdrawn, {k: list(v) for k, v in self.history.items()},
-             list(self.recent), self.nodes, self.counters],
+            [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.book.to_canonical(),
+             {k: list(v) for k, v in self.history.items()}, list(self.recent), self.dead_letters,
+             self.idempotency, self.nodes, self.counters],
             use_bin_type=True,
         )
 
-    # -- handlers ------------------------------------------------------------
+    # -- node and job handlers -------------------------------------------------
 
     def _register_node(self, cmd: RegisterNode) -> Result:
         for value in (cmd.node_id, cmd.raft_addr, cmd.http_addr):
@@ -137,18 +133,36 @@ class State:
         return {"ok": True}
 
     def _create_job(self, cmd: CreateJob) -> Result:
+        key = cmd.idempotency_key
+        if not isinstance(key, str) or len(key) > IDEMPOTENCY_KEY_LEN_MAX:
+            return {"error": "invalid", "detail": f"idempotency key must be at most {IDEMPOTENCY_KEY_LEN_MAX} chars"}
+        self._expire_idempotency_keys()
+        if key and key in self.idempotency and self.idempotency[key][0] in self.jobs:
+            self.counters["idempotent_replays"] += 1
+            return {"ok": True, "job_id": self.idempotency[key][0], "replayed": True}
         spec, error = _revalidate(cmd.spec)
         if error:
             return error
         job_id = spec["id"]
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
-        job = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
-               "version": 1, "next_fire_ms": None, "active_fires": []}
-        self.jobs[job_id] = job
+        self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
+                             "version": 1, "next_fire_ms": None, "active_fires": []}
         self.history[job_id] = deque(maxlen=self.limits.history_per_job)
         self._schedule_from(job_id, self.now_ms)
+        if key:
+            self.idempotency[key] = (job_id, self.now_ms + self.limits.idempotency_ttl_ms)
+            while len(self.idempotency) > self.limits.idempotency_keys_max:
+                del self.idempotency[next(iter(self.idempotency))]
         return {"ok": True, "job_id": job_id}
+
+    def _expire_idempotency_keys(self) -> None:
+        # Keys are inserted in commit order with one TTL, so the oldest expire first.
+        while self.idempotency:
+            key = next(iter(self.idempotency))
+            if self.idempotency[key][1] > self.now_ms:
+                return
+            del self.idempotency[key]
 
     def _replace_job(self, cmd: ReplaceJob) -> Result:
         spec, error = _revalidate(cmd.spec)
@@ -166,7 +180,7 @@ class State:
         job["updated_ms"] = self.now_ms
         if timing_changed:
             self._unschedule(job_id)
-            self._drop_future_fires(job_id)
+            self._withdraw_future_fires(job_id, everything=spec["paused"])
             self._schedule_from(job_id, self.now_ms)
         return {"ok": True, "job_id": job_id}
 
@@ -176,85 +190,48 @@ class State:
             return error
         self._unschedule(cmd.job_id)
         for scheduled_ms in list(self.jobs[cmd.job_id]["active_fires"]):
-            self._end_fire(fire_id_of(cmd.job_id, scheduled_ms))
-        for fire_id in [f for f, fire in self.withdrawn.items() if fire["job_id"] == cmd.job_id]:
-            del self.withdrawn[fire_id]
+            self.end_fire(fire_id_of(cmd.job_id, scheduled_ms))
+        self.book.forget_withdrawn_of(cmd.job_id)
+        for fire_id in [f for f, d in self.dead_letters.items() if d["job_id"] == cmd.job_id]:
+            del self.dead_letters[fire_id]
         del self.jobs[cmd.job_id]
         del self.history[cmd.job_id]
         return {"ok": True, "job_id": cmd.job_id}
 
-    def _assign_fires(self, cmd: AssignFires) -> Result:
-        if not isinstance(cmd.items, list) or len(cmd.items) > self.limits.assign_batch_max:
-            return {"error": "invalid", "detail": "items must be a list within the batch bound"}
-        assigned = 0
-        for item in cmd.items:
-            if self._assign_one(item):
-                assigned += 1
-            else:
-                self.counters["assign_stale"] += 1
-        self.counters["fires_assigned"] += assigned
-        return {"ok": True, "assigned": assigned}
+    def _trigger_job(self, cmd: TriggerJob) -> Result:
+        _, error = self._job_for_write(cmd.job_id, 0)
+        if error:
+            return error
+        scheduled_ms = self.now_ms
+        while fire_id_of(cmd.job_id, scheduled_ms) in self.book.fires:  # two triggers in one ms
+            scheduled_ms += 1
+        fire = self.new_fire(cmd.job_id, scheduled_ms, PENDING, trigger="manual")
+        self.counters["triggered"] += 1
+        return {"ok": True, "fire_id": fire["fire_id"]}
 
-    def _assign_one(self, item: Any) -> bool:
-        """Create one fire; False (and no change) when the item no longer matches the state."""
-        if not (isinstance(item, list) and len(item) == 3):
-            return False
-        job_id, scheduled_ms, node_id = item
-        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
-        if job is None or job["next_fire_ms"] != scheduled_ms or node_id not in self.nodes:
-            return False
-        fire_id = fire_id_of(job_id, scheduled_ms)
-        if fire_id in self.fires:
-            return False
-        self.fires[fire_id] = {"fire_id": fire_id, "job_id": job_id, "scheduled_ms": scheduled_ms,
-                               "attempt": 1, "node": node_id, "assigned_ms": self.now_ms}
-        self.fires_by_node.setdefault(node_id, {})[fire_id] = None
-        job["active_fires"].append(scheduled_ms)
+    # -- helpers used here and by lifecycle.py -----------------------------------
+
+    def new_fire(self, job_id: str, scheduled_ms: int, node: str, *, trigger: str, attempt: int = 1) -> dict[str, Any]:
+        fire = {"fire_id": fire_id_of(job_id, scheduled_ms), "job_id": job_id, "scheduled_ms": scheduled_ms,
+                "attempt": attempt, "attempt_base": attempt - 1, "node": node, "assigned_ms": self.now_ms,
+                "due_ms": scheduled_ms if trigger == "schedule" else max(scheduled_ms, self.now_ms),
+                "lease_end_ms": 0, "reported": [], "trigger": trigger}
+        self.set_lease(fire)
+        self.book.add(fire)
+        self.jobs[job_id]["active_fires"].append(scheduled_ms)
+        return fire
+
+    def set_lease(self, fire: dict[str, Any]) -> None:
+        timeout_ms = int(self.jobs[fire["job_id"]]["spec"]["webhook"]["timeout_s"] * 1000)
+        fire["lease_end_ms"] = max(fire["due_ms"], self.now_ms) + timeout_ms + self.limits.lease_grace_ms
+
+    def end_fire(self, fire_id: str) -> None:
+        fire = self.book.end(fire_id)
+        self.jobs[fire["job_id"]]["active_fires"].remove(fire["scheduled_ms"])
+
+    def schedule_next(self, job_id: str, after_ms: int) -> None:
         self._unschedule(job_id)
-        self._schedule_from(job_id, scheduled_ms)
-        return True
-
-    def _complete_fires(self, cmd: CompleteFires) -> Result:
-        if not isinstance(cmd.outcomes, list) or len(cmd.outcomes) > self.limits.complete_batch_max:
-            return {"error": "invalid", "detail": "outcomes must be a list within the batch bound"}
-        if cmd.node_id not in self.nodes:
-            return {"error": "invalid", "detail": f"unknown node {cmd.node_id!r}"}
-        committed = 0
-        for row in cmd.outcomes:
-            if self._complete_one(cmd.node_id, row):
-                committed += 1
-            else:
-                self.counters["duplicate_completions"] += 1
-        self.counters["outcomes_committed"] += committed
-        return {"ok": True, "committed": committed}
-
-    def _complete_one(self, node_id: str, row: Any) -> bool:
-        try:
-            outcome = outcome_from_list(row)
-        except TypeError:
-            return False
-        if not isinstance(outcome.fire_id, str) or outcome.status not in OUTCOME_STATUSES:
-            return False
-        if not all(isinstance(v, int) for v in (outcome.http_status, outcome.started_ms, outcome.finished_ms)):
-            return False
-        fire = self.fires.get(outcome.fire_id) or self.withdrawn.get(outcome.fire_id)
-        if fire is None or fire["attempt"] != outcome.attempt or fire["job_id"] not in self.jobs:
-            return False
-        execution = {
-            "fire_id": outcome.fire_id, "job_id": fire["job_id"], "scheduled_ms": fire["scheduled_ms"],
-            "attempt": outcome.attempt, "node": node_id, "status": outcome.status,
-            "http_status": outcome.http_status, "started_ms": outcome.started_ms,
-            "finished_ms": outcome.finished_ms,
-            "duration_ms": max(0, outcome.finished_ms - outcome.started_ms),
-            "error": str(outcome.error)[:ERROR_LEN_MAX], "committed_ms": self.now_ms,
-        }
-        self.history[fire["job_id"]].append(execution)
-        self.recent.append(execution)
-        if self.withdrawn.pop(outcome.fire_id, None) is None:
-            self._end_fire(outcome.fire_id)
-        return True
-
-    # -- helpers ---------------------------------------------------------------
+        self._schedule_from(job_id, after_ms)
 
     def _job_for_write(self, job_id: Any, if_version: Any) -> tuple[dict[str, Any], Result | None]:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
@@ -287,23 +264,16 @@ class State:
             self.slots.remove(job_id, job["next_fire_ms"])
             job["next_fire_ms"] = None
 
-    def _drop_future_fires(self, job_id: str) -> None:
-        """A paused or rescheduled job keeps no fire that is not due yet."""
+    def _withdraw_future_fires(self, job_id: str, *, everything: bool) -> None:
+        """A rescheduled job keeps no scheduled fire that is not due yet; a paused job
+        keeps no fire at all that is not due yet (retries, triggers and replays included)."""
         for scheduled_ms in list(self.jobs[job_id]["active_fires"]):
-            if scheduled_ms > self.now_ms:
-                fire_id = fire_id_of(job_id, scheduled_ms)
-                self.withdrawn[fire_id] = self.fires[fire_id]
-                self._end_fire(fire_id)
-        while len(self.withdrawn) > self.limits.withdrawn_max:
-            del self.withdrawn[next(iter(self.withdrawn))]
-
-    def _end_fire(self, fire_id: str) -> None:
-        fire = self.fires.pop(fire_id)
-        self.jobs[fire["job_id"]]["active_fires"].remove(fire["scheduled_ms"])
-        by_node = self.fires_by_node[fire["node"]]
-        del by_node[fire_id]
-        if not by_node:
-            del self.fires_by_node[fire["node"]]
+            fire_id = fire_id_of(job_id, scheduled_ms)
+            fire = self.book.fires[fire_id]
+            not_started = fire["due_ms"] > self.now_ms or fire["node"] == PENDING
+            if not_started and (everything or fire["trigger"] == "schedule"):
+                self.jobs[job_id]["active_fires"].remove(scheduled_ms)
+                self.book.withdraw(fire_id, self.limits.withdrawn_max)
 
 
 def _revalidate(spec: Any) -> tuple[dict[str, Any], Result | None]:
@@ -318,6 +288,9 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     CreateJob: State._create_job,
     ReplaceJob: State._replace_job,
     DeleteJob: State._delete_job,
-    AssignFires: State._assign_fires,
-    CompleteFires: State._complete_fires,
+    TriggerJob: State._trigger_job,
+    AssignFires: lifecycle.assign_fires,
+    CompleteFires: lifecycle.complete_fires,
+    ReplayDeadLetter: lifecycle.replay_dead_letter,
+    DropDeadLetter: lifecycle.drop_dead_letter,
 }

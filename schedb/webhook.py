@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,7 @@ from schedb.timefmt import ms_to_rfc3339
 # body must not hold a worker.
 RESPONSE_READ_MAX = 64 * 1024
 ERROR_TEXT_MAX = 300
+RETRY_AFTER_S_MAX = 86_400
 
 
 def wall_ms() -> int:
@@ -55,12 +57,14 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
     headers, body = build_request(fire, spec, node_id, correlation_id)
     webhook = spec["webhook"]
     started_ms = wall_ms()
-    status, http_status, error = "failed", 0, ""
+    status, http_status, error, retry_after_ms = "failed", 0, "", 0
     try:
         timeout = aiohttp.ClientTimeout(total=webhook["timeout_s"])
         async with session.request(webhook["method"], webhook["url"], headers=headers, data=body,
                                    timeout=timeout, allow_redirects=False) as response:
             http_status = response.status
+            if http_status in (429, 503):
+                retry_after_ms = parse_retry_after_ms(response.headers.get("Retry-After", ""), time.time())
             await response.content.read(RESPONSE_READ_MAX)
         if 200 <= http_status < 300:
             status = "succeeded"
@@ -70,7 +74,22 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
         status, error = "timed_out", f"no answer within {webhook['timeout_s']:g} s"
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
-    return Outcome(fire["fire_id"], fire["attempt"], status, http_status, started_ms, wall_ms(), error)
+    return Outcome(fire["fire_id"], fire["attempt"], status, http_status, started_ms, wall_ms(), error,
+                   retry_after_ms)
+
+
+def parse_retry_after_ms(value: str, now_s: float) -> int:
+    """Retry-After as delay seconds or an HTTP date; 0 when absent or unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return min(int(value), RETRY_AFTER_S_MAX) * 1000
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return 0
+    if when.tzinfo is None:
+        return 0
+    return int(max(0.0, min(when.timestamp() - now_s, RETRY_AFTER_S_MAX)) * 1000)
 
 
 def new_session(max_inflight: int) -> aiohttp.ClientSession:

@@ -5,17 +5,37 @@
 Each line: fire_id, job_id, attempt, node, scheduled_at, arrival_ms (receiver's
 clock, Unix ms), correlation_id, method, path. `--fail-rate` answers a share of
 requests with 500 (for retry and DLQ experiments).
+
+A job can also pick the receiver's behaviour through its webhook URL's query:
+- `?fail_attempts=2`: answer 500 to attempts 1 and 2, then 200;
+- `?fail=always`: always answer 500;
+- `?hang=10`: wait 10 s before answering;
+- `?status=429&retry_after=3`: answer that status with that Retry-After.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import time
 from typing import IO
 
 from aiohttp import web
+
+
+async def answer(request: web.Request, attempt: int, fail_rate: float) -> web.Response:
+    query = request.query
+    if "hang" in query:
+        await asyncio.sleep(float(query["hang"]))
+    if "status" in query:
+        headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
+        return web.json_response({"ok": False}, status=int(query["status"]), headers=headers)
+    failing = query.get("fail") == "always" or attempt <= int(query.get("fail_attempts", "-1"))
+    if failing or (fail_rate and random.random() < fail_rate):
+        return web.json_response({"ok": False}, status=500)
+    return web.json_response({"ok": True})
 
 
 def make_app(ledger: IO[str], fail_rate: float) -> web.Application:
@@ -35,9 +55,7 @@ def make_app(ledger: IO[str], fail_rate: float) -> web.Application:
         }
         ledger.write(json.dumps(entry) + "\n")
         ledger.flush()
-        if fail_rate and random.random() < fail_rate:
-            return web.json_response({"ok": False}, status=500)
-        return web.json_response({"ok": True})
+        return await answer(request, entry["attempt"], fail_rate)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", hook)

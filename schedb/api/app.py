@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from schedb.api import cluster, jobs
+from schedb.api import cluster, controls, jobs
 from schedb.api.context import NODE
 from schedb.api.problems import problem_middleware
 from schedb.node import Node
@@ -20,6 +20,12 @@ def create_app(node: Node) -> web.Application:
     app.router.add_patch("/api/v1/jobs/{job_id}", jobs.patch_job)
     app.router.add_delete("/api/v1/jobs/{job_id}", jobs.delete_job)
     app.router.add_get("/api/v1/jobs/{job_id}/executions", jobs.job_executions)
+    app.router.add_post("/api/v1/jobs/{job_id}/trigger", controls.trigger_job)
+    app.router.add_post("/api/v1/jobs/{job_id}/pause", controls.pause_job)
+    app.router.add_post("/api/v1/jobs/{job_id}/resume", controls.resume_job)
+    app.router.add_get("/api/v1/dlq", controls.list_dead_letters)
+    app.router.add_post("/api/v1/dlq/{fire_id}/replay", controls.replay_dead_letter)
+    app.router.add_delete("/api/v1/dlq/{fire_id}", controls.drop_dead_letter)
     app.router.add_get("/api/v1/executions", jobs.list_executions)
     app.router.add_get("/api/v1/cluster", cluster.get_cluster)
     app.router.add_get("/health", cluster.health)

@@ -18,7 +18,7 @@ def cluster_status(node: Node) -> dict[str, Any]:
 
     def snapshot(state: State) -> dict[str, Any]:
         return {"nodes": {k: dict(v) for k, v in state.nodes.items()}, "jobs": len(state.jobs),
-                "active_fires": len(state.fires), "counters": dict(state.counters)}
+                "active_fires": len(state.book), "counters": dict(state.counters)}
 
     data = node.replica.read(snapshot)
     by_raft = {n["raft_addr"]: node_id for node_id, n in data["nodes"].items()}

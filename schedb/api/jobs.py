@@ -14,7 +14,7 @@ from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
 from schedb.schedule import parse_schedule
-from schedb.state import State
+from schedb.state import IDEMPOTENCY_KEY_LEN_MAX, State
 from schedb.webhook import wall_ms
 
 LIST_LIMIT_MAX = 1000
@@ -75,8 +75,13 @@ async def create_job(request: web.Request) -> web.Response:
         raw = {**raw, "id": uuid.uuid4().hex}
     spec = _validate(raw)
     _refuse_past_one_shot(spec)
-    await propose(node, CreateJob(wall_ms(), spec))
-    return _job_response(node, spec["id"], 201)
+    key = request.headers.get("Idempotency-Key", "")
+    if len(key) > IDEMPOTENCY_KEY_LEN_MAX:
+        raise Problem(400, "Invalid Idempotency-Key", f"at most {IDEMPOTENCY_KEY_LEN_MAX} characters",
+                      kind="invalid-idempotency-key", errors=[{"field": "Idempotency-Key", "message": "too long"}])
+    result = await propose(node, CreateJob(wall_ms(), spec, key))
+    # A repeated key answers with the job the first request created (200, not a second 201).
+    return _job_response(node, result["job_id"], 200 if result.get("replayed") else 201)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -130,12 +135,18 @@ async def put_job(request: web.Request) -> web.Response:
 
 async def patch_job(request: web.Request) -> web.Response:
     """JSON merge patch (RFC 7396) of the job definition."""
-    node = request.app[NODE]
-    job_id = request.match_info["job_id"]
     patch = await read_json(request)
     if not isinstance(patch, dict):
         raise Problem(422, "Invalid patch", "a merge patch must be a JSON object", kind="invalid",
                       errors=[{"field": "", "message": "must be an object"}])
+    return await patch_fields(request, patch)
+
+
+async def patch_fields(request: web.Request, patch: dict[str, Any]) -> web.Response:
+    """Apply a merge patch to the job named in the URL, retrying on a concurrent update
+    unless the client pinned a version with If-Match."""
+    node = request.app[NODE]
+    job_id = request.match_info["job_id"]
     wanted = _if_match(request)
     for _ in range(PATCH_RETRIES):
         job = _read_job(node, job_id)

@@ -7,7 +7,7 @@ from typing import Any
 from schedb.timefmt import ms_to_rfc3339
 
 
-def _time(ms: int | None) -> str | None:
+def time_or_none(ms: int | None) -> str | None:
     return None if ms is None else ms_to_rfc3339(ms)
 
 
@@ -18,9 +18,9 @@ def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
         upcoming.append(job["next_fire_ms"])
     view = dict(job["spec"])
     view.update({
-        "next_fire_at": _time(min(upcoming)) if upcoming else None,
-        "created_at": _time(job["created_ms"]),
-        "updated_at": _time(job["updated_ms"]),
+        "next_fire_at": time_or_none(min(upcoming)) if upcoming else None,
+        "created_at": time_or_none(job["created_ms"]),
+        "updated_at": time_or_none(job["updated_ms"]),
         "version": job["version"],
     })
     return view
@@ -30,16 +30,17 @@ def execution_view(execution: dict[str, Any]) -> dict[str, Any]:
     return {
         "fire_id": execution["fire_id"],
         "job_id": execution["job_id"],
-        "scheduled_at": _time(execution["scheduled_ms"]),
+        "scheduled_at": time_or_none(execution["scheduled_ms"]),
         "attempt": execution["attempt"],
         "node": execution["node"],
         "status": execution["status"],
         "http_status": execution["http_status"] or None,
-        "started_at": _time(execution["started_ms"]),
-        "finished_at": _time(execution["finished_ms"]),
+        "started_at": time_or_none(execution["started_ms"]),
+        "finished_at": time_or_none(execution["finished_ms"]),
         "duration_ms": execution["duration_ms"],
         "error": execution["error"] or None,
-        "committed_at": _time(execution["committed_ms"]),
+        "committed_at": time_or_none(execution["committed_ms"]),
+        "trigger": execution.get("trigger", "schedule"),
     }
 
 

@@ -78,9 +78,9 @@ def _check_invariants(state: State) -> None:
         assert in_slot == (job["next_fire_ms"] is not None)
         assert not (job["spec"]["paused"] and job["next_fire_ms"] is not None)
         for scheduled_ms in job["active_fires"]:
-            assert state.fires[f"{job_id}:{scheduled_ms}"]["job_id"] == job_id
-    assert sum(len(j["active_fires"]) for j in state.jobs.values()) == len(state.fires)
+            assert state.book.fires[f"{job_id}:{scheduled_ms}"]["job_id"] == job_id
+    assert sum(len(j["active_fires"]) for j in state.jobs.values()) == len(state.book.fires)
     assert len(state.slots) == sum(1 for j in state.jobs.values() if j["next_fire_ms"] is not None)
     assert state.slots.keys == sorted(state.slots.slots)
-    for node_id, fire_ids in state.fires_by_node.items():
-        assert fire_ids and all(state.fires[f]["node"] == node_id for f in fire_ids)
+    for node_id, fire_ids in state.book.by_node.items():
+        assert fire_ids and all(state.book.fires[f]["node"] == node_id for f in fire_ids)

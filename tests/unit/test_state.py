@@ -49,7 +49,7 @@ def test_assign_creates_a_fire_and_advances_the_job() -> None:
     state = cluster_state()
     state.apply(CreateJob(T0, spec()))
     result = state.apply(AssignFires(T0 + 10, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node3"]]))
-    assert result == {"ok": True, "assigned": 2}
+    assert result == {"ok": True, "assigned": 2, "reassigned": 0}
     assert [f["fire_id"] for f in state.fires_for_node("node2")] == [f"job:{T0 + 1000}"]
     assert [f["fire_id"] for f in state.fires_for_node("node3")] == [f"job:{T0 + 2000}"]
     assert state.jobs["job"]["next_fire_ms"] == T0 + 3000
@@ -63,9 +63,9 @@ def test_stale_assignments_are_no_ops() -> None:
     snapshot = state.canonical_bytes()
     # a second leader proposing the same fire, an unknown node, an unknown job, garbage
     items = [["job", T0 + 1000, "node3"], ["job", T0 + 2000, "node9"], ["ghost", T0, "node2"], "junk", [1, 2]]
-    assert state.apply(AssignFires(T0, items)) == {"ok": True, "assigned": 0}
+    assert state.apply(AssignFires(T0, items)) == {"ok": True, "assigned": 0, "reassigned": 0}
     assert state.counters["assign_stale"] == 5
-    assert len(state.fires) == 1 and state.jobs["job"]["next_fire_ms"] == T0 + 2000
+    assert len(state.book.fires) == 1 and state.jobs["job"]["next_fire_ms"] == T0 + 2000
     assert snapshot != state.canonical_bytes()
 
 
@@ -79,7 +79,7 @@ def test_completion_records_history_once() -> None:
     assert state.counters["duplicate_completions"] == 1
     (execution,) = state.history["job"]
     assert execution["fire_id"] == fire_id and execution["node"] == "node2" and execution["duration_ms"] == 5
-    assert state.fires == {} and state.fires_by_node == {} and state.jobs["job"]["active_fires"] == []
+    assert state.book.fires == {} and state.book.by_node == {} and state.jobs["job"]["active_fires"] == []
     assert list(state.recent) == [execution]
 
 
@@ -90,7 +90,7 @@ def test_completion_of_a_wrong_attempt_or_bad_row_is_ignored() -> None:
     fire_id = f"job:{T0 + 1000}"
     bad = [ok(fire_id, attempt=2), [fire_id, 1, "exploded", 0, 0, 0, ""], [fire_id], "junk"]
     assert state.apply(CompleteFires(T0, "node2", bad)) == {"ok": True, "committed": 0}
-    assert fire_id in state.fires
+    assert fire_id in state.book.fires
     assert state.apply(CompleteFires(T0, "node9", [ok(fire_id)]))["error"] == "invalid"
 
 
@@ -112,7 +112,7 @@ def test_pause_drops_fires_not_yet_due_and_resume_restarts_from_now() -> None:
     state.apply(CreateJob(T0, spec()))
     state.apply(AssignFires(T0 + 100, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node2"]]))
     state.apply(ReplaceJob(T0 + 1500, spec(paused=True)))
-    assert list(state.fires) == [f"job:{T0 + 1000}"]  # due already: it may be running
+    assert list(state.book.fires) == [f"job:{T0 + 1000}"]  # due already: it may be running
     assert state.jobs["job"]["next_fire_ms"] is None and state.slots.keys == []
     state.apply(ReplaceJob(T0 + 9_400, spec(paused=False)))
     assert state.jobs["job"]["next_fire_ms"] == T0 + 10_000
@@ -124,11 +124,11 @@ def test_outcome_of_a_fire_withdrawn_while_it_ran_is_recorded_once() -> None:
     state.apply(CreateJob(T0, spec()))
     state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
     state.apply(ReplaceJob(T0 + 999, spec(paused=True)))  # the executor fired at T0+1000 anyway
-    assert state.fires == {}
+    assert state.book.fires == {}
     fire_id = f"job:{T0 + 1000}"
     assert state.apply(CompleteFires(T0 + 1010, "node2", [ok(fire_id, at=T0 + 1000)]))["committed"] == 1
     assert state.apply(CompleteFires(T0 + 1020, "node2", [ok(fire_id, at=T0 + 1000)]))["committed"] == 0
-    assert [e["fire_id"] for e in state.history["job"]] == [fire_id] and state.withdrawn == {}
+    assert [e["fire_id"] for e in state.history["job"]] == [fire_id] and state.book.withdrawn == {}
 
 
 def test_replace_checks_the_version_and_keeps_timing_when_unchanged() -> None:
@@ -137,7 +137,7 @@ def test_replace_checks_the_version_and_keeps_timing_when_unchanged() -> None:
     state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
     assert state.apply(ReplaceJob(T0, spec(tags={"a": "b"}), if_version=7))["error"] == "precondition_failed"
     assert state.apply(ReplaceJob(T0, spec(tags={"a": "b"}), if_version=1))["ok"]
-    assert state.jobs["job"]["next_fire_ms"] == T0 + 2000 and len(state.fires) == 1
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 2000 and len(state.book.fires) == 1
     assert state.apply(ReplaceJob(T0, spec("ghost")))["error"] == "not_found"
 
 
@@ -147,7 +147,7 @@ def test_delete_removes_job_slot_and_fires() -> None:
     state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
     assert state.apply(DeleteJob(T0, "job", if_version=2))["error"] == "precondition_failed"
     assert state.apply(DeleteJob(T0, "job"))["ok"]
-    assert state.jobs == {} and state.fires == {} and state.slots.keys == [] and state.history == {}
+    assert state.jobs == {} and state.book.fires == {} and state.slots.keys == [] and state.history == {}
     assert state.apply(DeleteJob(T0, "job"))["error"] == "not_found"
 
 

@@ -1,0 +1,66 @@
+"""Operator controls: trigger now, pause, resume; and the dead-letter queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from schedb.api.context import NODE, json_response, propose, query_int
+from schedb.api.jobs import LIST_LIMIT_MAX, patch_fields
+from schedb.api.views import time_or_none
+from schedb.commands import DropDeadLetter, ReplayDeadLetter, TriggerJob
+from schedb.state import State
+from schedb.webhook import wall_ms
+
+
+async def trigger_job(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    job_id = request.match_info["job_id"]
+    result = await propose(node, TriggerJob(wall_ms(), job_id))
+    return json_response({"job_id": job_id, "fire_id": result["fire_id"]}, 202)
+
+
+async def pause_job(request: web.Request) -> web.Response:
+    return await patch_fields(request, {"paused": True})
+
+
+async def resume_job(request: web.Request) -> web.Response:
+    return await patch_fields(request, {"paused": False})
+
+
+def dead_letter_view(letter: dict[str, Any]) -> dict[str, Any]:
+    return {"fire_id": letter["fire_id"], "job_id": letter["job_id"],
+            "scheduled_at": time_or_none(letter["scheduled_ms"]), "attempts": letter["attempts"],
+            "last_status": letter["last_status"], "last_http_status": letter["last_http_status"] or None,
+            "last_error": letter["last_error"] or None, "dead_at": time_or_none(letter["dead_ms"])}
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
+    job_id = request.query.get("job_id")
+
+    def pick(state: State) -> list[dict[str, Any]]:
+        out = []
+        for letter in reversed(state.dead_letters.values()):
+            if job_id is None or letter["job_id"] == job_id:
+                out.append(dead_letter_view(letter))
+                if len(out) >= limit:
+                    break
+        return out
+
+    node = request.app[NODE]
+    total = node.replica.read(lambda s: len(s.dead_letters))
+    return json_response({"dead_letters": node.replica.read(pick), "total": total})
+
+
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    fire_id = request.match_info["fire_id"]
+    await propose(request.app[NODE], ReplayDeadLetter(wall_ms(), fire_id))
+    return json_response({"fire_id": fire_id, "replayed": True}, 202)
+
+
+async def drop_dead_letter(request: web.Request) -> web.Response:
+    await propose(request.app[NODE], DropDeadLetter(wall_ms(), request.match_info["fire_id"]))
+    return web.Response(status=204)
+
