@@ -59,3 +59,44 @@ def test_leader_sigkill_loses_and_doubles_nothing(tmp_path: Path, receiver: Rece
             assert set(committed) == delivered, f"{node.node_id}: {len(delivered - set(committed))} uncommitted"
     finally:
         cluster.stop()
+
+
+def test_follower_sigkill_hands_its_fires_to_the_other_follower(tmp_path: Path, receiver: Receiver) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start()
+        cluster.wait_ready()
+        leader = cluster.leader()
+        for i in range(JOBS):
+            body = {"id": f"fk-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+            assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+        time.sleep(3.0)
+        shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith("fk-"))
+        victim = next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
+        survivor = next(n for n in cluster.nodes if n is not leader and n is not victim)
+        killed_ms = int(time.time() * 1000)
+        cluster.stop([victim], sig=signal.SIGKILL)
+        time.sleep(10.0)
+        for i in range(JOBS):
+            assert http("PATCH", f"{leader.url}/api/v1/jobs/fk-{i:02d}", {"paused": True})[0] == 200
+        deadline = time.monotonic() + 30
+        while cluster.status(leader)["active_fires"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cluster.status(leader)["active_fires"] == 0, "a fire was left without a committed outcome"
+
+        deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fk-")]
+        after = [d for d in deliveries if int(d["fire_id"].rsplit(":", 1)[1]) > killed_ms + 6000]
+        assert after and {d["node"] for d in after} == {survivor.node_id}
+        live = [n for n in cluster.nodes if n is not victim]
+        for node in live:
+            for i in range(JOBS):
+                rows = http("GET", f"{node.url}/api/v1/jobs/fk-{i:02d}/executions?limit=1000")[2]["executions"]
+                seconds = {int(r["fire_id"].rsplit(":", 1)[1]) for r in rows if r["status"] == "succeeded"}
+                gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
+                assert not gaps, f"fk-{i:02d}: no committed success for {sorted(gaps)} on {node.node_id}"
+                assert max(seconds) > killed_ms + 8000
+        moved = [d for d in deliveries if d["attempt"] > 1]
+        lateness = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in moved]
+        print(f"\nfollower kill: {len(moved)} fires moved, lateness max {max(lateness, default=0)} ms")
+    finally:
+        cluster.stop()

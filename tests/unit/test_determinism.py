@@ -14,9 +14,12 @@ from schedb.commands import (
     CompleteFires,
     CreateJob,
     DeleteJob,
+    DropDeadLetter,
     Outcome,
     RegisterNode,
     ReplaceJob,
+    ReplayDeadLetter,
+    TriggerJob,
     decode,
     encode,
 )
@@ -39,7 +42,7 @@ def commands(draw: st.DrawFn) -> list[Command]:
     now = T0
     for _ in range(draw(st.integers(1, 60))):
         now += draw(st.integers(-500, 3000))  # clocks may disagree: the state clamps
-        kind = draw(st.integers(0, 5))
+        kind = draw(st.integers(0, 8))
         job_id = draw(JOB_IDS)
         if kind == 0:
             out.append(CreateJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans()))))
@@ -50,11 +53,22 @@ def commands(draw: st.DrawFn) -> list[Command]:
         elif kind == 3:
             second = (now // 1000 + draw(st.integers(-2, 6))) * 1000
             out.append(AssignFires(now, [[draw(JOB_IDS), second, draw(NODES)] for _ in range(draw(st.integers(1, 4)))]))
-        else:
+        elif kind in (4, 5):
             second = (now // 1000 + draw(st.integers(-4, 4))) * 1000
             status = draw(st.sampled_from(["succeeded", "failed", "timed_out", "bogus"]))
-            rows = [Outcome(f"{draw(JOB_IDS)}:{second}", draw(st.integers(1, 2)), status, 200, now, now + 3).to_list()]
+            rows = [Outcome(f"{draw(JOB_IDS)}:{second}", draw(st.integers(1, 2)), status, 200, now, now + 3,
+                            "", draw(st.integers(0, 5000))).to_list()]
             out.append(CompleteFires(now, draw(NODES), rows))
+        elif kind == 6:
+            second = (now // 1000 + draw(st.integers(-4, 4))) * 1000
+            moves = [[f"{draw(JOB_IDS)}:{second}", draw(st.integers(1, 3)), draw(NODES)]]
+            out.append(AssignFires(now, [], moves))
+        elif kind == 7:
+            out.append(TriggerJob(now, job_id))
+        else:
+            second = (now // 1000 + draw(st.integers(-4, 4))) * 1000
+            letter = f"{job_id}:{second}"
+            out.append(ReplayDeadLetter(now, letter) if draw(st.booleans()) else DropDeadLetter(now, letter))
     return out
 
 
@@ -80,6 +94,9 @@ def _check_invariants(state: State) -> None:
         for scheduled_ms in job["active_fires"]:
             assert state.book.fires[f"{job_id}:{scheduled_ms}"]["job_id"] == job_id
     assert sum(len(j["active_fires"]) for j in state.jobs.values()) == len(state.book.fires)
+    assert set(state.book.pending) == {f for f, fire in state.book.fires.items() if fire["node"] == ""}
+    for fire in state.book.fires.values():
+        assert fire["attempt"] > fire["attempt_base"] and fire["fire_id"] not in state.dead_letters
     assert len(state.slots) == sum(1 for j in state.jobs.values() if j["next_fire_ms"] is not None)
     assert state.slots.keys == sorted(state.slots.slots)
     for node_id, fire_ids in state.book.by_node.items():

@@ -1,0 +1,130 @@
+"""Retries, dead letters, timeouts, controls and idempotent creates against a real cluster
+and a receiver told (through the webhook URL) to fail or hang."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from schedb.timefmt import ms_to_rfc3339
+from tests.integration.harness import Cluster, Receiver, http
+
+
+def _one_shot(job_id: str, url: str, in_s: float = 1.5, **extra: Any) -> dict[str, Any]:
+    at = ms_to_rfc3339(int((time.time() + in_s) * 1000))
+    return {"id": job_id, "schedule": f"@at {at}", "webhook": {"url": url, **extra.pop("webhook", {})}, **extra}
+
+
+def _wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _executions(cluster: Cluster, job_id: str, node: int = 0) -> list[dict[str, Any]]:
+    return http("GET", f"{cluster.nodes[node].url}/api/v1/jobs/{job_id}/executions")[2]["executions"]
+
+
+def _deliveries(receiver: Receiver, job_id: str) -> list[dict[str, Any]]:
+    return [d for d in receiver.deliveries() if d["job_id"] == job_id]
+
+
+def test_failing_twice_then_succeeding_gives_three_attempts_with_growing_gaps(
+        cluster: Cluster, receiver: Receiver) -> None:
+    body = _one_shot("retry-3", receiver.url + "?fail_attempts=2",
+                     retry={"max_attempts": 3, "backoff_s": 1, "backoff_max_s": 30})
+    assert http("POST", cluster.nodes[1].url + "/api/v1/jobs", body)[0] == 201
+    rows = _wait_for(lambda: len(_executions(cluster, "retry-3", 2)) == 3 and _executions(cluster, "retry-3", 2),
+                     20, "three executions")
+    assert [(r["attempt"], r["status"]) for r in rows] == [(3, "succeeded"), (2, "failed"), (1, "failed")]
+    got = _deliveries(receiver, "retry-3")
+    assert [d["attempt"] for d in got] == [1, 2, 3] and len({d["fire_id"] for d in got}) == 1
+    gaps = [b["arrival_ms"] - a["arrival_ms"] for a, b in itertools.pairwise(got)]
+    assert 700 <= gaps[0] < gaps[1], gaps
+
+
+def test_exhausted_fire_goes_to_the_dlq_and_replay_delivers_it_again(cluster: Cluster, receiver: Receiver) -> None:
+    body = _one_shot("always-fails", receiver.url + "?fail=always",
+                     retry={"max_attempts": 2, "backoff_s": 0.2, "backoff_max_s": 1})
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
+
+    def letters() -> list[dict[str, Any]]:
+        return http("GET", cluster.nodes[2].url + "/api/v1/dlq?job_id=always-fails")[2]["dead_letters"]
+
+    (letter,) = _wait_for(letters, 20, "a dead letter")
+    assert letter["attempts"] == 2 and letter["last_http_status"] == 500 and letter["last_error"] == "HTTP 500"
+    code, _, body = http("POST", f"{cluster.nodes[1].url}/api/v1/dlq/{letter['fire_id']}/replay")
+    assert code == 202, body
+    _wait_for(lambda: len(_deliveries(receiver, "always-fails")) >= 4, 20, "replayed deliveries")
+    got = _deliveries(receiver, "always-fails")
+    assert {d["fire_id"] for d in got} == {letter["fire_id"]}
+    assert [d["attempt"] for d in got] == [1, 2, 3, 4]
+    (again,) = _wait_for(letters, 20, "the replay to fail into the DLQ again")
+    assert again["attempts"] == 4
+    assert http("DELETE", f"{cluster.nodes[0].url}/api/v1/dlq/{again['fire_id']}")[0] == 204
+    assert letters() == []
+    assert http("POST", f"{cluster.nodes[0].url}/api/v1/dlq/{again['fire_id']}/replay")[0] == 404
+
+
+def test_a_hanging_receiver_times_out_within_timeout_plus_a_second(cluster: Cluster, receiver: Receiver) -> None:
+    body = _one_shot("hangs", receiver.url + "?hang=10", webhook={"timeout_s": 1}, retry={"max_attempts": 1})
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
+    (row,) = _wait_for(lambda: _executions(cluster, "hangs"), 15, "the timed-out execution")
+    assert row["status"] == "timed_out" and 1000 <= row["duration_ms"] < 2000, row
+
+
+def test_retry_after_from_a_429_is_honoured(cluster: Cluster, receiver: Receiver) -> None:
+    body = _one_shot("busy", receiver.url + "?status=429&retry_after=3",
+                     retry={"max_attempts": 2, "backoff_s": 0.1, "backoff_max_s": 60})
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
+    _wait_for(lambda: len(_deliveries(receiver, "busy")) == 2, 20, "the second attempt")
+    first, second = _deliveries(receiver, "busy")
+    assert second["arrival_ms"] - first["arrival_ms"] >= 2900
+
+
+def test_trigger_pause_resume_delete(cluster: Cluster, receiver: Receiver) -> None:
+    url = cluster.nodes[1].url + "/api/v1/jobs"
+    job = {"id": "controlled", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+    assert http("POST", url, job)[0] == 201
+    _wait_for(lambda: len(_deliveries(receiver, "controlled")) >= 2, 10, "scheduled fires")
+
+    code, _, paused = http("POST", f"{url}/controlled/pause")
+    paused_ms = int(time.time() * 1000)
+    assert code == 200 and paused["paused"] is True and paused["next_fire_at"] is None
+    time.sleep(3.0)
+    late = [d for d in _deliveries(receiver, "controlled") if int(d["fire_id"].rsplit(":", 1)[1]) > paused_ms]
+    assert late == [], "a fire scheduled after the pause was delivered"
+
+    code, _, triggered = http("POST", f"{url}/controlled/trigger")
+    assert code == 202
+    _wait_for(lambda: any(d["fire_id"] == triggered["fire_id"] for d in _deliveries(receiver, "controlled")),
+              10, "the manual fire")
+    rows = _wait_for(lambda: [r for r in _executions(cluster, "controlled") if r["fire_id"] == triggered["fire_id"]],
+                     10, "the manual execution")
+    assert rows[0]["trigger"] == "manual"
+
+    assert http("POST", f"{url}/controlled/resume")[2]["paused"] is False
+    resumed = len(_deliveries(receiver, "controlled"))
+    _wait_for(lambda: len(_deliveries(receiver, "controlled")) >= resumed + 2, 10, "fires after resume")
+
+    assert http("DELETE", f"{url}/controlled")[0] == 204
+    deleted_ms = int(time.time() * 1000)
+    time.sleep(3.0)
+    late = [d for d in _deliveries(receiver, "controlled") if int(d["fire_id"].rsplit(":", 1)[1]) > deleted_ms]
+    assert late == [], "a fire scheduled after the delete was delivered"
+    assert http("POST", f"{url}/controlled/trigger")[0] == 404
+
+
+def test_repeated_idempotency_key_returns_the_first_job_across_nodes(cluster: Cluster) -> None:
+    job = {"schedule": "@yearly", "webhook": {"url": "http://127.0.0.1:1/x"}}
+    headers = {"Idempotency-Key": "create-once-1"}
+    code, _, first = http("POST", cluster.nodes[0].url + "/api/v1/jobs", {"id": "idem-a", **job}, headers)
+    assert code == 201
+    code, _, second = http("POST", cluster.nodes[2].url + "/api/v1/jobs", {"id": "idem-b", **job}, headers)
+    assert code == 200 and second["id"] == "idem-a" and second["version"] == first["version"]
+    assert http("GET", cluster.nodes[1].url + "/api/v1/jobs/idem-b")[0] == 404

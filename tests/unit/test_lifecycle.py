@@ -1,0 +1,143 @@
+"""A fire's life in the state machine: retries, dead letters, replays, moves, triggers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedb.commands import (
+    AssignFires,
+    CompleteFires,
+    CreateJob,
+    DeleteJob,
+    DropDeadLetter,
+    Outcome,
+    ReplaceJob,
+    ReplayDeadLetter,
+    TriggerJob,
+)
+from schedb.retry import backoff_ms
+from schedb.state import State
+from tests.unit.test_state import T0, cluster_state, ok, spec
+
+FIRE = f"job:{T0 + 1000}"
+
+
+def failed(fire_id: str, attempt: int, retry_after_ms: int = 0) -> list[Any]:
+    return Outcome(fire_id, attempt, "failed", 500, T0, T0 + 5, "HTTP 500", retry_after_ms).to_list()
+
+
+def assigned_state(**job: Any) -> State:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec(**job)))
+    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
+    return state
+
+
+def test_a_failed_attempt_is_retried_on_the_same_executor_after_a_backoff() -> None:
+    state = assigned_state(retry={"max_attempts": 3, "backoff_s": 2, "backoff_max_s": 60})
+    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    fire = state.book.fires[FIRE]
+    assert fire["attempt"] == 2 and fire["node"] == "node2"
+    assert fire["due_ms"] == T0 + 1100 + backoff_ms(FIRE, 1, 2, 60)
+    assert 1600 <= fire["due_ms"] - (T0 + 1100) < 2400  # 2 s ± 20 % jitter
+    assert [e["status"] for e in state.history["job"]] == ["failed"]
+    assert state.counters["retries_scheduled"] == 1
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    delays = [backoff_ms("f", n, 1, 10) for n in range(1, 7)]
+    assert delays[0] < delays[1] < delays[2] and max(delays) == 10_000
+    assert backoff_ms("f", 1, 1, 10, retry_after_ms=5_000) == 5_000
+    assert backoff_ms("f", 1, 1, 10, retry_after_ms=60_000) == 10_000  # bounded by the cap
+    assert backoff_ms("f", 3, 1, 10) == backoff_ms("f", 3, 1, 10)  # deterministic jitter
+
+
+def test_exhausted_attempts_go_to_the_dead_letter_queue_and_replay_brings_them_back() -> None:
+    state = assigned_state(retry={"max_attempts": 2, "backoff_s": 1, "backoff_max_s": 5})
+    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    state.apply(CompleteFires(T0 + 3000, "node2", [failed(FIRE, 2)]))
+    assert FIRE not in state.book.fires and state.jobs["job"]["active_fires"] == []
+    letter = state.dead_letters[FIRE]
+    assert letter["attempts"] == 2 and letter["last_error"] == "HTTP 500"
+    assert state.apply(ReplayDeadLetter(T0 + 5000, FIRE)) == {"ok": True, "fire_id": FIRE}
+    fire = state.book.fires[FIRE]
+    assert fire["attempt"] == 3 and fire["node"] == "" and fire["trigger"] == "replay"
+    assert state.book.pending == {FIRE: None} and state.dead_letters == {}
+    state.apply(AssignFires(T0 + 5000, [], [[FIRE, 3, "node3"]]))
+    assert state.book.fires[FIRE]["attempt"] == 3 and state.book.fires[FIRE]["node"] == "node3"
+    state.apply(CompleteFires(T0 + 5100, "node3", [ok(FIRE, attempt=3)]))
+    assert [e["attempt"] for e in state.history["job"]] == [1, 2, 3]
+    assert state.apply(ReplayDeadLetter(T0, FIRE))["error"] == "not_found"
+
+
+def test_drop_dead_letter() -> None:
+    state = assigned_state(retry={"max_attempts": 1})
+    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    assert state.apply(DropDeadLetter(T0, FIRE)) == {"ok": True}
+    assert state.apply(DropDeadLetter(T0, FIRE))["error"] == "not_found"
+
+
+def test_moving_a_held_fire_starts_a_new_attempt_and_the_first_success_wins() -> None:
+    state = assigned_state()
+    assert state.apply(AssignFires(T0 + 7000, [], [[FIRE, 1, "node3"]]))["reassigned"] == 1
+    fire = state.book.fires[FIRE]
+    assert (fire["attempt"], fire["node"]) == (2, "node3") and state.counters["fires_reassigned"] == 1
+    assert state.fires_for_node("node2") == []
+    # The old executor was only slow: its attempt-1 success still counts, once.
+    assert state.apply(CompleteFires(T0 + 7100, "node2", [ok(FIRE, attempt=1)]))["committed"] == 1
+    assert FIRE not in state.book.fires
+    assert state.apply(CompleteFires(T0 + 7200, "node3", [ok(FIRE, attempt=2)]))["committed"] == 0
+
+
+def test_an_older_attempt_failing_does_not_disturb_the_current_one() -> None:
+    state = assigned_state()
+    state.apply(AssignFires(T0 + 7000, [], [[FIRE, 1, "node3"]]))
+    state.apply(CompleteFires(T0 + 7100, "node2", [failed(FIRE, 1)]))
+    fire = state.book.fires[FIRE]
+    assert (fire["attempt"], fire["node"]) == (2, "node3")
+    assert state.counters["retries_scheduled"] == 0 and len(state.history["job"]) == 1
+
+
+def test_stale_moves_are_no_ops() -> None:
+    state = assigned_state()
+    before = state.book.fires[FIRE]["attempt"]
+    result = state.apply(AssignFires(T0, [], [[FIRE, 9, "node3"], [FIRE, 1, "node2"], [FIRE, 1, "ghost"],
+                                              ["nope:1", 1, "node3"], "junk"]))
+    assert result["reassigned"] == 0 and state.book.fires[FIRE]["attempt"] == before
+
+
+def test_trigger_makes_a_pending_fire_due_now() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec(schedule="@yearly")))
+    first = state.apply(TriggerJob(T0 + 1234, "job"))
+    second = state.apply(TriggerJob(T0 + 1234, "job"))
+    assert first["fire_id"] == f"job:{T0 + 1234}" and second["fire_id"] == f"job:{T0 + 1235}"
+    fire = state.book.fires[first["fire_id"]]
+    assert fire["node"] == "" and fire["due_ms"] == T0 + 1234 and fire["trigger"] == "manual"
+    assert state.apply(TriggerJob(T0, "ghost"))["error"] == "not_found"
+
+
+def test_pause_withdraws_retries_and_pending_fires_too() -> None:
+    state = assigned_state()
+    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))  # a retry is now waiting
+    state.apply(TriggerJob(T0 + 1200, "job"))
+    state.apply(ReplaceJob(T0 + 1300, spec(paused=True)))
+    assert state.book.fires == {} and state.jobs["job"]["active_fires"] == []
+
+
+def test_delete_cancels_fires_and_dead_letters() -> None:
+    state = assigned_state(retry={"max_attempts": 1})
+    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    state.apply(TriggerJob(T0 + 1200, "job"))
+    state.apply(DeleteJob(T0 + 1300, "job"))
+    assert state.book.fires == {} and state.dead_letters == {} and state.book.pending == {}
+
+
+def test_idempotent_create_returns_the_first_job_until_the_key_expires() -> None:
+    state = cluster_state()
+    assert state.apply(CreateJob(T0, spec("first"), "key-1")) == {"ok": True, "job_id": "first"}
+    again = state.apply(CreateJob(T0 + 10, spec("second"), "key-1"))
+    assert again == {"ok": True, "job_id": "first", "replayed": True} and "second" not in state.jobs
+    ttl = state.limits.idempotency_ttl_ms
+    assert state.apply(CreateJob(T0 + ttl + 1, spec("second"), "key-1")) == {"ok": True, "job_id": "second"}
+    assert state.apply(CreateJob(T0, spec("third"), "k" * 500))["error"] == "invalid"
