@@ -125,9 +125,19 @@ class DropDeadLetter(Command):
     fire_id: str
 
 
+@dataclass(frozen=True)
+class BackfillJob(Command):
+    """Fire the job's occurrences in [start_ms, end_ms] (bounded), each with its own fire id."""
+
+    TAG: ClassVar[int] = 10
+    job_id: str
+    start_ms: int
+    end_ms: int
+
+
 COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
-                             TriggerJob, ReplayDeadLetter, DropDeadLetter)
+                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob)
 }
 
 

@@ -28,7 +28,9 @@ import structlog
 
 from schedb.commands import CompleteFires, Outcome
 from schedb.config import Config
+from schedb.fires import fire_id_of
 from schedb.raft import Replica, SubmitError
+from schedb.state import State
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
 log = structlog.get_logger("schedb.executor")
@@ -37,6 +39,19 @@ COMPLETE_TIMEOUT_S = 2.0
 RETRY_DELAY_S_MAX = 1.0
 
 FireKey = tuple[str, int]  # (fire_id, attempt)
+
+
+def _job_and_overlap(state: State, fire: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The fire's job, and the id of an earlier fire of the same job that is due and has
+    no committed outcome yet (running somewhere, on any node), or ""."""
+    job = state.jobs.get(fire["job_id"])
+    if job is None:
+        return None, ""
+    for scheduled_ms in job["active_fires"]:
+        other = state.book.fires[fire_id_of(fire["job_id"], scheduled_ms)]
+        if scheduled_ms < fire["scheduled_ms"] and other["due_ms"] <= wall_ms() and other["node"]:
+            return job, other["fire_id"]
+    return job, ""
 
 
 class Executor:
@@ -116,9 +131,12 @@ class Executor:
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
-            job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
+            job, overlapping = self._replica.read(lambda s: _job_and_overlap(s, fire))
             if job is None:
                 return  # deleted since it was assigned: nothing to call
+            if overlapping and job["spec"]["concurrency"] == "forbid":
+                self._skip(key, fire, overlapping)
+                return
             correlation_id = new_correlation_id()
             async with self._slots:
                 outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
@@ -131,6 +149,14 @@ class Executor:
             self._outcome_ready.set()
         finally:
             self._running.pop(key, None)
+
+    def _skip(self, key: FireKey, fire: dict[str, Any], running_fire_id: str) -> None:
+        now_ms = wall_ms()
+        log.info("fire_skipped", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
+                 reason="skipped_overlap", running=running_fire_id)
+        self._outcomes[key] = Outcome(fire["fire_id"], fire["attempt"], "skipped", 0, now_ms, now_ms,
+                                      f"skipped_overlap: {running_fire_id} still running")
+        self._outcome_ready.set()
 
     # -- outcomes → log ---------------------------------------------------------
 

@@ -16,15 +16,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from schedb.commands import AssignFires, CompleteFires, DropDeadLetter, Outcome, ReplayDeadLetter, outcome_from_list
+from schedb.commands import (
+    AssignFires,
+    BackfillJob,
+    CompleteFires,
+    DropDeadLetter,
+    Outcome,
+    ReplayDeadLetter,
+    outcome_from_list,
+)
 from schedb.fires import PENDING, Fire, fire_id_of
+from schedb.misfire import catch_up
 from schedb.retry import backoff_ms
+from schedb.schedule import parse_schedule
 
 if TYPE_CHECKING:
     from schedb.state import Result, State
 
-OUTCOME_STATUSES = ("succeeded", "failed", "timed_out")
+# What an executor may report; "skipped" is a fire it did not start (concurrency: forbid).
+OUTCOME_STATUSES = ("succeeded", "failed", "timed_out", "skipped")
 ERROR_LEN_MAX = 512
+BACKFILL_FIRES_MAX = 1_000
 
 
 def assign_fires(state: State, cmd: AssignFires) -> Result:
@@ -32,26 +44,45 @@ def assign_fires(state: State, cmd: AssignFires) -> Result:
     if not (isinstance(cmd.items, list) and isinstance(cmd.reassign, list)) or \
             len(cmd.items) + len(cmd.reassign) > batch:
         return {"error": "invalid", "detail": "items must be lists within the batch bound"}
-    assigned = sum(1 for item in cmd.items if _assign_one(state, item))
+    outcomes = [_assign_one(state, item) for item in cmd.items]
     moved = sum(1 for item in cmd.reassign if _reassign_one(state, item))
+    assigned = outcomes.count("assigned")
     state.counters["fires_assigned"] += assigned
-    state.counters["assign_stale"] += len(cmd.items) + len(cmd.reassign) - assigned - moved
+    state.counters["assign_stale"] += outcomes.count("stale") + len(cmd.reassign) - moved
     return {"ok": True, "assigned": assigned, "reassigned": moved}
 
 
-def _assign_one(state: State, item: Any) -> bool:
-    """The next occurrence of a job from its slot; False (no change) when the item is stale."""
+def _assign_one(state: State, item: Any) -> str:
+    """The next occurrence of a job from its slot: "assigned", "missed" (the misfire
+    policy said no), or "stale" (no change: the item no longer matches the state)."""
     if not (isinstance(item, list) and len(item) == 3):
-        return False
+        return "stale"
     job_id, scheduled_ms, node_id = item
     job = state.jobs.get(job_id) if isinstance(job_id, str) else None
     if job is None or job["next_fire_ms"] != scheduled_ms or node_id not in state.nodes:
-        return False
+        return "stale"
+    if scheduled_ms < state.now_ms - state.limits.misfire_grace_ms:
+        next_ms = apply_misfire_policy(state, job_id, scheduled_ms, "missed")
+        if next_ms != scheduled_ms:
+            state.place(job_id, next_ms)
+            return "missed"
     created = fire_id_of(job_id, scheduled_ms) not in state.book.fires  # a trigger may own this instant
     if created:
         state.new_fire(job_id, scheduled_ms, node_id, trigger="schedule")
     state.schedule_next(job_id, scheduled_ms)
-    return created
+    return "assigned" if created else "stale"
+
+
+def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:
+    """The job fell behind (first_ms is long past, or came due while it was paused): record
+    what its misfire policy skips, with `reason`, and return the occurrence to wait for."""
+    spec = state.jobs[job_id]["spec"]
+    decision = catch_up(parse_schedule(spec["schedule"], spec["timezone"]), first_ms, state.now_ms,
+                        spec["misfire"], state.limits.catch_up_window_ms)
+    state.counters["fires_missed" if reason == "missed" else "fires_skipped"] += decision.missed_total
+    for missed_ms in decision.missed_ms[-state.limits.missed_records_max:]:
+        record(state, job_id, missed_ms, 0, "", "missed" if reason == "missed" else "skipped", reason=reason)
+    return decision.next_ms
 
 
 def _reassign_one(state: State, item: Any) -> bool:
@@ -61,6 +92,14 @@ def _reassign_one(state: State, item: Any) -> bool:
     fire = state.book.get(fire_id) if isinstance(fire_id, str) else None
     if fire is None or fire["attempt"] != attempt or node_id not in state.nodes or fire["node"] == node_id:
         return False
+    if fire["node"] != PENDING and fire["due_ms"] <= state.now_ms and _at_most_once(state, fire):
+        # It may have been delivered: a second attempt could call the webhook twice.
+        record(state, fire["job_id"], fire["scheduled_ms"], fire["attempt"], fire["node"], "unknown",
+               error="executor lost before reporting; at_most_once forbids another attempt",
+               reason="executor_lost", trigger=fire["trigger"])
+        _bury(state, fire, "unknown", 0, "executor lost before reporting")
+        state.counters["at_most_once_abandoned"] += 1
+        return True
     if fire["node"] != PENDING:  # the old executor may have started it: this is a new attempt
         fire["attempt"] += 1
         fire["due_ms"] = max(fire["due_ms"], state.now_ms)
@@ -102,32 +141,46 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         return False
     if outcome.attempt in fire["reported"] or not 1 <= outcome.attempt <= fire["attempt"]:
         return False
-    _record(state, fire, node_id, outcome)
+    record(state, fire["job_id"], fire["scheduled_ms"], outcome.attempt, node_id, outcome.status,
+           http_status=outcome.http_status, started_ms=outcome.started_ms, finished_ms=outcome.finished_ms,
+           error=outcome.error, reason="skipped_overlap" if outcome.status == "skipped" else "",
+           trigger=fire["trigger"])
     fire["reported"].append(outcome.attempt)
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
         return True
-    if outcome.status == "succeeded":
+    if outcome.status == "skipped":
+        state.counters["fires_skipped"] += 1
+        state.end_fire(outcome.fire_id)
+    elif outcome.status == "succeeded":
         state.end_fire(outcome.fire_id)
     elif outcome.attempt == fire["attempt"]:  # an older attempt failing changes nothing
         _retry_or_bury(state, fire, outcome)
     return True
 
 
-def _record(state: State, fire: Fire, node_id: str, outcome: Outcome) -> None:
+def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: str, status: str, *,
+           http_status: int = 0, started_ms: int | None = None, finished_ms: int | None = None,
+           error: str = "", reason: str = "", trigger: str = "schedule") -> None:
+    """Append one execution record to the job's history and the cluster-wide list."""
+    started = state.now_ms if started_ms is None else started_ms
+    finished = state.now_ms if finished_ms is None else finished_ms
     execution = {
-        "fire_id": outcome.fire_id, "job_id": fire["job_id"], "scheduled_ms": fire["scheduled_ms"],
-        "attempt": outcome.attempt, "node": node_id, "status": outcome.status,
-        "http_status": outcome.http_status, "started_ms": outcome.started_ms,
-        "finished_ms": outcome.finished_ms, "duration_ms": max(0, outcome.finished_ms - outcome.started_ms),
-        "error": str(outcome.error)[:ERROR_LEN_MAX], "committed_ms": state.now_ms, "trigger": fire["trigger"],
+        "fire_id": fire_id_of(job_id, scheduled_ms), "job_id": job_id, "scheduled_ms": scheduled_ms,
+        "attempt": attempt, "node": node_id, "status": status, "http_status": http_status,
+        "started_ms": started, "finished_ms": finished, "duration_ms": max(0, finished - started),
+        "error": str(error)[:ERROR_LEN_MAX], "committed_ms": state.now_ms, "trigger": trigger, "reason": reason,
     }
-    state.history[fire["job_id"]].append(execution)
+    state.history[job_id].append(execution)
     state.recent.append(execution)
+
+
+def _at_most_once(state: State, fire: Fire) -> bool:
+    return state.jobs[fire["job_id"]]["spec"]["delivery"] == "at_most_once"
 
 
 def _retry_or_bury(state: State, fire: Fire, outcome: Outcome) -> None:
     retry = state.jobs[fire["job_id"]]["spec"]["retry"]
-    if fire["attempt"] - fire["attempt_base"] < retry["max_attempts"]:
+    if fire["attempt"] - fire["attempt_base"] < retry["max_attempts"] and not _at_most_once(state, fire):
         delay_ms = backoff_ms(fire["fire_id"], fire["attempt"], retry["backoff_s"], retry["backoff_max_s"],
                               outcome.retry_after_ms)
         fire["attempt"] += 1
@@ -135,10 +188,15 @@ def _retry_or_bury(state: State, fire: Fire, outcome: Outcome) -> None:
         state.set_lease(fire)
         state.counters["retries_scheduled"] += 1
         return
+    _bury(state, fire, outcome.status, outcome.http_status, outcome.error)
+
+
+def _bury(state: State, fire: Fire, status: str, http_status: int, error: str) -> None:
+    """Move a fire that will not be tried again to the dead-letter queue."""
     state.dead_letters[fire["fire_id"]] = {
         "fire_id": fire["fire_id"], "job_id": fire["job_id"], "scheduled_ms": fire["scheduled_ms"],
-        "attempts": fire["attempt"], "last_status": outcome.status, "last_http_status": outcome.http_status,
-        "last_error": str(outcome.error)[:ERROR_LEN_MAX], "dead_ms": state.now_ms,
+        "attempts": fire["attempt"], "last_status": status, "last_http_status": http_status,
+        "last_error": str(error)[:ERROR_LEN_MAX], "dead_ms": state.now_ms,
     }
     while len(state.dead_letters) > state.limits.dead_letters_max:
         del state.dead_letters[next(iter(state.dead_letters))]
@@ -165,3 +223,27 @@ def drop_dead_letter(state: State, cmd: DropDeadLetter) -> Result:
     if not isinstance(cmd.fire_id, str) or state.dead_letters.pop(cmd.fire_id, None) is None:
         return {"error": "not_found", "detail": f"no dead letter {cmd.fire_id!r}"}
     return {"ok": True}
+
+
+def backfill_job(state: State, cmd: BackfillJob) -> Result:
+    """Pending fires for the job's occurrences in [start_ms, end_ms], each with its natural fire id."""
+    job = state.jobs.get(cmd.job_id) if isinstance(cmd.job_id, str) else None
+    if job is None:
+        return {"error": "not_found", "detail": f"job {cmd.job_id!r} does not exist"}
+    if not (isinstance(cmd.start_ms, int) and isinstance(cmd.end_ms, int)) or cmd.start_ms > cmd.end_ms:
+        return {"error": "invalid", "detail": "start must not be after end",
+                "errors": [{"field": "start", "message": "must not be after end"}]}
+    schedule = parse_schedule(job["spec"]["schedule"], job["spec"]["timezone"])
+    occurrences: list[int] = []
+    next_ms = schedule.next_after(cmd.start_ms - 1)
+    while next_ms is not None and next_ms <= cmd.end_ms:
+        if len(occurrences) == BACKFILL_FIRES_MAX:
+            return {"error": "invalid", "detail": f"the range holds more than {BACKFILL_FIRES_MAX} occurrences",
+                    "errors": [{"field": "end", "message": f"at most {BACKFILL_FIRES_MAX} occurrences per backfill"}]}
+        occurrences.append(next_ms)
+        next_ms = schedule.next_after(next_ms)
+    created = [state.new_fire(cmd.job_id, ms, PENDING, trigger="backfill")["fire_id"]
+               for ms in occurrences if fire_id_of(cmd.job_id, ms) not in state.book.fires]
+    state.counters["backfilled"] += len(created)
+    return {"ok": True, "fires": len(created), "fire_ids": created[:10],
+            "already_active": len(occurrences) - len(created)}

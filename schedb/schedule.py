@@ -76,6 +76,21 @@ class Schedule:
             return self.at_ms if self.at_ms > after_ms else None
         return _cron_next(self, after_ms)
 
+    def last_at_or_before(self, at_ms: int) -> int | None:
+        """The latest fire instant <= at_ms, or None (used to catch up after a long outage)."""
+        if self.kind == "every":
+            return at_ms // self.every_ms * self.every_ms
+        if self.kind == "at":
+            return self.at_ms if self.at_ms <= at_ms else None
+        tz = ZoneInfo(self.timezone)
+        start = datetime.fromtimestamp(at_ms // 1000 + 1, tz=UTC).astimezone(tz)
+        it = croniter(self.cron, start, second_at_beginning=len(self.cron.split(" ")) == 6,
+                      max_years_between_matches=CRON_SEARCH_YEARS_MAX)
+        try:
+            return int(it.get_prev(datetime).timestamp()) * 1000
+        except CroniterError:
+            return None
+
 
 def parse_timezone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name or len(name) > 64 or ".." in name:

@@ -26,6 +26,7 @@ import msgpack
 from schedb import lifecycle
 from schedb.commands import (
     AssignFires,
+    BackfillJob,
     Command,
     CompleteFires,
     CreateJob,
@@ -54,9 +55,12 @@ class StateLimits:
     recent_executions: int = 10_000
     assign_batch_max: int = 5_000
     complete_batch_max: int = 5_000
-    # A job that fell further behind than this (cluster down, overload) fires once
-    # for the missed occurrences and resumes from now: the run_once misfire policy.
+    # Occurrences later than this (cluster down, overload, paused) are misfires,
+    # handled by the job's misfire policy (misfire.py); run_all catches up
+    # occurrences within the window.
     misfire_grace_ms: int = 10_000
+    catch_up_window_ms: int = 3_600_000
+    missed_records_max: int = 100
     withdrawn_max: int = 10_000
     dead_letters_max: int = 10_000
     idempotency_keys_max: int = 100_000
@@ -82,7 +86,8 @@ class State:
         self.counters: dict[str, int] = dict.fromkeys(
             ("commands_rejected", "fires_assigned", "assign_stale", "fires_reassigned", "outcomes_committed",
              "duplicate_completions", "retries_scheduled", "dead_lettered", "dead_letters_evicted",
-             "misfire_catchups", "triggered", "replayed", "idempotent_replays"), 0)
+             "fires_missed", "fires_skipped", "at_most_once_abandoned", "triggered", "backfilled", "replayed",
+             "idempotent_replays"), 0)
 
     # -- the one entry point -------------------------------------------------
 
@@ -147,7 +152,8 @@ class State:
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
         self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
-                             "version": 1, "next_fire_ms": None, "active_fires": []}
+                             "version": 1, "next_fire_ms": None, "active_fires": [],
+                             "paused_ms": self.now_ms if spec["paused"] else None}
         self.history[job_id] = deque(maxlen=self.limits.history_per_job)
         self._schedule_from(job_id, self.now_ms)
         if key:
@@ -181,7 +187,11 @@ class State:
         if timing_changed:
             self._unschedule(job_id)
             self._withdraw_future_fires(job_id, everything=spec["paused"])
+            if spec["paused"] and not old["paused"]:
+                job["paused_ms"] = self.now_ms
             self._schedule_from(job_id, self.now_ms)
+            if old["paused"] and not spec["paused"] and old["schedule"] == spec["schedule"]:
+                self._resume_misfires(job_id)
         return {"ok": True, "job_id": job_id}
 
     def _delete_job(self, cmd: DeleteJob) -> Result:
@@ -243,18 +253,26 @@ class State:
         return job, None
 
     def _schedule_from(self, job_id: str, after_ms: int) -> None:
-        """Put the job in the slot of its first occurrence after after_ms (run_once catch-up)."""
+        """Put the job in the slot of its first occurrence after after_ms. An occurrence
+        in the past stays there: the dispatcher's assign applies the misfire policy."""
         job = self.jobs[job_id]
         spec = job["spec"]
         if spec["paused"]:
             job["next_fire_ms"] = None
             return
-        schedule = parse_schedule(spec["schedule"], spec["timezone"])
-        next_ms = schedule.next_after(after_ms)
-        if next_ms is not None and next_ms < self.now_ms - self.limits.misfire_grace_ms:
-            self.counters["misfire_catchups"] += 1
-            next_ms = schedule.next_after(self.now_ms)
-        job["next_fire_ms"] = next_ms
+        self.place(job_id, parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms))
+
+    def _resume_misfires(self, job_id: str) -> None:
+        """Occurrences that came due while the job was paused go through its misfire policy."""
+        job = self.jobs[job_id]
+        spec = job["spec"]
+        first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(job["paused_ms"] or self.now_ms)
+        if first_ms is not None and first_ms <= self.now_ms:
+            self.place(job_id, lifecycle.apply_misfire_policy(self, job_id, first_ms, "skipped_paused"))
+
+    def place(self, job_id: str, next_ms: int | None) -> None:
+        self._unschedule(job_id)
+        self.jobs[job_id]["next_fire_ms"] = next_ms
         if next_ms is not None:
             self.slots.add(job_id, next_ms)
 
@@ -293,4 +311,5 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     CompleteFires: lifecycle.complete_fires,
     ReplayDeadLetter: lifecycle.replay_dead_letter,
     DropDeadLetter: lifecycle.drop_dead_letter,
+    BackfillJob: lifecycle.backfill_job,
 }

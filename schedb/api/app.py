@@ -23,6 +23,7 @@ def create_app(node: Node) -> web.Application:
     app.router.add_post("/api/v1/jobs/{job_id}/trigger", controls.trigger_job)
     app.router.add_post("/api/v1/jobs/{job_id}/pause", controls.pause_job)
     app.router.add_post("/api/v1/jobs/{job_id}/resume", controls.resume_job)
+    app.router.add_post("/api/v1/jobs/{job_id}/backfill", controls.backfill_job)
     app.router.add_get("/api/v1/dlq", controls.list_dead_letters)
     app.router.add_post("/api/v1/dlq/{fire_id}/replay", controls.replay_dead_letter)
     app.router.add_delete("/api/v1/dlq/{fire_id}", controls.drop_dead_letter)

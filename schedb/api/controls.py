@@ -8,9 +8,11 @@ from aiohttp import web
 
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.jobs import LIST_LIMIT_MAX, patch_fields
+from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
-from schedb.commands import DropDeadLetter, ReplayDeadLetter, TriggerJob
+from schedb.commands import BackfillJob, DropDeadLetter, ReplayDeadLetter, TriggerJob
 from schedb.state import State
+from schedb.timefmt import rfc3339_to_ms
 from schedb.webhook import wall_ms
 
 
@@ -19,6 +21,32 @@ async def trigger_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     result = await propose(node, TriggerJob(wall_ms(), job_id))
     return json_response({"job_id": job_id, "fire_id": result["fire_id"]}, 202)
+
+
+async def backfill_job(request: web.Request) -> web.Response:
+    """Fire the job's occurrences between start and end (RFC 3339, inclusive, not in the future)."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise Problem(422, "Invalid backfill", "send {\"start\": …, \"end\": …}", kind="invalid",
+                      errors=[{"field": "", "message": "must be an object"}])
+    errors = [{"field": k, "message": "unknown field"} for k in body if k not in ("start", "end")]
+    times: dict[str, int] = {}
+    for field in ("start", "end"):
+        try:
+            times[field] = rfc3339_to_ms(body[field]) if isinstance(body.get(field), str) else -1
+        except ValueError:
+            times[field] = -1
+        if times[field] < 0:
+            errors.append({"field": field, "message": "required, an RFC 3339 time with an offset"})
+    if not errors and times["end"] > wall_ms():
+        errors.append({"field": "end", "message": "must not be in the future"})
+    if errors:
+        raise Problem(422, "Invalid backfill", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                      kind="invalid", errors=errors)
+    job_id = request.match_info["job_id"]
+    result = await propose(request.app[NODE], BackfillJob(wall_ms(), job_id, times["start"], times["end"]))
+    return json_response({"job_id": job_id, "fires": result["fires"], "fire_ids": result["fire_ids"],
+                          "already_active": result["already_active"]}, 202)
 
 
 async def pause_job(request: web.Request) -> web.Response:

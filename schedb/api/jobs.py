@@ -19,7 +19,7 @@ from schedb.webhook import wall_ms
 
 LIST_LIMIT_MAX = 1000
 PATCH_RETRIES = 3
-STATUSES = ("succeeded", "failed", "timed_out")
+STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown")
 
 
 def _validate(raw: Any, job_id: str | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ def execution_view(execution: dict[str, Any]) -> dict[str, Any]:
         "error": execution["error"] or None,
         "committed_at": time_or_none(execution["committed_ms"]),
         "trigger": execution.get("trigger", "schedule"),
+        "reason": execution.get("reason") or None,
     }
 
 

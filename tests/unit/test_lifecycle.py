@@ -6,6 +6,7 @@ from typing import Any
 
 from schedb.commands import (
     AssignFires,
+    BackfillJob,
     CompleteFires,
     CreateJob,
     DeleteJob,
@@ -141,3 +142,45 @@ def test_idempotent_create_returns_the_first_job_until_the_key_expires() -> None
     ttl = state.limits.idempotency_ttl_ms
     assert state.apply(CreateJob(T0 + ttl + 1, spec("second"), "key-1")) == {"ok": True, "job_id": "second"}
     assert state.apply(CreateJob(T0, spec("third"), "k" * 500))["error"] == "invalid"
+
+
+def test_at_most_once_never_retries_and_never_moves_a_fire_that_may_have_started() -> None:
+    state = assigned_state(delivery="at_most_once", retry={"max_attempts": 5})
+    # the executor died after the fire was due: moving it could call the webhook twice
+    assert state.apply(AssignFires(T0 + 8000, [], [[FIRE, 1, "node3"]]))["reassigned"] == 1
+    assert FIRE not in state.book.fires and state.dead_letters[FIRE]["last_status"] == "unknown"
+    (row,) = state.history["job"]
+    assert (row["status"], row["reason"], row["attempt"]) == ("unknown", "executor_lost", 1)
+
+    state = assigned_state(delivery="at_most_once", retry={"max_attempts": 5})
+    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    assert FIRE not in state.book.fires and state.dead_letters[FIRE]["attempts"] == 1
+
+
+def test_at_most_once_fire_not_yet_due_moves_normally() -> None:
+    state = assigned_state(delivery="at_most_once")
+    state.apply(AssignFires(T0 + 500, [], [[FIRE, 1, "node3"]]))
+    assert state.book.fires[FIRE]["node"] == "node3"
+
+
+def test_skipped_outcome_ends_the_fire_with_a_reason() -> None:
+    state = assigned_state(concurrency="forbid")
+    row = Outcome(FIRE, 1, "skipped", 0, T0 + 1000, T0 + 1000, "skipped_overlap: job:1 still running").to_list()
+    assert state.apply(CompleteFires(T0 + 1010, "node2", [row]))["committed"] == 1
+    (execution,) = state.history["job"]
+    assert execution["status"] == "skipped" and execution["reason"] == "skipped_overlap"
+    assert FIRE not in state.book.fires and state.counters["fires_skipped"] == 1
+
+
+def test_backfill_creates_pending_fires_with_historical_times() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec(schedule="*/1 * * * *")))
+    start, end = T0 - 600_000, T0 - 1
+    result = state.apply(BackfillJob(T0, "job", start, end))
+    assert result["fires"] == 10 and result["already_active"] == 0
+    fires = state.book.pending_fires()
+    assert [f["scheduled_ms"] for f in fires] == list(range(start, end, 60_000))
+    assert all(f["trigger"] == "backfill" and f["due_ms"] == T0 for f in fires)
+    assert state.apply(BackfillJob(T0, "job", start, end))["fires"] == 0  # already active: no double
+    assert state.apply(BackfillJob(T0, "job", T0 - 86_400_000, T0))["error"] == "invalid"  # > 1000 fires
+    assert state.apply(BackfillJob(T0, "job", end, start))["error"] == "invalid"

@@ -107,7 +107,7 @@ def test_history_is_bounded_per_job_and_overall() -> None:
     assert len(state.recent) == 4
 
 
-def test_pause_drops_fires_not_yet_due_and_resume_restarts_from_now() -> None:
+def test_pause_drops_fires_not_yet_due_and_resume_applies_the_misfire_policy() -> None:
     state = cluster_state()
     state.apply(CreateJob(T0, spec()))
     state.apply(AssignFires(T0 + 100, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node2"]]))
@@ -115,8 +115,18 @@ def test_pause_drops_fires_not_yet_due_and_resume_restarts_from_now() -> None:
     assert list(state.book.fires) == [f"job:{T0 + 1000}"]  # due already: it may be running
     assert state.jobs["job"]["next_fire_ms"] is None and state.slots.keys == []
     state.apply(ReplaceJob(T0 + 9_400, spec(paused=False)))
-    assert state.jobs["job"]["next_fire_ms"] == T0 + 10_000
-    assert state.jobs["job"]["version"] == 3
+    # run_once: the latest occurrence due while paused fires once; 2 s .. 8 s are recorded as skipped.
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 9_000
+    skipped = [(e["scheduled_ms"] - T0, e["status"], e["reason"]) for e in state.history["job"]]
+    assert skipped == [(ms, "skipped", "skipped_paused") for ms in range(2000, 9000, 1000)]
+    assert state.jobs["job"]["version"] == 3 and state.counters["fires_skipped"] == 7
+
+
+def test_resume_with_skip_waits_for_the_next_occurrence() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec(misfire="skip", paused=True)))
+    state.apply(ReplaceJob(T0 + 5_500, spec(misfire="skip")))
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 6_000 and len(state.history["job"]) == 5
 
 
 def test_outcome_of_a_fire_withdrawn_while_it_ran_is_recorded_once() -> None:
@@ -151,15 +161,21 @@ def test_delete_removes_job_slot_and_fires() -> None:
     assert state.apply(DeleteJob(T0, "job"))["error"] == "not_found"
 
 
-def test_a_job_far_behind_fires_once_then_resumes_from_now() -> None:
-    """run_once: after the cluster was down for an hour, one catch-up fire, then on schedule."""
-    state = cluster_state()
-    state.apply(CreateJob(T0, spec()))
-    later = T0 + 3_600_000
-    assert state.due_jobs(later, 10) == [("job", T0 + 1000)]
-    state.apply(AssignFires(later, [["job", T0 + 1000, "node2"]]))
-    assert state.jobs["job"]["next_fire_ms"] == later + 1000
-    assert state.counters["misfire_catchups"] == 1
+def test_misfire_policies_after_the_cluster_was_down() -> None:
+    """Down for 60 s: run_once fires the latest occurrence, skip none, run_all all in the window."""
+    later = T0 + 60_000
+    results = {}
+    for policy in ("run_once", "skip", "run_all"):
+        state = cluster_state(StateLimits(catch_up_window_ms=30_000))
+        state.apply(CreateJob(T0, spec(misfire=policy)))
+        state.apply(AssignFires(later, [["job", T0 + 1000, "node2"]]))  # the leader's first try: missed
+        (job_id, first), = state.due_jobs(later + 5_000, 10)
+        state.apply(AssignFires(later, [[job_id, first, "node2"]]))
+        statuses = [e["status"] for e in state.history["job"]]
+        results[policy] = (first - T0, len(state.book.fires), statuses.count("missed"), state.counters["fires_missed"])
+    assert results["run_once"] == (60_000, 1, 59, 59)
+    assert results["skip"] == (61_000, 1, 60, 60)  # the next occurrence after now
+    assert results["run_all"] == (30_000, 1, 29, 29)
 
 
 def test_one_shot_job_leaves_the_slots_after_its_fire() -> None:
