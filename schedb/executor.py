@@ -28,9 +28,8 @@ import structlog
 
 from schedb.commands import CompleteFires, Outcome
 from schedb.config import Config
-from schedb.fires import fire_id_of
+from schedb.policies import newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
-from schedb.state import State
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
 log = structlog.get_logger("schedb.executor")
@@ -39,19 +38,6 @@ COMPLETE_TIMEOUT_S = 2.0
 RETRY_DELAY_S_MAX = 1.0
 
 FireKey = tuple[str, int]  # (fire_id, attempt)
-
-
-def _job_and_overlap(state: State, fire: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The fire's job, and the id of an earlier fire of the same job that is due and has
-    no committed outcome yet (running somewhere, on any node), or ""."""
-    job = state.jobs.get(fire["job_id"])
-    if job is None:
-        return None, ""
-    for scheduled_ms in job["active_fires"]:
-        other = state.book.fires[fire_id_of(fire["job_id"], scheduled_ms)]
-        if scheduled_ms < fire["scheduled_ms"] and other["due_ms"] <= wall_ms() and other["node"]:
-            return job, other["fire_id"]
-    return job, ""
 
 
 class Executor:
@@ -64,6 +50,8 @@ class Executor:
         self._timers: dict[FireKey, asyncio.TimerHandle] = {}
         self._held: dict[FireKey, dict[str, Any]] = {}
         self._running: dict[FireKey, asyncio.Task[None]] = {}
+        self._running_fires: dict[FireKey, dict[str, Any]] = {}
+        self._grace_ms = int(config.scheduler.misfire_grace_s * 1000)
         self._outcomes: dict[FireKey, Outcome] = {}
         self._outcome_ready = asyncio.Event()
         self._fence_timer: asyncio.TimerHandle | None = None
@@ -93,6 +81,20 @@ class Executor:
             delay_s = max(0.0, (fire["due_ms"] - now_ms) / 1000)
             self._timers[key] = loop.call_later(delay_s, self._due, key, fire)
         self._release_held()
+        self._cancel_replaced()
+
+    def _cancel_replaced(self) -> None:
+        """concurrency: replace, when the newer fire runs on another node than the older one."""
+        now_ms = wall_ms()
+        for key, fire in list(self._running_fires.items()):
+            newer = self._replica.read(lambda s, f=fire: newer_fire_due(s, f, now_ms))
+            if newer:
+                self._cancel(key, f"replaced: by {newer}")
+
+    def _cancel(self, key: FireKey, why: str) -> None:
+        task = self._running.get(key)
+        if task is not None and not task.done():
+            task.cancel(why)
 
     def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
         early_ms = fire["due_ms"] - wall_ms()
@@ -105,6 +107,10 @@ class Executor:
             self._held[key] = fire
             self._arm_fence_recheck()
             return
+        self._start(key, fire)
+
+    def _start(self, key: FireKey, fire: dict[str, Any]) -> None:
+        self._running_fires[key] = fire
         self._running[key] = asyncio.create_task(self._run(key, fire))
 
     def _must_hold(self) -> bool:
@@ -121,7 +127,7 @@ class Executor:
             return
         held, self._held = self._held, {}
         for key, fire in held.items():
-            self._running[key] = asyncio.create_task(self._run(key, fire))
+            self._start(key, fire)
 
     def _arm_fence_recheck(self) -> None:
         if self._held and self._fence_timer is None:
@@ -131,31 +137,41 @@ class Executor:
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
-            job, overlapping = self._replica.read(lambda s: _job_and_overlap(s, fire))
-            if job is None:
-                return  # deleted since it was assigned: nothing to call
-            if overlapping and job["spec"]["concurrency"] == "forbid":
-                self._skip(key, fire, overlapping)
+            decision = self._replica.read(lambda s: verdict(s, fire, wall_ms(), self._grace_ms))
+            if decision is None:
+                return  # the job was deleted since the fire was assigned: nothing to call
+            if not decision.fire:
+                self._report_skip(key, fire, decision.status, f"{decision.reason}: {decision.detail}")
                 return
-            correlation_id = new_correlation_id()
-            async with self._slots:
-                outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
-            delay_ms = outcome.started_ms - fire["scheduled_ms"]
-            log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
-                     correlation_id=correlation_id,
-                     status=outcome.status, http_status=outcome.http_status, delay_ms=delay_ms,
-                     duration_ms=outcome.finished_ms - outcome.started_ms, error=outcome.error or None)
-            self._outcomes[key] = outcome
-            self._outcome_ready.set()
+            for older in decision.replaces:
+                for other_key in [k for k in self._running if k[0] == older]:
+                    self._cancel(other_key, f"replaced: by {fire['fire_id']}")
+            await self._deliver(key, fire)
+        except asyncio.CancelledError as exc:
+            self._report_skip(key, fire, "skipped", str(exc.args[0] if exc.args else "replaced: cancelled"))
         finally:
             self._running.pop(key, None)
+            self._running_fires.pop(key, None)
 
-    def _skip(self, key: FireKey, fire: dict[str, Any], running_fire_id: str) -> None:
+    async def _deliver(self, key: FireKey, fire: dict[str, Any]) -> None:
+        job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
+        if job is None:
+            return
+        correlation_id = new_correlation_id()
+        async with self._slots:
+            outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
+        log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
+                 correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,
+                 delay_ms=outcome.started_ms - fire["scheduled_ms"],
+                 duration_ms=outcome.finished_ms - outcome.started_ms, error=outcome.error or None)
+        self._outcomes[key] = outcome
+        self._outcome_ready.set()
+
+    def _report_skip(self, key: FireKey, fire: dict[str, Any], status: str, why: str) -> None:
         now_ms = wall_ms()
         log.info("fire_skipped", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
-                 reason="skipped_overlap", running=running_fire_id)
-        self._outcomes[key] = Outcome(fire["fire_id"], fire["attempt"], "skipped", 0, now_ms, now_ms,
-                                      f"skipped_overlap: {running_fire_id} still running")
+                 status=status, why=why)
+        self._outcomes[key] = Outcome(fire["fire_id"], fire["attempt"], status, 0, now_ms, now_ms, why)
         self._outcome_ready.set()
 
     # -- outcomes → log ---------------------------------------------------------

@@ -33,8 +33,10 @@ from schedb.schedule import parse_schedule
 if TYPE_CHECKING:
     from schedb.state import Result, State
 
-# What an executor may report; "skipped" is a fire it did not start (concurrency: forbid).
-OUTCOME_STATUSES = ("succeeded", "failed", "timed_out", "skipped")
+# What an executor may report; "skipped" and "missed" are fires it did not start
+# (or cancelled), per the job's concurrency and misfire policies (policies.py).
+OUTCOME_STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed")
+SKIP_REASONS = ("skipped_overlap", "replaced", "missed")
 ERROR_LEN_MAX = 512
 BACKFILL_FIRES_MAX = 1_000
 
@@ -143,19 +145,26 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         return False
     record(state, fire["job_id"], fire["scheduled_ms"], outcome.attempt, node_id, outcome.status,
            http_status=outcome.http_status, started_ms=outcome.started_ms, finished_ms=outcome.finished_ms,
-           error=outcome.error, reason="skipped_overlap" if outcome.status == "skipped" else "",
-           trigger=fire["trigger"])
+           error=outcome.error, reason=_skip_reason(outcome), trigger=fire["trigger"])
     fire["reported"].append(outcome.attempt)
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
         return True
-    if outcome.status == "skipped":
-        state.counters["fires_skipped"] += 1
+    if outcome.status in ("skipped", "missed"):
+        state.counters["fires_skipped" if outcome.status == "skipped" else "fires_missed"] += 1
         state.end_fire(outcome.fire_id)
     elif outcome.status == "succeeded":
         state.end_fire(outcome.fire_id)
     elif outcome.attempt == fire["attempt"]:  # an older attempt failing changes nothing
         _retry_or_bury(state, fire, outcome)
     return True
+
+
+def _skip_reason(outcome: Outcome) -> str:
+    """Executors put the reason first in the error text of a skip: "replaced: by …"."""
+    if outcome.status not in ("skipped", "missed"):
+        return ""
+    prefix = str(outcome.error).split(":", 1)[0]
+    return prefix if prefix in SKIP_REASONS else "skipped_overlap"
 
 
 def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: str, status: str, *,

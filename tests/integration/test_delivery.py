@@ -128,3 +128,44 @@ def test_repeated_idempotency_key_returns_the_first_job_across_nodes(cluster: Cl
     code, _, second = http("POST", cluster.nodes[2].url + "/api/v1/jobs", {"id": "idem-b", **job}, headers)
     assert code == 200 and second["id"] == "idem-a" and second["version"] == first["version"]
     assert http("GET", cluster.nodes[1].url + "/api/v1/jobs/idem-b")[0] == 404
+
+
+def test_forbid_skips_fires_while_the_previous_one_runs(cluster: Cluster, receiver: Receiver) -> None:
+    job = {"id": "no-overlap", "schedule": "@every 1s", "concurrency": "forbid", "retry": {"max_attempts": 1},
+           "webhook": {"url": receiver.url + "?hang=2.5", "timeout_s": 10}}
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", job)[0] == 201
+    time.sleep(7.0)
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs/no-overlap/pause")[0] == 200
+    rows = _wait_for(lambda: [r for r in _executions(cluster, "no-overlap") if r["status"] == "skipped"],
+                     10, "skipped executions")
+    assert all(r["reason"] == "skipped_overlap" for r in rows)
+    got = sorted(d["arrival_ms"] for d in _deliveries(receiver, "no-overlap"))
+    assert all(b - a >= 2400 for a, b in itertools.pairwise(got)), f"overlapping deliveries: {got}"
+
+
+def test_replace_cancels_the_running_request(cluster: Cluster, receiver: Receiver) -> None:
+    job = {"id": "replacing", "schedule": "@every 1s", "concurrency": "replace", "retry": {"max_attempts": 1},
+           "webhook": {"url": receiver.url + "?hang=5", "timeout_s": 10}}
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", job)[0] == 201
+    rows = _wait_for(lambda: [r for r in _executions(cluster, "replacing") if r["reason"] == "replaced"][2:],
+                     15, "three replaced executions")
+    assert all(r["status"] == "skipped" and r["duration_ms"] < 2000 for r in rows)
+    assert http("DELETE", cluster.nodes[0].url + "/api/v1/jobs/replacing")[0] == 204
+
+
+def test_backfill_of_ten_minutes_delivers_ten_fires_with_their_historical_times(
+        cluster: Cluster, receiver: Receiver) -> None:
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs",
+                {"id": "backfilled", "schedule": "*/1 * * * *", "webhook": {"url": receiver.url}})[0] == 201
+    end_ms = int(time.time() * 1000) // 60_000 * 60_000 - 1
+    body = {"start": ms_to_rfc3339(end_ms - 600_000 + 1), "end": ms_to_rfc3339(end_ms)}
+    code, _, result = http("POST", cluster.nodes[1].url + "/api/v1/jobs/backfilled/backfill", body)
+    assert code == 202 and result["fires"] == 10, result
+    got = _wait_for(lambda: len(_deliveries(receiver, "backfilled")) >= 10 and _deliveries(receiver, "backfilled"),
+                    15, "ten backfilled deliveries")
+    scheduled = sorted(int(d["fire_id"].rsplit(":", 1)[1]) for d in got)
+    assert scheduled == list(range(end_ms + 1 - 600_000, end_ms + 1, 60_000))
+    assert len(got) == 10
+    code, _, problem = http("POST", cluster.nodes[1].url + "/api/v1/jobs/backfilled/backfill",
+                            {"start": body["end"], "end": "tomorrow"})
+    assert code == 422 and problem["errors"][0]["field"] == "end"
