@@ -46,13 +46,19 @@ def test_replace_cancels_the_earlier_fire() -> None:
 
 def test_a_fire_found_late_follows_the_misfire_policy() -> None:
     late = T0 + 2000 + GRACE_MS + 1
-    for policy, oldest_fires, newest_fires in (("skip", False, False), ("run_once", False, True),
+    # run_once: the job's next occurrence (still in its slot) is due too, so that one fires instead.
+    for policy, oldest_fires, newest_fires in (("skip", False, False), ("run_once", False, False),
                                                ("run_all", True, True)):
         state = two_fires(misfire=policy)
         assert verdict(state, fire(state, 1), late, GRACE_MS).fire is oldest_fires, policy
         assert verdict(state, fire(state, 2), late, GRACE_MS).fire is newest_fires, policy
     state = two_fires(misfire="skip")
     assert verdict(state, fire(state, 1), T0 + 1000 + GRACE_MS, GRACE_MS).fire  # late, but within the grace
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec(schedule="@every 1h")))
+    state.apply(AssignFires(T0, [["job", T0 + 3_600_000, "node2"]]))
+    hourly = state.book.fires[f"job:{T0 + 3_600_000}"]
+    assert verdict(state, hourly, T0 + 3_660_000, GRACE_MS).fire  # run_once, nothing newer is due: it fires
 
 
 def test_no_verdict_for_a_deleted_job() -> None:
