@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from schedb.timefmt import ms_to_rfc3339
 from tests.integration.harness import Cluster, Receiver, http
 
 JOBS = 20
@@ -98,5 +99,32 @@ def test_follower_sigkill_hands_its_fires_to_the_other_follower(tmp_path: Path, 
         moved = [d for d in deliveries if d["attempt"] > 1]
         lateness = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in moved]
         print(f"\nfollower kill: {len(moved)} fires moved, lateness max {max(lateness, default=0)} ms")
+    finally:
+        cluster.stop()
+
+
+def test_at_most_once_fire_is_never_delivered_twice_when_its_executor_dies(
+        tmp_path: Path, receiver: Receiver) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start()
+        cluster.wait_ready()
+        leader = cluster.leader()
+        at = ms_to_rfc3339(int((time.time() + 2) * 1000))
+        body = {"id": "amo", "schedule": f"@at {at}", "delivery": "at_most_once", "retry": {"max_attempts": 3},
+                "webhook": {"url": receiver.url + "?hang=30", "timeout_s": 60}}
+        assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+        deadline = time.monotonic() + 10
+        while not [d for d in receiver.deliveries() if d["job_id"] == "amo"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (first,) = [d for d in receiver.deliveries() if d["job_id"] == "amo"]
+        executor = next(n for n in cluster.nodes if n.node_id == first["node"])
+        cluster.stop([executor], sig=signal.SIGKILL)  # mid-request: the outcome is unknown
+        time.sleep(10.0)  # past reassign_after_s: the leader deals with the executor's fires
+        assert [d["fire_id"] for d in receiver.deliveries() if d["job_id"] == "amo"] == [first["fire_id"]]
+        rows = http("GET", leader.url + "/api/v1/jobs/amo/executions")[2]["executions"]
+        assert [(r["status"], r["reason"]) for r in rows] == [("unknown", "executor_lost")]
+        letters = http("GET", leader.url + "/api/v1/dlq?job_id=amo")[2]["dead_letters"]
+        assert [letter["last_status"] for letter in letters] == ["unknown"]
     finally:
         cluster.stop()

@@ -51,3 +51,43 @@ def test_full_restart_keeps_jobs_and_history(tmp_path: Path, receiver: Receiver,
         assert all(len(grown[j]) > len(after_history[j]) for j in job_ids)
     finally:
         cluster.stop()
+
+
+def test_misfire_policies_after_the_cluster_was_stopped_for_ten_seconds(
+        tmp_path: Path, receiver: Receiver) -> None:
+    cluster = Cluster(tmp_path, extra_config="\n[scheduler]\nmisfire_grace_s = 2.0\n")
+    policies = {"mf-once": "run_once", "mf-skip": "skip", "mf-all": "run_all"}
+    try:
+        cluster.start()
+        cluster.wait_ready()
+        for job_id, policy in policies.items():
+            body = {"id": job_id, "schedule": "@every 1s", "misfire": policy, "webhook": {"url": receiver.url}}
+            assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
+        time.sleep(3.0)
+        cluster.stop()
+        stopped_ms = int(time.time() * 1000)
+        time.sleep(10.0)
+        cluster.start()
+        cluster.wait_ready()
+        ready_ms = int(time.time() * 1000)
+        time.sleep(4.0)
+        for job_id in policies:
+            assert http("POST", f"{cluster.nodes[0].url}/api/v1/jobs/{job_id}/pause")[0] == 200
+        time.sleep(1.0)
+
+        gap = range(stopped_ms + 2000, ready_ms - 2000)  # occurrences every policy must have judged
+        for job_id, policy in policies.items():
+            rows = http("GET", f"{cluster.nodes[1].url}/api/v1/jobs/{job_id}/executions?limit=1000")[2]["executions"]
+            missed = {int(r["fire_id"].rsplit(":", 1)[1]) for r in rows if r["status"] == "missed"}
+            delivered = {int(d["fire_id"].rsplit(":", 1)[1]) for d in receiver.deliveries() if d["job_id"] == job_id}
+            in_gap = sorted(ms for ms in delivered if ms in gap)
+            assert not missed & delivered, f"{job_id}: a missed fire was delivered"
+            if policy == "run_all":
+                assert not missed and set(range(min(delivered), max(delivered) + 1, 1000)) <= delivered
+            elif policy == "skip":
+                assert len(missed) >= 5 and in_gap == [], f"{job_id} delivered {in_gap}"
+            else:
+                assert len(missed) >= 5 and len(in_gap) <= 1, f"{job_id} delivered {in_gap}"
+            print(f"\n{job_id} ({policy}): {len(missed)} missed, {len(in_gap)} delivered in the gap")
+    finally:
+        cluster.stop()
