@@ -60,6 +60,9 @@ class SchedulerSection:
     history_per_job: int = 100
     recent_executions: int = 10_000
     misfire_grace_s: float = 10.0
+    catch_up_window_s: float = 3600.0
+    idempotency_ttl_s: float = 86_400.0
+    slot_jobs_max: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class ExecutorSection:
     max_inflight: int = 512
     outcome_batch_s: float = 0.02
     outcome_batch_max: int = 2_000
+    timeout_s_max: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import structlog
 
 from schedb.commands import CompleteFires, Outcome
 from schedb.config import Config
+from schedb.gate import PriorityGate
 from schedb.policies import newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
 from schedb.webhook import deliver, new_correlation_id, wall_ms
@@ -46,7 +47,7 @@ class Executor:
         self._node_id = config.node.id
         self._replica = replica
         self._session = session
-        self._slots = asyncio.Semaphore(config.executor.max_inflight)
+        self._gate = PriorityGate(config.executor.max_inflight)
         self._timers: dict[FireKey, asyncio.TimerHandle] = {}
         self._held: dict[FireKey, dict[str, Any]] = {}
         self._running: dict[FireKey, asyncio.Task[None]] = {}
@@ -158,7 +159,7 @@ class Executor:
         if job is None:
             return
         correlation_id = new_correlation_id()
-        async with self._slots:
+        async with self._gate.place(job["spec"]["priority"]):
             outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
         log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
                  correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,

@@ -35,13 +35,16 @@ BACKOFF_S_MAX = 86_400.0
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in ("Idempotency-Key", "X-Schedb-Job-Id", "X-Schedb-Fire-Id", "X-Schedb-Scheduled-At",
-              "X-Schedb-Attempt", "X-Schedb-Node", "X-Correlation-ID", "Host", "Content-Length")
+              "X-Schedb-Attempt", "X-Schedb-Node", "X-Schedb-Signature", "X-Correlation-ID", "Host",
+              "Content-Length")
 )
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 TOP_FIELDS = ("id", "schedule", "timezone", "webhook", "retry", "priority", "concurrency",
               "delivery", "misfire", "paused", "tags")
-WEBHOOK_FIELDS = ("url", "method", "headers", "body", "timeout_s")
+WEBHOOK_FIELDS = ("url", "method", "headers", "body", "timeout_s", "signing_secret")
+SECRET_LEN_MIN = 16
+SECRET_LEN_MAX = 256
 RETRY_FIELDS = ("max_attempts", "backoff_s", "backoff_max_s")
 
 
@@ -145,7 +148,17 @@ def _webhook(value: Any, errs: _Errors) -> dict[str, Any]:
         "headers": headers,
         "body": _body(value.get("body"), errs),
         "timeout_s": _number(value.get("timeout_s", 30), "webhook.timeout_s", 0.001, TIMEOUT_S_MAX, errs),
+        "signing_secret": _secret(value.get("signing_secret"), errs),
     }
+
+
+def _secret(value: Any, errs: _Errors) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SECRET_LEN_MIN <= len(value) <= SECRET_LEN_MAX or not value.isprintable():
+        errs.add("webhook.signing_secret", f"must be {SECRET_LEN_MIN}-{SECRET_LEN_MAX} printable characters")
+        return None
+    return value
 
 
 def _url(value: Any, errs: _Errors) -> str:

@@ -46,6 +46,9 @@ class SlotIndex:
                 return
             yield from self.slots[second]
 
+    def count_at(self, fire_ms: int) -> int:
+        return len(self.slots.get(fire_ms // 1000, {}))
+
     def __len__(self) -> int:
         return sum(len(s) for s in self.slots.values())
 

@@ -68,6 +68,9 @@ class StateLimits:
     # How long after an attempt is due (plus its timeout) its outcome may take to
     # commit before the leader hands the fire to another executor.
     lease_grace_ms: int = 15_000
+    # Backpressure: a create or reschedule whose first fire lands in a second that
+    # already holds this many jobs is refused (the API answers 429).
+    slot_jobs_max: int = 20_000
 
 
 class State:
@@ -151,6 +154,8 @@ class State:
         job_id = spec["id"]
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
+        if error := self._slot_full(spec):
+            return error
         self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
                              "version": 1, "next_fire_ms": None, "active_fires": [],
                              "paused_ms": self.now_ms if spec["paused"] else None}
@@ -161,6 +166,15 @@ class State:
             while len(self.idempotency) > self.limits.idempotency_keys_max:
                 del self.idempotency[next(iter(self.idempotency))]
         return {"ok": True, "job_id": job_id}
+
+    def _slot_full(self, spec: dict[str, Any]) -> Result | None:
+        if spec["paused"]:
+            return None
+        first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(self.now_ms)
+        if first_ms is not None and self.slots.count_at(first_ms) >= self.limits.slot_jobs_max:
+            return {"error": "slot_full", "detail": f"{self.limits.slot_jobs_max} jobs already fire in the second of "
+                    "this job's next fire; spread the schedules or raise scheduler.slot_jobs_max"}
+        return None
 
     def _expire_idempotency_keys(self) -> None:
         # Keys are inserted in commit order with one TTL, so the oldest expire first.
@@ -181,6 +195,8 @@ class State:
         old = job["spec"]
         timing_changed = (old["schedule"], old["timezone"], old["paused"]) != (
             spec["schedule"], spec["timezone"], spec["paused"])
+        if timing_changed and (error := self._slot_full(spec)):
+            return error
         job["spec"] = spec
         job["version"] += 1
         job["updated_ms"] = self.now_ms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -24,8 +26,14 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str,
-                  correlation_id: str) -> tuple[dict[str, str], bytes | None]:
+def sign(secret: str, timestamp_s: int, body: bytes) -> str:
+    """X-Schedb-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body, keyed by the job's secret>."""
+    digest = hmac.new(secret.encode(), f"{timestamp_s}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp_s},v1={digest}"
+
+
+def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str, correlation_id: str,
+                  now_s: int | None = None) -> tuple[dict[str, str], bytes | None]:
     scheduled_at = ms_to_rfc3339(fire["scheduled_ms"])
     headers = dict(spec["webhook"]["headers"])
     headers.update({
@@ -37,14 +45,18 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str,
         "X-Schedb-Node": node_id,
         "X-Correlation-ID": correlation_id,
     })
-    if spec["webhook"]["method"] == "GET":
-        return headers, None
-    body = spec["webhook"]["body"]
-    if body is None:
-        body = {"job_id": fire["job_id"], "fire_id": fire["fire_id"],
-                "scheduled_at": scheduled_at, "attempt": fire["attempt"]}
-    headers.setdefault("Content-Type", "application/json")
-    return headers, json.dumps(body, separators=(",", ":")).encode()
+    data: bytes | None = None
+    if spec["webhook"]["method"] != "GET":
+        body = spec["webhook"]["body"]
+        if body is None:
+            body = {"job_id": fire["job_id"], "fire_id": fire["fire_id"],
+                    "scheduled_at": scheduled_at, "attempt": fire["attempt"]}
+        headers.setdefault("Content-Type", "application/json")
+        data = json.dumps(body, separators=(",", ":")).encode()
+    secret = spec["webhook"].get("signing_secret")
+    if secret:
+        headers["X-Schedb-Signature"] = sign(secret, int(time.time()) if now_s is None else now_s, data or b"")
+    return headers, data
 
 
 def new_correlation_id() -> str:

@@ -40,7 +40,7 @@ async def answer(request: web.Request, attempt: int, fail_rate: float) -> web.Re
 
 def make_app(ledger: IO[str], fail_rate: float) -> web.Application:
     async def hook(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
         entry = {
             "arrival_ms": int(time.time() * 1000),
             "fire_id": request.headers.get("X-Schedb-Fire-Id"),
@@ -50,6 +50,8 @@ def make_app(ledger: IO[str], fail_rate: float) -> web.Application:
             "scheduled_at": request.headers.get("X-Schedb-Scheduled-At"),
             "idempotency_key": request.headers.get("Idempotency-Key"),
             "correlation_id": request.headers.get("X-Correlation-ID"),
+            "signature": request.headers.get("X-Schedb-Signature"),
+            "body": body.decode(errors="replace")[:2000],
             "method": request.method,
             "path": request.path,
         }

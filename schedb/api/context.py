@@ -15,7 +15,9 @@ from schedb.state import Result
 NODE = web.AppKey("node", Node)
 RETRY_AFTER_S = "1"
 _RESULT_STATUS = {"invalid": (422, "Invalid job"), "not_found": (404, "Not found"),
-                  "conflict": (409, "Conflict"), "precondition_failed": (412, "Precondition failed")}
+                  "conflict": (409, "Conflict"), "precondition_failed": (412, "Precondition failed"),
+                  "slot_full": (429, "Too many jobs in one second")}
+SLOT_RETRY_AFTER_S = "60"
 
 
 async def propose(node: Node, command: Command) -> Result:
@@ -29,8 +31,9 @@ async def propose(node: Node, command: Command) -> Result:
         raise _unavailable(exc) from exc
     if "error" in result:
         status, title = _RESULT_STATUS.get(result["error"], (400, "Rejected"))
+        headers = {"Retry-After": SLOT_RETRY_AFTER_S} if status == 429 else None
         raise Problem(status, title, result.get("detail", ""), kind=result["error"].replace("_", "-"),
-                      errors=result.get("errors"))
+                      errors=result.get("errors"), headers=headers)
     return result
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.problems import Problem, read_json
-from schedb.api.views import etag, execution_view, job_view
+from schedb.api.views import SECRET_MASK, etag, execution_view, job_view
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
@@ -22,12 +22,25 @@ PATCH_RETRIES = 3
 STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown")
 
 
-def _validate(raw: Any, job_id: str | None = None) -> dict[str, Any]:
+def _validate(node: Node, raw: Any, job_id: str | None = None) -> dict[str, Any]:
     try:
         spec = validate_job(raw, job_id)
     except InvalidJob as exc:
         raise Problem(422, "Invalid job", str(exc), kind="invalid", errors=exc.errors) from exc
+    timeout_max = node.config.executor.timeout_s_max
+    if spec["webhook"]["timeout_s"] > timeout_max:
+        message = f"must be at most {timeout_max:g} s on this cluster"
+        raise Problem(422, "Invalid job", f"webhook.timeout_s: {message}", kind="invalid",
+                      errors=[{"field": "webhook.timeout_s", "message": message}])
     return spec
+
+
+def _keep_secret(raw: Any, stored: dict[str, Any]) -> Any:
+    """A definition read back from the API carries the masked secret: keep the stored one."""
+    webhook = raw.get("webhook") if isinstance(raw, dict) else None
+    if isinstance(webhook, dict) and webhook.get("signing_secret") == SECRET_MASK:
+        return {**raw, "webhook": {**webhook, "signing_secret": stored["webhook"].get("signing_secret")}}
+    return raw
 
 
 def _refuse_past_one_shot(spec: dict[str, Any]) -> None:
@@ -73,7 +86,7 @@ async def create_job(request: web.Request) -> web.Response:
     raw = await read_json(request)
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": uuid.uuid4().hex}
-    spec = _validate(raw)
+    spec = _validate(node, raw)
     _refuse_past_one_shot(spec)
     key = request.headers.get("Idempotency-Key", "")
     if len(key) > IDEMPOTENCY_KEY_LEN_MAX:
@@ -128,7 +141,7 @@ async def put_job(request: web.Request) -> web.Response:
     raw = await read_json(request)
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": job_id}
-    spec = _validate(raw, job_id)
+    spec = _validate(node, _keep_secret(raw, _read_job(node, job_id)["spec"]), job_id)
     await propose(node, ReplaceJob(wall_ms(), spec, _if_match(request)))
     return _job_response(node, job_id)
 
@@ -153,7 +166,7 @@ async def patch_fields(request: web.Request, patch: dict[str, Any]) -> web.Respo
         if wanted and wanted != job["version"]:
             raise Problem(412, "Precondition failed", f"job is at version {job['version']}",
                           kind="precondition-failed")
-        spec = _validate(merge_patch(job["spec"], patch), job_id)
+        spec = _validate(node, _keep_secret(merge_patch(job["spec"], patch), job["spec"]), job_id)
         try:
             await propose(node, ReplaceJob(wall_ms(), spec, job["version"]))
             return _job_response(node, job_id)

@@ -6,6 +6,8 @@ from typing import Any
 
 from schedb.timefmt import ms_to_rfc3339
 
+SECRET_MASK = "********"
+
 
 def time_or_none(ms: int | None) -> str | None:
     return None if ms is None else ms_to_rfc3339(ms)
@@ -17,6 +19,8 @@ def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
     if job["next_fire_ms"] is not None:
         upcoming.append(job["next_fire_ms"])
     view = dict(job["spec"])
+    if view["webhook"].get("signing_secret"):
+        view["webhook"] = {**view["webhook"], "signing_secret": SECRET_MASK}  # never shown
     view.update({
         "next_fire_at": time_or_none(min(upcoming)) if upcoming else None,
         "created_at": time_or_none(job["created_ms"]),

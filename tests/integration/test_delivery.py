@@ -3,6 +3,8 @@ and a receiver told (through the webhook URL) to fail or hang."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import time
 from typing import Any
@@ -169,3 +171,22 @@ def test_backfill_of_ten_minutes_delivers_ten_fires_with_their_historical_times(
     code, _, problem = http("POST", cluster.nodes[1].url + "/api/v1/jobs/backfilled/backfill",
                             {"start": body["end"], "end": "tomorrow"})
     assert code == 422 and problem["errors"][0]["field"] == "end"
+
+
+def test_signed_webhook_and_the_secret_is_never_shown(cluster: Cluster, receiver: Receiver) -> None:
+    secret = "a-long-enough-signing-secret"
+    body = _one_shot("signed", receiver.url, webhook={"signing_secret": secret})
+    code, _, job = http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)
+    assert code == 201 and job["webhook"]["signing_secret"] == "********"
+    (got,) = _wait_for(lambda: _deliveries(receiver, "signed"), 10, "the signed delivery")
+    t, v1 = dict(part.split("=", 1) for part in got["signature"].split(",")).values()
+    expected = hmac.new(secret.encode(), f"{t}.{got['body']}".encode(), hashlib.sha256).hexdigest()
+    assert v1 == expected
+    # A definition read back and sent again keeps the secret it cannot see.
+    job.pop("next_fire_at"), job.pop("created_at"), job.pop("updated_at"), job.pop("version")
+    job["schedule"] = "@yearly"
+    code, _, replaced = http("PUT", cluster.nodes[1].url + "/api/v1/jobs/signed", job)
+    assert code == 200 and replaced["webhook"]["signing_secret"] == "********"
+    code, _, problem = http("PUT", cluster.nodes[1].url + "/api/v1/jobs/signed",
+                            {**job, "webhook": {**job["webhook"], "signing_secret": "short"}})
+    assert code == 422 and problem["errors"][0]["field"] == "webhook.signing_secret"

@@ -18,7 +18,7 @@ def test_defaults_are_filled_in() -> None:
     spec = validate_job(MINIMAL)
     assert spec["timezone"] == "UTC" and spec["paused"] is False and spec["priority"] == "normal"
     assert spec["webhook"] == {"url": "http://127.0.0.1/h", "method": "POST", "headers": {}, "body": None,
-                               "timeout_s": 30.0}
+                               "timeout_s": 30.0, "signing_secret": None}
     assert validate_job(spec) == spec  # normalizing twice changes nothing (apply re-validates)
 
 

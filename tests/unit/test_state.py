@@ -208,3 +208,12 @@ def test_node_registration_rejects_a_stolen_raft_address() -> None:
     assert result["error"] == "conflict"
     assert state.apply(RegisterNode(T0, "node2", "127.0.0.1:9002", "127.0.0.1:8012")) == {"ok": True}
     assert state.nodes["node2"]["http_addr"] == "127.0.0.1:8012"
+
+
+def test_a_full_slot_refuses_new_jobs() -> None:
+    state = cluster_state(StateLimits(slot_jobs_max=2))
+    assert state.apply(CreateJob(T0, spec("a")))["ok"]
+    assert state.apply(CreateJob(T0, spec("b")))["ok"]
+    assert state.apply(CreateJob(T0, spec("c")))["error"] == "slot_full"
+    assert state.apply(CreateJob(T0, spec("d", schedule="@every 7s")))["ok"]  # another second
+    assert state.apply(ReplaceJob(T0, spec("d")))["error"] == "slot_full"

@@ -27,3 +27,18 @@ def test_job_body_replaces_the_default_and_get_sends_none() -> None:
     assert json.loads(build_request(FIRE, spec, "n", "c")[1]) == {"x": [1]}
     spec = validate_job({"id": "job", "schedule": "@hourly", "webhook": {"url": "http://h/", "method": "get"}})
     assert build_request(FIRE, spec, "n", "c")[1] is None
+
+
+def test_signature_is_an_hmac_of_timestamp_and_body() -> None:
+    import hashlib
+    import hmac
+
+    secret = "s3cret-s3cret-s3cret"
+    spec = validate_job({"id": "job", "schedule": "@hourly",
+                         "webhook": {"url": "http://h/", "signing_secret": secret}})
+    headers, body = build_request(FIRE, spec, "n", "c", now_s=1_800_000_000)
+    t, v1 = headers["X-Schedb-Signature"].split(",")
+    expected = hmac.new(secret.encode(), b"1800000000." + body, hashlib.sha256).hexdigest()
+    assert t == "t=1800000000" and v1 == f"v1={expected}"
+    unsigned = validate_job({"id": "job", "schedule": "@hourly", "webhook": {"url": "http://h/"}})
+    assert "X-Schedb-Signature" not in build_request(FIRE, unsigned, "n", "c")[0]
