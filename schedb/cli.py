@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--paused", action="store_true")
     add.set_defaults(func=_jobs_add)
     _client(jobs.add_parser("ls", help="list jobs")).set_defaults(func=_jobs_ls)
-    for name, func in (("show", _jobs_show), ("rm", _jobs_rm), ("pause", _jobs_pause), ("resume", _jobs_resume)):
+    for name, func in (("show", _jobs_show), ("rm", _jobs_rm), ("pause", _jobs_pause), ("resume", _jobs_resume),
+                       ("trigger", _jobs_trigger)):
         p = _client(jobs.add_parser(name, help=f"{name} a job"))
         p.add_argument("job_id")
         p.set_defaults(func=func)
@@ -149,7 +150,7 @@ def _jobs_rm(args: argparse.Namespace) -> None:
 
 
 def _set_paused(args: argparse.Namespace, paused: bool) -> None:
-    job = request(args.url, "PATCH", f"/api/v1/jobs/{args.job_id}", {"paused": paused})
+    job = request(args.url, "POST", f"/api/v1/jobs/{args.job_id}/{'pause' if paused else 'resume'}")
     _print(args, job, _job_rows([job]), JOB_HEADER)
 
 
@@ -159,6 +160,11 @@ def _jobs_pause(args: argparse.Namespace) -> None:
 
 def _jobs_resume(args: argparse.Namespace) -> None:
     _set_paused(args, False)
+
+
+def _jobs_trigger(args: argparse.Namespace) -> None:
+    result = request(args.url, "POST", f"/api/v1/jobs/{args.job_id}/trigger")
+    print(json.dumps(result, indent=2) if args.json else f"triggered {result['fire_id']}")
 
 
 def _cluster_status(args: argparse.Namespace) -> None:

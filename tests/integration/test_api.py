@@ -56,6 +56,7 @@ def test_cli_adds_lists_shows_and_removes(cluster: Cluster) -> None:
     shown = json.loads(cli("jobs", "show", "via-cli", "--json").stdout)
     assert shown["job"]["paused"] is True and shown["job"]["next_fire_at"] is None
     assert "leader" in cli("cluster", "status").stdout
+    assert cli("jobs", "trigger", "via-cli").stdout.startswith("triggered via-cli:")
     assert cli("jobs", "rm", "via-cli").returncode == 0
     missing = cli("jobs", "show", "via-cli")
     assert missing.returncode == 1 and "404" in missing.stderr
