@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -51,9 +52,11 @@ def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, replica: Replica) -> None:
+    def __init__(self, config: Config, replica: Replica, started_here: Callable[[str, int], bool]) -> None:
+        """started_here(fire_id, attempt): whether this node's executor already started it."""
         self._config = config
         self._replica = replica
+        self._started_here = started_here
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
         self._leader_since = 0.0
         self._next_lease_scan = 0.0
@@ -129,6 +132,8 @@ class Dispatcher:
                 moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
         for node_id in sorted(evacuate):
             for fire in state.book.of_node(node_id):
+                if node_id == self._config.node.id and self._started_here(fire["fire_id"], fire["attempt"]):
+                    continue  # started before this node led: it finishes and reports it
                 moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
         if scan_leases:
             moves += self._expired_leases(state, now_ms, candidates, evacuate)

@@ -61,6 +61,10 @@ class Executor:
     def in_flight(self) -> int:
         return len(self._running)
 
+    def has_started(self, fire_id: str, attempt: int) -> bool:
+        """Did this node start that attempt (running, or its outcome waiting to commit)?"""
+        return (fire_id, attempt) in self._running or (fire_id, attempt) in self._outcomes
+
     @property
     def scheduled(self) -> int:
         return len(self._timers) + len(self._held)

@@ -49,7 +49,7 @@ class Node:
         self._session = new_session(self.config.executor.max_inflight)
         self.replica = Replica(self.config, loop, self._on_state_change)
         self.executor = Executor(self.config, self.replica, self._session)
-        self.dispatcher = Dispatcher(self.config, self.replica)
+        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.has_started)
         for coro in (self.dispatcher.run(), self.executor.run_outcome_flusher(), self._register()):
             self._tasks.append(asyncio.create_task(coro))
         log.info("node_started", raft=self.config.raft.listen, peers=self.config.raft.peers)

@@ -29,3 +29,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A fresh three-node cluster for a test that kills or restarts nodes."""
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from pathlib import Path
+
+import pytest
 
 from schedb.timefmt import ms_to_rfc3339
 from tests.integration.harness import Cluster, Receiver, http
@@ -14,117 +15,107 @@ from tests.integration.harness import Cluster, Receiver, http
 JOBS = 20
 
 
-def test_leader_sigkill_loses_and_doubles_nothing(tmp_path: Path, receiver: Receiver) -> None:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        cluster.wait_ready()
-        old_leader = cluster.leader()
-        survivor = next(n for n in cluster.nodes if n is not old_leader)
-        for i in range(JOBS):
-            body = {"id": f"fo-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
-            assert http("POST", survivor.url + "/api/v1/jobs", body)[0] == 201
-        time.sleep(3.0)
-        killed_ms = int(time.time() * 1000)
-        cluster.stop([old_leader], sig=signal.SIGKILL)
-        time.sleep(6.0)  # longer than the lookahead: the new leader must have taken over dispatch
-        new_leader = cluster.leader()
-        assert new_leader is not old_leader
-        cluster.start([old_leader])
-        cluster.wait_ready()
-        time.sleep(3.0)
-        for i in range(JOBS):
-            assert http("PATCH", f"{survivor.url}/api/v1/jobs/fo-{i:02d}", {"paused": True})[0] == 200
-        time.sleep(2.0)
+@pytest.fixture
+def cluster(own_cluster: Cluster) -> Cluster:
+    """Every test here kills nodes: each gets a cluster of its own."""
+    return own_cluster
 
-        deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fo-")]
-        assert max(Counter((d["fire_id"], d["attempt"]) for d in deliveries).values()) == 1
-        by_job: dict[str, set[int]] = {}
-        for d in deliveries:
-            by_job.setdefault(d["job_id"], set()).add(int(d["fire_id"].rsplit(":", 1)[1]))
-        for job_id, seconds in by_job.items():
+
+def test_leader_sigkill_loses_and_doubles_nothing(cluster: Cluster, receiver: Receiver) -> None:
+    old_leader = cluster.leader()
+    survivor = next(n for n in cluster.nodes if n is not old_leader)
+    for i in range(JOBS):
+        body = {"id": f"fo-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+        assert http("POST", survivor.url + "/api/v1/jobs", body)[0] == 201
+    time.sleep(3.0)
+    killed_ms = int(time.time() * 1000)
+    cluster.stop([old_leader], sig=signal.SIGKILL)
+    time.sleep(6.0)  # longer than the lookahead: the new leader must have taken over dispatch
+    new_leader = cluster.leader()
+    assert new_leader is not old_leader
+    cluster.start([old_leader])
+    cluster.wait_ready()
+    time.sleep(3.0)
+    for i in range(JOBS):
+        assert http("PATCH", f"{survivor.url}/api/v1/jobs/fo-{i:02d}", {"paused": True})[0] == 200
+    time.sleep(2.0)
+
+    deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fo-")]
+    doubled = [f for f, n in Counter(d["fire_id"] for d in deliveries).items() if n > 1]
+    assert doubled == [], f"fires delivered twice around the leader's death: {doubled}"
+    by_job: dict[str, set[int]] = {}
+    for d in deliveries:
+        by_job.setdefault(d["job_id"], set()).add(int(d["fire_id"].rsplit(":", 1)[1]))
+    for job_id, seconds in by_job.items():
+        gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
+        assert not gaps, f"{job_id}: no delivery for {sorted(gaps)} (leader killed at {killed_ms})"
+        assert max(seconds) > killed_ms + 8000, f"{job_id} stopped firing after the kill"
+    around_kill = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries
+                   if killed_ms - 1000 <= int(d["fire_id"].rsplit(":", 1)[1]) <= killed_ms + 5000]
+    assert around_kill and max(around_kill) < 1000, f"fires were late around the kill: {max(around_kill)} ms"
+
+    delivered = {(d["fire_id"], d["attempt"]) for d in deliveries}
+    for node in cluster.nodes:
+        committed: list[tuple[str, int]] = []
+        for job_id in by_job:
+            rows = http("GET", f"{node.url}/api/v1/jobs/{job_id}/executions?limit=1000")[2]["executions"]
+            committed += [(r["fire_id"], r["attempt"]) for r in rows]
+        assert len(committed) == len(set(committed)), f"{node.node_id}: an outcome was committed twice"
+        assert set(committed) == delivered, f"{node.node_id}: {len(delivered - set(committed))} uncommitted"
+
+
+
+def test_follower_sigkill_hands_its_fires_to_the_other_follower(cluster: Cluster, receiver: Receiver) -> None:
+    leader = cluster.leader()
+    for i in range(JOBS):
+        body = {"id": f"fk-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+        assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+    time.sleep(3.0)
+    shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith("fk-"))
+    victim = next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
+    survivor = next(n for n in cluster.nodes if n is not leader and n is not victim)
+    killed_ms = int(time.time() * 1000)
+    cluster.stop([victim], sig=signal.SIGKILL)
+    time.sleep(10.0)
+    for i in range(JOBS):
+        assert http("PATCH", f"{leader.url}/api/v1/jobs/fk-{i:02d}", {"paused": True})[0] == 200
+    deadline = time.monotonic() + 30
+    while cluster.status(leader)["active_fires"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.status(leader)["active_fires"] == 0, "a fire was left without a committed outcome"
+
+    deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fk-")]
+    after = [d for d in deliveries if int(d["fire_id"].rsplit(":", 1)[1]) > killed_ms + 6000]
+    assert after and {d["node"] for d in after} == {survivor.node_id}
+    live = [n for n in cluster.nodes if n is not victim]
+    for node in live:
+        for i in range(JOBS):
+            rows = http("GET", f"{node.url}/api/v1/jobs/fk-{i:02d}/executions?limit=1000")[2]["executions"]
+            seconds = {int(r["fire_id"].rsplit(":", 1)[1]) for r in rows if r["status"] == "succeeded"}
             gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
-            assert not gaps, f"{job_id}: no delivery for {sorted(gaps)} (leader killed at {killed_ms})"
-            assert max(seconds) > killed_ms + 8000, f"{job_id} stopped firing after the kill"
-        around_kill = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries
-                       if killed_ms - 1000 <= int(d["fire_id"].rsplit(":", 1)[1]) <= killed_ms + 5000]
-        assert around_kill and max(around_kill) < 1000, f"fires were late around the kill: {max(around_kill)} ms"
-
-        delivered = {(d["fire_id"], d["attempt"]) for d in deliveries}
-        for node in cluster.nodes:
-            committed: list[tuple[str, int]] = []
-            for job_id in by_job:
-                rows = http("GET", f"{node.url}/api/v1/jobs/{job_id}/executions?limit=1000")[2]["executions"]
-                committed += [(r["fire_id"], r["attempt"]) for r in rows]
-            assert len(committed) == len(set(committed)), f"{node.node_id}: an outcome was committed twice"
-            assert set(committed) == delivered, f"{node.node_id}: {len(delivered - set(committed))} uncommitted"
-    finally:
-        cluster.stop()
-
-
-def test_follower_sigkill_hands_its_fires_to_the_other_follower(tmp_path: Path, receiver: Receiver) -> None:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        cluster.wait_ready()
-        leader = cluster.leader()
-        for i in range(JOBS):
-            body = {"id": f"fk-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
-            assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
-        time.sleep(3.0)
-        shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith("fk-"))
-        victim = next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
-        survivor = next(n for n in cluster.nodes if n is not leader and n is not victim)
-        killed_ms = int(time.time() * 1000)
-        cluster.stop([victim], sig=signal.SIGKILL)
-        time.sleep(10.0)
-        for i in range(JOBS):
-            assert http("PATCH", f"{leader.url}/api/v1/jobs/fk-{i:02d}", {"paused": True})[0] == 200
-        deadline = time.monotonic() + 30
-        while cluster.status(leader)["active_fires"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert cluster.status(leader)["active_fires"] == 0, "a fire was left without a committed outcome"
-
-        deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fk-")]
-        after = [d for d in deliveries if int(d["fire_id"].rsplit(":", 1)[1]) > killed_ms + 6000]
-        assert after and {d["node"] for d in after} == {survivor.node_id}
-        live = [n for n in cluster.nodes if n is not victim]
-        for node in live:
-            for i in range(JOBS):
-                rows = http("GET", f"{node.url}/api/v1/jobs/fk-{i:02d}/executions?limit=1000")[2]["executions"]
-                seconds = {int(r["fire_id"].rsplit(":", 1)[1]) for r in rows if r["status"] == "succeeded"}
-                gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
-                assert not gaps, f"fk-{i:02d}: no committed success for {sorted(gaps)} on {node.node_id}"
-                assert max(seconds) > killed_ms + 8000
-        moved = [d for d in deliveries if d["attempt"] > 1]
-        lateness = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in moved]
-        print(f"\nfollower kill: {len(moved)} fires moved, lateness max {max(lateness, default=0)} ms")
-    finally:
-        cluster.stop()
+            assert not gaps, f"fk-{i:02d}: no committed success for {sorted(gaps)} on {node.node_id}"
+            assert max(seconds) > killed_ms + 8000
+    moved = [d for d in deliveries if d["attempt"] > 1]
+    lateness = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in moved]
+    print(f"\nfollower kill: {len(moved)} fires moved, lateness max {max(lateness, default=0)} ms")
 
 
 def test_at_most_once_fire_is_never_delivered_twice_when_its_executor_dies(
-        tmp_path: Path, receiver: Receiver) -> None:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        cluster.wait_ready()
-        leader = cluster.leader()
-        at = ms_to_rfc3339(int((time.time() + 2) * 1000))
-        body = {"id": "amo", "schedule": f"@at {at}", "delivery": "at_most_once", "retry": {"max_attempts": 3},
-                "webhook": {"url": receiver.url + "?hang=30", "timeout_s": 60}}
-        assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
-        deadline = time.monotonic() + 10
-        while not [d for d in receiver.deliveries() if d["job_id"] == "amo"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        (first,) = [d for d in receiver.deliveries() if d["job_id"] == "amo"]
-        executor = next(n for n in cluster.nodes if n.node_id == first["node"])
-        cluster.stop([executor], sig=signal.SIGKILL)  # mid-request: the outcome is unknown
-        time.sleep(10.0)  # past reassign_after_s: the leader deals with the executor's fires
-        assert [d["fire_id"] for d in receiver.deliveries() if d["job_id"] == "amo"] == [first["fire_id"]]
-        rows = http("GET", leader.url + "/api/v1/jobs/amo/executions")[2]["executions"]
-        assert [(r["status"], r["reason"]) for r in rows] == [("unknown", "executor_lost")]
-        letters = http("GET", leader.url + "/api/v1/dlq?job_id=amo")[2]["dead_letters"]
-        assert [letter["last_status"] for letter in letters] == ["unknown"]
-    finally:
-        cluster.stop()
+        cluster: Cluster, receiver: Receiver) -> None:
+    leader = cluster.leader()
+    at = ms_to_rfc3339(int((time.time() + 2) * 1000))
+    body = {"id": "amo", "schedule": f"@at {at}", "delivery": "at_most_once", "retry": {"max_attempts": 3},
+            "webhook": {"url": receiver.url + "?hang=30", "timeout_s": 60}}
+    assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+    deadline = time.monotonic() + 10
+    while not [d for d in receiver.deliveries() if d["job_id"] == "amo"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (first,) = [d for d in receiver.deliveries() if d["job_id"] == "amo"]
+    executor = next(n for n in cluster.nodes if n.node_id == first["node"])
+    cluster.stop([executor], sig=signal.SIGKILL)  # mid-request: the outcome is unknown
+    time.sleep(10.0)  # past reassign_after_s: the leader deals with the executor's fires
+    assert [d["fire_id"] for d in receiver.deliveries() if d["job_id"] == "amo"] == [first["fire_id"]]
+    rows = http("GET", leader.url + "/api/v1/jobs/amo/executions")[2]["executions"]
+    assert [(r["status"], r["reason"]) for r in rows] == [("unknown", "executor_lost")]
+    letters = http("GET", leader.url + "/api/v1/dlq?job_id=amo")[2]["dead_letters"]
+    assert [letter["last_status"] for letter in letters] == ["unknown"]
