@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install cluster stop status test lint clean
+.PHONY: install cluster stop status test chaos lint clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ status: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check schedb scripts tests
 	$(PY) -m pytest -q
+
+chaos: $(STAMP)
+	$(PY) scripts/chaos.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check schedb scripts tests

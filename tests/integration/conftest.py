@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, Receiver
+from schedb.harness import Cluster, Receiver
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import Cluster, http
+from schedb.harness import Cluster, http
 
 JOB = {"schedule": "0 0 1 1 *", "webhook": {"url": "http://127.0.0.1:1/never"}}
 

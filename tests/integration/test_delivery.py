@@ -9,8 +9,8 @@ import itertools
 import time
 from typing import Any
 
+from schedb.harness import Cluster, Receiver, http
 from schedb.timefmt import ms_to_rfc3339
-from tests.integration.harness import Cluster, Receiver, http
 
 
 def _one_shot(job_id: str, url: str, in_s: float = 1.5, **extra: Any) -> dict[str, Any]:

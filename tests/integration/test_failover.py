@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
+from schedb.harness import Cluster, Receiver, http
 from schedb.timefmt import ms_to_rfc3339
-from tests.integration.harness import Cluster, Receiver, http
 
 JOBS = 20
 

@@ -9,8 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from schedb.harness import Cluster, Receiver, http
 from schedb.timefmt import rfc3339_to_ms
-from tests.integration.harness import Cluster, Receiver, http
 
 JOBS = 100
 RUN_S = 20

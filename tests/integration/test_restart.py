@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, Receiver, http
+from schedb.harness import Cluster, Receiver, http
 
 
 def _history(cluster: Cluster, job_ids: list[str]) -> dict[str, set[str]]:

@@ -1,4 +1,5 @@
-"""Real node processes and a real webhook receiver on free ports (rqlite's system_test style)."""
+"""Real node processes and a real webhook receiver on free ports, for tests, chaos and benchmarks
+(in the style of rqlite's system_test helpers)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from schedb.devcluster import free_port, get_json, pid_alive, start_node, stop_pid, wait_ready, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -101,12 +102,12 @@ class Cluster:
 
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+         raw: bytes | None = None, timeout_s: float = 15.0) -> tuple[int, dict[str, str], Any]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             text = resp.read()
             return resp.status, dict(resp.headers), json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
