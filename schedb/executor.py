@@ -6,6 +6,10 @@ without a committed outcome" with its own timers. So a journal replay after a
 restart fires nothing twice, and a fire taken away (job deleted, paused,
 re-assigned) loses its timer.
 
+A restarted node replays its journal first: the fires it sees assigned to it
+during the replay may have moved long ago, so nothing starts until the node
+has caught up with a leader's commit index.
+
 Fencing: a fire is started only while this node has heard from a leader within
 `fence_s`. A follower cut off from the cluster therefore stops firing on its
 own, before anyone could hand its fires to another node. A fire held back by
@@ -119,8 +123,11 @@ class Executor:
         self._running[key] = asyncio.create_task(self._run(key, fire))
 
     def _must_hold(self) -> bool:
-        """Hold fires while fenced off from any leader, and while this node leads a
-        cluster with followers (the dispatcher hands its fires to them)."""
+        """Hold fires while the state is still a replay (after a restart), while fenced
+        off from any leader, and while this node leads a cluster with followers (the
+        dispatcher hands its fires to them)."""
+        if not self._replica.caught_up():
+            return True
         if self._config.raft.peers and self._replica.is_leader():
             return True
         return not self._replica.leader_heard_within(self._config.scheduler.fence_s)

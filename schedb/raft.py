@@ -164,6 +164,11 @@ class Replica:
     def is_leader(self) -> bool:
         return self._node._isLeader()
 
+    def caught_up(self) -> bool:
+        """Has this node, since it started, applied the log up to a leader's commit index?
+        Until then its state is a replay of the past: fires it shows may have moved since."""
+        return bool(self._node.isReady())
+
     def leader_heard_within(self, seconds: float) -> bool:
         """The executor's fence: has a leader (or this node as leader) spoken lately?"""
         if self._node._isLeader():

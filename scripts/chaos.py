@@ -67,14 +67,17 @@ def restart(cluster: Cluster, nodes: list[NodeProc]) -> None:
     cluster.wait_ready(nodes)
 
 
-# -- scenarios: each returns the leader election times it measured -------------
+# -- scenarios: each returns what it measured ("elections": seconds to a new leader) --
 
-def baseline(cluster: Cluster, _: argparse.Namespace) -> list[float]:
+Measured = dict[str, Any]
+
+
+def baseline(cluster: Cluster, _: argparse.Namespace) -> Measured:
     time.sleep(15)
-    return []
+    return {}
 
 
-def leader_kills(cluster: Cluster, args: argparse.Namespace) -> list[float]:
+def leader_kills(cluster: Cluster, args: argparse.Namespace) -> Measured:
     times = []
     for _ in range(args.leader_kills):
         leader = cluster.leader()
@@ -82,26 +85,30 @@ def leader_kills(cluster: Cluster, args: argparse.Namespace) -> list[float]:
         times.append(wait_new_leader(cluster, leader))
         restart(cluster, [leader])
         time.sleep(2)
-    return times
+    return {"elections": times}
 
 
-def follower_kill(cluster: Cluster, _: argparse.Namespace) -> list[float]:
+def follower_kill(cluster: Cluster, _: argparse.Namespace) -> Measured:
     victim = cluster.followers()[0]
     cluster.stop([victim], sig=signal.SIGKILL)
     time.sleep(12)
     restart(cluster, [victim])
-    return []
+    return {}
 
 
-def no_quorum(cluster: Cluster, _: argparse.Namespace) -> list[float]:
-    victims = cluster.nodes[:2]
+def no_quorum(cluster: Cluster, _: argparse.Namespace) -> Measured:
+    """Two of three nodes die: the survivor must commit nothing until they are back."""
+    victims, survivor = cluster.nodes[:2], cluster.nodes[2]
     cluster.stop(victims, sig=signal.SIGKILL)
-    time.sleep(10)
+    time.sleep(1.5)  # what was in flight when they died may still land
+    before = cluster.status(survivor)["commit_index"]
+    time.sleep(8.5)
+    commits = cluster.status(survivor)["commit_index"] - before
     restart(cluster, victims)
-    return []
+    return {"commits_without_quorum": commits}
 
 
-def sigstop_leader(cluster: Cluster, _: argparse.Namespace) -> list[float]:
+def sigstop_leader(cluster: Cluster, _: argparse.Namespace) -> Measured:
     leader = cluster.leader()
     os.kill(leader.pid, signal.SIGSTOP)
     try:
@@ -110,25 +117,25 @@ def sigstop_leader(cluster: Cluster, _: argparse.Namespace) -> list[float]:
     finally:
         os.kill(leader.pid, signal.SIGCONT)
     time.sleep(3)
-    return [elected]
+    return {"elections": [elected]}
 
 
-def full_restart(cluster: Cluster, _: argparse.Namespace) -> list[float]:
+def full_restart(cluster: Cluster, _: argparse.Namespace) -> Measured:
     cluster.stop()
     time.sleep(3)
     restart(cluster, cluster.nodes)
-    return []
+    return {}
 
 
-def rolling_restart(cluster: Cluster, _: argparse.Namespace) -> list[float]:
+def rolling_restart(cluster: Cluster, _: argparse.Namespace) -> Measured:
     for node in cluster.nodes:
         cluster.stop([node])
         restart(cluster, [node])
         time.sleep(2)
-    return []
+    return {}
 
 
-SCENARIOS: list[tuple[str, Callable[[Cluster, argparse.Namespace], list[float]]]] = [
+SCENARIOS: list[tuple[str, Callable[[Cluster, argparse.Namespace], Measured]]] = [
     ("no faults", baseline),
     ("leader SIGKILL, repeated", leader_kills),
     ("follower SIGKILL", follower_kill),
@@ -174,7 +181,8 @@ def committed(cluster: Cluster, jobs: dict[str, Any]) -> tuple[list[tuple[str, i
 
 
 def reconcile(name: str, cluster: Cluster, receiver: Receiver, jobs: dict[str, tuple[int, int]],
-              window: tuple[int, int], elections: list[float]) -> dict[str, Any]:
+              window: tuple[int, int], measured: Measured) -> dict[str, Any]:
+    elections = measured.get("elections", [])
     expected = expected_fires(jobs, *window)
     ledger = [d for d in receiver.deliveries() if d["fire_id"] in expected]
     rows, _ = committed(cluster, jobs)
@@ -200,11 +208,13 @@ def reconcile(name: str, cluster: Cluster, receiver: Receiver, jobs: dict[str, t
         "max_lateness_ms": max(lateness, default=0),
         "elections": len(elections),
         "new_leader_s_max": round(max(elections), 2) if elections else None,
+        "commits_without_quorum": measured.get("commits_without_quorum"),
     }
 
 
 COLUMNS = ["scenario", "expected", "delivered", "lost", "missed_by_policy", "duplicate_deliveries",
-           "doubled_fires", "duplicate_committed", "late", "max_lateness_ms", "elections", "new_leader_s_max"]
+           "doubled_fires", "duplicate_committed", "late", "max_lateness_ms", "elections", "new_leader_s_max",
+           "commits_without_quorum"]
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -227,11 +237,11 @@ def run(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 continue
             print(f"== {name}", flush=True)
             start = now_ms()
-            elections = scenario(cluster, args)
+            measured = scenario(cluster, args)
             window = (start, now_ms())
             cluster.wait_ready()
             time.sleep(SETTLE_S)
-            results.append(reconcile(name, cluster, receiver, jobs, window, elections))
+            results.append(reconcile(name, cluster, receiver, jobs, window, measured))
             print(json.dumps(results[-1]), flush=True)
     finally:
         cluster.stop()
@@ -252,9 +262,10 @@ def main() -> int:
     (out / "chaos.json").write_text(json.dumps(results, indent=2))
     (out / "chaos.md").write_text(markdown(results))
     print("\n" + markdown(results))
-    failed = [r["scenario"] for r in results if r["lost"] or r["duplicate_committed"]]
+    failed = [r["scenario"] for r in results
+              if r["lost"] or r["duplicate_committed"] or r["commits_without_quorum"]]
     if failed:
-        print(f"FAILED: lost fires or doubled outcomes in: {', '.join(failed)}")
+        print(f"FAILED: lost fires, doubled outcomes or commits without quorum in: {', '.join(failed)}")
         return 1
     print("no fire lost, no committed outcome doubled")
     return 0
