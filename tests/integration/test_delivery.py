@@ -29,7 +29,9 @@ def _wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
 
 
 def _executions(cluster: Cluster, job_id: str, node: int = 0) -> list[dict[str, Any]]:
-    return http("GET", f"{cluster.nodes[node].url}/api/v1/jobs/{job_id}/executions")[2]["executions"]
+    """The job's history on one node; [] while that node has not applied the create yet."""
+    code, _, body = http("GET", f"{cluster.nodes[node].url}/api/v1/jobs/{job_id}/executions")
+    return body["executions"] if code == 200 else []
 
 
 def _deliveries(receiver: Receiver, job_id: str) -> list[dict[str, Any]]:
