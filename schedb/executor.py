@@ -94,11 +94,14 @@ class Executor:
 
     def _cancel_replaced(self) -> None:
         """concurrency: replace, when the newer fire runs on another node than the older one."""
+        if not self._running_fires:
+            return
         now_ms = wall_ms()
-        for key, fire in list(self._running_fires.items()):
-            newer = self._replica.read(lambda s, f=fire: newer_fire_due(s, f, now_ms))
-            if newer:
-                self._cancel(key, f"replaced: by {newer}")
+        running = list(self._running_fires.items())
+        replaced = self._replica.read(
+            lambda s: [(key, newer) for key, fire in running if (newer := newer_fire_due(s, fire, now_ms))])
+        for key, newer in replaced:
+            self._cancel(key, f"replaced: by {newer}")
 
     def _cancel(self, key: FireKey, why: str) -> None:
         task = self._running.get(key)
@@ -111,8 +114,10 @@ class Executor:
             self._timers[key] = asyncio.get_running_loop().call_later(early_ms / 1000, self._due, key, fire)
             return
         self._timers.pop(key, None)
-        if self._must_hold():
-            log.warning("fire_held", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
+        reason = self._hold_reason()
+        if reason:
+            (log.warning if reason == "fenced" else log.info)(
+                "fire_held", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"], reason=reason)
             self._held[key] = fire
             self._arm_fence_recheck()
             return
@@ -122,19 +127,21 @@ class Executor:
         self._running_fires[key] = fire
         self._running[key] = asyncio.create_task(self._run(key, fire))
 
-    def _must_hold(self) -> bool:
-        """Hold fires while the state is still a replay (after a restart), while fenced
-        off from any leader, and while this node leads a cluster with followers (the
-        dispatcher hands its fires to them)."""
+    def _hold_reason(self) -> str:
+        """Why fires must wait now, or "": the state is still a replay (after a restart),
+        this node leads a cluster with followers (the dispatcher hands its fires to
+        them), or it is fenced off from any leader."""
         if not self._replica.caught_up():
-            return True
+            return "catching_up"
         if self._config.raft.peers and self._replica.is_leader():
-            return True
-        return not self._replica.leader_heard_within(self._config.scheduler.fence_s)
+            return "leader"
+        if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
+            return "fenced"
+        return ""
 
     def _release_held(self) -> None:
         self._fence_timer = None
-        if not self._held or self._must_hold():
+        if not self._held or self._hold_reason():
             self._arm_fence_recheck()
             return
         held, self._held = self._held, {}

@@ -4,7 +4,8 @@
 
 Each line: fire_id, job_id, attempt, node, scheduled_at, arrival_ms (receiver's
 clock, Unix ms), correlation_id, method, path. `--fail-rate` answers a share of
-requests with 500 (for retry and DLQ experiments).
+requests with 500 (for retry and DLQ experiments); `--hang-rate` makes a share
+of requests wait `--hang-s` seconds before answering.
 
 A job can also pick the receiver's behaviour through its webhook URL's query:
 - `?fail_attempts=2`: answer 500 to attempts 1 and 2, then 200;
@@ -25,20 +26,22 @@ from typing import IO
 from aiohttp import web
 
 
-async def answer(request: web.Request, attempt: int, fail_rate: float) -> web.Response:
+async def answer(request: web.Request, attempt: int, chaos: argparse.Namespace) -> web.Response:
     query = request.query
     if "hang" in query:
         await asyncio.sleep(float(query["hang"]))
+    elif chaos.hang_rate and random.random() < chaos.hang_rate:
+        await asyncio.sleep(chaos.hang_s)
     if "status" in query:
         headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
         return web.json_response({"ok": False}, status=int(query["status"]), headers=headers)
     failing = query.get("fail") == "always" or attempt <= int(query.get("fail_attempts", "-1"))
-    if failing or (fail_rate and random.random() < fail_rate):
+    if failing or (chaos.fail_rate and random.random() < chaos.fail_rate):
         return web.json_response({"ok": False}, status=500)
     return web.json_response({"ok": True})
 
 
-def make_app(ledger: IO[str], fail_rate: float) -> web.Application:
+def make_app(ledger: IO[str], chaos: argparse.Namespace) -> web.Application:
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         entry = {
@@ -57,7 +60,7 @@ def make_app(ledger: IO[str], fail_rate: float) -> web.Application:
         }
         ledger.write(json.dumps(entry) + "\n")
         ledger.flush()
-        return await answer(request, entry["attempt"], fail_rate)
+        return await answer(request, entry["attempt"], chaos)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", hook)
@@ -69,10 +72,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9999)
     parser.add_argument("--ledger", default="deliveries.jsonl")
-    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 500")
+    parser.add_argument("--hang-rate", type=float, default=0.0, help="share of requests that hang")
+    parser.add_argument("--hang-s", type=float, default=60.0, help="how long a hanging request waits")
     args = parser.parse_args()
     with open(args.ledger, "a", encoding="utf-8") as ledger:
-        web.run_app(make_app(ledger, args.fail_rate), host=args.host, port=args.port, print=None)
+        web.run_app(make_app(ledger, args), host=args.host, port=args.port, print=None)
 
 
 if __name__ == "__main__":
