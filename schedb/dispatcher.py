@@ -30,6 +30,7 @@ import structlog
 
 from schedb.commands import AssignFires
 from schedb.config import Config
+from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
 from schedb.state import State
 from schedb.webhook import wall_ms
@@ -52,9 +53,11 @@ def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, replica: Replica, started_here: Callable[[str, int], bool]) -> None:
+    def __init__(self, config: Config, replica: Replica, started_here: Callable[[str, int], bool],
+                 metrics: NodeMetrics) -> None:
         """started_here(fire_id, attempt): whether this node's executor already started it."""
         self._config = config
+        self._metrics = metrics
         self._replica = replica
         self._started_here = started_here
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
@@ -68,6 +71,7 @@ class Dispatcher:
             leader = self._replica.is_leader()
             if leader != bool(self._leader_since):
                 log.info("leadership_changed", leader=leader)
+                self._metrics.leadership_changes.inc()
                 self._leader_since = time.monotonic() if leader else 0.0
             if not leader:
                 continue

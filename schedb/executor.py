@@ -33,6 +33,7 @@ import structlog
 from schedb.commands import CompleteFires, Outcome
 from schedb.config import Config
 from schedb.gate import PriorityGate
+from schedb.metrics import NodeMetrics
 from schedb.policies import newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
 from schedb.webhook import deliver, new_correlation_id, wall_ms
@@ -46,8 +47,10 @@ FireKey = tuple[str, int]  # (fire_id, attempt)
 
 
 class Executor:
-    def __init__(self, config: Config, replica: Replica, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: Config, replica: Replica, session: aiohttp.ClientSession,
+                 metrics: NodeMetrics) -> None:
         self._config = config
+        self._metrics = metrics
         self._node_id = config.node.id
         self._replica = replica
         self._session = session
@@ -57,6 +60,7 @@ class Executor:
         self._running: dict[FireKey, asyncio.Task[None]] = {}
         self._running_fires: dict[FireKey, dict[str, Any]] = {}
         self._grace_ms = int(config.scheduler.misfire_grace_s * 1000)
+        metrics.inflight.set_function(lambda: len(self._running))
         self._outcomes: dict[FireKey, Outcome] = {}
         self._outcome_ready = asyncio.Event()
         self._fence_timer: asyncio.TimerHandle | None = None
@@ -183,6 +187,9 @@ class Executor:
                  correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,
                  delay_ms=outcome.started_ms - fire["scheduled_ms"],
                  duration_ms=outcome.finished_ms - outcome.started_ms, error=outcome.error or None)
+        self._metrics.fires.labels(outcome.status).inc()
+        self._metrics.fire_delay.observe(max(0, outcome.started_ms - fire["due_ms"]) / 1000)
+        self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._outcomes[key] = outcome
         self._outcome_ready.set()
 
@@ -190,6 +197,7 @@ class Executor:
         now_ms = wall_ms()
         log.info("fire_skipped", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
                  status=status, why=why)
+        self._metrics.fires.labels(status).inc()
         self._outcomes[key] = Outcome(fire["fire_id"], fire["attempt"], status, 0, now_ms, now_ms, why)
         self._outcome_ready.set()
 

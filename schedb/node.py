@@ -22,7 +22,9 @@ from schedb.config import Config, parse_address
 from schedb.dispatcher import Dispatcher
 from schedb.executor import Executor
 from schedb.logs import configure_logging
+from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
+from schedb.state import State
 from schedb.webhook import new_session, wall_ms
 
 log = structlog.get_logger("schedb.node")
@@ -39,6 +41,7 @@ class Node:
         self.executor: Executor
         self.dispatcher: Dispatcher
         self._tasks: list[asyncio.Task[Any]] = []
+        self.metrics = NodeMetrics()
 
     @property
     def node_id(self) -> str:
@@ -47,9 +50,10 @@ class Node:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._session = new_session(self.config.executor.max_inflight)
-        self.replica = Replica(self.config, loop, self._on_state_change)
-        self.executor = Executor(self.config, self.replica, self._session)
-        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.has_started)
+        self.replica = Replica(self.config, loop, self._on_state_change, self.metrics)
+        self.executor = Executor(self.config, self.replica, self._session, self.metrics)
+        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.has_started, self.metrics)
+        self.metrics.watch(lambda: self.replica.read(_state_numbers), lambda: vars(self.replica.view()))
         for coro in (self.dispatcher.run(), self.executor.run_outcome_flusher(), self._register()):
             self._tasks.append(asyncio.create_task(coro))
         log.info("node_started", raft=self.config.raft.listen, peers=self.config.raft.peers)
@@ -87,6 +91,11 @@ class Node:
                 await task
         await self._session.close()
         self.replica.close()
+
+
+def _state_numbers(state: State) -> dict[str, Any]:
+    return {"jobs": len(state.jobs), "active_fires": len(state.book), "pending_fires": len(state.book.pending),
+            "dead_letters": len(state.dead_letters), "counters": dict(state.counters)}
 
 
 async def serve(config: Config) -> None:

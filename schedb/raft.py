@@ -29,6 +29,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from schedb.commands import Command, UndecodableCommand, decode, encode
 from schedb.config import Config
+from schedb.metrics import NodeMetrics
 from schedb.state import Result, State, StateLimits
 
 log = structlog.get_logger("schedb.raft")
@@ -107,8 +108,10 @@ class RaftView:
 
 
 class Replica:
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, on_change: Callable[[], None]) -> None:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, on_change: Callable[[], None],
+                 metrics: NodeMetrics) -> None:
         self._config = config
+        self._metrics = metrics
         self._loop = loop
         self._on_change = on_change
         self._change_pending = threading.Event()
@@ -142,17 +145,25 @@ class Replica:
     async def submit(self, command: Command, timeout_s: float | None = None) -> Result:
         """Propose and await the local apply of the command; raises SubmitError."""
         data = encode(command)
+        name = type(command).__name__
         async with self._pending:
             future: asyncio.Future[Result] = self._loop.create_future()
 
             def on_done(result: Result, error: int) -> None:
                 self._loop.call_soon_threadsafe(_settle, future, result, error)
 
+            started = time.perf_counter()
             self.holder.apply_command(data, callback=on_done)
             try:
-                return await asyncio.wait_for(future, timeout_s or self._config.http.commit_timeout_s)
+                result = await asyncio.wait_for(future, timeout_s or self._config.http.commit_timeout_s)
             except TimeoutError as exc:
+                self._metrics.commit_failures.labels(name, "commit_timeout").inc()
                 raise SubmitError("commit_timeout", unknown=True) from exc
+            except SubmitError as exc:
+                self._metrics.commit_failures.labels(name, exc.reason).inc()
+                raise
+            self._metrics.commit_latency.labels(name).observe(time.perf_counter() - started)
+            return result
 
     # -- reads ------------------------------------------------------------------
 

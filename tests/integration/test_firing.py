@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +22,18 @@ def _percentile(values: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def metrics(url: str) -> dict[str, float]:
+    """Samples of a node's /metrics as {'name{labels}': value}."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
 def test_every_fire_delivered_once_by_followers_and_committed_everywhere(
         cluster: Cluster, receiver: Receiver) -> None:
     leader = cluster.leader()
+    before = {n.node_id: metrics(n.url) for n in cluster.nodes}
     followers = {n.node_id for n in cluster.nodes if n is not leader}
     created: dict[str, int] = {}
     create_ms: list[float] = []
@@ -71,6 +81,8 @@ def test_every_fire_delivered_once_by_followers_and_committed_everywhere(
         assert committed == delivered, (f"{node.node_id}: committed, never delivered: {sorted(committed - delivered)}; "
                                         f"delivered, never committed: {sorted(delivered - committed)}")
 
+    _check_metrics_moved(cluster, leader.node_id, before, len(deliveries))
+
     delays = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries]
     report = {"deliveries": len(deliveries), "delay_ms_p50": _percentile(delays, 0.5),
               "delay_ms_p99": _percentile(delays, 0.99), "delay_ms_max": max(delays),
@@ -80,3 +92,21 @@ def test_every_fire_delivered_once_by_followers_and_committed_everywhere(
     out = os.environ.get("SCHEDB_TEST_REPORT")
     if out:
         Path(out).write_text(json.dumps(report))
+
+
+def _check_metrics_moved(cluster: Cluster, leader_id: str, before: dict[str, dict[str, float]],
+                         delivered: int) -> None:
+    succeeded = 'schedb_executor_fires_total{outcome="succeeded"}'
+    executed = 0.0
+    for node in cluster.nodes:
+        after = metrics(node.url)
+        assert after["schedb_jobs"] - before[node.node_id]["schedb_jobs"] == JOBS
+        assert after["schedb_cluster_outcomes_committed_total"] >= delivered
+        assert after[f'schedb_raft_role{{role="{"leader" if node.node_id == leader_id else "follower"}"}}'] == 1
+        created = 'schedb_api_requests_total{method="POST",route="/api/v1/jobs",status="201"}'
+        assert after.get(created, 0) - before[node.node_id].get(created, 0) in (33, 34)  # a third of the creates
+        ran = after.get(succeeded, 0) - before[node.node_id].get(succeeded, 0)
+        assert ran == 0 if node.node_id == leader_id else ran > 0
+        assert after["schedb_fire_delay_seconds_count"] == after.get(succeeded, 0)
+        executed += ran
+    assert executed == delivered

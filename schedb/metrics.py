@@ -1,0 +1,75 @@
+"""Prometheus metrics of one node (`GET /metrics`).
+
+Two kinds:
+- events measured at the edges, as they happen: fire delay, webhook duration,
+  fires by outcome on this executor, commit latency, API requests, leadership
+  changes;
+- numbers read from the replicated state and Raft at scrape time (a custom
+  collector): jobs, active fires, dead letters, the state's own counters
+  (retries, moves, duplicate completions, …), role, commit index, log size.
+  The state's counters are the same on every node: they count what the
+  cluster committed, not what this node did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+ROLES = ("follower", "candidate", "leader")
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fire_delay = Histogram("schedb_fire_delay_seconds", "Start of a webhook attempt minus its due time",
+                                    buckets=DELAY_BUCKETS_S, registry=r)
+        self.webhook_duration = Histogram("schedb_webhook_duration_seconds", "Duration of webhook attempts",
+                                          buckets=DURATION_BUCKETS_S, registry=r)
+        self.fires = Counter("schedb_executor_fires_total", "Attempts this node executed or skipped, by outcome",
+                             ["outcome"], registry=r)
+        self.commit_latency = Histogram("schedb_commit_latency_seconds", "Time from proposing a command to its "
+                                        "local apply", ["command"], buckets=COMMIT_BUCKETS_S, registry=r)
+        self.commit_failures = Counter("schedb_commit_failures_total", "Proposals that did not commit",
+                                       ["command", "reason"], registry=r)
+        self.api_requests = Counter("schedb_api_requests_total", "HTTP API requests",
+                                    ["route", "method", "status"], registry=r)
+        self.leadership_changes = Counter("schedb_leadership_changes_total",
+                                          "Times this node became or stopped being the leader", registry=r)
+        self.inflight = Gauge("schedb_webhooks_in_flight", "Webhook requests running on this node", registry=r)
+
+    def watch(self, read_state: Callable[[], dict[str, Any]], read_raft: Callable[[], dict[str, Any]]) -> None:
+        """Register the scrape-time collector over the node's state and Raft view."""
+        self.registry.register(_StateCollector(read_state, read_raft))
+
+
+class _StateCollector(Collector):
+    def __init__(self, read_state: Callable[[], dict[str, Any]], read_raft: Callable[[], dict[str, Any]]) -> None:
+        self._read_state = read_state
+        self._read_raft = read_raft
+
+    def collect(self) -> Iterator[Any]:
+        state = self._read_state()
+        raft = self._read_raft()
+        for name, help_text in (("jobs", "Jobs"), ("active_fires", "Fires assigned or pending, without an outcome"),
+                                ("pending_fires", "Fires waiting for an executor"),
+                                ("dead_letters", "Fires in the dead-letter queue")):
+            yield GaugeMetricFamily(f"schedb_{name}", help_text, value=state[name])
+        for name, value in sorted(state["counters"].items()):
+            yield CounterMetricFamily(f"schedb_cluster_{name}", f"Committed by the cluster: {name}", value=value)
+        role = GaugeMetricFamily("schedb_raft_role", "1 for this node's current Raft role", labels=["role"])
+        for name in ROLES:
+            role.add_metric([name], 1.0 if raft["role"] == name else 0.0)
+        yield role
+        yield GaugeMetricFamily("schedb_raft_commit_index", "Raft commit index", value=raft["commit_index"])
+        yield GaugeMetricFamily("schedb_raft_applied_index", "Last applied log index", value=raft["last_applied"])
+        yield GaugeMetricFamily("schedb_raft_log_entries", "Entries in the Raft log", value=raft["log_len"])
+        yield GaugeMetricFamily("schedb_raft_term", "Current Raft term", value=raft["term"])
