@@ -54,13 +54,24 @@ def start_node(config_path: Path, log_path: Path, env: dict[str, str] | None = N
         log_file.close()
 
 
-def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         raw: bytes | None = None, timeout_s: float = 15.0) -> tuple[int, dict[str, str], Any]:
+    """One JSON request: (status, headers, decoded body); error statuses are returned, not raised."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            text = resp.read()
+            return resp.status, dict(resp.headers), json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
-        body = exc.read()
-        return exc.code, json.loads(body) if body else None
+        text = exc.read()
+        return exc.code, dict(exc.headers), json.loads(text) if text else None
+
+
+def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+    status, _, body = http("GET", url, timeout_s=timeout_s)
+    return status, body
 
 
 def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: Sequence[int] = ()) -> None:

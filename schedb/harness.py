@@ -101,20 +101,6 @@ class Cluster:
         return [n for n in self.nodes if n is not leader]
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None, timeout_s: float = 15.0) -> tuple[int, dict[str, str], Any]:
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            text = resp.read()
-            return resp.status, dict(resp.headers), json.loads(text) if text else None
-    except urllib.error.HTTPError as exc:
-        text = exc.read()
-        return exc.code, dict(exc.headers), json.loads(text) if text else None
-
-
 class Receiver:
     """scripts/receiver.py as a process; deliveries() reads its ledger."""
 

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from schedb.harness import Cluster, NodeProc, Receiver, http
+from schedb.devcluster import http
+from schedb.harness import Cluster, NodeProc, Receiver
 
 EVERY_JOBS = 150
 CRON_JOBS = 50

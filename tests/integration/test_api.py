@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from schedb.harness import Cluster, http
+from schedb.devcluster import http
+from schedb.harness import Cluster
 
 JOB = {"schedule": "0 0 1 1 *", "webhook": {"url": "http://127.0.0.1:1/never"}}
 

@@ -9,7 +9,8 @@ import itertools
 import time
 from typing import Any
 
-from schedb.harness import Cluster, Receiver, http
+from schedb.devcluster import http
+from schedb.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
 
 

@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from schedb.harness import Cluster, Receiver, http
+from schedb.devcluster import http
+from schedb.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
 
 JOBS = 20
