@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,18 @@ import pytest
 from schedb.harness import Cluster, Receiver
 
 pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def running_cluster(path: Path) -> Iterator[Cluster]:
+    """Three nodes started and ready; every process stopped by its PID afterwards, even on failure."""
+    c = Cluster(path)
+    try:
+        c.start()
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +35,12 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A three-node cluster shared by the tests of one module."""
-    c = Cluster(Path(tmp_path_factory.mktemp("cluster")))
-    try:
-        c.start()
-        c.wait_ready()
+    with running_cluster(Path(tmp_path_factory.mktemp("cluster"))) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A fresh three-node cluster for a test that kills or restarts nodes."""
-    c = Cluster(tmp_path)
-    try:
-        c.start()
-        c.wait_ready()
+    with running_cluster(tmp_path) as c:
         yield c
-    finally:
-        c.stop()
