@@ -109,6 +109,7 @@ class TriggerJob(Command):
 
     TAG: ClassVar[int] = 7
     job_id: str
+    correlation_id: str = ""  # the API request's, carried into the webhook
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class ReplayDeadLetter(Command):
 
     TAG: ClassVar[int] = 8
     fire_id: str
+    correlation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class BackfillJob(Command):
     job_id: str
     start_ms: int
     end_ms: int
+    correlation_id: str = ""
 
 
 COMMAND_TYPES: dict[int, type[Command]] = {

@@ -180,7 +180,7 @@ class Executor:
         job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
         if job is None:
             return
-        correlation_id = new_correlation_id()
+        correlation_id = fire.get("correlation_id") or new_correlation_id()
         async with self._gate.place(job["spec"]["priority"]):
             outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
         log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],

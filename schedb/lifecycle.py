@@ -223,7 +223,7 @@ def replay_dead_letter(state: State, cmd: ReplayDeadLetter) -> Result:
     del state.dead_letters[cmd.fire_id]
     # A replay gets the job's full retry budget again; attempt numbers keep counting up.
     state.new_fire(letter["job_id"], letter["scheduled_ms"], PENDING, trigger="replay",
-                   attempt=letter["attempts"] + 1)
+                   attempt=letter["attempts"] + 1, correlation_id=cmd.correlation_id)
     state.counters["replayed"] += 1
     return {"ok": True, "fire_id": cmd.fire_id}
 
@@ -251,7 +251,8 @@ def backfill_job(state: State, cmd: BackfillJob) -> Result:
                     "errors": [{"field": "end", "message": f"at most {BACKFILL_FIRES_MAX} occurrences per backfill"}]}
         occurrences.append(next_ms)
         next_ms = schedule.next_after(next_ms)
-    created = [state.new_fire(cmd.job_id, ms, PENDING, trigger="backfill")["fire_id"]
+    created = [state.new_fire(cmd.job_id, ms, PENDING, trigger="backfill",
+                              correlation_id=cmd.correlation_id)["fire_id"]
                for ms in occurrences if fire_id_of(cmd.job_id, ms) not in state.book.fires]
     state.counters["backfilled"] += len(created)
     return {"ok": True, "fires": len(created), "fire_ids": created[:10],

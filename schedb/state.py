@@ -44,6 +44,7 @@ from schedb.slots import SlotIndex
 
 NODE_FIELD_LEN_MAX = 128
 IDEMPOTENCY_KEY_LEN_MAX = 200
+CORRELATION_ID_LEN_MAX = 128
 Result = dict[str, Any]
 
 
@@ -231,17 +232,19 @@ class State:
         scheduled_ms = self.now_ms
         while fire_id_of(cmd.job_id, scheduled_ms) in self.book.fires:  # two triggers in one ms
             scheduled_ms += 1
-        fire = self.new_fire(cmd.job_id, scheduled_ms, PENDING, trigger="manual")
+        fire = self.new_fire(cmd.job_id, scheduled_ms, PENDING, trigger="manual", correlation_id=cmd.correlation_id)
         self.counters["triggered"] += 1
         return {"ok": True, "fire_id": fire["fire_id"]}
 
     # -- helpers used here and by lifecycle.py -----------------------------------
 
-    def new_fire(self, job_id: str, scheduled_ms: int, node: str, *, trigger: str, attempt: int = 1) -> dict[str, Any]:
+    def new_fire(self, job_id: str, scheduled_ms: int, node: str, *, trigger: str, attempt: int = 1,
+                 correlation_id: Any = "") -> dict[str, Any]:
         fire = {"fire_id": fire_id_of(job_id, scheduled_ms), "job_id": job_id, "scheduled_ms": scheduled_ms,
                 "attempt": attempt, "attempt_base": attempt - 1, "node": node, "assigned_ms": self.now_ms,
                 "due_ms": scheduled_ms if trigger == "schedule" else max(scheduled_ms, self.now_ms),
-                "lease_end_ms": 0, "reported": [], "trigger": trigger}
+                "lease_end_ms": 0, "reported": [], "trigger": trigger,
+                "correlation_id": str(correlation_id)[:CORRELATION_ID_LEN_MAX]}
         self.set_lease(fire)
         self.book.add(fire)
         self.jobs[job_id]["active_fires"].append(scheduled_ms)

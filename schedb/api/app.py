@@ -7,13 +7,13 @@ from aiohttp import web
 from schedb.api import cluster, controls, jobs
 from schedb.api.context import NODE
 from schedb.api.problems import problem_middleware
-from schedb.api.telemetry import count_requests, get_metrics
+from schedb.api.telemetry import get_metrics, telemetry
 from schedb.node import Node
 
 
 def create_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.http.body_max_bytes,
-                          middlewares=[count_requests, problem_middleware])
+                          middlewares=[telemetry, problem_middleware])
     app[NODE] = node
     app.router.add_post("/api/v1/jobs", jobs.create_job)
     app.router.add_get("/api/v1/jobs", jobs.list_jobs)

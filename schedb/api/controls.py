@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.jobs import LIST_LIMIT_MAX, patch_fields
 from schedb.api.problems import Problem, read_json
+from schedb.api.telemetry import CORRELATION_ID
 from schedb.api.views import time_or_none
 from schedb.commands import BackfillJob, DropDeadLetter, ReplayDeadLetter, TriggerJob
 from schedb.state import State
 from schedb.timefmt import rfc3339_to_ms
 from schedb.webhook import wall_ms
 
+log = structlog.get_logger("schedb.api")
+
 
 async def trigger_job(request: web.Request) -> web.Response:
     node = request.app[NODE]
     job_id = request.match_info["job_id"]
-    result = await propose(node, TriggerJob(wall_ms(), job_id))
+    result = await propose(node, TriggerJob(wall_ms(), job_id, request[CORRELATION_ID]))
+    log.info("fire_triggered", job_id=job_id, fire_id=result["fire_id"])
     return json_response({"job_id": job_id, "fire_id": result["fire_id"]}, 202)
 
 
@@ -44,7 +49,8 @@ async def backfill_job(request: web.Request) -> web.Response:
         raise Problem(422, "Invalid backfill", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                       kind="invalid", errors=errors)
     job_id = request.match_info["job_id"]
-    result = await propose(request.app[NODE], BackfillJob(wall_ms(), job_id, times["start"], times["end"]))
+    result = await propose(request.app[NODE], BackfillJob(wall_ms(), job_id, times["start"], times["end"],
+                                                          request[CORRELATION_ID]))
     return json_response({"job_id": job_id, "fires": result["fires"], "fire_ids": result["fire_ids"],
                           "already_active": result["already_active"]}, 202)
 
@@ -84,7 +90,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 async def replay_dead_letter(request: web.Request) -> web.Response:
     fire_id = request.match_info["fire_id"]
-    await propose(request.app[NODE], ReplayDeadLetter(wall_ms(), fire_id))
+    await propose(request.app[NODE], ReplayDeadLetter(wall_ms(), fire_id, request[CORRELATION_ID]))
+    log.info("dead_letter_replayed", fire_id=fire_id)
     return json_response({"fire_id": fire_id, "replayed": True}, 202)
 
 

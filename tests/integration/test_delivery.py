@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import json
 import time
 from typing import Any
 
@@ -193,3 +194,25 @@ def test_signed_webhook_and_the_secret_is_never_shown(cluster: Cluster, receiver
     code, _, problem = http("PUT", cluster.nodes[1].url + "/api/v1/jobs/signed",
                             {**job, "webhook": {**job["webhook"], "signing_secret": "short"}})
     assert code == 422 and problem["errors"][0]["field"] == "webhook.signing_secret"
+
+
+def test_correlation_id_follows_a_trigger_into_the_logs_and_the_webhook(
+        cluster: Cluster, receiver: Receiver) -> None:
+    body = {"id": "correlated", "schedule": "@yearly", "webhook": {"url": receiver.url}}
+    assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
+    code, headers, result = http("POST", cluster.nodes[1].url + "/api/v1/jobs/correlated/trigger",
+                                 headers={"X-Correlation-ID": "abc-123"})
+    assert code == 202 and headers["X-Correlation-ID"] == "abc-123"
+    (got,) = _wait_for(lambda: _deliveries(receiver, "correlated"), 10, "the triggered delivery")
+    assert got["correlation_id"] == "abc-123"
+    executor = next(n for n in cluster.nodes if n.node_id == got["node"])
+
+    def logged(node: Any, event: str) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in node.log.read_text().splitlines() if line.startswith("{")]
+        return [e for e in lines if e.get("event") == event and e.get("correlation_id") == "abc-123"]
+
+    served = _wait_for(lambda: logged(cluster.nodes[1], "fire_triggered"), 5, "the API node's log line")
+    assert served[0]["fire_id"] == result["fire_id"] and served[0]["node"] == cluster.nodes[1].node_id
+    delivered = _wait_for(lambda: logged(executor, "fire_delivered"), 5, "the executor's log line")
+    assert delivered[0]["fire_id"] == result["fire_id"] and delivered[0]["job_id"] == "correlated"
+    assert http("GET", cluster.nodes[0].url + "/health")[1]["X-Correlation-ID"]  # generated when absent
