@@ -138,9 +138,19 @@ class BackfillJob(Command):
     correlation_id: str = ""
 
 
+@dataclass(frozen=True)
+class DrainNode(Command):
+    """A node shutting down: give it no new fires, and hand back the ones it has not
+    started ([fire_id, attempt] rows) for the dispatcher to move. RegisterNode undoes it."""
+
+    TAG: ClassVar[int] = 11
+    node_id: str
+    release: list[list[Any]] = field(default_factory=list)
+
+
 COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
-                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob)
+                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode)
 }
 
 

@@ -83,13 +83,14 @@ class Dispatcher:
                 log.warning("assign_not_committed", reason=exc.reason)
 
     def executors(self, nodes: dict[str, dict[str, Any]]) -> list[str]:
-        """Node ids that may execute fires now: live followers, or this node when it has no peers."""
+        """Node ids that may execute fires now: live followers that are not shutting down,
+        or this node when it has no peers."""
         config = self._config
         if not config.raft.peers:
             return [config.node.id]
         live = set(self._replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
         return sorted(node_id for node_id, node in nodes.items()
-                      if node["raft_addr"] in live and node_id != config.node.id)
+                      if node["raft_addr"] in live and node_id != config.node.id and not node.get("draining"))
 
     async def dispatch_once(self) -> int:
         """Plan and propose one batch; returns how many fires were assigned or moved."""

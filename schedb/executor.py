@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from schedb.commands import CompleteFires, Outcome
+from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.gate import PriorityGate
 from schedb.metrics import NodeMetrics
@@ -64,6 +64,10 @@ class Executor:
         self._outcomes: dict[FireKey, Outcome] = {}
         self._outcome_ready = asyncio.Event()
         self._fence_timer: asyncio.TimerHandle | None = None
+        self._draining = False
+        self._drain_announced = False
+        self._handed_back = 0
+        self._offered: set[FireKey] = set()
 
     @property
     def in_flight(self) -> int:
@@ -135,6 +139,8 @@ class Executor:
         """Why fires must wait now, or "": the state is still a replay (after a restart),
         this node leads a cluster with followers (the dispatcher hands its fires to
         them), or it is fenced off from any leader."""
+        if self._draining:
+            return "draining"
         if not self._replica.caught_up():
             return "catching_up"
         if self._config.raft.peers and self._replica.is_leader():
@@ -234,10 +240,31 @@ class Executor:
         return True
 
     async def drain(self, timeout_s: float) -> None:
-        """On shutdown: let running deliveries finish and their outcomes commit, within a bound."""
+        """On shutdown (SIGTERM): start nothing new, hand the fires not started yet back
+        to the cluster, let running deliveries finish and their outcomes commit, all
+        within a bound."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            waiting = [key for key in (*self._timers, *self._held) if key not in self._offered]
+            if self._config.raft.peers and (waiting or not self._drain_announced):
+                await self._hand_back(waiting)
+            elif not self._running and not self._outcomes:
+                break
+            await asyncio.sleep(0.05)
         for timer in self._timers.values():
             timer.cancel()
-        self._timers.clear()
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while (self._running or self._outcomes) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        log.info("executor_drained", handed_back=self._handed_back, unfinished=len(self._running),
+                 uncommitted=len(self._outcomes))
+
+    async def _hand_back(self, waiting: list[FireKey]) -> None:
+        rows = [[fire_id, attempt] for fire_id, attempt in waiting]
+        try:
+            result = await self._replica.submit(DrainNode(wall_ms(), self._node_id, rows), COMPLETE_TIMEOUT_S)
+        except SubmitError as exc:
+            log.warning("hand_back_not_committed", count=len(rows), reason=exc.reason)
+            return
+        self._drain_announced = True
+        self._offered.update(waiting)
+        self._handed_back += int(result.get("released", 0))

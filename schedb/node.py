@@ -29,7 +29,8 @@ from schedb.webhook import new_session, wall_ms
 
 log = structlog.get_logger("schedb.node")
 REGISTER_RETRY_S = 0.5
-SHUTDOWN_DRAIN_S = 5.0
+# How long SIGTERM waits for running webhooks and their outcomes before the node exits.
+SHUTDOWN_DRAIN_S = 10.0
 
 
 class Node:

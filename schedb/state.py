@@ -31,6 +31,7 @@ from schedb.commands import (
     CompleteFires,
     CreateJob,
     DeleteJob,
+    DrainNode,
     DropDeadLetter,
     RegisterNode,
     ReplaceJob,
@@ -138,8 +139,22 @@ class State:
             if other["raft_addr"] == cmd.raft_addr and other_id != cmd.node_id:
                 return {"error": "conflict", "detail": f"raft address already registered by {other_id}"}
         self.nodes[cmd.node_id] = {"raft_addr": cmd.raft_addr, "http_addr": cmd.http_addr,
-                                   "registered_ms": self.now_ms}
+                                   "registered_ms": self.now_ms, "draining": False}
         return {"ok": True}
+
+    def _drain_node(self, cmd: DrainNode) -> Result:
+        node = self.nodes.get(cmd.node_id) if isinstance(cmd.node_id, str) else None
+        if node is None or not isinstance(cmd.release, list) or len(cmd.release) > self.limits.assign_batch_max:
+            return {"error": "invalid", "detail": "unknown node, or release is not a bounded list"}
+        node["draining"] = True
+        released = 0
+        for row in cmd.release:
+            well_formed = isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)
+            fire = self.book.get(row[0]) if well_formed else None
+            if fire is not None and fire["node"] == cmd.node_id and fire["attempt"] == row[1]:
+                self.book.move(fire, PENDING)  # never started there: the same attempt goes elsewhere
+                released += 1
+        return {"ok": True, "released": released}
 
     def _create_job(self, cmd: CreateJob) -> Result:
         key = cmd.idempotency_key
@@ -322,6 +337,7 @@ def _revalidate(spec: Any) -> tuple[dict[str, Any], Result | None]:
 
 _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     RegisterNode: State._register_node,
+    DrainNode: State._drain_node,
     CreateJob: State._create_job,
     ReplaceJob: State._replace_job,
     DeleteJob: State._delete_job,

@@ -120,3 +120,37 @@ def test_at_most_once_fire_is_never_delivered_twice_when_its_executor_dies(
     assert [(r["status"], r["reason"]) for r in rows] == [("unknown", "executor_lost")]
     letters = http("GET", leader.url + "/api/v1/dlq?job_id=amo")[2]["dead_letters"]
     assert [letter["last_status"] for letter in letters] == ["unknown"]
+
+
+def test_sigterm_hands_a_followers_fires_back_and_exits_cleanly(cluster: Cluster, receiver: Receiver) -> None:
+    leader = cluster.leader()
+    for i in range(JOBS):
+        body = {"id": f"st-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+        assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+    time.sleep(3.0)
+    shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith("st-"))
+    victim = next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
+    term_ms = int(time.time() * 1000)
+    cluster.stop([victim])  # SIGTERM, and wait for the process to exit
+    assert victim.proc is not None and victim.proc.returncode == 0
+    time.sleep(4.0)
+    cluster.start([victim])
+    cluster.wait_ready([victim])
+    time.sleep(3.0)
+    for i in range(JOBS):
+        assert http("POST", f"{leader.url}/api/v1/jobs/st-{i:02d}/pause")[0] == 200
+    time.sleep(2.0)
+
+    deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("st-")]
+    by_job: dict[str, set[int]] = {}
+    for d in deliveries:
+        by_job.setdefault(d["job_id"], set()).add(int(d["fire_id"].rsplit(":", 1)[1]))
+    for job_id, seconds in by_job.items():
+        gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
+        assert not gaps, f"{job_id}: nothing delivered for {sorted(gaps)}"
+    around = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries
+              if term_ms <= int(d["fire_id"].rsplit(":", 1)[1]) <= term_ms + 5000]
+    assert around and max(around) < 1000, f"handed-back fires were late: {max(around)} ms"
+    statuses = Counter(r["status"] for i in range(JOBS) for r in
+                       http("GET", f"{leader.url}/api/v1/jobs/st-{i:02d}/executions?limit=1000")[2]["executions"])
+    assert set(statuses) == {"succeeded"}, statuses

@@ -10,8 +10,10 @@ from schedb.commands import (
     CompleteFires,
     CreateJob,
     DeleteJob,
+    DrainNode,
     DropDeadLetter,
     Outcome,
+    RegisterNode,
     ReplaceJob,
     ReplayDeadLetter,
     TriggerJob,
@@ -184,3 +186,15 @@ def test_backfill_creates_pending_fires_with_historical_times() -> None:
     assert state.apply(BackfillJob(T0, "job", start, end))["fires"] == 0  # already active: no double
     assert state.apply(BackfillJob(T0, "job", T0 - 86_400_000, T0))["error"] == "invalid"  # > 1000 fires
     assert state.apply(BackfillJob(T0, "job", end, start))["error"] == "invalid"
+
+
+def test_a_draining_node_hands_back_fires_it_has_not_started() -> None:
+    state = assigned_state()
+    state.apply(AssignFires(T0, [["job", T0 + 2000, "node2"]]))
+    second = f"job:{T0 + 2000}"
+    result = state.apply(DrainNode(T0 + 500, "node2", [[FIRE, 1], [second, 7], ["ghost:1", 1], "junk"]))
+    assert result == {"ok": True, "released": 1} and state.nodes["node2"]["draining"] is True
+    assert state.book.fires[FIRE]["node"] == "" and state.book.fires[FIRE]["attempt"] == 1
+    assert state.book.fires[second]["node"] == "node2"  # wrong attempt: stays
+    state.apply(RegisterNode(T0 + 9000, "node2", "127.0.0.1:9002", "127.0.0.1:8002"))
+    assert state.nodes["node2"]["draining"] is False
