@@ -42,6 +42,8 @@ log = structlog.get_logger("schedb.executor")
 FENCE_RECHECK_S = 0.1
 COMPLETE_TIMEOUT_S = 2.0
 RETRY_DELAY_S_MAX = 1.0
+HAND_BACK_ROUNDS = 3
+HAND_BACK_PAUSE_S = 0.15
 
 FireKey = tuple[str, int]  # (fire_id, attempt)
 
@@ -242,29 +244,34 @@ class Executor:
     async def drain(self, timeout_s: float) -> None:
         """On shutdown (SIGTERM): start nothing new, hand the fires not started yet back
         to the cluster, let running deliveries finish and their outcomes commit, all
-        within a bound."""
+        within a bound, and without waiting on a cluster that cannot commit."""
         self._draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
+        for _ in range(HAND_BACK_ROUNDS):  # fires assigned while the first round commits come back too
             waiting = [key for key in (*self._timers, *self._held) if key not in self._offered]
-            if self._config.raft.peers and (waiting or not self._drain_announced):
-                await self._hand_back(waiting)
-            elif not self._running and not self._outcomes:
+            if self._drain_announced and not waiting:
                 break
+            if not self._config.raft.peers or not await self._hand_back(waiting):
+                break
+            await asyncio.sleep(HAND_BACK_PAUSE_S)
+        while (self._running or self._outcomes) and loop.time() < deadline:
+            if not self._running and not self._replica.leader_heard_within(self._config.scheduler.fence_s):
+                break  # only outcomes are left, and no leader to commit them
             await asyncio.sleep(0.05)
         for timer in self._timers.values():
             timer.cancel()
         log.info("executor_drained", handed_back=self._handed_back, unfinished=len(self._running),
                  uncommitted=len(self._outcomes))
 
-    async def _hand_back(self, waiting: list[FireKey]) -> None:
+    async def _hand_back(self, waiting: list[FireKey]) -> bool:
         rows = [[fire_id, attempt] for fire_id, attempt in waiting]
         try:
             result = await self._replica.submit(DrainNode(wall_ms(), self._node_id, rows), COMPLETE_TIMEOUT_S)
         except SubmitError as exc:
             log.warning("hand_back_not_committed", count=len(rows), reason=exc.reason)
-            return
+            return False
         self._drain_announced = True
         self._offered.update(waiting)
         self._handed_back += int(result.get("released", 0))
+        return True

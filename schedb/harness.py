@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +113,21 @@ class Receiver:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "scripts" / "receiver.py"), "--port", str(self.port),
                  "--ledger", str(self.ledger)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
+        try:
+            self._wait_listening(deadline=time.monotonic() + 15)
+        except BaseException:
+            self.stop()  # nobody else holds this process yet: never leave it behind
+            raise
+
+    def _wait_listening(self, deadline: float) -> None:
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", data=b"{}", timeout=1).read()
-                break
+                return
+            except urllib.error.HTTPError:
+                return  # it answered: it listens
             except OSError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise
                 time.sleep(0.1)
 

@@ -55,23 +55,30 @@ class Node:
         self.executor = Executor(self.config, self.replica, self._session, self.metrics)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.has_started, self.metrics)
         self.metrics.watch(lambda: self.replica.read(_state_numbers), lambda: vars(self.replica.view()))
-        for coro in (self.dispatcher.run(), self.executor.run_outcome_flusher(), self._register()):
-            self._tasks.append(asyncio.create_task(coro))
+        tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
+                 "register": self._register()}
+        self._tasks += [asyncio.create_task(coro, name=name) for name, coro in tasks.items()]
         log.info("node_started", raft=self.config.raft.listen, peers=self.config.raft.peers)
 
     def _on_state_change(self) -> None:
         if hasattr(self, "executor"):
             self.executor.on_state_change()
 
+    def executor_running(self) -> bool:
+        """The outcome flusher is alive (the executor's timers need no task of their own)."""
+        return any(t.get_name() == "outcome-flusher" and not t.done() for t in self._tasks)
+
     def is_registered(self) -> bool:
+        """Registered with this node's addresses, and not marked draining by an earlier shutdown."""
         expected = (self.config.raft.listen, self.config.http.listen)
         node = self.replica.read(lambda s: s.nodes.get(self.node_id))
-        return node is not None and (node["raft_addr"], node["http_addr"]) == expected
+        return node is not None and (node["raft_addr"], node["http_addr"]) == expected and not node.get("draining")
 
     async def _register(self) -> None:
-        """Announce this node's id and addresses through the log (once it is current)."""
-        while not self.is_registered():
-            if self.replica.view().ready:
+        """Announce this node's id and addresses through the log, and clear a draining mark
+        left by its last shutdown. Judged only once the log is current: a replay shows the past."""
+        while not (self.replica.caught_up() and self.is_registered()):
+            if self.replica.caught_up():
                 command = RegisterNode(wall_ms(), self.node_id, self.config.raft.listen, self.config.http.listen)
                 try:
                     result = await self.replica.submit(command)

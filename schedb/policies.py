@@ -4,9 +4,9 @@ A pure function of the replicated state and the executor's clock, so every
 decision rests on what all nodes agree on (which fires of the job are active,
 which are due), and is then committed as the fire's outcome:
 
-- misfire: a first attempt that is due longer ago than the grace (its
-  executor was down, say) follows the job's misfire policy like an unassigned
-  late occurrence would: `skip` skips it, `run_once` skips it when a newer
+- misfire: a scheduled fire that no attempt has reported on yet and that is
+  later than the grace (its executor was down or stopped, say) follows the
+  job's misfire policy like an unassigned late occurrence would: `skip` skips it, `run_once` skips it when a newer
   occurrence of the job is also due (that one fires), `run_all` fires it;
 - concurrency: with `forbid`, a fire is skipped while an earlier fire of the
   same job is due and has no committed outcome (it runs somewhere, on any
@@ -46,7 +46,7 @@ def verdict(state: State, fire: dict[str, Any], now_ms: int, grace_ms: int) -> V
         newer = any(f["scheduled_ms"] > fire["scheduled_ms"] and f["trigger"] == "schedule" for f in due) or (
             job["next_fire_ms"] is not None and job["next_fire_ms"] <= now_ms)  # still in its slot
         if spec["misfire"] == "skip" or (spec["misfire"] == "run_once" and newer):
-            late_ms = now_ms - fire["due_ms"]
+            late_ms = now_ms - fire["scheduled_ms"]
             return Verdict(False, "missed", "missed", f"due {late_ms} ms ago; misfire {spec['misfire']}")
     older = tuple(f["fire_id"] for f in due if f["scheduled_ms"] < fire["scheduled_ms"])
     if older and spec["concurrency"] == "forbid":
@@ -69,4 +69,6 @@ def newer_fire_due(state: State, fire: dict[str, Any], now_ms: int) -> str:
 
 
 def _is_misfire(fire: dict[str, Any], now_ms: int, grace_ms: int) -> bool:
-    return fire["trigger"] == "schedule" and fire["attempt"] == 1 and now_ms - fire["due_ms"] > grace_ms
+    """A scheduled fire that no attempt has reported on yet (first try, or moved from an
+    executor that died or was stopped) and that is late beyond the grace."""
+    return fire["trigger"] == "schedule" and not fire["reported"] and now_ms - fire["scheduled_ms"] > grace_ms

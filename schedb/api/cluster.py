@@ -18,13 +18,16 @@ def cluster_status(node: Node) -> dict[str, Any]:
 
     def snapshot(state: State) -> dict[str, Any]:
         return {"nodes": {k: dict(v) for k, v in state.nodes.items()}, "jobs": len(state.jobs),
-                "active_fires": len(state.book), "counters": dict(state.counters)}
+                "active_fires": len(state.book), "counters": dict(state.counters),
+                "fires_by_node": {k: len(v) for k, v in state.book.by_node.items()},
+                "pending_fires": len(state.book.pending), "dead_letters": len(state.dead_letters)}
 
     data = node.replica.read(snapshot)
     by_raft = {n["raft_addr"]: node_id for node_id, n in data["nodes"].items()}
     live = set(node.replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
+    held = data["fires_by_node"]
     members = [{"node_id": config.node.id, "raft_addr": config.raft.listen, "http_addr": config.http.listen,
-                "role": view.role, "self": True}]
+                "role": view.role, "self": True, "active_fires": held.get(config.node.id, 0)}]
     for addr, peer in view.peers.items():
         node_id = by_raft.get(addr)
         members.append({
@@ -34,6 +37,8 @@ def cluster_status(node: Node) -> dict[str, Any]:
             "connected": peer["connected"], "match_index": peer["match_index"],
             "last_ack_ms_ago": peer["last_ack_ms_ago"],
             "executor_alive": addr in live if view.role == "leader" else None,
+            "draining": bool(node_id and data["nodes"][node_id].get("draining")),
+            "active_fires": held.get(node_id, 0) if node_id else 0,
         })
     leader_id = config.node.id if view.role == "leader" else by_raft.get(view.leader_addr or "")
     return {
@@ -41,7 +46,8 @@ def cluster_status(node: Node) -> dict[str, Any]:
         "leader": {"node_id": leader_id, "raft_addr": view.leader_addr},
         "term": view.term, "commit_index": view.commit_index, "last_applied": view.last_applied,
         "log_len": view.log_len, "members": members, "jobs": data["jobs"],
-        "active_fires": data["active_fires"], "counters": data["counters"],
+        "active_fires": data["active_fires"], "pending_fires": data["pending_fires"],
+        "dead_letters": data["dead_letters"], "counters": data["counters"],
         "executor": {"scheduled": node.executor.scheduled, "in_flight": node.executor.in_flight},
     }
 
@@ -59,6 +65,6 @@ async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
     view = node.replica.view()
     checks = {"caught_up": view.ready, "has_leader": view.leader_addr is not None,
-              "registered": node.is_registered()}
+              "registered": node.is_registered(), "executor_running": node.executor_running()}
     ok = all(checks.values())
     return json_response({"ready": ok, "checks": checks, "role": view.role}, 200 if ok else 503)

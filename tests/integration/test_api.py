@@ -157,4 +157,5 @@ def test_health_and_ready(cluster: Cluster) -> None:
     for node in cluster.nodes:
         assert http("GET", node.url + "/health")[0] == 200
         code, _, body = http("GET", node.url + "/ready")
-        assert code == 200 and body["checks"] == {"caught_up": True, "has_leader": True, "registered": True}
+        assert code == 200 and body["checks"] == {"caught_up": True, "has_leader": True, "registered": True,
+                                                  "executor_running": True}
