@@ -75,6 +75,10 @@ class Executor:
     def in_flight(self) -> int:
         return len(self._running)
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     def has_started(self, fire_id: str, attempt: int) -> bool:
         """Did this node start that attempt (running, or its outcome waiting to commit)?"""
         return (fire_id, attempt) in self._running or (fire_id, attempt) in self._outcomes
@@ -252,12 +256,12 @@ class Executor:
             waiting = [key for key in (*self._timers, *self._held) if key not in self._offered]
             if self._drain_announced and not waiting:
                 break
-            if not self._config.raft.peers or not await self._hand_back(waiting):
+            if not self._config.raft.peers or not self._replica.has_quorum() or not await self._hand_back(waiting):
                 break
             await asyncio.sleep(HAND_BACK_PAUSE_S)
         while (self._running or self._outcomes) and loop.time() < deadline:
-            if not self._running and not self._replica.leader_heard_within(self._config.scheduler.fence_s):
-                break  # only outcomes are left, and no leader to commit them
+            if not self._running and not self._replica.has_quorum():
+                break  # only outcomes are left, and nothing can commit them
             await asyncio.sleep(0.05)
         for timer in self._timers.values():
             timer.cancel()

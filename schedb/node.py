@@ -75,20 +75,24 @@ class Node:
         return node is not None and (node["raft_addr"], node["http_addr"]) == expected and not node.get("draining")
 
     async def _register(self) -> None:
-        """Announce this node's id and addresses through the log, and clear a draining mark
-        left by its last shutdown. Judged only once the log is current: a replay shows the past."""
-        while not (self.replica.caught_up() and self.is_registered()):
-            if self.replica.caught_up():
+        """Keep this node registered with its addresses and not marked draining.
+
+        Runs for the node's life: a DrainNode of its last shutdown may commit late (a
+        leader's uncommitted entry from before a restart commits with its next term),
+        and must not leave the node without fires. Judged only once the log is current,
+        since a replay shows the past; not while this node is itself shutting down."""
+        while True:
+            if self.replica.caught_up() and not self.executor.draining and not self.is_registered():
                 command = RegisterNode(wall_ms(), self.node_id, self.config.raft.listen, self.config.http.listen)
                 try:
                     result = await self.replica.submit(command)
                     if "error" in result:
                         log.error("node_registration_refused", detail=result.get("detail"))
                         return
+                    log.info("node_registered")
                 except SubmitError as exc:
                     log.info("node_registration_retry", reason=exc.reason)
             await asyncio.sleep(REGISTER_RETRY_S)
-        log.info("node_registered")
 
     async def stop(self) -> None:
         await self.executor.drain(SHUTDOWN_DRAIN_S)

@@ -180,6 +180,10 @@ class Replica:
         Until then its state is a replay of the past: fires it shows may have moved since."""
         return bool(self._node.isReady())
 
+    def has_quorum(self) -> bool:
+        """Connected to a majority (TCP): without it nothing can commit."""
+        return bool(self._node.hasQuorum)
+
     def leader_heard_within(self, seconds: float) -> bool:
         """The executor's fence: has a leader (or this node as leader) spoken lately?"""
         if self._node._isLeader():
