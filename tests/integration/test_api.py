@@ -159,3 +159,16 @@ def test_health_and_ready(cluster: Cluster) -> None:
         code, _, body = http("GET", node.url + "/ready")
         assert code == 200 and body["checks"] == {"caught_up": True, "has_leader": True, "registered": True,
                                                   "executor_running": True}
+
+
+def test_openapi_describes_every_route_and_the_job_fields(cluster: Cluster) -> None:
+    from schedb.api.app import ROUTES
+    from schedb.jobspec import TOP_FIELDS, WEBHOOK_FIELDS
+
+    code, _, doc = http("GET", cluster.nodes[0].url + "/api/v1/openapi.json")
+    assert code == 200 and doc["openapi"].startswith("3.")
+    served = {(path, method.lower()) for method, path, _ in ROUTES}
+    described = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
+    assert served == described
+    job = doc["components"]["schemas"]["JobInput"]["properties"]
+    assert set(job) == set(TOP_FIELDS) and set(job["webhook"]["properties"]) == set(WEBHOOK_FIELDS)
