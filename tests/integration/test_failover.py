@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from schedb.harness import Cluster, NodeProc, Receiver
 from schedb.timefmt import ms_to_rfc3339
 
 JOBS = 20
@@ -22,12 +22,43 @@ def cluster(own_cluster: Cluster) -> Cluster:
     return own_cluster
 
 
+def scheduled_ms(delivery: dict) -> int:
+    return int(delivery["fire_id"].rsplit(":", 1)[1])
+
+
+def load_jobs(receiver: Receiver, prefix: str, url: str) -> None:
+    for i in range(JOBS):
+        body = {"id": f"{prefix}-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+        assert http("POST", url + "/api/v1/jobs", body)[0] == 201
+
+
+def pause_jobs(url: str, prefix: str) -> None:
+    for i in range(JOBS):
+        assert http("POST", f"{url}/api/v1/jobs/{prefix}-{i:02d}/pause")[0] == 200
+
+
+def busiest_follower(cluster: Cluster, receiver: Receiver, prefix: str) -> NodeProc:
+    shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith(prefix))
+    return next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
+
+
+def assert_every_second(seconds_by_job: dict[str, set[int]], what: str = "delivered") -> None:
+    for job_id, seconds in seconds_by_job.items():
+        gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
+        assert not gaps, f"{job_id}: nothing {what} for {sorted(gaps)}"
+
+
+def delivered_seconds(deliveries: list[dict]) -> dict[str, set[int]]:
+    by_job: dict[str, set[int]] = {}
+    for d in deliveries:
+        by_job.setdefault(d["job_id"], set()).add(scheduled_ms(d))
+    return by_job
+
+
 def test_leader_sigkill_loses_and_doubles_nothing(cluster: Cluster, receiver: Receiver) -> None:
     old_leader = cluster.leader()
     survivor = next(n for n in cluster.nodes if n is not old_leader)
-    for i in range(JOBS):
-        body = {"id": f"fo-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
-        assert http("POST", survivor.url + "/api/v1/jobs", body)[0] == 201
+    load_jobs(receiver, "fo", survivor.url)
     time.sleep(3.0)
     killed_ms = int(time.time() * 1000)
     cluster.stop([old_leader], sig=signal.SIGKILL)
@@ -37,22 +68,17 @@ def test_leader_sigkill_loses_and_doubles_nothing(cluster: Cluster, receiver: Re
     cluster.start([old_leader])
     cluster.wait_ready()
     time.sleep(3.0)
-    for i in range(JOBS):
-        assert http("PATCH", f"{survivor.url}/api/v1/jobs/fo-{i:02d}", {"paused": True})[0] == 200
+    pause_jobs(survivor.url, "fo")
     time.sleep(2.0)
 
     deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fo-")]
     doubled = [f for f, n in Counter(d["fire_id"] for d in deliveries).items() if n > 1]
     assert doubled == [], f"fires delivered twice around the leader's death: {doubled}"
-    by_job: dict[str, set[int]] = {}
-    for d in deliveries:
-        by_job.setdefault(d["job_id"], set()).add(int(d["fire_id"].rsplit(":", 1)[1]))
-    for job_id, seconds in by_job.items():
-        gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
-        assert not gaps, f"{job_id}: no delivery for {sorted(gaps)} (leader killed at {killed_ms})"
-        assert max(seconds) > killed_ms + 8000, f"{job_id} stopped firing after the kill"
-    around_kill = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries
-                   if killed_ms - 1000 <= int(d["fire_id"].rsplit(":", 1)[1]) <= killed_ms + 5000]
+    by_job = delivered_seconds(deliveries)
+    assert_every_second(by_job)
+    assert all(max(seconds) > killed_ms + 8000 for seconds in by_job.values()), "a job stopped after the kill"
+    around_kill = [d["arrival_ms"] - scheduled_ms(d) for d in deliveries
+                   if killed_ms - 1000 <= scheduled_ms(d) <= killed_ms + 5000]
     assert around_kill and max(around_kill) < 1000, f"fires were late around the kill: {max(around_kill)} ms"
 
     delivered = {(d["fire_id"], d["attempt"]) for d in deliveries}
@@ -65,39 +91,33 @@ def test_leader_sigkill_loses_and_doubles_nothing(cluster: Cluster, receiver: Re
         assert set(committed) == delivered, f"{node.node_id}: {len(delivered - set(committed))} uncommitted"
 
 
-
 def test_follower_sigkill_hands_its_fires_to_the_other_follower(cluster: Cluster, receiver: Receiver) -> None:
     leader = cluster.leader()
-    for i in range(JOBS):
-        body = {"id": f"fk-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
-        assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+    load_jobs(receiver, "fk", leader.url)
     time.sleep(3.0)
-    shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith("fk-"))
-    victim = next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
+    victim = busiest_follower(cluster, receiver, "fk-")
     survivor = next(n for n in cluster.nodes if n is not leader and n is not victim)
     killed_ms = int(time.time() * 1000)
     cluster.stop([victim], sig=signal.SIGKILL)
     time.sleep(10.0)
-    for i in range(JOBS):
-        assert http("PATCH", f"{leader.url}/api/v1/jobs/fk-{i:02d}", {"paused": True})[0] == 200
+    pause_jobs(leader.url, "fk")
     deadline = time.monotonic() + 30
     while cluster.status(leader)["active_fires"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert cluster.status(leader)["active_fires"] == 0, "a fire was left without a committed outcome"
 
     deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("fk-")]
-    after = [d for d in deliveries if int(d["fire_id"].rsplit(":", 1)[1]) > killed_ms + 6000]
+    after = [d for d in deliveries if scheduled_ms(d) > killed_ms + 6000]
     assert after and {d["node"] for d in after} == {survivor.node_id}
     live = [n for n in cluster.nodes if n is not victim]
     for node in live:
-        for i in range(JOBS):
-            rows = http("GET", f"{node.url}/api/v1/jobs/fk-{i:02d}/executions?limit=1000")[2]["executions"]
-            seconds = {int(r["fire_id"].rsplit(":", 1)[1]) for r in rows if r["status"] == "succeeded"}
-            gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
-            assert not gaps, f"fk-{i:02d}: no committed success for {sorted(gaps)} on {node.node_id}"
-            assert max(seconds) > killed_ms + 8000
+        succeeded = {f"fk-{i:02d}": {scheduled_ms(r) for r in http(
+            "GET", f"{node.url}/api/v1/jobs/fk-{i:02d}/executions?limit=1000")[2]["executions"]
+            if r["status"] == "succeeded"} for i in range(JOBS)}
+        assert_every_second(succeeded, f"committed as a success on {node.node_id}")
+        assert all(max(seconds) > killed_ms + 8000 for seconds in succeeded.values())
     moved = [d for d in deliveries if d["attempt"] > 1]
-    lateness = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in moved]
+    lateness = [d["arrival_ms"] - scheduled_ms(d) for d in moved]
     print(f"\nfollower kill: {len(moved)} fires moved, lateness max {max(lateness, default=0)} ms")
 
 
@@ -124,12 +144,9 @@ def test_at_most_once_fire_is_never_delivered_twice_when_its_executor_dies(
 
 def test_sigterm_hands_a_followers_fires_back_and_exits_cleanly(cluster: Cluster, receiver: Receiver) -> None:
     leader = cluster.leader()
-    for i in range(JOBS):
-        body = {"id": f"st-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
-        assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+    load_jobs(receiver, "st", leader.url)
     time.sleep(3.0)
-    shares = Counter(d["node"] for d in receiver.deliveries() if d["job_id"].startswith("st-"))
-    victim = next(n for n in cluster.nodes if n.node_id == shares.most_common(1)[0][0])
+    victim = busiest_follower(cluster, receiver, "st-")
     term_ms = int(time.time() * 1000)
     cluster.stop([victim])  # SIGTERM, and wait for the process to exit
     assert victim.proc is not None and victim.proc.returncode == 0
@@ -137,19 +154,12 @@ def test_sigterm_hands_a_followers_fires_back_and_exits_cleanly(cluster: Cluster
     cluster.start([victim])
     cluster.wait_ready([victim])
     time.sleep(3.0)
-    for i in range(JOBS):
-        assert http("POST", f"{leader.url}/api/v1/jobs/st-{i:02d}/pause")[0] == 200
+    pause_jobs(leader.url, "st")
     time.sleep(2.0)
 
     deliveries = [d for d in receiver.deliveries() if d["job_id"].startswith("st-")]
-    by_job: dict[str, set[int]] = {}
-    for d in deliveries:
-        by_job.setdefault(d["job_id"], set()).add(int(d["fire_id"].rsplit(":", 1)[1]))
-    for job_id, seconds in by_job.items():
-        gaps = set(range(min(seconds), max(seconds) + 1, 1000)) - seconds
-        assert not gaps, f"{job_id}: nothing delivered for {sorted(gaps)}"
-    around = [d["arrival_ms"] - int(d["fire_id"].rsplit(":", 1)[1]) for d in deliveries
-              if term_ms <= int(d["fire_id"].rsplit(":", 1)[1]) <= term_ms + 5000]
+    assert_every_second(delivered_seconds(deliveries))
+    around = [d["arrival_ms"] - scheduled_ms(d) for d in deliveries if term_ms <= scheduled_ms(d) <= term_ms + 5000]
     assert around and max(around) < 1000, f"handed-back fires were late: {max(around)} ms"
     statuses = Counter(r["status"] for i in range(JOBS) for r in
                        http("GET", f"{leader.url}/api/v1/jobs/st-{i:02d}/executions?limit=1000")[2]["executions"])
