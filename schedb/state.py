@@ -98,7 +98,10 @@ class State:
 
     def apply(self, command: Command) -> Result:
         self.applied += 1
-        self.now_ms = max(self.now_ms, int(command.now_ms))
+        if not isinstance(command.now_ms, int) or isinstance(command.now_ms, bool):
+            self.counters["commands_rejected"] += 1
+            return {"error": "invalid", "detail": "now_ms must be an integer"}
+        self.now_ms = max(self.now_ms, command.now_ms)
         result = _HANDLERS[type(command)](self, command)
         if "error" in result:
             self.counters["commands_rejected"] += 1

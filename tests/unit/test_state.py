@@ -217,3 +217,10 @@ def test_a_full_slot_refuses_new_jobs() -> None:
     assert state.apply(CreateJob(T0, spec("c")))["error"] == "slot_full"
     assert state.apply(CreateJob(T0, spec("d", schedule="@every 7s")))["ok"]  # another second
     assert state.apply(ReplaceJob(T0, spec("d")))["error"] == "slot_full"
+
+
+def test_a_command_with_a_bad_clock_is_rejected_without_change() -> None:
+    state = cluster_state()
+    before = (state.now_ms, dict(state.jobs))
+    assert state.apply(CreateJob("soon", spec()))["error"] == "invalid"  # type: ignore[arg-type]
+    assert (state.now_ms, state.jobs) == before and state.counters["commands_rejected"] == 1
