@@ -71,7 +71,7 @@ def _assign_one(state: State, item: Any) -> str:
     created = fire_id_of(job_id, scheduled_ms) not in state.book.fires  # a trigger may own this instant
     if created:
         state.new_fire(job_id, scheduled_ms, node_id, trigger="schedule")
-    state.schedule_next(job_id, scheduled_ms)
+    state.schedule_from(job_id, scheduled_ms)
     return "assigned" if created else "stale"
 
 

@@ -179,7 +179,7 @@ class State:
                              "version": 1, "next_fire_ms": None, "active_fires": [],
                              "paused_ms": self.now_ms if spec["paused"] else None}
         self.history[job_id] = deque(maxlen=self.limits.history_per_job)
-        self._schedule_from(job_id, self.now_ms)
+        self.schedule_from(job_id, self.now_ms)
         if key:
             self.idempotency[key] = (job_id, self.now_ms + self.limits.idempotency_ttl_ms)
             while len(self.idempotency) > self.limits.idempotency_keys_max:
@@ -220,11 +220,10 @@ class State:
         job["version"] += 1
         job["updated_ms"] = self.now_ms
         if timing_changed:
-            self._unschedule(job_id)
             self._withdraw_future_fires(job_id, everything=spec["paused"])
             if spec["paused"] and not old["paused"]:
                 job["paused_ms"] = self.now_ms
-            self._schedule_from(job_id, self.now_ms)
+            self.schedule_from(job_id, self.now_ms)
             if old["paused"] and not spec["paused"] and old["schedule"] == spec["schedule"]:
                 self._resume_misfires(job_id)
         return {"ok": True, "job_id": job_id}
@@ -276,10 +275,6 @@ class State:
         fire = self.book.end(fire_id)
         self.jobs[fire["job_id"]]["active_fires"].remove(fire["scheduled_ms"])
 
-    def schedule_next(self, job_id: str, after_ms: int) -> None:
-        self._unschedule(job_id)
-        self._schedule_from(job_id, after_ms)
-
     def _job_for_write(self, job_id: Any, if_version: Any) -> tuple[dict[str, Any], Result | None]:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None:
@@ -289,15 +284,13 @@ class State:
                          "detail": f"job {job_id!r} is at version {job['version']}, not {if_version}"}
         return job, None
 
-    def _schedule_from(self, job_id: str, after_ms: int) -> None:
-        """Put the job in the slot of its first occurrence after after_ms. An occurrence
-        in the past stays there: the dispatcher's assign applies the misfire policy."""
-        job = self.jobs[job_id]
-        spec = job["spec"]
-        if spec["paused"]:
-            job["next_fire_ms"] = None
-            return
-        self.place(job_id, parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms))
+    def schedule_from(self, job_id: str, after_ms: int) -> None:
+        """Move the job to the slot of its first occurrence after after_ms (out of any slot
+        when paused). An occurrence in the past stays there: the dispatcher's assign
+        applies the misfire policy."""
+        spec = self.jobs[job_id]["spec"]
+        next_ms = None if spec["paused"] else parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms)
+        self.place(job_id, next_ms)
 
     def _resume_misfires(self, job_id: str) -> None:
         """Occurrences that came due while the job was paused go through its misfire policy."""
