@@ -11,6 +11,7 @@ from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 TIMEOUT_S = 10.0
+MEMBERSHIP_TIMEOUT_S = 60.0  # a removal waits for the member to drain (up to 10 s) and a commit
 
 
 class ApiError(Exception):
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
 
     cluster = sub.add_parser("cluster", help="cluster information").add_subparsers(required=True, metavar="ACTION")
     _client(cluster.add_parser("status", help="leader, members, log index")).set_defaults(func=_cluster_status)
+    member_add = _client(cluster.add_parser("add", help="add a running node (started with raft.join = true)"))
+    member_add.add_argument("raft_addr", help="the new node's raft.listen, host:port")
+    member_add.set_defaults(func=_cluster_add)
+    member_rm = _client(cluster.add_parser("remove", help="drain a member and remove it from the cluster"))
+    member_rm.add_argument("member", help="node id or raft address")
+    member_rm.set_defaults(func=_cluster_remove)
     return parser
 
 
@@ -73,12 +80,12 @@ def _run_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def request(url: str, method: str, path: str, body: Any = None) -> Any:
+def request(url: str, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             text = resp.read()
             return json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
@@ -170,8 +177,31 @@ def _jobs_trigger(args: argparse.Namespace) -> None:
 def _cluster_status(args: argparse.Namespace) -> None:
     status = request(args.url, "GET", "/api/v1/cluster")
     rows = [[m["node_id"] or "?", m["role"], m["raft_addr"], m["http_addr"] or "-",
-             "self" if m["self"] else ("yes" if m["connected"] else "no")] for m in status["members"]]
-    _print(args, status, rows, ["NODE", "ROLE", "RAFT", "HTTP", "CONNECTED"])
+             "self" if m["self"] else ("yes" if m["connected"] else "no"), str(m["jobs_assigned"]),
+             str(m["active_fires"])] for m in status["members"]]
+    _print(args, status, rows, ["NODE", "ROLE", "RAFT", "HTTP", "CONNECTED", "JOBS", "FIRES"])
     if not args.json:
         print(f"\nleader: {status['leader']['node_id']}  term: {status['term']}  "
               f"commit index: {status['commit_index']}  jobs: {status['jobs']}")
+
+
+def _cluster_add(args: argparse.Namespace) -> None:
+    result = request(args.url, "POST", "/api/v1/cluster/members", {"raft_addr": args.raft_addr},
+                     MEMBERSHIP_TIMEOUT_S)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    registered = result["node_id"] or "not registered yet (check its log)"
+    print(f"added {result['added']} as {registered}; members: {', '.join(result['members'])}")
+
+
+def _cluster_remove(args: argparse.Namespace) -> None:
+    result = request(args.url, "DELETE", f"/api/v1/cluster/members/{urllib.request.quote(args.member, safe='')}",
+                     timeout_s=MEMBERSHIP_TIMEOUT_S)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    how = (f"drained, {result['drain']['handed_back']} fires handed back" if result["drained"]
+           else "not reachable, its fires move after scheduler.reassign_after_s")
+    print(f"removed {result['removed']} ({how}); members: {', '.join(result['members'])}")
+    print("stop its process now: it no longer belongs to the cluster")

@@ -40,6 +40,9 @@ class HttpSection:
 class RaftSection:
     listen: str = "127.0.0.1:9001"
     peers: list[str] = field(default_factory=list)
+    # A node joining a running cluster (`schedb cluster add`) stands for no election
+    # before a leader has contacted it; see schedb.raft._Node.
+    join: bool = False
     password: str = ""
     election_min_s: float = 0.4
     election_max_s: float = 1.2
@@ -138,6 +141,10 @@ def _from_env(env_key: str, text: str, type_name: Any) -> Any:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{env_key} must be a JSON list or comma-separated") from exc
         return _typed(env_key, value, type_name)
+    if type_name == "bool":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{env_key} must be true or false, got {text!r}")
+        return text.lower() in ("true", "1")
     if type_name in ("int", "float"):
         try:
             return _typed(env_key, float(text) if type_name == "float" else int(text), type_name)
@@ -149,6 +156,7 @@ def _from_env(env_key: str, text: str, type_name: Any) -> Any:
 def _typed(key: str, value: Any, type_name: Any) -> Any:
     ok = {
         "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),

@@ -74,8 +74,10 @@ def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
     return status, body
 
 
-def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: Sequence[int] = ()) -> None:
-    """Wait until every URL answers /ready with 200; fail early if one of pids has exited."""
+def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: Sequence[int] = (),
+               path: str = "/ready") -> None:
+    """Wait until every URL answers `path` (/ready, or /health for a node not yet in a cluster)
+    with 200; fail early if one of pids has exited."""
     deadline = time.monotonic() + timeout_s
     pending = list(http_urls)
     while pending:
@@ -87,7 +89,7 @@ def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: S
         still = []
         for url in pending:
             try:
-                status, _ = get_json(url + "/ready", 1.0)
+                status, _ = get_json(url + path, 1.0)
             except OSError:
                 status = 0
             if status != 200:

@@ -86,7 +86,7 @@ class Dispatcher:
         """Node ids that may execute fires now: live followers that are not shutting down,
         or this node when it has no peers."""
         config = self._config
-        if not config.raft.peers:
+        if not self._replica.has_peers():
             return [config.node.id]
         live = set(self._replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
         return sorted(node_id for node_id, node in nodes.items()
@@ -114,7 +114,7 @@ class Dispatcher:
 
     def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> set[str]:
         """This node (a leader hands its fires on) and followers silent for reassign_after_s."""
-        if not self._config.raft.peers:
+        if not self._replica.has_peers():
             return set()
         out = {self._config.node.id}
         now = time.monotonic()

@@ -149,7 +149,7 @@ class Executor:
             return "draining"
         if not self._replica.caught_up():
             return "catching_up"
-        if self._config.raft.peers and self._replica.is_leader():
+        if self._replica.is_leader() and self._replica.has_peers():
             return "leader"
         if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
             return "fenced"
@@ -245,7 +245,7 @@ class Executor:
             self._outcome_ready.set()
         return True
 
-    async def drain(self, timeout_s: float) -> None:
+    async def drain(self, timeout_s: float) -> dict[str, int]:
         """On shutdown (SIGTERM): start nothing new, hand the fires not started yet back
         to the cluster, let running deliveries finish and their outcomes commit, all
         within a bound, and without waiting on a cluster that cannot commit."""
@@ -256,7 +256,7 @@ class Executor:
             waiting = [key for key in (*self._timers, *self._held) if key not in self._offered]
             if self._drain_announced and not waiting:
                 break
-            if not self._config.raft.peers or not self._replica.has_quorum() or not await self._hand_back(waiting):
+            if not self._replica.has_peers() or not self._replica.has_quorum() or not await self._hand_back(waiting):
                 break
             await asyncio.sleep(HAND_BACK_PAUSE_S)
         while (self._running or self._outcomes) and loop.time() < deadline:
@@ -265,8 +265,10 @@ class Executor:
             await asyncio.sleep(0.05)
         for timer in self._timers.values():
             timer.cancel()
-        log.info("executor_drained", handed_back=self._handed_back, unfinished=len(self._running),
-                 uncommitted=len(self._outcomes))
+        summary = {"handed_back": self._handed_back, "unfinished": len(self._running),
+                   "uncommitted": len(self._outcomes)}
+        log.info("executor_drained", **summary)
+        return summary
 
     async def _hand_back(self, waiting: list[FireKey]) -> bool:
         rows = [[fire_id, attempt] for fire_id, attempt in waiting]

@@ -57,6 +57,18 @@ class Cluster:
                                   http_ports[i], raft_ports[i], peers, self.extra_config)
             self.nodes.append(NodeProc(node_id, config, self.tmp_dir / f"{node_id}.log", http_ports[i], raft_ports[i]))
 
+    def new_member(self) -> NodeProc:
+        """Start one more node that will join this cluster (`raft.join`); stop() stops it too."""
+        node_id = f"node{len(self.nodes) + 1}"
+        http_port, raft_port = free_port(), free_port()
+        config = write_config(self.tmp_dir / f"{node_id}.toml", node_id, self.tmp_dir / f"data-{node_id}", http_port,
+                              raft_port, [n.raft_port for n in self.nodes], "join = true\n" + self.extra_config)
+        node = NodeProc(node_id, config, self.tmp_dir / f"{node_id}.log", http_port, raft_port)
+        self.nodes.append(node)
+        self.start([node])
+        wait_ready([node.url], pids=[node.pid], path="/health")  # alive; /ready needs it to be a member
+        return node
+
     def start(self, nodes: list[NodeProc] | None = None) -> None:
         for node in nodes or self.nodes:
             node.proc = start_node(node.config, node.log)

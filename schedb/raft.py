@@ -74,12 +74,27 @@ class StateHolder(SyncObjConsumer):
 
 
 class _Node(SyncObj):
-    """SyncObj that records contact times as Raft messages arrive (tick thread)."""
+    """SyncObj that records contact times as Raft messages arrive (tick thread).
 
-    def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: StateHolder) -> None:
+    A joining node (`raft.join`) stands for no election until a leader has spoken
+    to it: the moment the cluster adds it, its long-passed election deadline would
+    otherwise make it call an election at once, and its higher term would depose a
+    healthy leader (Raft's "disruptive server"; pysyncobj has no pre-vote)."""
+
+    def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: StateHolder,
+                 join: bool) -> None:
         self.leader_heard_at = 0.0
         self.follower_acks: dict[str, tuple[float, int]] = {}
+        self._joining = join
         super().__init__(self_addr, peers, conf, consumers=[holder])
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        if self._joining:
+            if self.leader_heard_at:
+                self._joining = False
+            else:
+                self._SyncObj__raftElectionDeadline = time.monotonic() + 3600.0
+        SyncObj._onTick(self, timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
         kind = message.get("type") if isinstance(message, dict) else None
@@ -122,7 +137,8 @@ class Replica:
                              catch_up_window_ms=int(s.catch_up_window_s * 1000),
                              idempotency_ttl_ms=int(s.idempotency_ttl_s * 1000), slot_jobs_max=s.slot_jobs_max)
         self.holder = StateHolder(State(limits), self._applied)
-        self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder)
+        self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder,
+                           join=config.raft.join)
 
     # -- tick thread → loop ----------------------------------------------------
 
@@ -190,14 +206,44 @@ class Replica:
             return True
         return time.monotonic() - self._node.leader_heard_at < seconds
 
+    def members(self) -> list[str]:
+        """Raft addresses of the other members, as this node's log has them now."""
+        for _ in range(5):
+            try:  # a set the tick thread changes on a membership change
+                return sorted(node.id for node in list(self._node._SyncObj__otherNodes))
+            except RuntimeError:
+                continue
+        return _members_of(_status_copy(self._node))
+
+    def has_peers(self) -> bool:
+        return bool(self.members())
+
     def live_followers(self, seconds: float, lag_max: int) -> list[str]:
-        """Raft addresses of followers that acknowledged the log within `seconds`
+        """Raft addresses of members that acknowledged the log within `seconds`
         and whose match index is within `lag_max` entries of the commit index."""
         now = time.monotonic()
         commit = self._node.raftCommitIndex
         acks = dict(self._node.follower_acks)  # copy: the tick thread writes it
+        members = set(self.members())
         return sorted(addr for addr, (at, match) in acks.items()
-                      if now - at < seconds and match >= commit - lag_max)
+                      if addr in members and now - at < seconds and match >= commit - lag_max)
+
+    async def change_membership(self, action: str, raft_addr: str, timeout_s: float) -> None:
+        """Add or remove one member through the log; returns once the change committed.
+        Callers serialize changes (schedb.membership): pysyncobj 0.3.17 does not."""
+        change = {"add": self._node.addNodeToCluster, "remove": self._node.removeNodeFromCluster}[action]
+        future: asyncio.Future[Result] = self._loop.create_future()
+        change(raft_addr, callback=lambda result, error: self._loop.call_soon_threadsafe(
+            _settle, future, result, error))
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError as exc:
+            raise SubmitError("commit_timeout", unknown=True) from exc
+
+    def transfer_leadership(self) -> None:
+        """Ask the most caught-up connected follower to take over (Raft TimeoutNow).
+        Best effort: the caller watches is_leader() for the outcome."""
+        self._node.transferLeadership()
 
     def last_ack(self, raft_addr: str) -> float:
         """Monotonic time of the follower's last answer to the leader; 0.0 if none yet."""
@@ -216,7 +262,7 @@ class Replica:
                 "match_index": status.get(f"match_idx_server_{addr}"),
                 "last_ack_ms_ago": round((now - acks[addr][0]) * 1000) if addr in acks else None,
             }
-            for addr in self._config.raft.peers
+            for addr in _members_of(status)
         }
         return RaftView(self_addr=self._config.raft.listen, role=role,
                         leader_addr=leader.id if leader is not None else None,
@@ -250,6 +296,11 @@ def _status_copy(node: SyncObj) -> dict[str, Any]:
     return {}
 
 
+def _members_of(status: dict[str, Any]) -> list[str]:
+    prefix = "partner_node_status_server_"
+    return sorted(key[len(prefix):] for key in status if key.startswith(prefix))
+
+
 def _syncobj_conf(config: Config) -> SyncObjConf:
     r = config.raft
     data = config.data_path
@@ -272,5 +323,7 @@ def _syncobj_conf(config: Config) -> SyncObjConf:
         logCompactionMinTime=r.compaction_min_s,
         commandsQueueSize=config.http.pending_commands_max * 4,
         password=r.password or None,
-        dynamicMembershipChange=False,
+        # Members are added and removed through the log (schedb.membership); a restarted
+        # node takes the member set from its journal and dump, not from raft.peers.
+        dynamicMembershipChange=True,
     )

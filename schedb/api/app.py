@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from schedb.api import cluster, controls, jobs, openapi
+from schedb.api import cluster, controls, jobs, membership, openapi
 from schedb.api.context import NODE
 from schedb.api.problems import Handler, problem_middleware
 from schedb.api.telemetry import get_metrics, telemetry
@@ -27,6 +29,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/api/v1/dlq/{fire_id}/replay", controls.replay_dead_letter),
     ("DELETE", "/api/v1/dlq/{fire_id}", controls.drop_dead_letter),
     ("GET", "/api/v1/cluster", cluster.get_cluster),
+    ("POST", "/api/v1/cluster/members", membership.add_member),
+    ("DELETE", "/api/v1/cluster/members/{member}", membership.remove_member),
+    ("POST", "/api/v1/cluster/leave", membership.leave),
     ("GET", "/health", cluster.health),
     ("GET", "/ready", cluster.ready),
     ("GET", "/metrics", get_metrics),
@@ -38,6 +43,7 @@ def create_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.http.body_max_bytes,
                           middlewares=[telemetry, problem_middleware])
     app[NODE] = node
+    app[membership.CHANGE_LOCK] = asyncio.Lock()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

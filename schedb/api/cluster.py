@@ -13,6 +13,8 @@ from schedb.state import State
 
 
 def cluster_status(node: Node) -> dict[str, Any]:
+    """Per member: role, connection, last ack and log index as this node sees them, and its
+    shard: the fires it holds now (`active_fires`) and the distinct jobs they belong to."""
     view = node.replica.view()
     config = node.config
 
@@ -20,14 +22,17 @@ def cluster_status(node: Node) -> dict[str, Any]:
         return {"nodes": {k: dict(v) for k, v in state.nodes.items()}, "jobs": len(state.jobs),
                 "active_fires": len(state.book), "counters": dict(state.counters),
                 "fires_by_node": {k: len(v) for k, v in state.book.by_node.items()},
+                "jobs_by_node": {k: len({state.book.fires[f]["job_id"] for f in v})
+                                 for k, v in state.book.by_node.items()},
                 "pending_fires": len(state.book.pending), "dead_letters": len(state.dead_letters)}
 
     data = node.replica.read(snapshot)
     by_raft = {n["raft_addr"]: node_id for node_id, n in data["nodes"].items()}
     live = set(node.replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
-    held = data["fires_by_node"]
+    held, shard = data["fires_by_node"], data["jobs_by_node"]
     members = [{"node_id": config.node.id, "raft_addr": config.raft.listen, "http_addr": config.http.listen,
-                "role": view.role, "self": True, "active_fires": held.get(config.node.id, 0)}]
+                "role": view.role, "self": True, "active_fires": held.get(config.node.id, 0),
+                "jobs_assigned": shard.get(config.node.id, 0)}]
     for addr, peer in view.peers.items():
         node_id = by_raft.get(addr)
         members.append({
@@ -39,6 +44,7 @@ def cluster_status(node: Node) -> dict[str, Any]:
             "executor_alive": addr in live if view.role == "leader" else None,
             "draining": bool(node_id and data["nodes"][node_id].get("draining")),
             "active_fires": held.get(node_id, 0) if node_id else 0,
+            "jobs_assigned": shard.get(node_id, 0) if node_id else 0,
         })
     leader_id = config.node.id if view.role == "leader" else by_raft.get(view.leader_addr or "")
     return {

@@ -34,7 +34,8 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 
 def _problems(*codes: int) -> dict[str, Any]:
-    text = {400: "malformed request", 404: "no such job or dead letter", 409: "conflict", 412: "If-Match failed",
+    text = {400: "malformed request", 404: "no such job, dead letter or member", 409: "conflict",
+            412: "If-Match failed",
             413: "body too large", 422: "invalid fields (see errors)", 429: "too many requests (Retry-After)",
             503: "no leader, or outcome unknown (Retry-After)"}
     return {str(c): {"description": text[c], "content": {PROBLEM: {"schema": _ref("Problem")}}} for c in codes}
@@ -94,6 +95,18 @@ def _paths() -> dict[str, Any]:
                                              "responses": {"204": _answer("dropped"), **_problems(404, 503)}}},
         "/api/v1/dlq/{fire_id}/replay": _post([FIRE_ID], "Deliver a dead letter again", 202, {"type": "object"}),
         "/api/v1/cluster": _get("Leader, members, roles, connectivity, log indexes, counters"),
+        "/api/v1/cluster/members": {"post": {
+            "summary": "Add a running node (raft.join = true) as a member", "requestBody": _body({
+                "type": "object", "required": ["raft_addr"], "additionalProperties": False,
+                "properties": {"raft_addr": {"type": "string", "description": "host:port"}}}),
+            "responses": {"201": _answer("added", {"type": "object"}), **_problems(400, 409, 422, 503)}}},
+        "/api/v1/cluster/members/{member}": {"delete": {
+            "summary": "Drain a member and remove it (node id or raft address)", "parameters": [
+                {"name": "member", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _answer("removed", {"type": "object"}), **_problems(404, 503)}}},
+        "/api/v1/cluster/leave": {"post": {
+            "summary": "Drain this node before its removal (called by the leader)",
+            "responses": {"200": _answer("drained", {"type": "object"})}}},
         "/health": _get("Liveness"),
         "/ready": {"get": {"summary": "Readiness (caught up, leader known, registered, executor running)",
                            "responses": {"200": _answer("ready", {"type": "object"}),
