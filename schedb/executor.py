@@ -144,13 +144,17 @@ class Executor:
     def _hold_reason(self) -> str:
         """Why fires must wait now, or "": the state is still a replay (after a restart),
         this node leads a cluster with followers (the dispatcher hands its fires to
-        them), or it is fenced off from any leader."""
+        them), it is connected to no majority, or it is fenced off from any leader."""
         if self._draining:
             return "draining"
         if not self._replica.caught_up():
             return "catching_up"
         if self._replica.is_leader() and self._replica.has_peers():
             return "leader"
+        if not self._replica.has_quorum():
+            # Cut off from a majority (the others died or stopped): an outcome could not
+            # commit, so a delivery now would be repeated once the cluster is back.
+            return "no_quorum"
         if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
             return "fenced"
         return ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from typing import Any
 
 import structlog
@@ -31,6 +32,7 @@ log = structlog.get_logger("schedb.node")
 REGISTER_RETRY_S = 0.5
 # How long SIGTERM waits for running webhooks and their outcomes before the node exits.
 SHUTDOWN_DRAIN_S = 10.0
+LEADERSHIP_HANDOVER_S = 2.0
 
 
 class Node:
@@ -95,6 +97,7 @@ class Node:
             await asyncio.sleep(REGISTER_RETRY_S)
 
     async def stop(self) -> None:
+        await self.hand_over_leadership()
         await self.executor.drain(SHUTDOWN_DRAIN_S)
         for task in self._tasks:
             task.cancel()
@@ -103,6 +106,20 @@ class Node:
                 await task
         await self._session.close()
         self.replica.close()
+
+
+    async def hand_over_leadership(self) -> bool:
+        """A leader about to go asks a caught-up follower to take over (Raft TimeoutNow), so the
+        cluster skips the election timeout it would otherwise wait out. Retried while the
+        followers catch up; bounded. Returns whether this node is a follower now."""
+        deadline = time.monotonic() + LEADERSHIP_HANDOVER_S
+        while self.replica.is_leader() and self.replica.has_peers():
+            if time.monotonic() > deadline:
+                log.warning("leadership_not_handed_over")
+                return False
+            self.replica.transfer_leadership()
+            await asyncio.sleep(0.1)
+        return True
 
 
 def _state_numbers(state: State) -> dict[str, Any]:

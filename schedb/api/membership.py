@@ -150,12 +150,12 @@ async def _wait_registered(node: Node, addr: str) -> str | None:
 
 
 async def _step_down(node: Node) -> None:
-    node.replica.transfer_leadership()
-    deadline = time.monotonic() + TRANSFER_WAIT_S
-    while time.monotonic() < deadline:
-        if not node.replica.is_leader() and node.replica.view().leader_addr:
-            return
-        await asyncio.sleep(0.05)
+    if await node.hand_over_leadership():
+        deadline = time.monotonic() + TRANSFER_WAIT_S
+        while time.monotonic() < deadline:
+            if node.replica.view().leader_addr:
+                return
+            await asyncio.sleep(0.05)
     raise Problem(503, "Leadership not transferred", "no follower was caught up enough to take over; retry",
                   kind="no-leader", headers={"Retry-After": "1"})
 

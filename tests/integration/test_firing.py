@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import time
 import urllib.request
@@ -111,3 +112,17 @@ def _check_metrics_moved(cluster: Cluster, leader_id: str, before: dict[str, dic
         assert after["schedb_fire_delay_seconds_count"] == after.get(succeeded, 0)
         executed += ran
     assert executed == delivered
+
+
+def test_the_grafana_dashboard_queries_only_metrics_a_node_exports(cluster: Cluster) -> None:
+    dashboard = (Path(__file__).parents[2] / "ops" / "grafana" / "schedb-dashboard.json").read_text()
+    queried = set(re.findall(r"schedb_[a-z_]+", dashboard))
+    with urllib.request.urlopen(cluster.nodes[0].url + "/metrics", timeout=10) as resp:
+        families = [line.split()[2] for line in resp.read().decode().splitlines() if line.startswith("# TYPE")]
+
+    def family(name: str) -> str:
+        return re.sub(r"_(total|bucket|count|sum)$", "", name)
+
+    exported = {family(name) for name in families}
+    unknown = {name for name in queried if family(name) not in exported}
+    assert queried and not unknown, f"the dashboard queries metrics no node exports: {sorted(unknown)}"
