@@ -148,9 +148,17 @@ class DrainNode(Command):
     release: list[list[Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CreateJobs(Command):
+    """Create many jobs in one log entry (bulk loading); each spec succeeds or fails on its own."""
+
+    TAG: ClassVar[int] = 12
+    specs: list[dict[str, Any]] = field(default_factory=list)
+
+
 COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
-                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode)
+                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode, CreateJobs)
 }
 
 

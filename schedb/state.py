@@ -30,6 +30,7 @@ from schedb.commands import (
     Command,
     CompleteFires,
     CreateJob,
+    CreateJobs,
     DeleteJob,
     DrainNode,
     DropDeadLetter,
@@ -56,6 +57,7 @@ class StateLimits:
     history_per_job: int = 100
     recent_executions: int = 10_000
     assign_batch_max: int = 5_000
+    bulk_create_max: int = 1_000
     complete_batch_max: int = 5_000
     # Occurrences later than this (cluster down, overload, paused) are misfires,
     # handled by the job's misfire policy (misfire.py); run_all catches up
@@ -185,6 +187,16 @@ class State:
             while len(self.idempotency) > self.limits.idempotency_keys_max:
                 del self.idempotency[next(iter(self.idempotency))]
         return {"ok": True, "job_id": job_id}
+
+    def _create_jobs(self, cmd: CreateJobs) -> Result:
+        if not isinstance(cmd.specs, list) or len(cmd.specs) > self.limits.bulk_create_max:
+            return {"error": "invalid", "detail": f"specs must be a list of at most {self.limits.bulk_create_max}"}
+        results = []
+        for spec in cmd.specs:
+            result = self._create_job(CreateJob(cmd.now_ms, spec))
+            results.append({"job_id": result.get("job_id") or (spec.get("id") if isinstance(spec, dict) else None),
+                            "error": result.get("error"), "detail": result.get("detail")})
+        return {"ok": True, "results": results}
 
     def _slot_full(self, spec: dict[str, Any]) -> Result | None:
         if spec["paused"]:
@@ -335,6 +347,7 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     RegisterNode: State._register_node,
     DrainNode: State._drain_node,
     CreateJob: State._create_job,
+    CreateJobs: State._create_jobs,
     ReplaceJob: State._replace_job,
     DeleteJob: State._delete_job,
     TriggerJob: State._trigger_job,

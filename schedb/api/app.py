@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from schedb.api import cluster, controls, jobs, membership, openapi
+from schedb.api import bulk, cluster, controls, jobs, membership, openapi
 from schedb.api.context import NODE
 from schedb.api.problems import Handler, problem_middleware
 from schedb.api.telemetry import get_metrics, telemetry
@@ -15,6 +15,7 @@ from schedb.node import Node
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/api/v1/jobs", jobs.create_job),
     ("GET", "/api/v1/jobs", jobs.list_jobs),
+    ("POST", "/api/v1/jobs/bulk", bulk.create_jobs),
     ("GET", "/api/v1/jobs/{job_id}", jobs.get_job),
     ("PUT", "/api/v1/jobs/{job_id}", jobs.put_job),
     ("PATCH", "/api/v1/jobs/{job_id}", jobs.patch_job),

@@ -22,7 +22,7 @@ PATCH_RETRIES = 3
 STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown")
 
 
-def _validate(node: Node, raw: Any, job_id: str | None = None) -> dict[str, Any]:
+def validate_spec(node: Node, raw: Any, job_id: str | None = None) -> dict[str, Any]:
     try:
         spec = validate_job(raw, job_id)
     except InvalidJob as exc:
@@ -43,7 +43,7 @@ def _keep_secret(raw: Any, stored: dict[str, Any]) -> Any:
     return raw
 
 
-def _refuse_past_one_shot(spec: dict[str, Any]) -> None:
+def refuse_past_one_shot(spec: dict[str, Any]) -> None:
     """A new job whose @at time has passed would never fire: say so instead of storing it."""
     if parse_schedule(spec["schedule"], spec["timezone"]).next_after(wall_ms()) is None:
         raise Problem(422, "Invalid job", "schedule: the @at time is in the past", kind="invalid",
@@ -86,8 +86,8 @@ async def create_job(request: web.Request) -> web.Response:
     raw = await read_json(request)
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": uuid.uuid4().hex}
-    spec = _validate(node, raw)
-    _refuse_past_one_shot(spec)
+    spec = validate_spec(node, raw)
+    refuse_past_one_shot(spec)
     key = request.headers.get("Idempotency-Key", "")
     if len(key) > IDEMPOTENCY_KEY_LEN_MAX:
         raise Problem(400, "Invalid Idempotency-Key", f"at most {IDEMPOTENCY_KEY_LEN_MAX} characters",
@@ -141,7 +141,7 @@ async def put_job(request: web.Request) -> web.Response:
     raw = await read_json(request)
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": job_id}
-    spec = _validate(node, _keep_secret(raw, _read_job(node, job_id)["spec"]), job_id)
+    spec = validate_spec(node, _keep_secret(raw, _read_job(node, job_id)["spec"]), job_id)
     await propose(node, ReplaceJob(wall_ms(), spec, _if_match(request)))
     return _job_response(node, job_id)
 
@@ -166,7 +166,7 @@ async def patch_fields(request: web.Request, patch: dict[str, Any]) -> web.Respo
         if wanted and wanted != job["version"]:
             raise Problem(412, "Precondition failed", f"job is at version {job['version']}",
                           kind="precondition-failed")
-        spec = _validate(node, _keep_secret(merge_patch(job["spec"], patch), job["spec"]), job_id)
+        spec = validate_spec(node, _keep_secret(merge_patch(job["spec"], patch), job["spec"]), job_id)
         try:
             await propose(node, ReplaceJob(wall_ms(), spec, job["version"]))
             return _job_response(node, job_id)

@@ -65,6 +65,15 @@ def _paths() -> dict[str, Any]:
                     "jobs": {"type": "array", "items": _ref("Job")}, "next_after": {"type": ["string", "null"]}}}),
                     **_problems(400)}},
         },
+        "/api/v1/jobs/bulk": {"post": {
+            "summary": "Create up to 1,000 jobs in one commit; all are validated first, then each succeeds "
+                       "or fails (409 exists, 429 slot full) on its own",
+            "requestBody": _body({"type": "object", "required": ["jobs"], "additionalProperties": False,
+                                  "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                                          "items": _ref("JobInput")}}}),
+            "responses": {"200": _answer("per-job outcomes", {"type": "object", "properties": {
+                "created": {"type": "integer"}, "failed": {"type": "integer"},
+                "items": {"type": "array", "items": {"type": "object"}}}}), **_problems(400, 413, 422, 429, 503)}}},
         "/api/v1/jobs/{job_id}": {
             "parameters": [JOB_ID],
             "get": {"summary": "Read a job", "responses": {"200": job_answer, **_problems(404)}},

@@ -125,6 +125,22 @@ def test_duplicate_id_conflict_and_unknown_job(cluster: Cluster) -> None:
     assert http("GET", url + "/api/v1/jobs/nope/executions")[0] == 404
 
 
+def test_bulk_create_validates_everything_first_and_reports_each_job(cluster: Cluster) -> None:
+    url = cluster.nodes[1].url
+    assert http("POST", url + "/api/v1/jobs", {"id": "bulk-taken", **JOB})[0] == 201
+    code, _, problem = http("POST", url + "/api/v1/jobs/bulk", {"jobs": [{"id": "bulk-x", **JOB},
+                                                                         {**JOB, "schedule": "61 * * * *"}]})
+    assert code == 422 and problem["errors"][0]["field"] == "jobs[1].schedule"
+    assert http("GET", url + "/api/v1/jobs/bulk-x")[0] == 404, "an invalid batch created something"
+    for body in ({"jobs": []}, {"jobs": [JOB] * 1001}, {"jobs": [JOB], "extra": 1}, [JOB]):
+        assert http("POST", url + "/api/v1/jobs/bulk", body)[2]["errors"][0]["field"] == "jobs"
+    jobs = [{"id": f"bulk-{i}", **JOB} for i in range(500)] + [{"id": "bulk-taken", **JOB}]
+    code, _, result = http("POST", url + "/api/v1/jobs/bulk", {"jobs": jobs})
+    assert code == 200 and (result["created"], result["failed"]) == (500, 1)
+    assert result["items"][-1] == {"id": "bulk-taken", "status": 409, "detail": "job 'bulk-taken' already exists"}
+    assert http("GET", cluster.nodes[2].url + "/api/v1/jobs/bulk-499")[0] == 200
+
+
 def test_updates_honour_if_match(cluster: Cluster) -> None:
     url = cluster.nodes[1].url + "/api/v1/jobs/versioned"
     assert http("PUT", url, JOB)[0] == 404

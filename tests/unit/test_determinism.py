@@ -13,6 +13,7 @@ from schedb.commands import (
     Command,
     CompleteFires,
     CreateJob,
+    CreateJobs,
     DeleteJob,
     DropDeadLetter,
     Outcome,
@@ -44,8 +45,11 @@ def commands(draw: st.DrawFn) -> list[Command]:
         now += draw(st.integers(-500, 3000))  # clocks may disagree: the state clamps
         kind = draw(st.integers(0, 8))
         job_id = draw(JOB_IDS)
-        if kind == 0:
+        if kind == 0 and draw(st.booleans()):
             out.append(CreateJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans()))))
+        elif kind == 0:  # bulk, with repeated ids and an occasional malformed spec
+            specs: list[Any] = [_spec(draw(JOB_IDS), draw(SCHEDULES), False) for _ in range(draw(st.integers(1, 3)))]
+            out.append(CreateJobs(now, specs + ([{"id": 7}] if draw(st.booleans()) else [])))
         elif kind == 1:
             out.append(ReplaceJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans())), draw(st.integers(0, 3))))
         elif kind == 2:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb.commands import AssignFires, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode, ReplaceJob
+from schedb.commands import (
+    AssignFires,
+    CompleteFires,
+    CreateJob,
+    CreateJobs,
+    DeleteJob,
+    Outcome,
+    RegisterNode,
+    ReplaceJob,
+)
 from schedb.jobspec import validate_job
 from schedb.state import State, StateLimits
 
@@ -224,3 +233,14 @@ def test_a_command_with_a_bad_clock_is_rejected_without_change() -> None:
     before = (state.now_ms, dict(state.jobs))
     assert state.apply(CreateJob("soon", spec()))["error"] == "invalid"  # type: ignore[arg-type]
     assert (state.now_ms, state.jobs) == before and state.counters["commands_rejected"] == 1
+
+
+def test_bulk_create_reports_each_job_and_bounds_the_batch() -> None:
+    state = cluster_state(StateLimits(bulk_create_max=3))
+    state.apply(CreateJob(T0, spec("taken")))
+    result = state.apply(CreateJobs(T0, [spec("a"), spec("taken"), {"id": "bad"}]))
+    assert [(r["job_id"], r["error"]) for r in result["results"]] == [("a", None), ("taken", "conflict"),
+                                                                      ("bad", "invalid")]
+    assert set(state.jobs) == {"a", "taken"} and state.jobs["a"]["next_fire_ms"] == T0 + 1000
+    assert state.apply(CreateJobs(T0, [spec(f"j{i}") for i in range(4)]))["error"] == "invalid"
+    assert state.apply(CreateJobs(T0, "not a list"))["error"] == "invalid"  # type: ignore[arg-type]

@@ -1,0 +1,61 @@
+"""Bulk create: up to 1,000 jobs in one request and one Raft log entry, for loading many
+jobs quickly. Every job is validated before anything is proposed (one invalid job and
+nothing is created, the errors name `jobs[i].field`); an id that exists already or a full
+slot fails that job alone, reported per item."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from schedb.api.context import NODE, json_response, propose
+from schedb.api.jobs import refuse_past_one_shot, validate_spec
+from schedb.api.problems import Problem, read_json
+from schedb.commands import CreateJobs
+from schedb.node import Node
+from schedb.webhook import wall_ms
+
+BULK_MAX = 1_000
+ERRORS_SHOWN_MAX = 100
+_ITEM_STATUS = {None: 201, "conflict": 409, "slot_full": 429, "invalid": 422}
+
+
+async def create_jobs(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    raw = await read_json(request)
+    items = raw.get("jobs") if isinstance(raw, dict) and set(raw) == {"jobs"} else None
+    if not isinstance(items, list) or not 1 <= len(items) <= BULK_MAX:
+        message = f"the body must be {{\"jobs\": [...]}} with 1 to {BULK_MAX} jobs"
+        raise Problem(422, "Invalid jobs", message, kind="invalid", errors=[{"field": "jobs", "message": message}])
+    specs, errors = _validate_all(node, items)
+    if errors:
+        raise Problem(422, "Invalid jobs", f"{len(errors)} problem(s) in the jobs; nothing was created",
+                      kind="invalid", errors=errors[:ERRORS_SHOWN_MAX])
+    result = await propose(node, CreateJobs(wall_ms(), specs))
+    outcomes = [{"id": r["job_id"], "status": _ITEM_STATUS.get(r["error"], 422),
+                 **({"detail": r["detail"]} if r["error"] else {})} for r in result["results"]]
+    created = sum(1 for o in outcomes if o["status"] == 201)
+    return json_response({"created": created, "failed": len(outcomes) - created, "items": outcomes})
+
+
+def _validate_all(node: Node, items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    specs: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and "id" not in item:
+            item = {**item, "id": uuid.uuid4().hex}
+        try:
+            spec = validate_spec(node, item)
+            refuse_past_one_shot(spec)
+        except Problem as problem:
+            errors += [{"field": f"jobs[{i}].{e['field']}".rstrip("."), "message": e["message"]}
+                       for e in problem.errors or [{"field": "", "message": problem.detail}]]
+            continue
+        if spec["id"] in seen:
+            errors.append({"field": f"jobs[{i}].id", "message": f"{spec['id']!r} appears twice in this request"})
+        seen.add(spec["id"])
+        specs.append(spec)
+    return specs, errors
