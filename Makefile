@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install cluster stop status test chaos lint clean
+.PHONY: install cluster stop status test chaos bench bench-quick lint clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ test: $(STAMP)
 
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+bench-quick: $(STAMP)
+	$(PY) scripts/bench.py --quick
 
 lint: $(STAMP)
 	$(PY) -m ruff check schedb scripts tests

@@ -255,9 +255,14 @@ def main() -> int:
     parser.add_argument("--leader-kills", type=int, default=10)
     parser.add_argument("--only", default="", help="run only scenarios whose name contains this")
     parser.add_argument("--out", default="chaos-results")
+    parser.add_argument("--keep", default="", help="run in this directory and keep its node logs and data")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="schedb-chaos-") as tmp:
-        results = run(args, Path(tmp))
+    if args.keep:
+        Path(args.keep).mkdir(parents=True)
+        results = run(args, Path(args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="schedb-chaos-") as tmp:
+            results = run(args, Path(tmp))
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     (out / "chaos.json").write_text(json.dumps(results, indent=2))

@@ -1,0 +1,100 @@
+"""`make bench` (about 10 minutes) and `make bench-quick` (about a minute and a half):
+schedb measured against its limits and a peer, in one run on this machine.
+
+Every scenario starts its own three-node cluster and receiver on free ports of
+127.0.0.1 and stops them by PID. The same run measures two references, so the
+figures can be read as ratios on a noisy machine: the raw limit (aiohttp POSTing
+to the same receiver as fast as it can) and APScheduler 3.x firing the same
+workload from one process. Results: bench-results/<time>.md, .json and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import references, report, scenarios
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Plan:
+    sustained_jobs: tuple[int, ...]
+    sustained_s: int
+    apscheduler_jobs: tuple[int, ...]
+    burst_jobs: int
+    api_creates: int
+    scale_jobs: int
+    failover_jobs: int
+    raw_s: float
+
+
+FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apscheduler_jobs=(200, 1000, 3000),
+            burst_jobs=10_000, api_creates=5_000, scale_jobs=100_000, failover_jobs=1000, raw_s=10.0)
+QUICK = Plan(sustained_jobs=(200, 1000), sustained_s=10, apscheduler_jobs=(1000,), burst_jobs=2_000,
+             api_creates=1_000, scale_jobs=10_000, failover_jobs=300, raw_s=5.0)
+CONCURRENCY = 64
+
+
+async def run(plan: Plan, work: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"plan": plan.__dict__, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    steps: list[tuple[str, Any]] = [
+        ("raw_limit", lambda: references.raw_limit(work, plan.raw_s, CONCURRENCY)),
+        ("sustained", lambda: _each(plan.sustained_jobs, lambda n: scenarios.sustained(work, n, plan.sustained_s))),
+        ("apscheduler_every", lambda: _each(plan.apscheduler_jobs,
+                                            lambda n: references.apscheduler(work, n, plan.sustained_s))),
+        ("burst", lambda: scenarios.burst(work, plan.burst_jobs)),
+        ("apscheduler_burst", lambda: references.apscheduler(work, plan.burst_jobs, 0, mode="burst")),
+        ("api", lambda: scenarios.api(work, plan.api_creates)),
+        ("scale", lambda: scenarios.scale(work, plan.scale_jobs)),
+        ("failover", lambda: scenarios.failover(work, plan.failover_jobs)),
+    ]
+    for name, step in steps:
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        results[name] = await step()
+        brief = {k: v for k, v in results[name].items() if k != "series"} if isinstance(results[name], dict) \
+            else results[name]
+        print(f"   {json.dumps(brief)[:600]}  ({time.monotonic() - t0:.0f} s)", flush=True)
+    return results
+
+
+async def _each(values: tuple[int, ...], step: Any) -> list[dict[str, Any]]:
+    return [await step(v) for v in values]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the one-minute version")
+    parser.add_argument("--out", default=str(ROOT / "bench-results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="schedb-bench-"))
+    try:
+        results = asyncio.run(run(QUICK if args.quick else FULL, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    table = report.markdown(results)
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{stamp}.md").write_text(f"# schedb bench {stamp}\n\n{table}")
+    pictures = report.plots(results, out)
+    print("\n" + table)
+    print(f"results: {out / stamp}.md, .json; plots: {', '.join(p.name for p in pictures)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

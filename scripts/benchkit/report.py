@@ -1,0 +1,131 @@
+"""The benchmark's output: one Markdown table (figure, schedb, reference, ratio, target),
+the raw JSON, and PNG plots (fire delay around the leader's death; throughput versus N)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, Any, Any, str, str]  # figure, schedb, reference, target, verdict
+
+
+def _ratio(value: Any, reference: Any) -> str:
+    if isinstance(value, int | float) and isinstance(reference, int | float) and reference:
+        return f"{value / reference:.2f}"
+    return "-"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "missed")
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    raw = r["raw_limit"]["requests_per_s"]
+    out: list[Row] = [("raw aiohttp limit, requests/s (same receiver)", raw, "-", "", "-")]
+    aps = {a["jobs"]: a for a in r.get("apscheduler_every", [])}
+    for s in r["sustained"]:
+        n, ref = s["jobs"], aps.get(s["jobs"], {})
+        out += [
+            (f"N={n} @every 1s: delivered fires/s (vs raw limit)", s["fires_per_s"], raw, "≥ 0.5 of raw",
+             _verdict(s["fires_per_s"] >= 0.5 * raw) if n >= 3000 else "-"),
+            (f"N={n}: fire delay p50 / p99 / max ms (vs APScheduler)", f"{s['p50_ms']} / {s['p99_ms']} / {s['max_ms']}",
+             f"{ref.get('p50_ms')} / {ref.get('p99_ms')} / {ref.get('max_ms')}" if ref else "-",
+             "p99 ≤ 15 ms at 200/s" if n == 200 else ("p99 ≤ 50 ms" if n >= 3000 else ""),
+             _verdict((s["p99_ms"] or 1e9) <= (15 if n == 200 else 50)) if n == 200 or n >= 3000 else "-"),
+            (f"N={n}: missing / duplicate fires (vs APScheduler)", f"{s['lost']} / {s['duplicates']}",
+             f"{ref['lost']} / {ref['duplicates']}" if ref else "-", "0", _verdict(s["lost"] == 0)),
+            (f"N={n}: CPU cores used", json.dumps(s["cpu_cores"]), json.dumps(ref.get("cpu_cores", "-")), "", "-"),
+        ]
+    best = max((s["fires_per_s"] for s in r["sustained"] if (s["p99_ms"] or 1e9) < 100 and s["lost"] == 0),
+               default=0)
+    out.append(("highest sustained fires/s with p99 < 100 ms and none missing", best, raw, "≥ 3000",
+                _verdict(best >= 3000)))
+    b, ab = r["burst"], r.get("apscheduler_burst", {})
+    out += [(f"burst of {b['jobs']} one-shots: all delivered after s", b["all_delivered_s"],
+             ab.get("all_delivered_s", "-"), "≤ 2 s", _verdict(b["all_delivered_s"] is not None
+                                                               and b["all_delivered_s"] <= 2)),
+            ("burst: delay p50 / p99 ms; lost", f"{b['p50_ms']} / {b['p99_ms']}; {b['lost']}",
+             f"{ab.get('p50_ms')} / {ab.get('p99_ms')}; {ab.get('lost')}" if ab else "-", "none lost",
+             _verdict(b["lost"] == 0))]
+    out += _api_rows(r["api"]) + _scale_rows(r["scale"], ab) + _failover_rows(r["failover"])
+    return out
+
+
+def _api_rows(a: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for via in ("follower", "leader"):
+        c = a[f"create_via_{via}"]
+        out.append((f"API create via {via}, {c['concurrency']} clients: per s; p50 / p99 ms", f"{c['per_s']}; "
+                    f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f}", "-", "", "-"))
+    p = a["create_paced_500_per_s"]
+    out.append(("API create at 500/s: p50 / p99 ms", f"{p['p50_ms']:.1f} / {p['p99_ms']:.1f}", "-", "p99 ≤ 20 ms",
+                _verdict(p["p99_ms"] <= 20)))
+    rd = a["read"]
+    out.append(("API read: p50 / p99 ms", f"{rd['p50_ms']:.2f} / {rd['p99_ms']:.2f}", "-", "", "-"))
+    return out
+
+
+def _scale_rows(s: dict[str, Any], aps_burst: dict[str, Any]) -> list[Row]:
+    worst = max(s["rss_mb_after"].values())
+    aps_growth = (aps_burst["aps_rss_mb_with_jobs"] - aps_burst["aps_rss_mb_before"]) if aps_burst else None
+    aps_jobs = aps_burst.get("jobs") if aps_burst else None
+    return [
+        (f"bulk load of {s['jobs']} jobs: jobs/s", s["bulk_jobs_per_s"], "-", "≥ 5000", _verdict(s["bulk_jobs_per_s"]
+                                                                                               >= 5000)),
+        (f"{s['jobs']} jobs: RSS per node MB (before → after)",
+         ", ".join(f"{k} {s['rss_mb_before'][k]}→{v}" for k, v in s["rss_mb_after"].items()),
+         f"APScheduler +{aps_growth:.0f} MB for {aps_jobs} jobs" if aps_growth is not None else "-", "≤ 200 MB",
+         _verdict(worst <= 200)),
+        (f"{s['jobs']} jobs: snapshot KiB; data dir KiB", f"{s['snapshot_kib']}; {s['data_dir_kib']}", "-", "", "-"),
+        ("SIGKILLed follower ready again after s", s["restart_ready_s"], "-", "≤ 10 s", _verdict(s["restart_ready_s"]
+                                                                                               <= 10)),
+    ]
+
+
+def _failover_rows(f: dict[str, Any]) -> list[Row]:
+    k = f["around_kill"]
+    return [
+        (f"leader SIGKILL, {f['jobs']} jobs @1s: lost / duplicates", f"{f['all']['lost']} / {f['all']['duplicates']}",
+         "-", "0 lost", _verdict(f["all"]["lost"] == 0)),
+        ("leader SIGKILL: delay p50 / p99 / max ms of fires due from 1 s before to 5 s after",
+         f"{k['p50_ms']} / {k['p99_ms']} / {k['max_ms']}", "-", "p99 ≤ 1000 ms",
+         _verdict((k["p99_ms"] or 1e9) <= 1000)),
+        ("leader SIGKILL: longest time without a delivery, ms", f["longest_silence_ms"], "-", "", "-"),
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| figure | schedb | reference | ratio | target | |", "|---|---|---|---|---|---|"]
+    for figure, value, reference, target, verdict in rows(results):
+        lines.append(f"| {figure} | {value} | {reference} | {_ratio(value, reference)} | {target} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    series = results["failover"]["series"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.scatter([s[0] / 1000 for s in series], [s[1] for s in series], s=2)
+    ax.axvline(0, color="red", linestyle="--", label="leader SIGKILL")
+    ax.set(xlabel="scheduled time relative to the kill (s)", ylabel="fire delay (ms)",
+           title=f"Fire delay around a leader SIGKILL ({results['failover']['jobs']} jobs @every 1s)")
+    ax.legend()
+    fig.savefig(out / "failover-delay.png", dpi=100, bbox_inches="tight")
+    made.append(out / "failover-delay.png")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sustained = results["sustained"]
+    ax.plot([s["jobs"] for s in sustained], [s["fires_per_s"] for s in sustained], marker="o", label="schedb")
+    aps = results.get("apscheduler_every", [])
+    ax.plot([a["jobs"] for a in aps], [a["fires_per_s"] for a in aps], marker="s", label="APScheduler 3")
+    ax.axhline(results["raw_limit"]["requests_per_s"], color="grey", linestyle=":", label="raw aiohttp limit")
+    ax.set(xlabel="jobs firing every second (N)", ylabel="delivered fires/s", title="Throughput versus N")
+    ax.legend()
+    fig.savefig(out / "throughput.png", dpi=100, bbox_inches="tight")
+    made.append(out / "throughput.png")
+    return made
