@@ -9,7 +9,7 @@ would let nodes diverge.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -164,7 +164,9 @@ COMMAND_TYPES: dict[int, type[Command]] = {
 
 def encode(command: Command) -> bytes:
     assert command.TAG in COMMAND_TYPES, f"unregistered command {type(command).__name__}"
-    return msgpack.packb([FORMAT_VERSION, command.TAG, asdict(command)], use_bin_type=True)
+    # A shallow field dict: asdict() would deep-copy every row of a large batch first.
+    payload = {f.name: getattr(command, f.name) for f in fields(command)}
+    return msgpack.packb([FORMAT_VERSION, command.TAG, payload], use_bin_type=True)
 
 
 def decode(data: bytes) -> Command:

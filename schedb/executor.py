@@ -36,6 +36,7 @@ from schedb.gate import PriorityGate
 from schedb.metrics import NodeMetrics
 from schedb.policies import newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
+from schedb.timers import DueTimers, FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
 log = structlog.get_logger("schedb.executor")
@@ -45,7 +46,6 @@ RETRY_DELAY_S_MAX = 1.0
 HAND_BACK_ROUNDS = 3
 HAND_BACK_PAUSE_S = 0.15
 
-FireKey = tuple[str, int]  # (fire_id, attempt)
 
 
 class Executor:
@@ -57,7 +57,7 @@ class Executor:
         self._replica = replica
         self._session = session
         self._gate = PriorityGate(config.executor.max_inflight)
-        self._timers: dict[FireKey, asyncio.TimerHandle] = {}
+        self._timers = DueTimers(self._due)
         self._held: dict[FireKey, dict[str, Any]] = {}
         self._running: dict[FireKey, asyncio.Task[None]] = {}
         self._running_fires: dict[FireKey, dict[str, Any]] = {}
@@ -70,6 +70,7 @@ class Executor:
         self._drain_announced = False
         self._handed_back = 0
         self._offered: set[FireKey] = set()
+        self._seen_version = -1
 
     @property
     def in_flight(self) -> int:
@@ -90,21 +91,29 @@ class Executor:
     # -- reconcile timers with the state ----------------------------------------
 
     def on_state_change(self) -> None:
-        assigned = {(f["fire_id"], f["attempt"]): f
-                    for f in self._replica.read(lambda s: s.fires_for_node(self._node_id))}
-        for key in [k for k in self._timers if k not in assigned]:
-            self._timers.pop(key).cancel()
-        for key in [k for k in self._held if k not in assigned]:
-            del self._held[key]
-        now_ms = wall_ms()
-        loop = asyncio.get_running_loop()
-        for key, fire in assigned.items():
-            if key in self._timers or key in self._held or key in self._running or key in self._outcomes:
-                continue
-            delay_s = max(0.0, (fire["due_ms"] - now_ms) / 1000)
-            self._timers[key] = loop.call_later(delay_s, self._due, key, fire)
+        self._reconcile()
         self._release_held()
         self._cancel_replaced()
+
+    def _reconcile(self) -> None:
+        """Timers for the fires the state gives this node; none for those it took away.
+        Looks only at the fires changed since the last look (most commands are about others')."""
+        node_id, seen = self._node_id, self._seen_version
+        if self._replica.read(lambda s: s.book.version_of(node_id)) == seen:
+            return
+        self._seen_version, full, changed = self._replica.read(lambda s: s.fire_changes(node_id, seen))
+        if full:  # first look, or too far behind: anything not listed is no longer ours
+            changed.update({key[0]: None for key in (*self._timers, *self._held) if key[0] not in changed})
+        held = {key[0]: key for key in self._held}
+        for fire_id, fire in changed.items():
+            current = (fire_id, fire["attempt"]) if fire is not None else None
+            for key in (self._timers.key_of(fire_id), held.get(fire_id)):
+                if key is not None and key != current:
+                    self._timers.cancel(key)
+                    self._held.pop(key, None)
+            if current is not None and fire is not None and current not in self._timers and \
+                    current not in self._held and current not in self._running and current not in self._outcomes:
+                self._timers.add(current, fire)
 
     def _cancel_replaced(self) -> None:
         """concurrency: replace, when the newer fire runs on another node than the older one."""
@@ -123,11 +132,6 @@ class Executor:
             task.cancel(why)
 
     def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
-        early_ms = fire["due_ms"] - wall_ms()
-        if early_ms > 0:  # the loop's clock and the wall clock drift apart a little: never fire early
-            self._timers[key] = asyncio.get_running_loop().call_later(early_ms / 1000, self._due, key, fire)
-            return
-        self._timers.pop(key, None)
         reason = self._hold_reason()
         if reason:
             (log.warning if reason == "fenced" else log.info)(
@@ -267,8 +271,7 @@ class Executor:
             if not self._running and not self._replica.has_quorum():
                 break  # only outcomes are left, and nothing can commit them
             await asyncio.sleep(0.05)
-        for timer in self._timers.values():
-            timer.cancel()
+        self._timers.cancel_all()
         summary = {"handed_back": self._handed_back, "unfinished": len(self._running),
                    "uncommitted": len(self._outcomes)}
         log.info("executor_drained", **summary)

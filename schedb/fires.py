@@ -15,6 +15,7 @@ from typing import Any
 
 Fire = dict[str, Any]
 PENDING = ""  # the node of a fire that no executor holds yet
+TOUCHED_MAX = 20_000  # changed fire ids remembered per node (an executor further behind re-reads all)
 
 
 def fire_id_of(job_id: str, scheduled_ms: int) -> str:
@@ -27,6 +28,11 @@ class FireBook:
         self.by_node: dict[str, dict[str, None]] = {}
         self.pending: dict[str, None] = {}
         self.withdrawn: dict[str, Fire] = {}
+        # Per node, a version bumped whenever one of its fires changes (added, moved away,
+        # ended, next attempt), and the ids changed, oldest first (bounded): an executor
+        # looks only at what changed since the version it saw last.
+        self.versions: dict[str, int] = {}
+        self.touched: dict[str, dict[str, int]] = {}
 
     def __len__(self) -> int:
         return len(self.fires)
@@ -43,6 +49,27 @@ class FireBook:
         self._unindex(fire)
         fire["node"] = node
         self._index(fire)
+
+    def next_attempt(self, fire: Fire, due_ms: int) -> None:
+        """A retry: the same executor keeps the fire, with the next attempt due later."""
+        fire["attempt"] += 1
+        fire["due_ms"] = due_ms
+        self._touch(fire["node"], fire["fire_id"])
+
+    def version_of(self, node: str) -> int:
+        return self.versions.get(node, 0)
+
+    def touched_since(self, node: str, version: int) -> list[str] | None:
+        """Ids of the node's fires changed after `version`; None if the log does not reach back."""
+        log = self.touched.get(node, {})
+        if version < 0 or (log and next(iter(log.values())) > version + 1):
+            return None
+        out = []
+        for fire_id, touched_at in reversed(log.items()):
+            if touched_at <= version:
+                break
+            out.append(fire_id)
+        return out
 
     def end(self, fire_id: str) -> Fire:
         fire = self.fires.pop(fire_id)
@@ -67,16 +94,26 @@ class FireBook:
     def to_canonical(self) -> list[Any]:
         return [self.fires, self.by_node, self.pending, self.withdrawn]
 
+    def _touch(self, node: str, fire_id: str) -> None:
+        version = self.versions[node] = self.versions.get(node, 0) + 1
+        log = self.touched.setdefault(node, {})
+        log.pop(fire_id, None)
+        log[fire_id] = version
+        if len(log) > TOUCHED_MAX:
+            del log[next(iter(log))]
+
     def _index(self, fire: Fire) -> None:
         if fire["node"] == PENDING:
             self.pending[fire["fire_id"]] = None
         else:
             self.by_node.setdefault(fire["node"], {})[fire["fire_id"]] = None
+            self._touch(fire["node"], fire["fire_id"])
 
     def _unindex(self, fire: Fire) -> None:
         if fire["node"] == PENDING:
             del self.pending[fire["fire_id"]]
             return
+        self._touch(fire["node"], fire["fire_id"])
         by_node = self.by_node[fire["node"]]
         del by_node[fire["fire_id"]]
         if not by_node:

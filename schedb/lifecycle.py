@@ -192,8 +192,7 @@ def _retry_or_bury(state: State, fire: Fire, outcome: Outcome) -> None:
     if fire["attempt"] - fire["attempt_base"] < retry["max_attempts"] and not _at_most_once(state, fire):
         delay_ms = backoff_ms(fire["fire_id"], fire["attempt"], retry["backoff_s"], retry["backoff_max_s"],
                               outcome.retry_after_ms)
-        fire["attempt"] += 1
-        fire["due_ms"] = state.now_ms + delay_ms
+        state.book.next_attempt(fire, state.now_ms + delay_ms)
         state.set_lease(fire)
         state.counters["retries_scheduled"] += 1
         return

@@ -22,6 +22,8 @@ both passes of the repeated hour, since they describe elapsed time.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -156,12 +158,8 @@ def _cron_next(schedule: Schedule, after_ms: int) -> int | None:
     # croniter works in whole seconds: start from the second that contains after_ms,
     # so the result is strictly greater than after_ms.
     start = datetime.fromtimestamp(after_ms // 1000, tz=UTC).astimezone(tz)
-    it = croniter(
-        schedule.cron,
-        start,
-        second_at_beginning=len(schedule.cron.split(" ")) == 6,
-        max_years_between_matches=CRON_SEARCH_YEARS_MAX,
-    )
+    it = _iterator(schedule.cron)
+    it.set_current(start, force=True)
     for _ in range(FOLD_SKIPS_MAX):
         try:
             nxt: datetime = it.get_next(datetime)
@@ -170,6 +168,28 @@ def _cron_next(schedule: Schedule, after_ms: int) -> int | None:
         if not (schedule.hour_fixed and _is_second_pass(nxt)):
             return int(nxt.timestamp()) * 1000
     return None
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)  # any start: set_current() replaces it before each use
+ITERATORS_PER_THREAD_MAX = 4096
+_iterators = threading.local()  # the tick thread and the event loop both compute schedules
+
+
+def _iterator(cron: str) -> croniter:
+    """A croniter for the expression, parsed once per thread (parsing is most of its cost)."""
+    cache: OrderedDict[str, croniter] | None = getattr(_iterators, "cache", None)
+    if cache is None:
+        cache = _iterators.cache = OrderedDict()
+    it = cache.get(cron)
+    if it is None:
+        it = croniter(cron, _EPOCH, second_at_beginning=len(cron.split(" ")) == 6,
+                      max_years_between_matches=CRON_SEARCH_YEARS_MAX)
+        cache[cron] = it
+        if len(cache) > ITERATORS_PER_THREAD_MAX:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(cron)
+    return it
 
 
 def _is_second_pass(dt: datetime) -> bool:

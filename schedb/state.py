@@ -125,6 +125,18 @@ class State:
     def fires_for_node(self, node_id: str) -> list[dict[str, Any]]:
         return [dict(f) for f in self.book.of_node(node_id)]
 
+    def fire_changes(self, node_id: str, since: int) -> tuple[int, bool, dict[str, dict[str, Any] | None]]:
+        """What changed in node_id's fires after version `since`: (version now, whether this is
+        the full set, {fire_id: a copy of the fire if node_id holds it, else None})."""
+        book = self.book
+        ids = book.touched_since(node_id, since)
+        full = ids is None
+        out: dict[str, dict[str, Any] | None] = {}
+        for fire_id in book.by_node.get(node_id, {}) if ids is None else ids:
+            fire = book.fires.get(fire_id)
+            out[fire_id] = dict(fire) if fire is not None and fire["node"] == node_id else None
+        return book.version_of(node_id), full, out
+
     def canonical_bytes(self) -> bytes:
         """A byte-exact rendering of the whole state, for determinism checks."""
         return msgpack.packb(
@@ -175,13 +187,14 @@ class State:
         job_id = spec["id"]
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
-        if error := self._slot_full(spec):
+        first_ms = self._first_fire(spec)
+        if error := self._slot_full(first_ms):
             return error
         self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
                              "version": 1, "next_fire_ms": None, "active_fires": [],
                              "paused_ms": self.now_ms if spec["paused"] else None}
         self.history[job_id] = deque(maxlen=self.limits.history_per_job)
-        self.schedule_from(job_id, self.now_ms)
+        self.place(job_id, first_ms)
         if key:
             self.idempotency[key] = (job_id, self.now_ms + self.limits.idempotency_ttl_ms)
             while len(self.idempotency) > self.limits.idempotency_keys_max:
@@ -198,10 +211,11 @@ class State:
                             "error": result.get("error"), "detail": result.get("detail")})
         return {"ok": True, "results": results}
 
-    def _slot_full(self, spec: dict[str, Any]) -> Result | None:
-        if spec["paused"]:
-            return None
-        first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(self.now_ms)
+    def _first_fire(self, spec: dict[str, Any]) -> int | None:
+        """The job's first fire from now on, or None (paused, or a schedule with no fire left)."""
+        return None if spec["paused"] else parse_schedule(spec["schedule"], spec["timezone"]).next_after(self.now_ms)
+
+    def _slot_full(self, first_ms: int | None) -> Result | None:
         if first_ms is not None and self.slots.count_at(first_ms) >= self.limits.slot_jobs_max:
             return {"error": "slot_full", "detail": f"{self.limits.slot_jobs_max} jobs already fire in the second of "
                     "this job's next fire; spread the schedules or raise scheduler.slot_jobs_max"}
@@ -226,7 +240,7 @@ class State:
         old = job["spec"]
         timing_changed = (old["schedule"], old["timezone"], old["paused"]) != (
             spec["schedule"], spec["timezone"], spec["paused"])
-        if timing_changed and (error := self._slot_full(spec)):
+        if timing_changed and (error := self._slot_full(self._first_fire(spec))):
             return error
         job["spec"] = spec
         job["version"] += 1
