@@ -22,10 +22,11 @@ class PriorityGate:
         self._free = capacity
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._waiting = 0  # waiters not yet granted nor cancelled (the heap also holds cancelled ones)
 
     @property
     def waiting(self) -> int:
-        return sum(1 for _, _, f in self._waiters if not f.done())
+        return self._waiting
 
     @asynccontextmanager
     async def place(self, priority: str) -> AsyncIterator[None]:
@@ -36,16 +37,19 @@ class PriorityGate:
             self._release()
 
     async def _acquire(self, rank: int) -> None:
-        if self._free > 0 and not self.waiting:
+        if self._free > 0 and not self._waiting:
             self._free -= 1
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (rank, next(self._order), granted))
+        self._waiting += 1
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
                 self._release()  # the place was handed over just as we were cancelled: pass it on
+            else:
+                self._waiting -= 1
             raise
 
     def _release(self) -> None:
@@ -53,5 +57,6 @@ class PriorityGate:
             _, _, granted = heapq.heappop(self._waiters)
             if not granted.done():
                 granted.set_result(None)
+                self._waiting -= 1
                 return
         self._free += 1

@@ -48,3 +48,26 @@ async def test_a_cancelled_waiter_does_not_leak_a_place() -> None:
     async with gate.place("low"):  # the place came back
         pass
     assert gate.waiting == 0
+
+
+async def test_cancelled_waiters_leave_the_count_and_pass_nothing_on() -> None:
+    gate = PriorityGate(1)
+    admitted: list[str] = []
+
+    async def request(name: str, hold_s: float) -> None:
+        async with gate.place("normal"):
+            admitted.append(name)
+            await asyncio.sleep(hold_s)
+
+    first = asyncio.create_task(request("first", 0.05))
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(request(n, 0)) for n in ("a", "b", "c")]
+    await asyncio.sleep(0)
+    assert gate.waiting == 3
+    queued[1].cancel()
+    await asyncio.sleep(0)
+    assert gate.waiting == 2
+    await asyncio.gather(first, queued[0], queued[2])
+    assert admitted == ["first", "a", "c"] and gate.waiting == 0
+    async with gate.place("low"):  # the place came back: no waiter, no wait
+        assert gate.waiting == 0
