@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 15.0  # above a node's own shutdown bound (schedb.node.SHUTDOWN_S)
 
 
 def free_port() -> int:

@@ -71,6 +71,8 @@ class Executor:
         self._handed_back = 0
         self._offered: set[FireKey] = set()
         self._seen_version = -1
+        self._started_ms = wall_ms()
+        self._orphaned: dict[str, FireKey] = {}  # at-most-once fires a previous run may have started
 
     @property
     def in_flight(self) -> int:
@@ -107,12 +109,14 @@ class Executor:
         held = {key[0]: key for key in self._held}
         for fire_id, fire in changed.items():
             current = (fire_id, fire["attempt"]) if fire is not None else None
-            for key in (self._timers.key_of(fire_id), held.get(fire_id)):
+            for key in (self._timers.key_of(fire_id), held.get(fire_id), self._orphaned.get(fire_id)):
                 if key is not None and key != current:
                     self._timers.cancel(key)
                     self._held.pop(key, None)
+                    self._orphaned.pop(fire_id, None)
             if current is not None and fire is not None and current not in self._timers and \
-                    current not in self._held and current not in self._running and current not in self._outcomes:
+                    current not in self._held and current not in self._running and current not in self._outcomes \
+                    and self._orphaned.get(fire_id) != current:
                 self._timers.add(current, fire)
 
     def _cancel_replaced(self) -> None:
@@ -132,6 +136,11 @@ class Executor:
             task.cancel(why)
 
     def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
+        if self._maybe_started_before_restart(fire):
+            log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
+                        attempt=fire["attempt"], reason="at_most_once, due before this node (re)started")
+            self._orphaned[key[0]] = key
+            return
         reason = self._hold_reason()
         if reason:
             (log.warning if reason == "fenced" else log.info)(
@@ -140,6 +149,16 @@ class Executor:
             self._arm_fence_recheck()
             return
         self._start(key, fire)
+
+    def _maybe_started_before_restart(self, fire: dict[str, Any]) -> bool:
+        """An at-most-once fire given to this node before it (re)started, and due by then, may
+        have been started by the node's previous run, whose outcome never committed. It must
+        not be called again: it is left alone until its lease ends, and the leader then records
+        it as `unknown` (executor_lost). An at-least-once fire is simply delivered again."""
+        if fire["due_ms"] >= self._started_ms or fire["assigned_ms"] >= self._started_ms:
+            return False
+        job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
+        return job is not None and job["spec"]["delivery"] == "at_most_once"
 
     def _start(self, key: FireKey, fire: dict[str, Any]) -> None:
         self._running_fires[key] = fire
@@ -262,7 +281,7 @@ class Executor:
         deadline = loop.time() + timeout_s
         for _ in range(HAND_BACK_ROUNDS):  # fires assigned while the first round commits come back too
             waiting = [key for key in (*self._timers, *self._held) if key not in self._offered]
-            if self._drain_announced and not waiting:
+            if (self._drain_announced and not waiting) or loop.time() > deadline - COMPLETE_TIMEOUT_S:
                 break
             if not self._replica.has_peers() or not self._replica.has_quorum() or not await self._hand_back(waiting):
                 break

@@ -63,7 +63,10 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
     for name, step in steps:
         t0 = time.monotonic()
         print(f"== {name}", flush=True)
-        results[name] = await step()
+        try:
+            results[name] = await step()
+        except Exception as exc:  # one broken scenario must not cost the others' figures
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
         brief = {k: v for k, v in results[name].items() if k != "series"} if isinstance(results[name], dict) \
             else results[name]
         print(f"   {json.dumps(brief)[:600]}  ({time.monotonic() - t0:.0f} s)", flush=True)
@@ -90,9 +93,9 @@ def main() -> int:
     table = report.markdown(results)
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=1))
     (out / f"{stamp}.md").write_text(f"# schedb bench {stamp}\n\n{table}")
-    pictures = report.plots(results, out)
+    pictures = report.plots(results, out, stamp)
     print("\n" + table)
-    print(f"results: {out / stamp}.md, .json; plots: {', '.join(p.name for p in pictures)}")
+    print(f"results: {out / stamp}.md, .json; plots: {', '.join(p.name for p in pictures) or 'none'}")
     return 0
 
 

@@ -31,7 +31,7 @@ from aiohttp import web
 from schedb.api.context import NODE, json_response
 from schedb.api.problems import Problem, read_json
 from schedb.config import ConfigError, parse_address
-from schedb.node import SHUTDOWN_DRAIN_S, Node
+from schedb.node import SHUTDOWN_S, Node
 from schedb.raft import SubmitError
 
 log = structlog.get_logger("schedb.membership")
@@ -91,7 +91,7 @@ async def leave(request: web.Request) -> web.Response:
     """Called by the leader on the node it is about to remove: drain as on SIGTERM, keep running."""
     node = request.app[NODE]
     log.info("leaving_cluster")
-    return json_response(await node.executor.drain(SHUTDOWN_DRAIN_S))
+    return json_response(await node.executor.drain(SHUTDOWN_S))
 
 
 def _invalid(field: str, message: str) -> Problem:
@@ -162,7 +162,7 @@ async def _step_down(node: Node) -> None:
 
 async def _drain(http_addr: str) -> dict[str, Any] | None:
     try:
-        timeout = aiohttp.ClientTimeout(total=SHUTDOWN_DRAIN_S + 5)
+        timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + 5)
         async with aiohttp.ClientSession(timeout=timeout) as session, \
                 session.post(f"http://{http_addr}/api/v1/cluster/leave") as resp:
             return dict(await resp.json()) if resp.status == 200 else None
@@ -180,7 +180,7 @@ async def _forward(request: web.Request, node: Node, body: Any, again: bool = Fa
     if (request.headers.get(FORWARDED) and not again) or not http_addr:
         raise Problem(503, "No leader", "membership changes need a leader; retry", kind="no-leader",
                       headers={"Retry-After": "1"})
-    timeout = aiohttp.ClientTimeout(total=SHUTDOWN_DRAIN_S + CHANGE_TIMEOUT_S + REGISTER_WAIT_S + 5)
+    timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + CHANGE_TIMEOUT_S + REGISTER_WAIT_S + 5)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
                 request.method, f"http://{http_addr}{request.path}", json=body, headers={FORWARDED: "1"}) as resp:

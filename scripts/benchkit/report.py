@@ -21,9 +21,24 @@ def _verdict(ok: bool | None) -> str:
 
 
 def rows(r: dict[str, Any]) -> list[Row]:
+    failed = [(f"{name}: FAILED, {value['error'][:200]}", "-", "-", "", "missed")
+              for name, value in r.items() if isinstance(value, dict) and "error" in value]
+    sections = [_sustained_rows, _burst_rows, lambda r: _api_rows(r["api"]),
+                lambda r: _scale_rows(r["scale"], r.get("apscheduler_burst", {})),
+                lambda r: _failover_rows(r["failover"])]
+    out: list[Row] = []
+    for build in sections:
+        try:
+            out += build(r)
+        except (KeyError, TypeError):
+            continue  # its scenario failed: listed below
+    return out + failed
+
+
+def _sustained_rows(r: dict[str, Any]) -> list[Row]:
     raw = r["raw_limit"]["requests_per_s"]
     out: list[Row] = [("raw aiohttp limit, requests/s (same receiver)", raw, "-", "", "-")]
-    aps = {a["jobs"]: a for a in r.get("apscheduler_every", [])}
+    aps = {a["jobs"]: a for a in r.get("apscheduler_every", []) if isinstance(a, dict) and "jobs" in a}
     for s in r["sustained"]:
         n, ref = s["jobs"], aps.get(s["jobs"], {})
         out += [
@@ -43,14 +58,18 @@ def rows(r: dict[str, Any]) -> list[Row]:
                default=0)
     out.append(("highest sustained fires/s with p99 < 100 ms and none missing", best, raw, "≥ 3000",
                 _verdict(best >= 3000)))
+    return out
+
+
+def _burst_rows(r: dict[str, Any]) -> list[Row]:
     b, ab = r["burst"], r.get("apscheduler_burst", {})
-    out += [(f"burst of {b['jobs']} one-shots: all delivered after s", b["all_delivered_s"],
+    ab = {} if "error" in ab else ab
+    out: list[Row] = [(f"burst of {b['jobs']} one-shots: all delivered after s", b["all_delivered_s"],
              ab.get("all_delivered_s", "-"), "≤ 2 s", _verdict(b["all_delivered_s"] is not None
                                                                and b["all_delivered_s"] <= 2)),
             ("burst: delay p50 / p99 ms; lost", f"{b['p50_ms']} / {b['p99_ms']}; {b['lost']}",
              f"{ab.get('p50_ms')} / {ab.get('p99_ms')}; {ab.get('lost')}" if ab else "-", "none lost",
              _verdict(b["lost"] == 0))]
-    out += _api_rows(r["api"]) + _scale_rows(r["scale"], ab) + _failover_rows(r["failover"])
     return out
 
 
@@ -69,6 +88,7 @@ def _api_rows(a: dict[str, Any]) -> list[Row]:
 
 
 def _scale_rows(s: dict[str, Any], aps_burst: dict[str, Any]) -> list[Row]:
+    aps_burst = {} if "error" in aps_burst else aps_burst
     worst = max(s["rss_mb_after"].values())
     aps_growth = (aps_burst["aps_rss_mb_with_jobs"] - aps_burst["aps_rss_mb_before"]) if aps_burst else None
     aps_jobs = aps_burst.get("jobs") if aps_burst else None
@@ -104,30 +124,33 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(results: dict[str, Any], out: Path) -> list[Path]:
+def plots(results: dict[str, Any], out: Path, stamp: str) -> list[Path]:
+    """PNGs of the failover run and of throughput versus N (each skipped if its scenario failed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    series = results["failover"]["series"]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.scatter([s[0] / 1000 for s in series], [s[1] for s in series], s=2)
-    ax.axvline(0, color="red", linestyle="--", label="leader SIGKILL")
-    ax.set(xlabel="scheduled time relative to the kill (s)", ylabel="fire delay (ms)",
-           title=f"Fire delay around a leader SIGKILL ({results['failover']['jobs']} jobs @every 1s)")
-    ax.legend()
-    fig.savefig(out / "failover-delay.png", dpi=100, bbox_inches="tight")
-    made.append(out / "failover-delay.png")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sustained = results["sustained"]
-    ax.plot([s["jobs"] for s in sustained], [s["fires_per_s"] for s in sustained], marker="o", label="schedb")
-    aps = results.get("apscheduler_every", [])
-    ax.plot([a["jobs"] for a in aps], [a["fires_per_s"] for a in aps], marker="s", label="APScheduler 3")
-    ax.axhline(results["raw_limit"]["requests_per_s"], color="grey", linestyle=":", label="raw aiohttp limit")
-    ax.set(xlabel="jobs firing every second (N)", ylabel="delivered fires/s", title="Throughput versus N")
-    ax.legend()
-    fig.savefig(out / "throughput.png", dpi=100, bbox_inches="tight")
-    made.append(out / "throughput.png")
+    failover = results.get("failover", {})
+    if "series" in failover:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        ax.scatter([s[0] / 1000 for s in failover["series"]], [s[1] for s in failover["series"]], s=2)
+        ax.axvline(0, color="red", linestyle="--", label="leader SIGKILL")
+        ax.set(xlabel="scheduled time relative to the kill (s)", ylabel="fire delay (ms)",
+               title=f"Fire delay around a leader SIGKILL ({failover['jobs']} jobs @every 1s)")
+        ax.legend()
+        made.append(out / f"{stamp}-failover-delay.png")
+        fig.savefig(made[-1], dpi=100, bbox_inches="tight")
+    sustained = results.get("sustained")
+    if isinstance(sustained, list) and "requests_per_s" in results.get("raw_limit", {}):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([s["jobs"] for s in sustained], [s["fires_per_s"] for s in sustained], marker="o", label="schedb")
+        aps = [a for a in results.get("apscheduler_every", []) if isinstance(a, dict) and "jobs" in a]
+        ax.plot([a["jobs"] for a in aps], [a["fires_per_s"] for a in aps], marker="s", label="APScheduler 3")
+        ax.axhline(results["raw_limit"]["requests_per_s"], color="grey", linestyle=":", label="raw aiohttp limit")
+        ax.set(xlabel="jobs firing every second (N)", ylabel="delivered fires/s", title="Throughput versus N")
+        ax.legend()
+        made.append(out / f"{stamp}-throughput.png")
+        fig.savefig(made[-1], dpi=100, bbox_inches="tight")
     return made

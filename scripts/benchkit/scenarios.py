@@ -105,9 +105,9 @@ async def api(work: Path, creates: int) -> dict[str, Any]:
 
 
 def _spread_job(job_id: str, i: int) -> dict[str, Any]:
-    """A daily job at one of the day's 1,440 minutes: many jobs share a schedule, as in a real
-    fleet, and creating many does not fill one slot."""
-    return {"id": job_id, "schedule": f"{i % 60} {i // 60 % 24} * * *",
+    """A yearly job (1 January) at one of the day's 1,440 minutes: many jobs share a schedule,
+    as in a real fleet; none fires during the run, and creating many does not fill one slot."""
+    return {"id": job_id, "schedule": f"{i % 60} {i // 60 % 24} 1 1 *",
             "webhook": {"url": "http://127.0.0.1:9/never"}}
 
 

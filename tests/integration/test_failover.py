@@ -138,3 +138,27 @@ def test_sigterm_hands_a_followers_fires_back_and_exits_cleanly(cluster: Cluster
     statuses = Counter(r["status"] for i in range(JOBS) for r in
                        http("GET", f"{leader.url}/api/v1/jobs/st-{i:02d}/executions?limit=1000")[2]["executions"])
     assert set(statuses) == {"succeeded"}, statuses
+
+
+def test_at_most_once_fire_is_not_called_again_by_its_restarted_executor(
+        cluster: Cluster, receiver: Receiver) -> None:
+    leader = cluster.leader()
+    at = ms_to_rfc3339(int((time.time() + 2) * 1000))
+    body = {"id": "amo-back", "schedule": f"@at {at}", "delivery": "at_most_once",
+            "webhook": {"url": receiver.url + "?hang=30", "timeout_s": 3}}
+    assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
+    deadline = time.monotonic() + 10
+    while not [d for d in receiver.deliveries() if d["job_id"] == "amo-back"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (first,) = [d for d in receiver.deliveries() if d["job_id"] == "amo-back"]
+    executor = next(n for n in cluster.nodes if n.node_id == first["node"])
+    cluster.stop([executor], sig=signal.SIGKILL)  # mid-request, and back at once: before any fire moves
+    cluster.start([executor])
+    cluster.wait_ready([executor])
+    deadline = time.monotonic() + 40  # the lease: timeout_s + lease grace, then the leader's scan
+    rows: list[dict] = []
+    while time.monotonic() < deadline and not rows:
+        rows = http("GET", leader.url + "/api/v1/jobs/amo-back/executions")[2]["executions"]
+        time.sleep(0.5)
+    assert [(r["status"], r["reason"]) for r in rows] == [("unknown", "executor_lost")]
+    assert [d["fire_id"] for d in receiver.deliveries() if d["job_id"] == "amo-back"] == [first["fire_id"]]
