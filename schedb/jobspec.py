@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,7 +111,7 @@ def _timezone(value: Any, errs: _Errors) -> str:
     except ScheduleError as exc:
         errs.add("timezone", f"{exc}; use an IANA name such as Europe/Berlin")
         return "UTC"
-    return str(value)
+    return sys.intern(str(value))  # one string for all jobs in a zone: the state holds many jobs
 
 
 def _schedule(value: Any, timezone: str, errs: _Errors) -> str:
@@ -144,7 +145,7 @@ def _webhook(value: Any, errs: _Errors) -> dict[str, Any]:
             errs.add(f"webhook.headers.{name}", "must not contain CR, LF or NUL")
     return {
         "url": _url(value.get("url"), errs),
-        "method": method.upper(),
+        "method": METHODS[METHODS.index(method.upper())],  # the constant, not a copy per job
         "headers": headers,
         "body": _body(value.get("body"), errs),
         "timeout_s": _number(value.get("timeout_s", 30), "webhook.timeout_s", 0.001, TIMEOUT_S_MAX, errs),
@@ -209,7 +210,7 @@ def _choice(raw: dict[str, Any], field: str, allowed: tuple[str, ...], errs: _Er
     if value not in allowed:
         errs.add(field, f"must be one of {', '.join(allowed)}")
         return allowed[0]
-    return str(value)
+    return allowed[allowed.index(value)]  # the constant, not a copy per job
 
 
 def _number(value: Any, field: str, low: float, high: float, errs: _Errors) -> float:

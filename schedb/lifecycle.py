@@ -14,6 +14,7 @@ rules hold (no clock but `command.now_ms`, no I/O).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from schedb.commands import (
@@ -179,7 +180,10 @@ def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: 
         "started_ms": started, "finished_ms": finished, "duration_ms": max(0, finished - started),
         "error": str(error)[:ERROR_LEN_MAX], "committed_ms": state.now_ms, "trigger": trigger, "reason": reason,
     }
-    state.history[job_id].append(execution)
+    history = state.history.get(job_id)
+    if history is None:  # made at a job's first execution: an empty ring costs ~0.8 KB a job
+        history = state.history[job_id] = deque(maxlen=state.limits.history_per_job)
+    history.append(execution)
     state.recent.append(execution)
 
 

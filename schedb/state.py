@@ -193,7 +193,6 @@ class State:
         self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
                              "version": 1, "next_fire_ms": None, "active_fires": [],
                              "paused_ms": self.now_ms if spec["paused"] else None}
-        self.history[job_id] = deque(maxlen=self.limits.history_per_job)
         self.place(job_id, first_ms)
         if key:
             self.idempotency[key] = (job_id, self.now_ms + self.limits.idempotency_ttl_ms)
@@ -265,7 +264,7 @@ class State:
         for fire_id in [f for f, d in self.dead_letters.items() if d["job_id"] == cmd.job_id]:
             del self.dead_letters[fire_id]
         del self.jobs[cmd.job_id]
-        del self.history[cmd.job_id]
+        self.history.pop(cmd.job_id, None)
         return {"ok": True, "job_id": cmd.job_id}
 
     def _trigger_job(self, cmd: TriggerJob) -> Result:

@@ -207,7 +207,7 @@ async def job_executions(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     status = _status_filter(request)
-    rows = node.replica.read(lambda s: list(s.history[job_id]) if job_id in s.history else None)
+    rows = node.replica.read(lambda s: list(s.history.get(job_id, ())) if job_id in s.jobs else None)
     if rows is None:
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
     picked = [execution_view(r) for r in reversed(rows) if status is None or r["status"] == status]

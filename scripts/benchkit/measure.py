@@ -51,11 +51,13 @@ async def bulk_load(url: str, jobs: list[dict[str, Any]]) -> float:
     async def worker(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
             batch = queue.get_nowait()
-            for _ in range(20):
+            for attempt in range(20):
                 async with session.post(url + "/api/v1/jobs/bulk", json={"jobs": batch}) as resp:
                     if resp.status == 200:
+                        # After a 503 "outcome unknown" the first try may have committed: 409 is fine then.
+                        done = (201, 409) if attempt else (201,)
                         result = await resp.json()
-                        assert result["failed"] == 0, result["items"][:3]
+                        assert all(item["status"] in done for item in result["items"]), result["items"][:3]
                         break
                     await asyncio.sleep(0.5)  # 429/503: the cluster is busy, try again
             else:

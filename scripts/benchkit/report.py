@@ -95,8 +95,9 @@ def _scale_rows(s: dict[str, Any], aps_burst: dict[str, Any]) -> list[Row]:
     return [
         (f"bulk load of {s['jobs']} jobs: jobs/s", s["bulk_jobs_per_s"], "-", "≥ 5000", _verdict(s["bulk_jobs_per_s"]
                                                                                                >= 5000)),
-        (f"{s['jobs']} jobs: RSS per node MB (before → after)",
-         ", ".join(f"{k} {s['rss_mb_before'][k]}→{v}" for k, v in s["rss_mb_after"].items()),
+        (f"{s['jobs']} jobs: RSS per node MB (before → after loading)",
+         ", ".join(f"{k} {s['rss_mb_before'][k]}→{v}" for k, v in s["rss_mb_after"].items())
+         + f"; restarted from its snapshot: {s['rss_mb_restarted']}",
          f"APScheduler +{aps_growth:.0f} MB for {aps_jobs} jobs" if aps_growth is not None else "-", "≤ 200 MB",
          _verdict(worst <= 200)),
         (f"{s['jobs']} jobs: snapshot KiB; data dir KiB", f"{s['snapshot_kib']}; {s['data_dir_kib']}", "-", "", "-"),

@@ -175,6 +175,7 @@ async def scale(work: Path, jobs: int) -> dict[str, Any]:
         cluster.wait_ready([victim])
         ready_s = time.perf_counter() - t0
         return {"jobs": jobs, "bulk_jobs_per_s": round(rate), "rss_mb_before": before, "rss_mb_after": after,
+                "rss_mb_restarted": rss_mb(victim.pid),
                 "snapshot_kib": snapshot_kib, "data_dir_kib": data_kib, "restart_ready_s": round(ready_s, 2)}
 
 
