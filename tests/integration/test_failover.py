@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from schedb.harness import Cluster, NodeProc, Receiver
 from schedb.timefmt import ms_to_rfc3339
 from tests.integration.workload import (
     JOBS,
@@ -27,6 +27,20 @@ from tests.integration.workload import (
 def cluster(own_cluster: Cluster) -> Cluster:
     """Every test here kills nodes: each gets a cluster of its own."""
     return own_cluster
+
+
+def start_hanging_at_most_once(cluster: Cluster, receiver: Receiver, job_id: str,
+                               timeout_s: float) -> tuple[dict, NodeProc]:
+    """An at-most-once one-shot whose webhook hangs: (its delivery, the node running it)."""
+    at = ms_to_rfc3339(int((time.time() + 2) * 1000))
+    body = {"id": job_id, "schedule": f"@at {at}", "delivery": "at_most_once", "retry": {"max_attempts": 3},
+            "webhook": {"url": receiver.url + "?hang=30", "timeout_s": timeout_s}}
+    assert http("POST", cluster.leader().url + "/api/v1/jobs", body)[0] == 201
+    deadline = time.monotonic() + 10
+    while not [d for d in receiver.deliveries() if d["job_id"] == job_id] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (first,) = [d for d in receiver.deliveries() if d["job_id"] == job_id]
+    return first, next(n for n in cluster.nodes if n.node_id == first["node"])
 
 
 def test_leader_sigkill_loses_and_doubles_nothing(cluster: Cluster, receiver: Receiver) -> None:
@@ -98,15 +112,7 @@ def test_follower_sigkill_hands_its_fires_to_the_other_follower(cluster: Cluster
 def test_at_most_once_fire_is_never_delivered_twice_when_its_executor_dies(
         cluster: Cluster, receiver: Receiver) -> None:
     leader = cluster.leader()
-    at = ms_to_rfc3339(int((time.time() + 2) * 1000))
-    body = {"id": "amo", "schedule": f"@at {at}", "delivery": "at_most_once", "retry": {"max_attempts": 3},
-            "webhook": {"url": receiver.url + "?hang=30", "timeout_s": 60}}
-    assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
-    deadline = time.monotonic() + 10
-    while not [d for d in receiver.deliveries() if d["job_id"] == "amo"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    (first,) = [d for d in receiver.deliveries() if d["job_id"] == "amo"]
-    executor = next(n for n in cluster.nodes if n.node_id == first["node"])
+    first, executor = start_hanging_at_most_once(cluster, receiver, "amo", timeout_s=60)
     cluster.stop([executor], sig=signal.SIGKILL)  # mid-request: the outcome is unknown
     time.sleep(10.0)  # past reassign_after_s: the leader deals with the executor's fires
     assert [d["fire_id"] for d in receiver.deliveries() if d["job_id"] == "amo"] == [first["fire_id"]]
@@ -143,15 +149,7 @@ def test_sigterm_hands_a_followers_fires_back_and_exits_cleanly(cluster: Cluster
 def test_at_most_once_fire_is_not_called_again_by_its_restarted_executor(
         cluster: Cluster, receiver: Receiver) -> None:
     leader = cluster.leader()
-    at = ms_to_rfc3339(int((time.time() + 2) * 1000))
-    body = {"id": "amo-back", "schedule": f"@at {at}", "delivery": "at_most_once",
-            "webhook": {"url": receiver.url + "?hang=30", "timeout_s": 3}}
-    assert http("POST", leader.url + "/api/v1/jobs", body)[0] == 201
-    deadline = time.monotonic() + 10
-    while not [d for d in receiver.deliveries() if d["job_id"] == "amo-back"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    (first,) = [d for d in receiver.deliveries() if d["job_id"] == "amo-back"]
-    executor = next(n for n in cluster.nodes if n.node_id == first["node"])
+    first, executor = start_hanging_at_most_once(cluster, receiver, "amo-back", timeout_s=3)
     cluster.stop([executor], sig=signal.SIGKILL)  # mid-request, and back at once: before any fire moves
     cluster.start([executor])
     cluster.wait_ready([executor])

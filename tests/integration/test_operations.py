@@ -9,8 +9,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
-
 from schedb.devcluster import http, wait_ready
 from schedb.harness import Cluster, NodeProc, Receiver
 from tests.integration.workload import (
@@ -22,11 +20,6 @@ from tests.integration.workload import (
     pause_jobs,
     scheduled_ms,
 )
-
-
-@pytest.fixture
-def cluster(own_cluster: Cluster) -> Cluster:
-    return own_cluster
 
 
 def cli(*args: str) -> dict:
@@ -46,7 +39,8 @@ def wait_for_deliveries_from(receiver: Receiver, node: NodeProc, prefix: str, ti
 
 
 def test_added_member_takes_a_share_and_removed_members_hand_theirs_on(
-        cluster: Cluster, receiver: Receiver) -> None:
+        own_cluster: Cluster, receiver: Receiver) -> None:
+    cluster = own_cluster
     leader = cluster.leader()
     load_jobs(receiver, "mb", leader.url)
     newcomer = cluster.new_member()
@@ -81,7 +75,8 @@ def test_added_member_takes_a_share_and_removed_members_hand_theirs_on(
     assert sorted(m["node_id"] for m in status["members"]) == sorted(n.node_id for n in remaining)
 
 
-def test_rolling_sigterm_restart_loses_and_times_out_nothing(cluster: Cluster, receiver: Receiver) -> None:
+def test_rolling_sigterm_restart_loses_and_times_out_nothing(own_cluster: Cluster, receiver: Receiver) -> None:
+    cluster = own_cluster
     load_jobs(receiver, "rr", cluster.nodes[0].url, "?hang=0.3")  # webhooks in flight at every SIGTERM
     time.sleep(3.0)
     for node in [*cluster.followers(), cluster.leader()]:
