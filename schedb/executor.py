@@ -34,8 +34,9 @@ from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.gate import PriorityGate
 from schedb.metrics import NodeMetrics
-from schedb.policies import newer_fire_due, verdict
+from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
+from schedb.state import State
 from schedb.timers import DueTimers, FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
@@ -71,6 +72,7 @@ class Executor:
         self._handed_back = 0
         self._offered: set[FireKey] = set()
         self._seen_version = -1
+        self._seen_generation = 0
         self._started_ms = wall_ms()
         self._orphaned: dict[str, FireKey] = {}  # at-most-once fires a previous run may have started
 
@@ -100,6 +102,8 @@ class Executor:
     def _reconcile(self) -> None:
         """Timers for the fires the state gives this node; none for those it took away.
         Looks only at the fires changed since the last look (most commands are about others')."""
+        if self._replica.generation != self._seen_generation:  # a snapshot replaced the state
+            self._seen_generation, self._seen_version = self._replica.generation, -1
         node_id, seen = self._node_id, self._seen_version
         if self._replica.read(lambda s: s.book.version_of(node_id)) == seen:
             return
@@ -199,9 +203,9 @@ class Executor:
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
-            decision = self._replica.read(lambda s: verdict(s, fire, wall_ms(), self._grace_ms))
+            decision = self._replica.read(lambda s: self._verdict(s, fire))
             if decision is None:
-                return  # the job was deleted since the fire was assigned: nothing to call
+                return  # the job was deleted, or the fire is no longer this node's: nothing to call
             if not decision.fire:
                 self._report_skip(key, fire, decision.status, f"{decision.reason}: {decision.detail}")
                 return
@@ -214,6 +218,15 @@ class Executor:
         finally:
             self._running.pop(key, None)
             self._running_fires.pop(key, None)
+
+    def _verdict(self, state: State, fire: dict[str, Any]) -> Verdict | None:
+        """Fire or skip; None when the state no longer gives this attempt to this node (a
+        last check against a stale view, e.g. one built before a snapshot replaced the state)."""
+        current = state.book.get(fire["fire_id"])
+        if current is None or current["node"] != self._node_id or current["attempt"] != fire["attempt"]:
+            log.info("fire_not_ours", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
+            return None
+        return verdict(state, fire, wall_ms(), self._grace_ms)
 
     async def _deliver(self, key: FireKey, fire: dict[str, Any]) -> None:
         job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))

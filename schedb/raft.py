@@ -53,11 +53,20 @@ _FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()
 class StateHolder(SyncObjConsumer):
     """Holds the State; pysyncobj snapshots every attribute set after super().__init__()."""
 
-    def __init__(self, state: State, on_applied: Callable[[Command], None]) -> None:
+    def __init__(self, state: State, on_applied: Callable[[Command | None], None]) -> None:
         self.lock = threading.Lock()
         self._on_applied = on_applied
+        # Bumped when pysyncobj replaces the state wholesale (a snapshot loaded at start or
+        # sent by the leader): readers that follow changes incrementally start over.
+        self.generation = 0
         super().__init__()
         self.state = state
+
+    def _deserialize(self, data: Any) -> None:  # pysyncobj's snapshot hook (tick thread)
+        with self.lock:
+            super()._deserialize(data)
+            self.generation += 1
+        self._on_applied(None)
 
     @replicated
     def apply_command(self, data: bytes) -> Result:
@@ -139,10 +148,20 @@ class Replica:
         self.holder = StateHolder(State(limits), self._applied)
         self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder,
                            join=config.raft.join)
+        os.register_at_fork(after_in_child=self._close_raft_listener)
+
+    def _close_raft_listener(self) -> None:
+        """In pysyncobj's snapshot child: let go of the Raft port. A node restarted right after a
+        SIGKILL could not listen while that child lives, and until it listens pysyncobj applies
+        its journal without the snapshot under it."""
+        server = getattr(getattr(self._node, "_SyncObj__transport", None), "_server", None)
+        sock = getattr(server, "_TcpServer__socket", None)
+        if sock is not None:
+            sock.close()
 
     # -- tick thread → loop ----------------------------------------------------
 
-    def _applied(self, _command: Command) -> None:
+    def _applied(self, _command: Command | None) -> None:
         if not self._change_pending.is_set():
             self._change_pending.set()
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down
@@ -187,6 +206,11 @@ class Replica:
         """Run fn on the state while no command is being applied."""
         with self.holder.lock:
             return fn(self.holder.state)
+
+    @property
+    def generation(self) -> int:
+        """Changes when the state was replaced by a snapshot rather than changed by a command."""
+        return self.holder.generation
 
     def is_leader(self) -> bool:
         return self._node._isLeader()
