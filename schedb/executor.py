@@ -191,6 +191,7 @@ class Executor:
         if not self._held or self._hold_reason():
             self._arm_fence_recheck()
             return
+        self._reconcile()  # the recheck timer may run before the loop hears of the latest commands
         held, self._held = self._held, {}
         for key, fire in held.items():
             self._start(key, fire)
