@@ -254,7 +254,7 @@ class Replica:
 
     async def change_membership(self, action: str, raft_addr: str, timeout_s: float) -> None:
         """Add or remove one member through the log; returns once the change committed.
-        Callers serialize changes (schedb.membership): pysyncobj 0.3.17 does not."""
+        Callers serialize changes (schedb.api.membership): pysyncobj 0.3.17 does not."""
         change = {"add": self._node.addNodeToCluster, "remove": self._node.removeNodeFromCluster}[action]
         future: asyncio.Future[Result] = self._loop.create_future()
         change(raft_addr, callback=lambda result, error: self._loop.call_soon_threadsafe(

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from schedb.devcluster import http
+from schedb.devcluster import free_port, http
 from schedb.harness import Cluster
 
 JOB = {"schedule": "0 0 1 1 *", "webhook": {"url": "http://127.0.0.1:1/never"}}
@@ -139,6 +139,17 @@ def test_bulk_create_validates_everything_first_and_reports_each_job(cluster: Cl
     assert code == 200 and (result["created"], result["failed"]) == (500, 1)
     assert result["items"][-1] == {"id": "bulk-taken", "status": 409, "detail": "job 'bulk-taken' already exists"}
     assert http("GET", cluster.nodes[2].url + "/api/v1/jobs/bulk-499")[0] == 200
+
+
+def test_membership_changes_refuse_bad_input_and_change_nothing(cluster: Cluster) -> None:
+    url = cluster.nodes[2].url + "/api/v1/cluster/members"  # any node: followers forward to the leader
+    for body in ({"raft_addr": "nope"}, {"raft_addr": 9004}, {"raft_addr": "127.0.0.1:9004", "x": 1}, [],
+                 {"raft_addr": f"127.0.0.1:{free_port()}"}):  # the last: nothing listens there
+        code, _, problem = http("POST", url, body)
+        assert code == 422 and problem["errors"][0]["field"] == "raft_addr", (body, problem)
+    assert http("POST", url, {"raft_addr": f"127.0.0.1:{cluster.nodes[0].raft_port}"})[0] == 409
+    assert http("DELETE", url + "/no-such-node")[0] == 404
+    assert len(cluster.status(cluster.nodes[0])["members"]) == 3
 
 
 def test_updates_honour_if_match(cluster: Cluster) -> None:
