@@ -15,7 +15,7 @@ from typing import Any
 
 Fire = dict[str, Any]
 PENDING = ""  # the node of a fire that no executor holds yet
-TOUCHED_MAX = 20_000  # changed fire ids remembered per node (an executor further behind re-reads all)
+TOUCHED_MAX = 4_096  # changed fire ids kept per node; an executor further behind re-reads all (rare: it looks often)
 
 
 def fire_id_of(job_id: str, scheduled_ms: int) -> str:
