@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,22 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0  # above a node's own shutdown bound (schedb.node.SHUTDOWN_S)
 
 
+# Below Linux's ephemeral range (32768-60999): a port picked there can be taken by some
+# process's outgoing connection before the node binds it (webhooks open hundreds).
+PORT_RANGE = (15_000, 32_000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range."""
+    for _ in range(1_000):
+        port = random.randrange(*PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def write_config(path: Path, node_id: str, data_dir: Path, http_port: int, raft_port: int,

@@ -1,7 +1,7 @@
 """The single-process reference: APScheduler 3.x (AsyncIOScheduler, memory job store,
 default job settings) firing N jobs with aiohttp, as a Python user would write it.
 
-    apscheduler_ref.py --url URL --jobs N --start-ms T0 --end-ms T1 --mode every|burst --out FILE
+    apscheduler_ref.py --url URL --jobs N --start-ms T0 --end-ms T1 --mode every|burst --out FILE [--linger-s S]
 
 `every`: each job every second from T0 until T1; `burst`: each job once at T0. A job
 sends the same headers as schedb's executor, so the receiver's ledger is read the same
@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             scheduler.add_job(fire, "interval", seconds=1, start_date=start, end_date=end, args=[job_id], id=job_id)
     scheduler.start()
     with_jobs = rss_mb()
-    await asyncio.sleep(max(0.0, args.end_ms / 1000 - time.time()) + (25.0 if args.mode == "burst" else 2.0))
+    await asyncio.sleep(max(0.0, args.end_ms / 1000 - time.time()) + args.linger_s)
     scheduler.shutdown(wait=False)
     await session.close()
     return {"aps_rss_mb_before": before, "aps_rss_mb_with_jobs": with_jobs}
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--end-ms", type=int, required=True)
     parser.add_argument("--mode", choices=["every", "burst"], default="every")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--linger-s", type=float, default=2.0, help="how long to stay up after the last fire")
     args = parser.parse_args()
     Path(args.out).write_text(json.dumps(asyncio.run(run(args))))
 

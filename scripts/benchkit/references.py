@@ -57,10 +57,12 @@ async def apscheduler(work: Path, jobs: int, seconds: int, mode: str = "every") 
     path.mkdir(parents=True)
     receiver = Receiver(path)
     start = (now_ms() // 1000 + 6 + jobs // 5000) * 1000  # time to add the jobs first
+    linger_s = 2.0 if mode == "every" else 5.0 + jobs / 1000  # for the last deliveries
     end = start + seconds * 1000 if mode == "every" else start + 1
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "apscheduler_ref.py"), "--url", receiver.url, "--jobs", str(jobs),
-         "--start-ms", str(start), "--end-ms", str(end), "--mode", mode, "--out", str(path / "ref.json")],
+         "--start-ms", str(start), "--end-ms", str(end), "--mode", mode, "--out", str(path / "ref.json"),
+         "--linger-s", str(linger_s)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(path / "ref.log", "wb"))  # noqa: SIM115
     try:
         cpu = CpuSampler({"apscheduler": proc.pid, "receiver": receiver.proc.pid})
@@ -68,7 +70,7 @@ async def apscheduler(work: Path, jobs: int, seconds: int, mode: str = "every") 
         cpu.start()
         await asyncio.sleep(max(0.0, (end - now_ms()) / 1000))
         used = cpu.stop()
-        await asyncio.sleep(3.0 if mode == "every" else 30.0)
+        await asyncio.sleep(linger_s + 1.0)
         proc.wait(timeout=60)
         rows = deliveries_between(Ledger(receiver.ledger).read_new(), "aps-", start, end)
         figures = delivery_figures(rows, jobs * seconds if mode == "every" else jobs)

@@ -179,25 +179,25 @@ async def scale(work: Path, jobs: int) -> dict[str, Any]:
                 "snapshot_kib": snapshot_kib, "data_dir_kib": data_kib, "restart_ready_s": round(ready_s, 2)}
 
 
-async def failover(work: Path, jobs: int) -> dict[str, Any]:
-    """`jobs` jobs @every 1s; the leader is SIGKILLed halfway through a 20 s window."""
+async def failover(work: Path, jobs: int, window_s: int = 20) -> dict[str, Any]:
+    """`jobs` jobs @every 1s; the leader is SIGKILLed 40% into a window of `window_s`."""
     with fresh(work, "failover") as (cluster, receiver, ledger):
         await bulk_load(cluster.followers()[0].url, every_second_jobs("f", jobs, receiver.url))
         await asyncio.sleep(3.0)
         start = (now_ms() // 1000 + 1) * 1000
-        await sleep_until(start + 8_000)
+        await sleep_until(start + window_s * 400)
         leader = cluster.leader()
         killed_ms = now_ms()
         cluster.stop([leader], sig=signal.SIGKILL)
-        await sleep_until(start + 20_000)
+        await sleep_until(start + window_s * 1000)
         new_leader = cluster.leader()
         await asyncio.sleep(STRAGGLER_S)
-        rows = deliveries_between(ledger.read_new(), "f-", start, start + 20_000)
+        rows = deliveries_between(ledger.read_new(), "f-", start, start + window_s * 1000)
         around = [r for r in rows if killed_ms - 1_000 <= scheduled_ms(r["fire_id"]) <= killed_ms + 5_000]
-        arrivals = sorted(r["arrival_ms"] for r in rows if start + 2_000 <= r["arrival_ms"] <= start + 18_000)
+        arrivals = sorted(r["arrival_ms"] for r in rows if start + 2_000 <= r["arrival_ms"] <= start + window_s * 900)
         gap = max((b - a for a, b in itertools.pairwise(arrivals)), default=None)
         return {"jobs": jobs, "killed": leader.node_id, "new_leader": new_leader.node_id,
-                "all": delivery_figures(rows, jobs * 20), "around_kill": delivery_figures(around, len(around)),
+                "all": delivery_figures(rows, jobs * window_s), "around_kill": delivery_figures(around, len(around)),
                 "longest_silence_ms": gap,
                 "series": [[scheduled_ms(r["fire_id"]) - killed_ms, r["arrival_ms"] - scheduled_ms(r["fire_id"])]
                            for r in rows]}
