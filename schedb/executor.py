@@ -1,10 +1,12 @@
 """The executor: fires this node's assigned fires at their scheduled instant.
 
 Its work is derived from the replicated state, never from the stream of
-applied commands: after every change it compares "fires assigned to me
-without a committed outcome" with its own timers. So a journal replay after a
-restart fires nothing twice, and a fire taken away (job deleted, paused,
-re-assigned) loses its timer.
+applied commands: after every change it compares the fires the state gives
+this node (only those changed since its last look, by the FireBook's per-node
+version; all of them after a snapshot replaced the state) with its own timers.
+So a journal replay after a restart fires nothing twice, and a fire taken away
+(job deleted, paused, re-assigned) loses its timer. Just before a webhook is
+called, the state must still give that attempt to this node.
 
 A restarted node replays its journal first: the fires it sees assigned to it
 during the replay may have moved long ago, so nothing starts until the node
