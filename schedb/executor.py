@@ -111,7 +111,8 @@ class Executor:
             return
         self._seen_version, full, changed = self._replica.read(lambda s: s.fire_changes(node_id, seen))
         if full:  # first look, or too far behind: anything not listed is no longer ours
-            changed.update({key[0]: None for key in (*self._timers, *self._held) if key[0] not in changed})
+            changed.update({key[0]: None for key in (*self._timers, *self._held, *self._orphaned.values())
+                            if key[0] not in changed})
         held = {key[0]: key for key in self._held}
         for fire_id, fire in changed.items():
             current = (fire_id, fire["attempt"]) if fire is not None else None
