@@ -51,23 +51,23 @@ class Cluster:
         http_ports = [free_port() for _ in range(self.size)]
         raft_ports = [free_port() for _ in range(self.size)]
         for i in range(self.size):
-            node_id = f"node{i + 1}"
             peers = [p for j, p in enumerate(raft_ports) if j != i]
-            config = write_config(self.tmp_dir / f"{node_id}.toml", node_id, self.tmp_dir / f"data-{node_id}",
-                                  http_ports[i], raft_ports[i], peers, self.extra_config)
-            self.nodes.append(NodeProc(node_id, config, self.tmp_dir / f"{node_id}.log", http_ports[i], raft_ports[i]))
+            self._add_node(http_ports[i], raft_ports[i], peers, self.extra_config)
 
     def new_member(self) -> NodeProc:
         """Start one more node that will join this cluster (`raft.join`); stop() stops it too."""
-        node_id = f"node{len(self.nodes) + 1}"
-        http_port, raft_port = free_port(), free_port()
-        config = write_config(self.tmp_dir / f"{node_id}.toml", node_id, self.tmp_dir / f"data-{node_id}", http_port,
-                              raft_port, [n.raft_port for n in self.nodes], "join = true\n" + self.extra_config)
-        node = NodeProc(node_id, config, self.tmp_dir / f"{node_id}.log", http_port, raft_port)
-        self.nodes.append(node)
+        node = self._add_node(free_port(), free_port(), [n.raft_port for n in self.nodes],
+                              "join = true\n" + self.extra_config)
         self.start([node])
         wait_ready([node.url], pids=[node.pid], path="/health")  # alive; /ready needs it to be a member
         return node
+
+    def _add_node(self, http_port: int, raft_port: int, peers: list[int], extra: str) -> NodeProc:
+        node_id = f"node{len(self.nodes) + 1}"
+        config = write_config(self.tmp_dir / f"{node_id}.toml", node_id, self.tmp_dir / f"data-{node_id}",
+                              http_port, raft_port, peers, extra)
+        self.nodes.append(NodeProc(node_id, config, self.tmp_dir / f"{node_id}.log", http_port, raft_port))
+        return self.nodes[-1]
 
     def start(self, nodes: list[NodeProc] | None = None) -> None:
         for node in nodes or self.nodes:

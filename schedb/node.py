@@ -113,7 +113,6 @@ class Node:
         await self._session.close()
         self.replica.close()
 
-
     async def hand_over_leadership(self) -> bool:
         """A leader about to go asks a caught-up follower to take over (Raft TimeoutNow), so the
         cluster skips the election timeout it would otherwise wait out. Retried while the

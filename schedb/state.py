@@ -122,9 +122,6 @@ class State:
                     break
         return out
 
-    def fires_for_node(self, node_id: str) -> list[dict[str, Any]]:
-        return [dict(f) for f in self.book.of_node(node_id)]
-
     def fire_changes(self, node_id: str, since: int) -> tuple[int, bool, dict[str, dict[str, Any] | None]]:
         """What changed in node_id's fires after version `since`: (version now, whether this is
         the full set, {fire_id: a copy of the fire if node_id holds it, else None})."""
@@ -187,7 +184,7 @@ class State:
         job_id = spec["id"]
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
-        first_ms = self._first_fire(spec)
+        first_ms = _next_fire(spec, self.now_ms)
         if error := self._slot_full(first_ms):
             return error
         self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
@@ -209,10 +206,6 @@ class State:
             results.append({"job_id": result.get("job_id") or (spec.get("id") if isinstance(spec, dict) else None),
                             "error": result.get("error"), "detail": result.get("detail")})
         return {"ok": True, "results": results}
-
-    def _first_fire(self, spec: dict[str, Any]) -> int | None:
-        """The job's first fire from now on, or None (paused, or a schedule with no fire left)."""
-        return None if spec["paused"] else parse_schedule(spec["schedule"], spec["timezone"]).next_after(self.now_ms)
 
     def _slot_full(self, first_ms: int | None) -> Result | None:
         if first_ms is not None and self.slots.count_at(first_ms) >= self.limits.slot_jobs_max:
@@ -239,7 +232,7 @@ class State:
         old = job["spec"]
         timing_changed = (old["schedule"], old["timezone"], old["paused"]) != (
             spec["schedule"], spec["timezone"], spec["paused"])
-        if timing_changed and (error := self._slot_full(self._first_fire(spec))):
+        if timing_changed and (error := self._slot_full(_next_fire(spec, self.now_ms))):
             return error
         job["spec"] = spec
         job["version"] += 1
@@ -313,9 +306,7 @@ class State:
         """Move the job to the slot of its first occurrence after after_ms (out of any slot
         when paused). An occurrence in the past stays there: the dispatcher's assign
         applies the misfire policy."""
-        spec = self.jobs[job_id]["spec"]
-        next_ms = None if spec["paused"] else parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms)
-        self.place(job_id, next_ms)
+        self.place(job_id, _next_fire(self.jobs[job_id]["spec"], after_ms))
 
     def _resume_misfires(self, job_id: str) -> None:
         """Occurrences that came due while the job was paused go through its misfire policy."""
@@ -347,6 +338,11 @@ class State:
             if not_started and (everything or fire["trigger"] == "schedule"):
                 self.jobs[job_id]["active_fires"].remove(scheduled_ms)
                 self.book.withdraw(fire_id, self.limits.withdrawn_max)
+
+
+def _next_fire(spec: dict[str, Any], after_ms: int) -> int | None:
+    """A job's first fire after after_ms, or None (paused, or a schedule with no fire left)."""
+    return None if spec["paused"] else parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms)
 
 
 def _revalidate(spec: Any) -> tuple[dict[str, Any], Result | None]:

@@ -85,7 +85,7 @@ def test_moving_a_held_fire_starts_a_new_attempt_and_the_first_success_wins() ->
     assert state.apply(AssignFires(T0 + 7000, [], [[FIRE, 1, "node3"]]))["reassigned"] == 1
     fire = state.book.fires[FIRE]
     assert (fire["attempt"], fire["node"]) == (2, "node3") and state.counters["fires_reassigned"] == 1
-    assert state.fires_for_node("node2") == []
+    assert state.book.of_node("node2") == []
     # The old executor was only slow: its attempt-1 success still counts, once.
     assert state.apply(CompleteFires(T0 + 7100, "node2", [ok(FIRE, attempt=1)]))["committed"] == 1
     assert FIRE not in state.book.fires

@@ -59,8 +59,8 @@ def test_assign_creates_a_fire_and_advances_the_job() -> None:
     state.apply(CreateJob(T0, spec()))
     result = state.apply(AssignFires(T0 + 10, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node3"]]))
     assert result == {"ok": True, "assigned": 2, "reassigned": 0}
-    assert [f["fire_id"] for f in state.fires_for_node("node2")] == [f"job:{T0 + 1000}"]
-    assert [f["fire_id"] for f in state.fires_for_node("node3")] == [f"job:{T0 + 2000}"]
+    assert [f["fire_id"] for f in state.book.of_node("node2")] == [f"job:{T0 + 1000}"]
+    assert [f["fire_id"] for f in state.book.of_node("node3")] == [f"job:{T0 + 2000}"]
     assert state.jobs["job"]["next_fire_ms"] == T0 + 3000
     assert state.jobs["job"]["active_fires"] == [T0 + 1000, T0 + 2000]
 
