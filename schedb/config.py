@@ -34,6 +34,11 @@ class HttpSection:
     body_max_bytes: int = 1_048_576
     pending_commands_max: int = 1_000
     commit_timeout_s: float = 5.0
+    # Requests with more header fields than this are refused (413) before any handler runs.
+    headers_max: int = 64
+    # TLS for the API: both files (PEM) set, or neither (plain HTTP).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,43 @@ class ExecutorSection:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    # Off: every request acts as an admin of team "default" (the local dev cluster).
+    enabled: bool = False
+    # A key that is an admin of `admin_team` without being in the replicated state: the
+    # way to create the first keys. Set it by SCHEDB_AUTH_ADMIN_KEY rather than in the file.
+    admin_key: str = ""
+    admin_team: str = "ops"
+
+
+@dataclass(frozen=True)
+class QuotasSection:
+    """Every team's limits unless an admin sets others at runtime (PUT /api/v1/teams/{team}/quotas)."""
+
+    max_jobs: int = 1_000_000
+    fires_per_minute: int = 600_000
+    concurrent_webhooks: int = 512
+    api_rps: int = 1_000
+
+
+@dataclass(frozen=True)
+class SecretsSection:
+    # The AES-256-GCM key that encrypts secrets (32 bytes, base64), the same on every node:
+    # from SCHEDB_SECRETS_KEY, or from this file. Neither: the secrets API is off.
+    key_file: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class EgressSection:
+    """Where webhooks may go. Link-local (cloud metadata), multicast and the cluster's own
+    ports are always refused; private ranges and loopback only when allowed here."""
+
+    allow_private: bool = False
+    allow_loopback: bool = False
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
     format: str = "auto"  # auto | json | console
@@ -90,6 +132,10 @@ class Config:
     scheduler: SchedulerSection
     executor: ExecutorSection
     log: LogSection
+    auth: AuthSection = field(default_factory=AuthSection)
+    quotas: QuotasSection = field(default_factory=QuotasSection)
+    secrets: SecretsSection = field(default_factory=SecretsSection)
+    egress: EgressSection = field(default_factory=EgressSection)
 
     @property
     def data_path(self) -> Path:
@@ -97,7 +143,8 @@ class Config:
 
 
 _SECTION_TYPES = {"node": NodeSection, "http": HttpSection, "raft": RaftSection,
-                  "scheduler": SchedulerSection, "executor": ExecutorSection, "log": LogSection}
+                  "scheduler": SchedulerSection, "executor": ExecutorSection, "log": LogSection,
+                  "auth": AuthSection, "quotas": QuotasSection, "secrets": SecretsSection, "egress": EgressSection}
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
@@ -197,6 +244,10 @@ def _check(config: Config) -> None:
         raise ConfigError("scheduler.reassign_after_s must exceed scheduler.fence_s (no double delivery)")
     if not s.lookahead_s > r.election_max_s + 1.0:
         raise ConfigError("scheduler.lookahead_s must exceed raft.election_max_s + 1 s (time to elect and commit)")
+    if bool(config.http.tls_cert_file) != bool(config.http.tls_key_file):
+        raise ConfigError("http.tls_cert_file and http.tls_key_file must be set together")
+    if config.auth.enabled and not config.auth.admin_team:
+        raise ConfigError("auth.admin_team must not be empty")
     if config.log.format not in ("auto", "json", "console"):
         raise ConfigError("log.format must be auto, json or console")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
@@ -204,7 +255,7 @@ def _check(config: Config) -> None:
 
 
 def _positive(config: Config) -> None:
-    for section_name in ("http", "raft", "scheduler", "executor"):
+    for section_name in ("http", "raft", "scheduler", "executor", "quotas"):
         section = getattr(config, section_name)
         for fld in dataclasses.fields(section):
             value = getattr(section, fld.name)

@@ -49,6 +49,7 @@ def write_config(path: Path, node_id: str, data_dir: Path, http_port: int, raft_
     path.write_text(
         f'[node]\nid = "{node_id}"\ndata_dir = "{data_dir}"\n\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n\n'
+        '[egress]\n# Local tests and scripts call receivers on this machine.\nallow_loopback = true\n\n'
         f'[raft]\nlisten = "127.0.0.1:{raft_port}"\npeers = [{peers}]\n{extra}',
         encoding="utf-8",
     )
