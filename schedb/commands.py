@@ -3,6 +3,8 @@
 Each command is a small frozen record. On the wire (the Raft log) it is msgpack
 `[FORMAT_VERSION, type_tag, {field: value}]`. Every command carries `now_ms`,
 the proposing node's clock; the state machine never reads a clock of its own.
+A command proposed through the API also carries its `actor` (key id, team,
+role, remote address): apply scopes it to the actor's team and audits it.
 A log entry that cannot be decoded is a fatal error (see raft.py): skipping it
 would let nodes diverge.
 """
@@ -25,6 +27,8 @@ class UndecodableCommand(ValueError):
 class Command:
     TAG: ClassVar[int] = 0
     now_ms: int
+    # {"key", "team", "role", "remote"} of the API caller; empty for the cluster's own commands.
+    actor: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class CreateJob(Command):
     TAG: ClassVar[int] = 2
     spec: dict[str, Any]
     idempotency_key: str = ""
+    team: str = ""  # the job's team; "" is the default team
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,11 @@ class Outcome:
     finished_ms: int
     error: str = ""
     retry_after_ms: int = 0  # the receiver's Retry-After, when it sent one
+    bytes_sent: int = 0  # request body size, for the team's usage
 
     def to_list(self) -> list[Any]:
         return [self.fire_id, self.attempt, self.status, self.http_status,
-                self.started_ms, self.finished_ms, self.error, self.retry_after_ms]
+                self.started_ms, self.finished_ms, self.error, self.retry_after_ms, self.bytes_sent]
 
 
 @dataclass(frozen=True)
@@ -154,11 +160,57 @@ class CreateJobs(Command):
 
     TAG: ClassVar[int] = 12
     specs: list[dict[str, Any]] = field(default_factory=list)
+    team: str = ""
+
+
+@dataclass(frozen=True)
+class CreateApiKey(Command):
+    """A new API key; only the SHA-256 of its token is stored (the token is shown once)."""
+
+    TAG: ClassVar[int] = 13
+    key_id: str
+    key_hash: str
+    team: str
+    role: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class RevokeApiKey(Command):
+    TAG: ClassVar[int] = 14
+    key_id: str
+
+
+@dataclass(frozen=True)
+class SetQuotas(Command):
+    """Set a team's quotas at runtime; a null value goes back to the config's default."""
+
+    TAG: ClassVar[int] = 15
+    team: str
+    quotas: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PutSecret(Command):
+    """Create or replace a team's secret, already sealed (AES-GCM) by the proposing node."""
+
+    TAG: ClassVar[int] = 16
+    team: str
+    name: str
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class DeleteSecret(Command):
+    TAG: ClassVar[int] = 17
+    team: str
+    name: str
 
 
 COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
-                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode, CreateJobs)
+                             TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode, CreateJobs,
+                             CreateApiKey, RevokeApiKey, SetQuotas, PutSecret, DeleteSecret)
 }
 
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from schedb import tenancy
 from schedb.commands import (
     AssignFires,
     BackfillJob,
     CompleteFires,
+    DrainNode,
     DropDeadLetter,
     Outcome,
+    RegisterNode,
     ReplayDeadLetter,
     outcome_from_list,
 )
@@ -38,8 +41,37 @@ if TYPE_CHECKING:
 # (or cancelled), per the job's concurrency and misfire policies (policies.py).
 OUTCOME_STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed")
 SKIP_REASONS = ("skipped_overlap", "replaced", "missed")
+CALLED_STATUSES = ("succeeded", "failed", "timed_out")  # the webhook was called
 ERROR_LEN_MAX = 512
 BACKFILL_FIRES_MAX = 1_000
+NODE_FIELD_LEN_MAX = 128
+
+
+def register_node(state: State, cmd: RegisterNode) -> Result:
+    for value in (cmd.node_id, cmd.raft_addr, cmd.http_addr):
+        if not isinstance(value, str) or not 0 < len(value) <= NODE_FIELD_LEN_MAX:
+            return {"error": "invalid", "detail": "node id and addresses must be short strings"}
+    for other_id, other in state.nodes.items():
+        if other["raft_addr"] == cmd.raft_addr and other_id != cmd.node_id:
+            return {"error": "conflict", "detail": f"raft address already registered by {other_id}"}
+    state.nodes[cmd.node_id] = {"raft_addr": cmd.raft_addr, "http_addr": cmd.http_addr,
+                                "registered_ms": state.now_ms, "draining": False}
+    return {"ok": True}
+
+
+def drain_node(state: State, cmd: DrainNode) -> Result:
+    node = state.nodes.get(cmd.node_id) if isinstance(cmd.node_id, str) else None
+    if node is None or not isinstance(cmd.release, list) or len(cmd.release) > state.limits.assign_batch_max:
+        return {"error": "invalid", "detail": "unknown node, or release is not a bounded list"}
+    node["draining"] = True
+    released = 0
+    for row in cmd.release:
+        well_formed = isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)
+        fire = state.book.get(row[0]) if well_formed else None
+        if fire is not None and fire["node"] == cmd.node_id and fire["attempt"] == row[1]:
+            state.book.move(fire, PENDING)  # never started there: the same attempt goes elsewhere
+            released += 1
+    return {"ok": True, "released": released}
 
 
 def assign_fires(state: State, cmd: AssignFires) -> Result:
@@ -52,7 +84,7 @@ def assign_fires(state: State, cmd: AssignFires) -> Result:
     assigned = outcomes.count("assigned")
     state.counters["fires_assigned"] += assigned
     state.counters["assign_stale"] += outcomes.count("stale") + len(cmd.reassign) - moved
-    return {"ok": True, "assigned": assigned, "reassigned": moved}
+    return {"ok": True, "assigned": assigned, "reassigned": moved, "throttled": outcomes.count("throttled")}
 
 
 def _assign_one(state: State, item: Any) -> str:
@@ -70,10 +102,24 @@ def _assign_one(state: State, item: Any) -> str:
             state.place(job_id, next_ms)
             return "missed"
     created = fire_id_of(job_id, scheduled_ms) not in state.book.fires  # a trigger may own this instant
+    if created and not tenancy.take_fires(state, job["team"], 1, scheduled_ms):
+        _throttle(state, job_id, scheduled_ms)
+        return "throttled"
     if created:
         state.new_fire(job_id, scheduled_ms, node_id, trigger="schedule")
     state.schedule_from(job_id, scheduled_ms)
     return "assigned" if created else "stale"
+
+
+def _throttle(state: State, job_id: str, scheduled_ms: int) -> None:
+    """An occurrence over its team's fires-per-minute quota is not fired, but recorded."""
+    team = state.jobs[job_id]["team"]
+    limit = tenancy.quota(state, team)["fires_per_minute"]
+    record(state, job_id, scheduled_ms, 0, "", "throttled", reason="fires_per_minute",
+           error=f"team {team!r} is over its fires_per_minute quota ({limit})")
+    state.counters["fires_throttled"] += 1
+    tenancy.usage_of(state, team)["throttled"] += 1
+    state.schedule_from(job_id, scheduled_ms)
 
 
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:
@@ -129,7 +175,8 @@ def _parse_outcome(row: Any) -> Outcome | None:
         outcome = outcome_from_list(row)
     except TypeError:
         return None
-    ints = (outcome.attempt, outcome.http_status, outcome.started_ms, outcome.finished_ms, outcome.retry_after_ms)
+    ints = (outcome.attempt, outcome.http_status, outcome.started_ms, outcome.finished_ms, outcome.retry_after_ms,
+            outcome.bytes_sent)
     if not isinstance(outcome.fire_id, str) or outcome.status not in OUTCOME_STATUSES:
         return None
     return outcome if all(isinstance(v, int) and not isinstance(v, bool) for v in ints) else None
@@ -148,6 +195,11 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
            http_status=outcome.http_status, started_ms=outcome.started_ms, finished_ms=outcome.finished_ms,
            error=outcome.error, reason=_skip_reason(outcome), trigger=fire["trigger"])
     fire["reported"].append(outcome.attempt)
+    if outcome.status in CALLED_STATUSES:
+        usage = tenancy.usage_of(state, state.jobs[fire["job_id"]]["team"])
+        usage["attempts"] += 1
+        usage["webhook_ms"] += max(0, outcome.finished_ms - outcome.started_ms)
+        usage["bytes_sent"] += max(0, outcome.bytes_sent)
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
         return True
     if outcome.status in ("skipped", "missed"):
@@ -217,12 +269,21 @@ def _bury(state: State, fire: Fire, status: str, http_status: int, error: str) -
     state.counters["dead_lettered"] += 1
 
 
+def _letter(state: State, fire_id: Any, actor: dict[str, Any]) -> dict[str, Any] | None:
+    """A dead letter the actor may see: another team's does not exist for it."""
+    letter = state.dead_letters.get(fire_id) if isinstance(fire_id, str) else None
+    return letter if letter is not None and tenancy.can_touch(actor, state.jobs[letter["job_id"]]) else None
+
+
 def replay_dead_letter(state: State, cmd: ReplayDeadLetter) -> Result:
-    letter = state.dead_letters.get(cmd.fire_id) if isinstance(cmd.fire_id, str) else None
+    letter = _letter(state, cmd.fire_id, cmd.actor)
     if letter is None:
         return {"error": "not_found", "detail": f"no dead letter {cmd.fire_id!r}"}
     if cmd.fire_id in state.book.fires:
         return {"error": "conflict", "detail": f"fire {cmd.fire_id!r} is active"}
+    team = state.jobs[letter["job_id"]]["team"]
+    if not tenancy.take_fires(state, team, 1, state.now_ms):
+        return tenancy.over_quota(state, team, "fires_per_minute", "the replay was not run")
     del state.dead_letters[cmd.fire_id]
     # A replay gets the job's full retry budget again; attempt numbers keep counting up.
     state.new_fire(letter["job_id"], letter["scheduled_ms"], PENDING, trigger="replay",
@@ -232,15 +293,16 @@ def replay_dead_letter(state: State, cmd: ReplayDeadLetter) -> Result:
 
 
 def drop_dead_letter(state: State, cmd: DropDeadLetter) -> Result:
-    if not isinstance(cmd.fire_id, str) or state.dead_letters.pop(cmd.fire_id, None) is None:
+    if _letter(state, cmd.fire_id, cmd.actor) is None:
         return {"error": "not_found", "detail": f"no dead letter {cmd.fire_id!r}"}
+    del state.dead_letters[cmd.fire_id]
     return {"ok": True}
 
 
 def backfill_job(state: State, cmd: BackfillJob) -> Result:
     """Pending fires for the job's occurrences in [start_ms, end_ms], each with its natural fire id."""
     job = state.jobs.get(cmd.job_id) if isinstance(cmd.job_id, str) else None
-    if job is None:
+    if job is None or not tenancy.can_touch(cmd.actor, job):
         return {"error": "not_found", "detail": f"job {cmd.job_id!r} does not exist"}
     if not (isinstance(cmd.start_ms, int) and isinstance(cmd.end_ms, int)) or cmd.start_ms > cmd.end_ms:
         return {"error": "invalid", "detail": "start must not be after end",
@@ -254,9 +316,11 @@ def backfill_job(state: State, cmd: BackfillJob) -> Result:
                     "errors": [{"field": "end", "message": f"at most {BACKFILL_FIRES_MAX} occurrences per backfill"}]}
         occurrences.append(next_ms)
         next_ms = schedule.next_after(next_ms)
+    fresh = [ms for ms in occurrences if fire_id_of(cmd.job_id, ms) not in state.book.fires]
+    if not tenancy.take_fires(state, job["team"], len(fresh), state.now_ms):
+        return tenancy.over_quota(state, job["team"], "fires_per_minute", f"the backfill holds {len(fresh)} fires")
     created = [state.new_fire(cmd.job_id, ms, PENDING, trigger="backfill",
-                              correlation_id=cmd.correlation_id)["fire_id"]
-               for ms in occurrences if fire_id_of(cmd.job_id, ms) not in state.book.fires]
+                              correlation_id=cmd.correlation_id)["fire_id"] for ms in fresh]
     state.counters["backfilled"] += len(created)
     return {"ok": True, "fires": len(created), "fire_ids": created[:10],
             "already_active": len(occurrences) - len(created)}

@@ -18,25 +18,30 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from schedb import lifecycle
+from schedb import lifecycle, tenancy
 from schedb.commands import (
     AssignFires,
     BackfillJob,
     Command,
     CompleteFires,
+    CreateApiKey,
     CreateJob,
     CreateJobs,
     DeleteJob,
+    DeleteSecret,
     DrainNode,
     DropDeadLetter,
+    PutSecret,
     RegisterNode,
     ReplaceJob,
     ReplayDeadLetter,
+    RevokeApiKey,
+    SetQuotas,
     TriggerJob,
 )
 from schedb.fires import PENDING, FireBook, fire_id_of
@@ -44,7 +49,6 @@ from schedb.jobspec import InvalidJob, validate_job
 from schedb.schedule import parse_schedule
 from schedb.slots import SlotIndex
 
-NODE_FIELD_LEN_MAX = 128
 IDEMPOTENCY_KEY_LEN_MAX = 200
 CORRELATION_ID_LEN_MAX = 128
 Result = dict[str, Any]
@@ -75,6 +79,12 @@ class StateLimits:
     # Backpressure: a create or reschedule whose first fire lands in a second that
     # already holds this many jobs is refused (the API answers 429).
     slot_jobs_max: int = 20_000
+    # Every team's quotas unless set for the team (tenancy.QUOTA_NAMES).
+    default_quotas: dict[str, int] = field(default_factory=lambda: {
+        "max_jobs": 1_000_000, "fires_per_minute": 600_000, "concurrent_webhooks": 512, "api_rps": 1_000})
+    api_keys_max: int = 10_000
+    secrets_per_team_max: int = 1_000
+    audit_records: int = 10_000
 
 
 class State:
@@ -94,19 +104,46 @@ class State:
             ("commands_rejected", "fires_assigned", "assign_stale", "fires_reassigned", "outcomes_committed",
              "duplicate_completions", "retries_scheduled", "dead_lettered", "dead_letters_evicted",
              "fires_missed", "fires_skipped", "at_most_once_abandoned", "triggered", "backfilled", "replayed",
-             "idempotent_replays"), 0)
+             "idempotent_replays", "fires_throttled", "quota_refusals"), 0)
+        self._init_tenancy()
+
+    def _init_tenancy(self) -> None:
+        self.api_keys: dict[str, dict[str, Any]] = {}
+        self.key_hashes: dict[str, str] = {}  # sha256 of a live key's token -> key id
+        self.quotas: dict[str, dict[str, int]] = {}  # team -> the quotas an admin set
+        self.secrets: dict[str, dict[str, dict[str, Any]]] = {}  # team -> name -> sealed secret
+        self.usage: dict[str, dict[str, int]] = {}  # team -> tenancy.USAGE_FIELDS
+        self.fire_windows: dict[str, list[int]] = {}  # team -> [minute, fires in it]
+        self.team_jobs: dict[str, int] = {}
+        self.audit = tenancy.new_audit_log(self.limits.audit_records)
+        self.audit_seq = 0
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        """A snapshot from before teams existed lacks their fields: start them empty."""
+        self.__dict__.update(data)
+        if "api_keys" not in data:
+            self._init_tenancy()
+            for job in self.jobs.values():
+                job.setdefault("team", tenancy.DEFAULT_TEAM)
+                self.team_jobs[tenancy.DEFAULT_TEAM] = self.team_jobs.get(tenancy.DEFAULT_TEAM, 0) + 1
+        self.counters.setdefault("fires_throttled", 0)
+        self.counters.setdefault("quota_refusals", 0)
 
     # -- the one entry point -------------------------------------------------
 
     def apply(self, command: Command) -> Result:
         self.applied += 1
-        if not isinstance(command.now_ms, int) or isinstance(command.now_ms, bool):
+        if not isinstance(command.now_ms, int) or isinstance(command.now_ms, bool) or \
+                not isinstance(command.actor, dict):
             self.counters["commands_rejected"] += 1
-            return {"error": "invalid", "detail": "now_ms must be an integer"}
+            return {"error": "invalid", "detail": "now_ms must be an integer and actor an object"}
         self.now_ms = max(self.now_ms, command.now_ms)
         result = _HANDLERS[type(command)](self, command)
         if "error" in result:
             self.counters["commands_rejected"] += 1
+            self.counters["quota_refusals"] += result["error"] == "quota"
+        if command.actor:
+            tenancy.audit(self, command, result)
         return result
 
     # -- reads (callers hold the lock that serializes them with apply) --------
@@ -139,36 +176,12 @@ class State:
         return msgpack.packb(
             [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.book.to_canonical(),
              {k: list(v) for k, v in self.history.items()}, list(self.recent), self.dead_letters,
-             self.idempotency, self.nodes, self.counters],
+             self.idempotency, self.nodes, self.counters, self.api_keys, self.quotas, self.secrets, self.usage,
+             self.fire_windows, self.team_jobs, list(self.audit)],
             use_bin_type=True,
         )
 
-    # -- node and job handlers -------------------------------------------------
-
-    def _register_node(self, cmd: RegisterNode) -> Result:
-        for value in (cmd.node_id, cmd.raft_addr, cmd.http_addr):
-            if not isinstance(value, str) or not 0 < len(value) <= NODE_FIELD_LEN_MAX:
-                return {"error": "invalid", "detail": "node id and addresses must be short strings"}
-        for other_id, other in self.nodes.items():
-            if other["raft_addr"] == cmd.raft_addr and other_id != cmd.node_id:
-                return {"error": "conflict", "detail": f"raft address already registered by {other_id}"}
-        self.nodes[cmd.node_id] = {"raft_addr": cmd.raft_addr, "http_addr": cmd.http_addr,
-                                   "registered_ms": self.now_ms, "draining": False}
-        return {"ok": True}
-
-    def _drain_node(self, cmd: DrainNode) -> Result:
-        node = self.nodes.get(cmd.node_id) if isinstance(cmd.node_id, str) else None
-        if node is None or not isinstance(cmd.release, list) or len(cmd.release) > self.limits.assign_batch_max:
-            return {"error": "invalid", "detail": "unknown node, or release is not a bounded list"}
-        node["draining"] = True
-        released = 0
-        for row in cmd.release:
-            well_formed = isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)
-            fire = self.book.get(row[0]) if well_formed else None
-            if fire is not None and fire["node"] == cmd.node_id and fire["attempt"] == row[1]:
-                self.book.move(fire, PENDING)  # never started there: the same attempt goes elsewhere
-                released += 1
-        return {"ok": True, "released": released}
+    # -- job handlers --------------------------------------------------------------
 
     def _create_job(self, cmd: CreateJob) -> Result:
         key = cmd.idempotency_key
@@ -181,6 +194,9 @@ class State:
         spec, error = _revalidate(cmd.spec)
         if error:
             return error
+        team = cmd.team or tenancy.DEFAULT_TEAM
+        if error := self._team_refusal(cmd, team):
+            return error
         job_id = spec["id"]
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
@@ -188,8 +204,9 @@ class State:
         if error := self._slot_full(first_ms):
             return error
         self.jobs[job_id] = {"spec": spec, "created_ms": self.now_ms, "updated_ms": self.now_ms,
-                             "version": 1, "next_fire_ms": None, "active_fires": [],
+                             "version": 1, "next_fire_ms": None, "active_fires": [], "team": team,
                              "paused_ms": self.now_ms if spec["paused"] else None}
+        self.team_jobs[team] = self.team_jobs.get(team, 0) + 1
         self.place(job_id, first_ms)
         if key:
             self.idempotency[key] = (job_id, self.now_ms + self.limits.idempotency_ttl_ms)
@@ -202,10 +219,19 @@ class State:
             return {"error": "invalid", "detail": f"specs must be a list of at most {self.limits.bulk_create_max}"}
         results = []
         for spec in cmd.specs:
-            result = self._create_job(CreateJob(cmd.now_ms, spec))
+            result = self._create_job(CreateJob(cmd.now_ms, spec, team=cmd.team, actor=cmd.actor))
             results.append({"job_id": result.get("job_id") or (spec.get("id") if isinstance(spec, dict) else None),
                             "error": result.get("error"), "detail": result.get("detail")})
         return {"ok": True, "results": results}
+
+    def _team_refusal(self, cmd: Command, team: str) -> Result | None:
+        if not tenancy.valid_team(team):
+            return {"error": "invalid", "detail": "team: not a valid team name"}
+        if not tenancy.is_admin(cmd.actor) and cmd.actor.get("team") != team:
+            return {"error": "forbidden", "detail": "a key may create jobs only in its own team"}
+        if self.team_jobs.get(team, 0) >= tenancy.quota(self, team)["max_jobs"]:
+            return tenancy.over_quota(self, team, "max_jobs", "delete jobs or ask an admin to raise it")
+        return None
 
     def _slot_full(self, first_ms: int | None) -> Result | None:
         if first_ms is not None and self.slots.count_at(first_ms) >= self.limits.slot_jobs_max:
@@ -226,7 +252,7 @@ class State:
         if error:
             return error
         job_id = spec["id"]
-        job, error = self._job_for_write(job_id, cmd.if_version)
+        job, error = self._job_for_write(job_id, cmd.if_version, cmd.actor)
         if error:
             return error
         old = job["spec"]
@@ -247,9 +273,10 @@ class State:
         return {"ok": True, "job_id": job_id}
 
     def _delete_job(self, cmd: DeleteJob) -> Result:
-        _, error = self._job_for_write(cmd.job_id, cmd.if_version)
+        job, error = self._job_for_write(cmd.job_id, cmd.if_version, cmd.actor)
         if error:
             return error
+        self.team_jobs[job["team"]] -= 1
         self._unschedule(cmd.job_id)
         for scheduled_ms in list(self.jobs[cmd.job_id]["active_fires"]):
             self.end_fire(fire_id_of(cmd.job_id, scheduled_ms))
@@ -261,9 +288,11 @@ class State:
         return {"ok": True, "job_id": cmd.job_id}
 
     def _trigger_job(self, cmd: TriggerJob) -> Result:
-        _, error = self._job_for_write(cmd.job_id, 0)
+        job, error = self._job_for_write(cmd.job_id, 0, cmd.actor)
         if error:
             return error
+        if not tenancy.take_fires(self, job["team"], 1, self.now_ms):
+            return tenancy.over_quota(self, job["team"], "fires_per_minute", "the trigger was not run")
         scheduled_ms = self.now_ms
         while fire_id_of(cmd.job_id, scheduled_ms) in self.book.fires:  # two triggers in one ms
             scheduled_ms += 1
@@ -283,6 +312,7 @@ class State:
         self.set_lease(fire)
         self.book.add(fire)
         self.jobs[job_id]["active_fires"].append(scheduled_ms)
+        tenancy.usage_of(self, self.jobs[job_id]["team"])["fires"] += 1
         return fire
 
     def set_lease(self, fire: dict[str, Any]) -> None:
@@ -293,9 +323,11 @@ class State:
         fire = self.book.end(fire_id)
         self.jobs[fire["job_id"]]["active_fires"].remove(fire["scheduled_ms"])
 
-    def _job_for_write(self, job_id: Any, if_version: Any) -> tuple[dict[str, Any], Result | None]:
+    def _job_for_write(self, job_id: Any, if_version: Any,
+                       actor: dict[str, Any]) -> tuple[dict[str, Any], Result | None]:
+        """The job a command changes; another team's job does not exist for the actor."""
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
-        if job is None:
+        if job is None or not tenancy.can_touch(actor, job):
             return {}, {"error": "not_found", "detail": f"job {job_id!r} does not exist"}
         if if_version and if_version != job["version"]:
             return job, {"error": "precondition_failed",
@@ -353,8 +385,8 @@ def _revalidate(spec: Any) -> tuple[dict[str, Any], Result | None]:
 
 
 _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
-    RegisterNode: State._register_node,
-    DrainNode: State._drain_node,
+    RegisterNode: lifecycle.register_node,
+    DrainNode: lifecycle.drain_node,
     CreateJob: State._create_job,
     CreateJobs: State._create_jobs,
     ReplaceJob: State._replace_job,
@@ -365,4 +397,9 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     ReplayDeadLetter: lifecycle.replay_dead_letter,
     DropDeadLetter: lifecycle.drop_dead_letter,
     BackfillJob: lifecycle.backfill_job,
+    CreateApiKey: tenancy.create_api_key,
+    RevokeApiKey: tenancy.revoke_api_key,
+    SetQuotas: tenancy.set_quotas,
+    PutSecret: tenancy.put_secret,
+    DeleteSecret: tenancy.delete_secret,
 }

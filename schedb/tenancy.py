@@ -1,0 +1,218 @@
+"""Teams inside the replicated state: API keys, quotas, secrets, usage and the audit log.
+
+Functions of (state, command), called by State.apply like lifecycle.py, under
+the same rules: deterministic, no clock but `command.now_ms`, no I/O.
+
+- An API key is stored as the SHA-256 of the token only; the token itself is
+  shown once to its creator and never enters the log.
+- A secret is stored sealed (AES-GCM, by the API node that received it; see
+  secretbox.py): the state never holds a plain value.
+- Quotas are the config's defaults (StateLimits.default_quotas, equal on every
+  node) unless an admin set a team's own.
+- Every command proposed through the API carries its actor (key, team, role,
+  remote address); apply writes one audit record per such command.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from schedb.commands import Command, CreateApiKey, DeleteSecret, PutSecret, RevokeApiKey, SetQuotas
+
+if TYPE_CHECKING:
+    from schedb.state import Result, State
+
+ROLES = ("admin", "operator", "viewer")
+QUOTA_NAMES = ("max_jobs", "fires_per_minute", "concurrent_webhooks", "api_rps")
+QUOTA_MAX = 1_000_000_000
+DEFAULT_TEAM = "default"
+TEAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12,32}$")
+KEY_HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+KEY_LABEL_LEN_MAX = 128
+SEALED_BYTES_MAX = 8_192
+USAGE_FIELDS = ("fires", "attempts", "webhook_ms", "bytes_sent", "throttled")
+MINUTE_MS = 60_000
+
+
+def valid_team(team: Any) -> bool:
+    return isinstance(team, str) and TEAM_PATTERN.match(team) is not None
+
+
+def is_admin(actor: dict[str, Any]) -> bool:
+    """No actor is the cluster itself (dispatcher, executors): never scoped to a team."""
+    return not actor or actor.get("role") == "admin"
+
+
+def can_touch(actor: dict[str, Any], job: dict[str, Any]) -> bool:
+    return is_admin(actor) or job.get("team", DEFAULT_TEAM) == actor.get("team")
+
+
+def quota(state: State, team: str) -> dict[str, int]:
+    return {**state.limits.default_quotas, **state.quotas.get(team, {})}
+
+
+def usage_of(state: State, team: str) -> dict[str, int]:
+    usage = state.usage.get(team)
+    if usage is None:
+        usage = state.usage[team] = dict.fromkeys(USAGE_FIELDS, 0)
+    return usage
+
+
+def take_fires(state: State, team: str, count: int, at_ms: int) -> bool:
+    """Count `count` new fires against the team's fires-per-minute quota in the minute of
+    at_ms (a fixed window, moving only forward); False, counting nothing, when over it."""
+    window = state.fire_windows.setdefault(team, [0, 0])
+    minute = at_ms // MINUTE_MS
+    if minute > window[0]:
+        window[0], window[1] = minute, 0
+    if window[1] + count > quota(state, team)["fires_per_minute"]:
+        return False
+    window[1] += count
+    return True
+
+
+def over_quota(state: State, team: str, limit: str, detail: str) -> Result:
+    return {"error": "quota", "limit": limit, "detail": f"team {team!r} is over its {limit} quota "
+            f"({quota(state, team)[limit]}): {detail}"}
+
+
+# -- API keys ---------------------------------------------------------------
+
+
+def create_api_key(state: State, cmd: CreateApiKey) -> Result:
+    if not (isinstance(cmd.key_id, str) and KEY_ID_PATTERN.match(cmd.key_id)) or \
+            not (isinstance(cmd.key_hash, str) and KEY_HASH_PATTERN.match(cmd.key_hash)):
+        return _invalid("key_id", "a key needs a hex id and a SHA-256 hash")
+    if not valid_team(cmd.team):
+        return _invalid("team", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+    if cmd.role not in ROLES:
+        return _invalid("role", f"must be one of {', '.join(ROLES)}")
+    if not isinstance(cmd.name, str) or len(cmd.name) > KEY_LABEL_LEN_MAX or not cmd.name.isprintable():
+        return _invalid("name", f"at most {KEY_LABEL_LEN_MAX} printable characters")
+    if cmd.key_id in state.api_keys or cmd.key_hash in state.key_hashes:
+        return {"error": "conflict", "detail": f"key {cmd.key_id!r} already exists"}
+    if len(state.api_keys) >= state.limits.api_keys_max:
+        return {"error": "quota", "limit": "api_keys", "detail": f"at most {state.limits.api_keys_max} keys"}
+    state.api_keys[cmd.key_id] = {"id": cmd.key_id, "hash": cmd.key_hash, "team": cmd.team, "role": cmd.role,
+                                  "name": cmd.name, "created_ms": state.now_ms, "revoked_ms": None,
+                                  "created_by": cmd.actor.get("key", "")}
+    state.key_hashes[cmd.key_hash] = cmd.key_id
+    return {"ok": True, "key_id": cmd.key_id}
+
+
+def revoke_api_key(state: State, cmd: RevokeApiKey) -> Result:
+    key = state.api_keys.get(cmd.key_id) if isinstance(cmd.key_id, str) else None
+    if key is None:
+        return {"error": "not_found", "detail": f"no key {cmd.key_id!r}"}
+    if key["revoked_ms"] is None:
+        key["revoked_ms"] = state.now_ms
+        state.key_hashes.pop(key["hash"], None)
+    return {"ok": True, "key_id": cmd.key_id}
+
+
+def key_by_hash(state: State, key_hash: str) -> dict[str, Any] | None:
+    key_id = state.key_hashes.get(key_hash)
+    return None if key_id is None else dict(state.api_keys[key_id])
+
+
+# -- quotas and secrets --------------------------------------------------------
+
+
+def set_quotas(state: State, cmd: SetQuotas) -> Result:
+    """Set (a number) or clear (None: back to the config's default) some of a team's quotas."""
+    if not valid_team(cmd.team):
+        return _invalid("team", "not a valid team name")
+    if not isinstance(cmd.quotas, dict) or not cmd.quotas:
+        return _invalid("quotas", f"an object with some of {', '.join(QUOTA_NAMES)}")
+    for name, value in cmd.quotas.items():
+        if name not in QUOTA_NAMES:
+            return _invalid(name, f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 1 <= value <= QUOTA_MAX):
+            return _invalid(name, f"an integer from 1 to {QUOTA_MAX}, or null for the default")
+    own = state.quotas.setdefault(cmd.team, {})
+    for name in sorted(cmd.quotas):
+        if cmd.quotas[name] is None:
+            own.pop(name, None)
+        else:
+            own[name] = cmd.quotas[name]
+    if not own:
+        del state.quotas[cmd.team]
+    return {"ok": True, "quotas": quota(state, cmd.team)}
+
+
+def put_secret(state: State, cmd: PutSecret) -> Result:
+    if not valid_team(cmd.team):
+        return _invalid("team", "not a valid team name")
+    if not (isinstance(cmd.name, str) and NAME_PATTERN.match(cmd.name)):
+        return _invalid("name", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+    if not isinstance(cmd.sealed, bytes) or not 0 < len(cmd.sealed) <= SEALED_BYTES_MAX:
+        return _invalid("value", "a sealed secret of bounded size")
+    if error := _team_scope(cmd, cmd.team):
+        return error
+    team_secrets = state.secrets.setdefault(cmd.team, {})
+    old = team_secrets.get(cmd.name)
+    if old is None and len(team_secrets) >= state.limits.secrets_per_team_max:
+        return {"error": "quota", "limit": "secrets", "detail": f"at most {state.limits.secrets_per_team_max} "
+                "secrets per team"}
+    team_secrets[cmd.name] = {"sealed": cmd.sealed, "created_ms": old["created_ms"] if old else state.now_ms,
+                              "updated_ms": state.now_ms, "version": old["version"] + 1 if old else 1}
+    return {"ok": True, "created": old is None}
+
+
+def delete_secret(state: State, cmd: DeleteSecret) -> Result:
+    if error := _team_scope(cmd, cmd.team):
+        return error
+    team_secrets = state.secrets.get(cmd.team) if isinstance(cmd.team, str) else None
+    if not team_secrets or not isinstance(cmd.name, str) or team_secrets.pop(cmd.name, None) is None:
+        return {"error": "not_found", "detail": f"no secret {cmd.name!r}"}
+    if not team_secrets:
+        del state.secrets[cmd.team]
+    return {"ok": True}
+
+
+def _team_scope(cmd: Command, team: str) -> Result | None:
+    if not is_admin(cmd.actor) and cmd.actor.get("team") != team:
+        return {"error": "forbidden", "detail": "a key may change only its own team's secrets"}
+    return None
+
+
+def _invalid(field: str, message: str) -> Result:
+    return {"error": "invalid", "detail": f"{field}: {message}", "errors": [{"field": field, "message": message}]}
+
+
+# -- audit ---------------------------------------------------------------------
+
+
+def audit(state: State, cmd: Command, result: Result) -> None:
+    """One record per command an API user proposed: who, from where, what, when, and the result."""
+    actor = cmd.actor
+    state.audit_seq += 1
+    state.audit.append({
+        "seq": state.audit_seq, "at_ms": state.now_ms, "key": str(actor.get("key", ""))[:64],
+        "team": str(actor.get("team", ""))[:64], "role": str(actor.get("role", ""))[:16],
+        "remote": str(actor.get("remote", ""))[:64], "action": type(cmd).__name__,
+        "target": _target(cmd), "result": result.get("error", "ok"),
+    })
+
+
+def new_audit_log(limit: int) -> deque[dict[str, Any]]:
+    return deque(maxlen=limit)
+
+
+def _target(cmd: Command) -> str:
+    if isinstance(getattr(cmd, "spec", None), dict):
+        return str(cmd.spec.get("id", ""))[:200]  # type: ignore[attr-defined]
+    if isinstance(getattr(cmd, "specs", None), list):
+        return f"{len(cmd.specs)} jobs"  # type: ignore[attr-defined]
+    if isinstance(cmd, PutSecret | DeleteSecret):
+        return f"{cmd.team}/{cmd.name}"[:200]
+    for name in ("job_id", "fire_id", "key_id", "team", "node_id"):
+        value = getattr(cmd, name, None)
+        if isinstance(value, str):
+            return value[:200]
+    return ""

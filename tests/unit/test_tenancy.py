@@ -1,0 +1,128 @@
+"""Teams in the state machine: keys, scoping, quotas, throttling, usage, secrets, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedb.commands import (
+    AssignFires,
+    CompleteFires,
+    CreateApiKey,
+    CreateJob,
+    DeleteJob,
+    DeleteSecret,
+    Outcome,
+    PutSecret,
+    ReplaceJob,
+    RevokeApiKey,
+    SetQuotas,
+    TriggerJob,
+)
+from schedb.state import State
+from tests.unit.test_state import T0, cluster_state, spec
+
+ADMIN = {"key": "k-admin", "team": "ops", "role": "admin", "remote": "127.0.0.1"}
+ALICE = {"key": "k-alice", "team": "a", "role": "operator", "remote": "127.0.0.1"}
+BOB = {"key": "k-bob", "team": "b", "role": "operator", "remote": "127.0.0.1"}
+HASH = "ab" * 32
+
+
+def two_teams() -> State:
+    state = cluster_state()
+    assert state.apply(CreateJob(T0, spec("ja"), team="a", actor=ALICE))["ok"]
+    assert state.apply(CreateJob(T0, spec("jb"), team="b", actor=BOB))["ok"]
+    return state
+
+
+def test_a_key_is_stored_by_hash_and_revocation_removes_it_from_lookup() -> None:
+    state = cluster_state()
+    assert state.apply(CreateApiKey(T0, "0123456789ab", HASH, "a", "viewer", "ci", actor=ADMIN))["ok"]
+    assert state.key_hashes[HASH] == "0123456789ab"
+    assert state.apply(CreateApiKey(T0, "0123456789ac", HASH, "a", "viewer", actor=ADMIN))["error"] == "conflict"
+    assert state.apply(CreateApiKey(T0, "0123456789ad", "cd" * 32, "a", "root", actor=ADMIN))["error"] == "invalid"
+    assert state.apply(RevokeApiKey(T0 + 5, "0123456789ab", actor=ADMIN))["ok"]
+    assert HASH not in state.key_hashes
+    assert state.api_keys["0123456789ab"]["revoked_ms"] == T0 + 5
+
+
+def test_another_teams_job_does_not_exist_for_an_operator() -> None:
+    state = two_teams()
+    before = state.canonical_bytes()
+    for command in (TriggerJob(T0, "jb", actor=ALICE), DeleteJob(T0, "jb", actor=ALICE),
+                    ReplaceJob(T0, spec("jb", paused=True), actor=ALICE)):
+        assert state.apply(command)["error"] == "not_found"
+    assert state.apply(CreateJob(T0, spec("jc"), team="b", actor=ALICE))["error"] == "forbidden"
+    assert state.jobs["jb"]["spec"]["paused"] is False and "jc" not in state.jobs
+    assert state.apply(TriggerJob(T0, "jb", actor=ADMIN))["ok"]  # an admin sees every team
+    assert before != state.canonical_bytes()
+
+
+def test_max_jobs_quota_refuses_the_next_create_until_raised_at_runtime() -> None:
+    state = two_teams()
+    assert state.apply(SetQuotas(T0, "a", {"max_jobs": 1}, actor=ADMIN))["ok"]
+    refused = state.apply(CreateJob(T0, spec("ja2"), team="a", actor=ALICE))
+    assert refused["error"] == "quota" and refused["limit"] == "max_jobs"
+    assert state.apply(CreateJob(T0, spec("jb2"), team="b", actor=BOB))["ok"]  # b is not limited
+    assert state.apply(SetQuotas(T0, "a", {"max_jobs": None}, actor=ADMIN))["ok"]  # back to the default
+    assert state.apply(CreateJob(T0, spec("ja2"), team="a", actor=ALICE))["ok"]
+    assert state.apply(DeleteJob(T0, "ja2", actor=ALICE))["ok"] and state.team_jobs["a"] == 1
+
+
+def test_fires_over_the_per_minute_quota_are_recorded_throttled_and_other_teams_fire() -> None:
+    state = two_teams()
+    assert state.apply(SetQuotas(T0, "a", {"fires_per_minute": 3}, actor=ADMIN))["ok"]
+    statuses: dict[str, list[str]] = {"a": [], "b": []}
+    for second in range(1, 6):
+        now = T0 + second * 1000
+        items = [[job, now, "node2"] for job in ("ja", "jb") if state.jobs[job]["next_fire_ms"] == now]
+        result = state.apply(AssignFires(now - 10, items))
+        assert result["assigned"] + result["throttled"] == 2
+    for job, team in (("ja", "a"), ("jb", "b")):
+        statuses[team] = [r["status"] for r in state.history.get(job, [])]
+    assert statuses["a"] == ["throttled", "throttled"] and statuses["b"] == []
+    assert state.usage["a"]["fires"] == 3 and state.usage["a"]["throttled"] == 2
+    assert state.usage["b"]["fires"] == 5 and state.counters["fires_throttled"] == 2
+    assert state.jobs["ja"]["next_fire_ms"] == T0 + 6000  # a throttled occurrence is passed, not retried
+
+
+def test_usage_counts_attempts_webhook_time_and_bytes() -> None:
+    state = two_teams()
+    state.apply(AssignFires(T0, [["ja", T0 + 1000, "node2"]]))
+    row = Outcome("ja:" + str(T0 + 1000), 1, "succeeded", 200, T0 + 1000, T0 + 1250, bytes_sent=321).to_list()
+    assert state.apply(CompleteFires(T0 + 1300, "node2", [row]))["committed"] == 1
+    assert {k: state.usage["a"][k] for k in ("attempts", "webhook_ms", "bytes_sent")} == \
+        {"attempts": 1, "webhook_ms": 250, "bytes_sent": 321}
+
+
+def test_secrets_are_per_team_and_only_the_own_team_may_change_them() -> None:
+    state = two_teams()
+    assert state.apply(PutSecret(T0, "a", "token", b"\x01sealed", actor=ALICE)) == {"ok": True, "created": True}
+    assert state.apply(PutSecret(T0, "a", "token", b"\x01other", actor=BOB))["error"] == "forbidden"
+    assert state.apply(PutSecret(T0, "a", "token", b"\x01again", actor=ALICE)) == {"ok": True, "created": False}
+    assert state.secrets["a"]["token"]["version"] == 2
+    assert state.apply(DeleteSecret(T0, "a", "token", actor=BOB))["error"] == "forbidden"
+    assert state.apply(DeleteSecret(T0, "a", "token", actor=ALICE))["ok"] and "a" not in state.secrets
+
+
+def test_every_api_command_leaves_one_audit_record_and_cluster_commands_none() -> None:
+    state = two_teams()
+    state.apply(TriggerJob(T0, "jb", actor=ALICE))
+    state.apply(AssignFires(T0, []))
+    records: list[dict[str, Any]] = list(state.audit)
+    assert [(r["action"], r["target"], r["team"], r["result"]) for r in records] == [
+        ("CreateJob", "ja", "a", "ok"), ("CreateJob", "jb", "b", "ok"), ("TriggerJob", "jb", "a", "not_found")]
+    assert [r["seq"] for r in records] == [1, 2, 3]
+
+
+def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team() -> None:
+    state = cluster_state()
+    state.apply(CreateJob(T0, spec("old")))
+    data = dict(state.__dict__)
+    for name in ("api_keys", "key_hashes", "quotas", "secrets", "usage", "fire_windows", "team_jobs", "audit",
+                 "audit_seq"):
+        del data[name]
+    del data["jobs"]["old"]["team"]
+    restored = State.__new__(State)
+    restored.__setstate__(data)
+    assert restored.jobs["old"]["team"] == "default" and restored.team_jobs == {"default": 1}
+    assert restored.apply(DeleteJob(T0, "old"))["ok"]
