@@ -32,8 +32,10 @@ from typing import Any
 import aiohttp
 import structlog
 
+from schedb import secretbox, tenancy
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
+from schedb.egress import EgressPolicy
 from schedb.gate import PriorityGate
 from schedb.metrics import NodeMetrics
 from schedb.policies import Verdict, newer_fire_due, verdict
@@ -53,8 +55,12 @@ HAND_BACK_PAUSE_S = 0.15
 
 class Executor:
     def __init__(self, config: Config, replica: Replica, session: aiohttp.ClientSession,
-                 metrics: NodeMetrics) -> None:
+                 metrics: NodeMetrics, egress: EgressPolicy | None = None,
+                 secret_box: secretbox.SecretBox | None = None) -> None:
         self._config = config
+        self._egress = egress
+        self._secret_box = secret_box
+        self._team_gates: dict[str, tuple[int, asyncio.Semaphore]] = {}
         self._metrics = metrics
         self._node_id = config.node.id
         self._replica = replica
@@ -233,12 +239,20 @@ class Executor:
         return verdict(state, fire, wall_ms(), self._grace_ms)
 
     async def _deliver(self, key: FireKey, fire: dict[str, Any]) -> None:
-        job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
-        if job is None:
+        view = self._replica.read(lambda s: _delivery_view(s, fire["job_id"]))
+        if view is None:
             return
+        spec, team, team_limit, sealed = view
         correlation_id = fire.get("correlation_id") or new_correlation_id()
-        async with self._gate.place(job["spec"]["priority"]):
-            outcome = await deliver(self._session, fire, job["spec"], self._node_id, correlation_id)
+        try:
+            spec, secret_values = self._resolve_secrets(spec, team, sealed)
+        except (secretbox.MissingSecret, secretbox.SecretUndecryptable, ValueError) as exc:
+            now_ms = wall_ms()
+            outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, f"secret: {exc}")
+        else:
+            async with self._team_gate(team, team_limit), self._gate.place(spec["priority"]):
+                outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
+                                        secret_values)
         log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
                  correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,
                  delay_ms=outcome.started_ms - fire["scheduled_ms"],
@@ -248,6 +262,28 @@ class Executor:
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._outcomes[key] = outcome
         self._outcome_ready.set()
+
+    def _resolve_secrets(self, spec: dict[str, Any], team: str,
+                         sealed: dict[str, bytes]) -> tuple[dict[str, Any], list[str]]:
+        """The spec with {{secrets/NAME}} replaced, and the plain values (to mask them)."""
+        if not secretbox.references(spec["webhook"]):
+            return spec, []
+        box = self._secret_box
+        if box is None:
+            raise ValueError("this node has no secrets key (secrets.key_file or SCHEDB_SECRETS_KEY)")
+
+        def lookup(name: str) -> str:
+            return box.open(team, name, sealed[name])  # KeyError: resolve() reports MissingSecret
+
+        webhook, values = secretbox.resolve(spec["webhook"], lookup)
+        return {**spec, "webhook": webhook}, values
+
+    def _team_gate(self, team: str, limit: int) -> asyncio.Semaphore:
+        """The team's concurrent-webhooks quota on this node; a new limit applies to new calls."""
+        current = self._team_gates.get(team)
+        if current is None or current[0] != limit:
+            current = self._team_gates[team] = (limit, asyncio.Semaphore(limit))
+        return current[1]
 
     def _report_skip(self, key: FireKey, fire: dict[str, Any], status: str, why: str) -> None:
         now_ms = wall_ms()
@@ -324,3 +360,16 @@ class Executor:
         self._offered.update(waiting)
         self._handed_back += int(result.get("released", 0))
         return True
+
+
+def _delivery_view(state: State, job_id: str) -> tuple[dict[str, Any], str, int, dict[str, bytes]] | None:
+    """What a delivery needs from the state: the spec, the team, its concurrency quota, and
+    the sealed secrets the webhook references (opened outside the state's lock)."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        return None
+    team = job["team"]
+    team_secrets = state.secrets.get(team, {})
+    sealed = {name: team_secrets[name]["sealed"] for name in secretbox.references(job["spec"]["webhook"])
+              if name in team_secrets}
+    return job["spec"], team, tenancy.quota(state, team)["concurrent_webhooks"], sealed

@@ -15,15 +15,18 @@ import errno
 import os
 import signal
 import socket
+import ssl
 import time
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from schedb import secretbox
 from schedb.commands import RegisterNode
-from schedb.config import Config, parse_address
+from schedb.config import Config, ConfigError, parse_address
 from schedb.dispatcher import Dispatcher
+from schedb.egress import EgressPolicy
 from schedb.executor import Executor
 from schedb.logs import configure_logging
 from schedb.metrics import NodeMetrics
@@ -50,6 +53,17 @@ class Node:
         self.dispatcher: Dispatcher
         self._tasks: list[asyncio.Task[Any]] = []
         self.metrics = NodeMetrics()
+        self.egress = EgressPolicy.from_config(config.egress, self._cluster_addresses)
+        key = secretbox.load_key(config.secrets)  # a bad key stops the node here, with the setting named
+        self.secret_box = secretbox.SecretBox(key) if key else None
+
+    def _cluster_addresses(self) -> list[str]:
+        """Every member's API and Raft address: webhooks may not call the cluster itself."""
+        own = [self.config.http.listen, self.config.raft.listen, *self.config.raft.peers]
+        if not hasattr(self, "replica"):
+            return own
+        members = self.replica.read(lambda s: [a for n in s.nodes.values() for a in (n["raft_addr"], n["http_addr"])])
+        return own + members
 
     @property
     def node_id(self) -> str:
@@ -57,9 +71,10 @@ class Node:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._session = new_session(self.config.executor.max_inflight)
+        self._session = new_session(self.config.executor.max_inflight, self.egress)
         self.replica = Replica(self.config, loop, self._on_state_change, self.metrics)
-        self.executor = Executor(self.config, self.replica, self._session, self.metrics)
+        self.executor = Executor(self.config, self.replica, self._session, self.metrics, self.egress,
+                                 self.secret_box)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.has_started, self.metrics)
         self.metrics.watch(lambda: self.replica.read(_state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
@@ -135,6 +150,7 @@ def _state_numbers(state: State) -> dict[str, Any]:
 async def serve(config: Config) -> None:
     from schedb.api.app import create_app  # the API layer sits above the node
 
+    tls = tls_context(config)  # before anything starts: a bad cert must stop the node cleanly
     sock = await _listen(*parse_address("http.listen", config.http.listen))
     # pysyncobj forks a child to write each snapshot; it must not keep our port open,
     # or a node restarted right after a SIGKILL could not listen again.
@@ -143,8 +159,8 @@ async def serve(config: Config) -> None:
     await node.start()
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
-    log.info("http_listening", listen=config.http.listen)
+    await web.SockSite(runner, sock, ssl_context=tls).start()
+    log.info("http_listening", listen=config.http.listen, tls=tls is not None)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -154,6 +170,22 @@ async def serve(config: Config) -> None:
     await runner.cleanup()
     await node.stop()
     log.info("node_stopped")
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The API's TLS context, or None for plain HTTP; raises ConfigError when the PEM files
+    cannot be read or do not match, so `schedb node` reports it instead of a traceback."""
+    http = config.http
+    if not http.tls_cert_file:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(http.tls_cert_file, http.tls_key_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise ConfigError(f"http.tls_cert_file {http.tls_cert_file!r} / http.tls_key_file {http.tls_key_file!r}: "
+                          f"cannot load the certificate and key: {exc}") from exc
+    return context
 
 
 async def _listen(host: str, port: int) -> socket.socket:

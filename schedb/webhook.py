@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 
 from schedb.commands import Outcome
+from schedb.egress import EgressPolicy, EgressRefused, GuardedResolver
+from schedb.secretbox import mask
 from schedb.timefmt import ms_to_rfc3339
 
 # We read at most this much of an answer: only its status matters, and a huge
@@ -64,13 +66,20 @@ def new_correlation_id() -> str:
 
 
 async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: dict[str, Any],
-                  node_id: str, correlation_id: str) -> Outcome:
-    """Call the webhook once; never raises for what the receiver does."""
+                  node_id: str, correlation_id: str, egress: EgressPolicy | None = None,
+                  secret_values: list[str] | None = None) -> Outcome:
+    """Call the webhook once; never raises for what the receiver does.
+
+    `spec` has its secrets resolved already; `secret_values` are masked out of the error
+    text, which goes to the log and the execution record. Redirects are never followed:
+    a 3xx is a failed attempt, so a receiver cannot bounce the call past the egress policy."""
     headers, body = build_request(fire, spec, node_id, correlation_id)
     webhook = spec["webhook"]
     started_ms = wall_ms()
     status, http_status, error, retry_after_ms = "failed", 0, "", 0
     try:
+        if egress is not None:
+            egress.check_literal(webhook["url"])  # a name is checked by the session's resolver
         timeout = aiohttp.ClientTimeout(total=webhook["timeout_s"])
         async with session.request(webhook["method"], webhook["url"], headers=headers, data=body,
                                    timeout=timeout, allow_redirects=False) as response:
@@ -84,10 +93,13 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
             error = f"HTTP {http_status}"
     except TimeoutError:
         status, error = "timed_out", f"no answer within {webhook['timeout_s']:g} s"
+    except EgressRefused as exc:
+        error = str(exc)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
+        error = f"{type(exc).__name__}: {exc}"
+    error = mask(error, secret_values or ())[:ERROR_TEXT_MAX]
     return Outcome(fire["fire_id"], fire["attempt"], status, http_status, started_ms, wall_ms(), error,
-                   retry_after_ms)
+                   retry_after_ms, len(body or b""))
 
 
 def parse_retry_after_ms(value: str, now_s: float) -> int:
@@ -104,8 +116,12 @@ def parse_retry_after_ms(value: str, now_s: float) -> int:
     return int(max(0.0, min(when.timestamp() - now_s, RETRY_AFTER_S_MAX)) * 1000)
 
 
-def new_session(max_inflight: int) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=max_inflight, limit_per_host=max_inflight, ttl_dns_cache=60)
+def new_session(max_inflight: int, egress: EgressPolicy | None = None) -> aiohttp.ClientSession:
+    """Webhooks' session; with a policy, every name is resolved through it (checked after DNS)."""
+    resolver = GuardedResolver(egress) if egress is not None else None
+    # The DNS cache is short: the policy judges what a name resolves to now.
+    connector = aiohttp.TCPConnector(limit=max_inflight, limit_per_host=max_inflight, ttl_dns_cache=10,
+                                     resolver=resolver)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                  auto_decompress=False)
 

@@ -10,16 +10,18 @@ from typing import Any
 
 from aiohttp import web
 
+from schedb.api.auth import acting_team
 from schedb.api.context import NODE, json_response, propose
 from schedb.api.jobs import refuse_past_one_shot, validate_spec
 from schedb.api.problems import Problem, read_json
+from schedb.api.targets import check_webhook
 from schedb.commands import CreateJobs
 from schedb.node import Node
 from schedb.webhook import wall_ms
 
 BULK_MAX = 1_000
 ERRORS_SHOWN_MAX = 100
-_ITEM_STATUS = {None: 201, "conflict": 409, "slot_full": 429, "invalid": 422}
+_ITEM_STATUS = {None: 201, "conflict": 409, "slot_full": 429, "invalid": 422, "quota": 429, "forbidden": 403}
 
 
 async def create_jobs(request: web.Request) -> web.Response:
@@ -30,10 +32,16 @@ async def create_jobs(request: web.Request) -> web.Response:
         message = f"the body must be {{\"jobs\": [...]}} with 1 to {BULK_MAX} jobs"
         raise Problem(422, "Invalid jobs", message, kind="invalid", errors=[{"field": "jobs", "message": message}])
     specs, errors = _validate_all(node, items)
+    team = acting_team(request)
+    for i, spec in enumerate(specs):
+        try:
+            await check_webhook(node, spec, team)
+        except Problem as problem:
+            errors += [{"field": f"jobs[{i}].{e['field']}", "message": e["message"]} for e in problem.errors or []]
     if errors:
         raise Problem(422, "Invalid jobs", f"{len(errors)} problem(s) in the jobs; nothing was created",
                       kind="invalid", errors=errors[:ERRORS_SHOWN_MAX])
-    result = await propose(node, CreateJobs(wall_ms(), specs))
+    result = await propose(node, CreateJobs(wall_ms(), specs, team))
     outcomes = [{"id": r["job_id"], "status": _ITEM_STATUS.get(r["error"], 422),
                  **({"detail": r["detail"]} if r["error"] else {})} for r in result["results"]]
     created = sum(1 for o in outcomes if o["status"] == 201)

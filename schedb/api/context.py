@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
 
+from schedb.api.auth import current_actor
 from schedb.api.problems import Problem
 from schedb.commands import Command
 from schedb.node import Node
@@ -16,12 +18,16 @@ NODE = web.AppKey("node", Node)
 RETRY_AFTER_S = "1"
 _RESULT_STATUS = {"invalid": (422, "Invalid job"), "not_found": (404, "Not found"),
                   "conflict": (409, "Conflict"), "precondition_failed": (412, "Precondition failed"),
-                  "slot_full": (429, "Too many jobs in one second")}
+                  "slot_full": (429, "Too many jobs in one second"), "forbidden": (403, "Forbidden"),
+                  "quota": (429, "Quota exceeded")}
 SLOT_RETRY_AFTER_S = "60"
 
 
 async def propose(node: Node, command: Command) -> Result:
-    """Submit and await commit; a rejected command becomes the matching problem."""
+    """Submit, stamped with the request's actor, and await commit; a rejected command
+    becomes the matching problem."""
+    if not command.actor:
+        command = dataclasses.replace(command, actor=current_actor.get())
     if not node.replica.has_capacity:
         raise Problem(429, "Too many pending commands", "the node has too many commands in flight",
                       kind="too-many-requests", headers={"Retry-After": RETRY_AFTER_S})
@@ -30,11 +36,18 @@ async def propose(node: Node, command: Command) -> Result:
     except SubmitError as exc:
         raise _unavailable(exc) from exc
     if "error" in result:
-        status, title = _RESULT_STATUS.get(result["error"], (400, "Rejected"))
-        headers = {"Retry-After": SLOT_RETRY_AFTER_S} if status == 429 else None
-        raise Problem(status, title, result.get("detail", ""), kind=result["error"].replace("_", "-"),
-                      errors=result.get("errors"), headers=headers)
+        raise result_problem(result)
     return result
+
+
+def result_problem(result: Result) -> Problem:
+    status, title = _RESULT_STATUS.get(result["error"], (400, "Rejected"))
+    headers = {"Retry-After": SLOT_RETRY_AFTER_S} if status == 429 else None
+    errors = result.get("errors")
+    if result["error"] == "quota":
+        errors = [{"field": result.get("limit", ""), "message": "over quota"}]
+    kind = "quota-exceeded" if result["error"] == "quota" else result["error"].replace("_", "-")
+    return Problem(status, title, result.get("detail", ""), kind=kind, errors=errors, headers=headers)
 
 
 def _unavailable(exc: SubmitError) -> Problem:

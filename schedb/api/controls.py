@@ -7,6 +7,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from schedb import tenancy
+from schedb.api.auth import current_actor
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.jobs import LIST_LIMIT_MAX, patch_fields
 from schedb.api.problems import Problem, read_json
@@ -73,19 +75,20 @@ def dead_letter_view(letter: dict[str, Any]) -> dict[str, Any]:
 async def list_dead_letters(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     job_id = request.query.get("job_id")
+    actor = current_actor.get()
 
-    def pick(state: State) -> list[dict[str, Any]]:
-        out = []
+    def pick(state: State) -> tuple[list[dict[str, Any]], int]:
+        out, total = [], 0
         for letter in reversed(state.dead_letters.values()):
-            if job_id is None or letter["job_id"] == job_id:
-                out.append(dead_letter_view(letter))
-                if len(out) >= limit:
-                    break
-        return out
+            if (job_id is None or letter["job_id"] == job_id) and \
+                    tenancy.can_touch(actor, state.jobs[letter["job_id"]]):
+                total += 1
+                if len(out) < limit:
+                    out.append(dead_letter_view(letter))
+        return out, total
 
-    node = request.app[NODE]
-    total = node.replica.read(lambda s: len(s.dead_letters))
-    return json_response({"dead_letters": node.replica.read(pick), "total": total})
+    letters, total = request.app[NODE].replica.read(pick)
+    return json_response({"dead_letters": letters, "total": total})
 
 
 async def replay_dead_letter(request: web.Request) -> web.Response:

@@ -7,8 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from schedb import tenancy
+from schedb.api.auth import acting_team, current_actor, sees
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.problems import Problem, read_json
+from schedb.api.targets import check_webhook
 from schedb.api.views import SECRET_MASK, etag, execution_view, job_view
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.jobspec import InvalidJob, validate_job
@@ -19,7 +22,7 @@ from schedb.webhook import wall_ms
 
 LIST_LIMIT_MAX = 1000
 PATCH_RETRIES = 3
-STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown")
+STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown", "throttled")
 
 
 def validate_spec(node: Node, raw: Any, job_id: str | None = None) -> dict[str, Any]:
@@ -56,7 +59,7 @@ def _read_job(node: Node, job_id: str) -> dict[str, Any]:
         return None if job is None else dict(job, active_fires=list(job["active_fires"]))
 
     job = node.replica.read(copy)
-    if job is None:
+    if job is None or not sees(job):  # another team's job does not exist for this key
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
     return job
 
@@ -88,11 +91,13 @@ async def create_job(request: web.Request) -> web.Response:
         raw = {**raw, "id": uuid.uuid4().hex}
     spec = validate_spec(node, raw)
     refuse_past_one_shot(spec)
+    team = acting_team(request)
+    await check_webhook(node, spec, team)
     key = request.headers.get("Idempotency-Key", "")
     if len(key) > IDEMPOTENCY_KEY_LEN_MAX:
         raise Problem(400, "Invalid Idempotency-Key", f"at most {IDEMPOTENCY_KEY_LEN_MAX} characters",
                       kind="invalid-idempotency-key", errors=[{"field": "Idempotency-Key", "message": "too long"}])
-    result = await propose(node, CreateJob(wall_ms(), spec, key))
+    result = await propose(node, CreateJob(wall_ms(), spec, key, team))
     # A repeated key answers with the job the first request created (200, not a second 201).
     return _job_response(node, result["job_id"], 200 if result.get("replayed") else 201)
 
@@ -107,9 +112,13 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise Problem(400, "Invalid query", "paused must be true or false", kind="invalid-query",
                       errors=[{"field": "paused", "message": "true or false"}])
     tag_key, _, tag_value = (tag or "").partition(":")
+    team = request.query.get("team")
+    actor = current_actor.get()
 
     def matches(job: dict[str, Any]) -> bool:
         spec = job["spec"]
+        if (team is not None and job["team"] != team) or not tenancy.can_touch(actor, job):
+            return False
         if paused is not None and spec["paused"] != (paused == "true"):
             return False
         return not tag or spec["tags"].get(tag_key) == tag_value
@@ -141,7 +150,9 @@ async def put_job(request: web.Request) -> web.Response:
     raw = await read_json(request)
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": job_id}
-    spec = validate_spec(node, _keep_secret(raw, _read_job(node, job_id)["spec"]), job_id)
+    job = _read_job(node, job_id)
+    spec = validate_spec(node, _keep_secret(raw, job["spec"]), job_id)
+    await check_webhook(node, spec, job["team"])
     await propose(node, ReplaceJob(wall_ms(), spec, _if_match(request)))
     return _job_response(node, job_id)
 
@@ -167,6 +178,8 @@ async def patch_fields(request: web.Request, patch: dict[str, Any]) -> web.Respo
             raise Problem(412, "Precondition failed", f"job is at version {job['version']}",
                           kind="precondition-failed")
         spec = validate_spec(node, _keep_secret(merge_patch(job["spec"], patch), job["spec"]), job_id)
+        if spec["webhook"] != job["spec"]["webhook"]:
+            await check_webhook(node, spec, job["team"])
         try:
             await propose(node, ReplaceJob(wall_ms(), spec, job["version"]))
             return _job_response(node, job_id)
@@ -207,7 +220,9 @@ async def job_executions(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     status = _status_filter(request)
-    rows = node.replica.read(lambda s: list(s.history.get(job_id, ())) if job_id in s.jobs else None)
+    actor = current_actor.get()
+    rows = node.replica.read(lambda s: list(s.history.get(job_id, ()))
+                             if job_id in s.jobs and tenancy.can_touch(actor, s.jobs[job_id]) else None)
     if rows is None:
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
     picked = [execution_view(r) for r in reversed(rows) if status is None or r["status"] == status]
@@ -219,11 +234,17 @@ async def list_executions(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     status = _status_filter(request)
     job_id = request.query.get("job_id")
+    actor = current_actor.get()
+
+    def visible(state: State, row: dict[str, Any]) -> bool:
+        job = state.jobs.get(row["job_id"])
+        return tenancy.is_admin(actor) or (job is not None and tenancy.can_touch(actor, job))
 
     def pick(state: State) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for row in reversed(state.recent):
-            if (status is None or row["status"] == status) and (job_id is None or row["job_id"] == job_id):
+            if (status is None or row["status"] == status) and (job_id is None or row["job_id"] == job_id) \
+                    and visible(state, row):
                 out.append(execution_view(row))
                 if len(out) >= limit:
                     break

@@ -78,7 +78,7 @@ async def remove_member(request: web.Request) -> web.Response:
         if removing_self:
             await _step_down(node)
         else:
-            drained = await _drain(http_addr) if http_addr else None
+            drained = await _drain(node, http_addr, _passed_on(request)) if http_addr else None
             await _change(node, "remove", addr)
     if removing_self:  # the new leader carries it out, this node drains when it asks
         return await _forward(request, node, None, again=True)
@@ -160,11 +160,20 @@ async def _step_down(node: Node) -> None:
                   kind="no-leader", headers={"Retry-After": "1"})
 
 
-async def _drain(http_addr: str) -> dict[str, Any] | None:
+def _passed_on(request: web.Request) -> dict[str, str]:
+    """The caller's credentials go along when this node asks another on the caller's behalf."""
+    return {name: request.headers[name] for name in ("Authorization", "X-API-Key") if name in request.headers}
+
+
+def _scheme(node: Node) -> str:
+    return "https" if node.config.http.tls_cert_file else "http"
+
+
+async def _drain(node: Node, http_addr: str, headers: dict[str, str]) -> dict[str, Any] | None:
     try:
         timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + 5)
         async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.post(f"http://{http_addr}/api/v1/cluster/leave") as resp:
+                session.post(f"{_scheme(node)}://{http_addr}/api/v1/cluster/leave", headers=headers) as resp:
             return dict(await resp.json()) if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("member_not_drained", http_addr=http_addr, error=str(exc))
@@ -183,7 +192,8 @@ async def _forward(request: web.Request, node: Node, body: Any, again: bool = Fa
     timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + CHANGE_TIMEOUT_S + REGISTER_WAIT_S + 5)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
-                request.method, f"http://{http_addr}{request.path}", json=body, headers={FORWARDED: "1"}) as resp:
+                request.method, f"{_scheme(node)}://{http_addr}{request.path}", json=body,
+                headers={FORWARDED: "1", **_passed_on(request)}) as resp:
             return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Problem(503, "Leader unreachable", f"forwarding to the leader at {http_addr} failed: {exc}",

@@ -26,6 +26,7 @@ def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
         "created_at": time_or_none(job["created_ms"]),
         "updated_at": time_or_none(job["updated_ms"]),
         "version": job["version"],
+        "team": job["team"],
     })
     return view
 

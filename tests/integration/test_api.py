@@ -194,7 +194,7 @@ def test_openapi_describes_every_route_and_the_job_fields(cluster: Cluster) -> N
 
     code, _, doc = http("GET", cluster.nodes[0].url + "/api/v1/openapi.json")
     assert code == 200 and doc["openapi"].startswith("3.")
-    served = {(path, method.lower()) for method, path, _ in ROUTES}
+    served = {(path, method.lower()) for method, path, _, _ in ROUTES}
     described = {(path, method) for path, item in doc["paths"].items() for method in item if method != "parameters"}
     assert served == described
     job = doc["components"]["schemas"]["JobInput"]["properties"]

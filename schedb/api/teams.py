@@ -1,0 +1,77 @@
+"""Per-team views and settings: usage (cost tracking), quotas, and the audit log (admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from schedb import tenancy
+from schedb.api.auth import require_team
+from schedb.api.context import NODE, json_response, propose, query_int
+from schedb.api.problems import Problem, read_json
+from schedb.api.views import time_or_none
+from schedb.commands import SetQuotas
+from schedb.state import State
+from schedb.webhook import wall_ms
+
+AUDIT_LIMIT_MAX = 1_000
+
+
+def _team(request: web.Request) -> str:
+    team = request.match_info["team"]
+    if not tenancy.valid_team(team):
+        raise Problem(404, "Not found", f"no team {team!r}", kind="not-found")
+    require_team(team)
+    return team
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    """What the team used since the cluster began (the counters are replicated), and now."""
+    team = _team(request)
+    now_ms = wall_ms()
+
+    def read(state: State) -> dict[str, Any]:
+        window = state.fire_windows.get(team, [0, 0])
+        this_minute = window[1] if window[0] == now_ms // tenancy.MINUTE_MS else 0
+        return {"team": team, "usage": dict(state.usage.get(team) or dict.fromkeys(tenancy.USAGE_FIELDS, 0)),
+                "jobs": state.team_jobs.get(team, 0), "fires_this_minute": this_minute,
+                "secrets": len(state.secrets.get(team, ())), "quotas": tenancy.quota(state, team)}
+
+    return json_response(request.app[NODE].replica.read(read))
+
+
+async def get_quotas(request: web.Request) -> web.Response:
+    team = _team(request)
+    node = request.app[NODE]
+    quotas, own = node.replica.read(lambda s: (tenancy.quota(s, team), sorted(s.quotas.get(team, ()))))
+    return json_response({"team": team, "quotas": quotas, "set_for_team": own})
+
+
+async def put_quotas(request: web.Request) -> web.Response:
+    """Set some quotas of a team (a number), or put them back to the config's default (null)."""
+    team = _team(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body:
+        message = f"send an object with some of {', '.join(tenancy.QUOTA_NAMES)}"
+        raise Problem(422, "Invalid quotas", message, kind="invalid", errors=[{"field": "", "message": message}])
+    result = await propose(request.app[NODE], SetQuotas(wall_ms(), team, body))
+    return json_response({"team": team, "quotas": result["quotas"]})
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """Audit records, newest first; `after` (a seq) pages forward, `team` filters."""
+    limit = query_int(request, "limit", 100, 1, AUDIT_LIMIT_MAX)
+    after = query_int(request, "after", 0, 0, 2**53)
+    team = request.query.get("team")
+
+    def pick(state: State) -> list[dict[str, Any]]:
+        out = []
+        for row in reversed(state.audit):
+            if row["seq"] <= after or len(out) >= limit:
+                break
+            if team is None or row["team"] == team:
+                out.append({**{k: v for k, v in row.items() if k != "at_ms"}, "at": time_or_none(row["at_ms"])})
+        return out
+
+    return json_response({"records": request.app[NODE].replica.read(pick)})
