@@ -24,6 +24,12 @@ DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 ROLES = ("follower", "candidate", "leader")
+# Per-team usage (replicated, the same on every node), by the field of tenancy.USAGE_FIELDS.
+TEAM_USAGE = (("fires", "schedb_team_fires", "Fires created", 1),
+              ("attempts", "schedb_team_attempts", "Webhook calls made", 1),
+              ("webhook_ms", "schedb_team_webhook_seconds", "Time spent in webhook calls", 1000),
+              ("bytes_sent", "schedb_team_bytes_sent", "Request body bytes sent to webhooks", 1),
+              ("throttled", "schedb_team_throttled", "Fires not run: over the fires-per-minute quota", 1))
 
 
 class NodeMetrics:
@@ -65,6 +71,7 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(f"schedb_{name}", help_text, value=state[name])
         for name, value in sorted(state["counters"].items()):
             yield CounterMetricFamily(f"schedb_cluster_{name}", f"Committed by the cluster: {name}", value=value)
+        yield from _team_usage(state["usage"])
         role = GaugeMetricFamily("schedb_raft_role", "1 for this node's current Raft role", labels=["role"])
         for name in ROLES:
             role.add_metric([name], 1.0 if raft["role"] == name else 0.0)
@@ -73,3 +80,11 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("schedb_raft_applied_index", "Last applied log index", value=raft["last_applied"])
         yield GaugeMetricFamily("schedb_raft_log_entries", "Entries in the Raft log", value=raft["log_len"])
         yield GaugeMetricFamily("schedb_raft_term", "Current Raft term", value=raft["term"])
+
+
+def _team_usage(usage: dict[str, dict[str, int]]) -> Iterator[Any]:
+    for field, name, help_text, divisor in TEAM_USAGE:
+        family = CounterMetricFamily(name, help_text, labels=["team"])
+        for team in sorted(usage):
+            family.add_metric([team], usage[team][field] / divisor)
+        yield family

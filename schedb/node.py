@@ -144,7 +144,8 @@ class Node:
 
 def _state_numbers(state: State) -> dict[str, Any]:
     return {"jobs": len(state.jobs), "active_fires": len(state.book), "pending_fires": len(state.book.pending),
-            "dead_letters": len(state.dead_letters), "counters": dict(state.counters)}
+            "dead_letters": len(state.dead_letters), "counters": dict(state.counters),
+            "usage": {team: dict(usage) for team, usage in state.usage.items()}}
 
 
 async def serve(config: Config) -> None:

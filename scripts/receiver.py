@@ -11,7 +11,11 @@ A job can also pick the receiver's behaviour through its webhook URL's query:
 - `?fail_attempts=2`: answer 500 to attempts 1 and 2, then 200;
 - `?fail=always`: always answer 500;
 - `?hang=10`: wait 10 s before answering;
-- `?status=429&retry_after=3`: answer that status with that Retry-After.
+- `?status=429&retry_after=3`: answer that status with that Retry-After;
+- `?redirect=URL`: answer 302 to that URL (schedb must not follow it).
+
+Each line also keeps the request's query string and Authorization header, so a
+test can see a secret arrive resolved.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ async def answer(request: web.Request, attempt: int, chaos: argparse.Namespace) 
         await asyncio.sleep(float(query["hang"]))
     elif chaos.hang_rate and random.random() < chaos.hang_rate:
         await asyncio.sleep(chaos.hang_s)
+    if "redirect" in query:
+        return web.Response(status=302, headers={"Location": query["redirect"]})
     if "status" in query:
         headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
         return web.json_response({"ok": False}, status=int(query["status"]), headers=headers)
@@ -57,6 +63,8 @@ def make_app(ledger: IO[str], chaos: argparse.Namespace) -> web.Application:
             "body": body.decode(errors="replace")[:2000],
             "method": request.method,
             "path": request.path,
+            "query": request.query_string,
+            "authorization": request.headers.get("Authorization"),
         }
         ledger.write(json.dumps(entry) + "\n")
         ledger.flush()
