@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -64,7 +67,36 @@ def _parser() -> argparse.ArgumentParser:
 def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"a node's API (default {DEFAULT_URL})")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--ca-file", default=os.environ.get("SCHEDB_CA_FILE") or None, metavar="PATH",
+                     help="verify an https:// node against this CA (PEM; default $SCHEDB_CA_FILE, "
+                          "else the system's CAs)")
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify the node's certificate (wins over $SCHEDB_CA_FILE)")
     return parser
+
+
+def client_tls(url: str, ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext | None:
+    """The TLS context for an https:// URL; None means urllib's default (system CAs), and
+    for http:// URLs the options do not matter."""
+    if not url.startswith("https://"):
+        return None
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if not ca_file:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # missing, unreadable, or not PEM (ssl.SSLError is an OSError)
+        raise ApiError(f"cannot use CA file {ca_file}: {exc}") from exc
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
+    """request() with the client options (--url, --ca-file, --insecure) of a command."""
+    return request(args.url, method, path, body, timeout_s, tls=client_tls(args.url, args.ca_file, args.insecure))
 
 
 def _run_node(args: argparse.Namespace) -> int:
@@ -72,20 +104,20 @@ def _run_node(args: argparse.Namespace) -> int:
     from schedb.node import run_node
 
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
+        run_node(load_config(args.config))
+    except ConfigError as exc:  # also raised at start-up, e.g. by TLS files that cannot be loaded
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    run_node(config)
     return 0
 
 
-def request(url: str, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
+def request(url: str, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S,
+            tls: ssl.SSLContext | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=tls) as resp:
             text = resp.read()
             return json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
@@ -95,8 +127,14 @@ def request(url: str, method: str, path: str, body: Any = None, timeout_s: float
             raise ApiError(f"HTTP {exc.code}") from exc
         fields = "; ".join(f"{e['field']}: {e['message']}" for e in problem.get("errors") or [])
         raise ApiError(f"{problem.get('title')} ({exc.code}): {fields or problem.get('detail')}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise ApiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)} (is the node running?)") from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):  # reached, but TLS failed: not a "node down" hint
+            raise ApiError(f"TLS with {url} failed: {exc.reason} (see --ca-file, --insecure)") from exc
+        raise ApiError(f"cannot reach {url}: {exc.reason} (is the node running?)") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        # A TLS node hangs up on a plain request: say so rather than only "is it running?".
+        hint = "is the node running, or does it serve https?" if url.startswith("http://") else "is the node running?"
+        raise ApiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)} ({hint})") from exc
 
 
 def _print(args: argparse.Namespace, data: Any, rows: list[list[str]], header: list[str]) -> None:
@@ -122,7 +160,7 @@ def _jobs_add(args: argparse.Namespace) -> None:
                             "webhook": {"url": args.webhook, "method": args.method}}
     if args.id:
         body["id"] = args.id
-    job = request(args.url, "POST", "/api/v1/jobs", body)
+    job = _call(args, "POST", "/api/v1/jobs", body)
     _print(args, job, _job_rows([job]), JOB_HEADER)
 
 
@@ -130,7 +168,7 @@ def _jobs_ls(args: argparse.Namespace) -> None:
     jobs: list[dict[str, Any]] = []
     after = ""
     while True:
-        page = request(args.url, "GET", f"/api/v1/jobs?limit=1000&after={urllib.request.quote(after)}")
+        page = _call(args, "GET", f"/api/v1/jobs?limit=1000&after={urllib.request.quote(after)}")
         jobs.extend(page["jobs"])
         if not page["next_after"]:
             break
@@ -139,8 +177,8 @@ def _jobs_ls(args: argparse.Namespace) -> None:
 
 
 def _jobs_show(args: argparse.Namespace) -> None:
-    job = request(args.url, "GET", f"/api/v1/jobs/{args.job_id}")
-    runs = request(args.url, "GET", f"/api/v1/jobs/{args.job_id}/executions?limit=10")["executions"]
+    job = _call(args, "GET", f"/api/v1/jobs/{args.job_id}")
+    runs = _call(args, "GET", f"/api/v1/jobs/{args.job_id}/executions?limit=10")["executions"]
     if args.json:
         print(json.dumps({"job": job, "executions": runs}, indent=2))
         return
@@ -152,12 +190,12 @@ def _jobs_show(args: argparse.Namespace) -> None:
 
 
 def _jobs_rm(args: argparse.Namespace) -> None:
-    request(args.url, "DELETE", f"/api/v1/jobs/{args.job_id}")
+    _call(args, "DELETE", f"/api/v1/jobs/{args.job_id}")
     print(f"deleted {args.job_id}")
 
 
 def _set_paused(args: argparse.Namespace, paused: bool) -> None:
-    job = request(args.url, "POST", f"/api/v1/jobs/{args.job_id}/{'pause' if paused else 'resume'}")
+    job = _call(args, "POST", f"/api/v1/jobs/{args.job_id}/{'pause' if paused else 'resume'}")
     _print(args, job, _job_rows([job]), JOB_HEADER)
 
 
@@ -170,12 +208,12 @@ def _jobs_resume(args: argparse.Namespace) -> None:
 
 
 def _jobs_trigger(args: argparse.Namespace) -> None:
-    result = request(args.url, "POST", f"/api/v1/jobs/{args.job_id}/trigger")
+    result = _call(args, "POST", f"/api/v1/jobs/{args.job_id}/trigger")
     print(json.dumps(result, indent=2) if args.json else f"triggered {result['fire_id']}")
 
 
 def _cluster_status(args: argparse.Namespace) -> None:
-    status = request(args.url, "GET", "/api/v1/cluster")
+    status = _call(args, "GET", "/api/v1/cluster")
     rows = [[m["node_id"] or "?", m["role"], m["raft_addr"], m["http_addr"] or "-",
              "self" if m["self"] else ("yes" if m["connected"] else "no"), str(m["jobs_assigned"]),
              str(m["active_fires"])] for m in status["members"]]
@@ -186,7 +224,7 @@ def _cluster_status(args: argparse.Namespace) -> None:
 
 
 def _cluster_add(args: argparse.Namespace) -> None:
-    result = request(args.url, "POST", "/api/v1/cluster/members", {"raft_addr": args.raft_addr},
+    result = _call(args, "POST", "/api/v1/cluster/members", {"raft_addr": args.raft_addr},
                      MEMBERSHIP_TIMEOUT_S)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -196,7 +234,7 @@ def _cluster_add(args: argparse.Namespace) -> None:
 
 
 def _cluster_remove(args: argparse.Namespace) -> None:
-    result = request(args.url, "DELETE", f"/api/v1/cluster/members/{urllib.request.quote(args.member, safe='')}",
+    result = _call(args, "DELETE", f"/api/v1/cluster/members/{urllib.request.quote(args.member, safe='')}",
                      timeout_s=MEMBERSHIP_TIMEOUT_S)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -69,13 +70,15 @@ def start_node(config_path: Path, log_path: Path, env: dict[str, str] | None = N
 
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None, timeout_s: float = 15.0) -> tuple[int, dict[str, str], Any]:
-    """One JSON request: (status, headers, decoded body); error statuses are returned, not raised."""
+         raw: bytes | None = None, timeout_s: float = 15.0,
+         tls: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], Any]:
+    """One JSON request: (status, headers, decoded body); error statuses are returned, not raised.
+    tls: how to verify an https:// node (None: the system's CAs)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=tls) as resp:
             text = resp.read()
             return resp.status, dict(resp.headers), json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
@@ -83,15 +86,15 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         return exc.code, dict(exc.headers), json.loads(text) if text else None
 
 
-def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
-    status, _, body = http("GET", url, timeout_s=timeout_s)
+def get_json(url: str, timeout_s: float = 2.0, tls: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    status, _, body = http("GET", url, timeout_s=timeout_s, tls=tls)
     return status, body
 
 
 def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: Sequence[int] = (),
-               path: str = "/ready") -> None:
+               path: str = "/ready", tls: ssl.SSLContext | None = None) -> None:
     """Wait until every URL answers `path` (/ready, or /health for a node not yet in a cluster)
-    with 200; fail early if one of pids has exited."""
+    with 200; fail early if one of pids has exited. tls: for https:// URLs, as in http()."""
     deadline = time.monotonic() + timeout_s
     pending = list(http_urls)
     while pending:
@@ -103,7 +106,7 @@ def wait_ready(http_urls: list[str], timeout_s: float = READY_TIMEOUT_S, pids: S
         still = []
         for url in pending:
             try:
-                status, _ = get_json(url + path, 1.0)
+                status, _ = get_json(url + path, 1.0, tls)
             except OSError:
                 status = 0
             if status != 200:

@@ -45,6 +45,9 @@ class Cluster:
     tmp_dir: Path
     size: int = 3
     extra_config: str = ""
+    # Environment for every node process (SCHEDB_* settings the TOML cannot carry, e.g. [http]
+    # TLS files: the harness writes that table itself and TOML forbids a second one).
+    env: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -71,7 +74,7 @@ class Cluster:
 
     def start(self, nodes: list[NodeProc] | None = None) -> None:
         for node in nodes or self.nodes:
-            node.proc = start_node(node.config, node.log)
+            node.proc = start_node(node.config, node.log, self.env)
 
     def wait_ready(self, nodes: list[NodeProc] | None = None, timeout_s: float = 60.0) -> None:
         nodes = nodes or self.nodes
