@@ -229,3 +229,57 @@ def test_delivery_checks_the_target_again_after_dns(tmp_path: Path, receiver: Re
         assert http("POST", url + "/api/v1/jobs", job("new-by-name", targets["by-name"]))[0] == 422
     finally:
         cluster.stop()
+
+
+def test_hard_limits_answer_413_and_422(secure: Cluster, keys: dict[str, dict[str, Any]], receiver: Receiver) -> None:
+    url, key = secure.nodes[0].url, keys["a_op"]["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    status, headers, problem = http("POST", url + "/api/v1/jobs", raw=b"{" + b" " * 1_100_000 + b"}", headers=auth)
+    assert status == 413 and headers["Content-Type"].startswith("application/problem+json")
+    many = {**auth, **{f"X-Pad-{i}": "x" for i in range(70)}}
+    status, _, problem = http("GET", url + "/api/v1/jobs", headers=many)
+    assert status == 413 and problem["errors"][0]["field"] == "headers"
+    too_much = {
+        "webhook.headers": job("big", receiver.url, headers={f"X-H{i}": "v" for i in range(33)}),
+        "webhook.url": job("big", receiver.url + "?" + "q" * 3000),
+        "tags": job("big", receiver.url) | {"tags": {f"t{i}": "v" for i in range(33)}},
+        "webhook.body": job("big", receiver.url, body={"blob": "x" * 70_000}),
+    }
+    for field, spec in too_much.items():
+        status, problem = call("POST", url + "/api/v1/jobs", key, spec)
+        assert status == 422 and field in [e["field"] for e in problem["errors"]], (field, problem)
+
+
+def test_api_rate_quota_limits_one_team(secure: Cluster, keys: dict[str, dict[str, Any]]) -> None:
+    url = secure.nodes[0].url
+    assert call("PUT", url + "/api/v1/teams/b/quotas", ADMIN_KEY, {"api_rps": 5})[0] == 200
+    try:
+        answers = [http("GET", url + "/api/v1/jobs", headers={"X-API-Key": keys["b_op"]["key"]}) for _ in range(20)]
+        limited = [a for a in answers if a[0] == 429]
+        assert limited and limited[0][1]["Retry-After"] == "1" and limited[0][2]["errors"][0]["field"] == "api_rps"
+        assert all(call("GET", url + "/api/v1/jobs", keys["a_op"]["key"])[0] == 200 for _ in range(20))
+    finally:
+        time.sleep(1)  # a second refills the bucket for the reset below
+        assert call("PUT", url + "/api/v1/teams/b/quotas", ADMIN_KEY, {"api_rps": None})[0] == 200
+
+
+def test_concurrent_webhooks_quota_serializes_a_teams_calls(
+        secure: Cluster, keys: dict[str, dict[str, Any]], receiver: Receiver) -> None:
+    url, key = secure.nodes[0].url, keys["b_op"]["key"]
+    assert call("PUT", url + "/api/v1/teams/b/quotas", ADMIN_KEY, {"concurrent_webhooks": 1})[0] == 200
+    try:
+        for i in range(6):  # on two executors: one of them runs at least three a second
+            assert call("POST", url + "/api/v1/jobs", key, job(f"slow-{i}", receiver.url + "?hang=0.3"))[0] == 201
+        time.sleep(4)
+        for i in range(6):
+            assert call("POST", f"{url}/api/v1/jobs/slow-{i}/pause", key)[0] == 200
+    finally:
+        assert call("PUT", url + "/api/v1/teams/b/quotas", ADMIN_KEY, {"concurrent_webhooks": None})[0] == 200
+    by_node: dict[str, list[int]] = {}
+    for d in receiver.deliveries():
+        if d["job_id"].startswith("slow-"):
+            by_node.setdefault(d["node"], []).append(d["arrival_ms"])
+    assert sum(len(v) for v in by_node.values()) >= 6
+    for node, arrivals in by_node.items():  # one call at a time per executor: arrivals a hang apart
+        gaps = [b - a for a, b in zip(sorted(arrivals), sorted(arrivals)[1:], strict=False)]
+        assert all(gap >= 250 for gap in gaps), (node, gaps)

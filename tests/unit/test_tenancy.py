@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from schedb.commands import (
     AssignFires,
     CompleteFires,
@@ -126,3 +129,44 @@ def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team()
     restored.__setstate__(data)
     assert restored.jobs["old"]["team"] == "default" and restored.team_jobs == {"default": 1}
     assert restored.apply(DeleteJob(T0, "old"))["ok"]
+
+
+# -- hostile input: a bad command is rejected the same way and changes nothing -----------------
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+                       | st.binary(max_size=20), lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=10)
+
+
+@given(team=JSONISH, quotas=JSONISH)
+@settings(max_examples=200, deadline=None)
+def test_set_quotas_rejects_garbage_without_a_trace(team: Any, quotas: Any) -> None:
+    state = two_teams()
+    before = state.quotas.copy()
+    result = state.apply(SetQuotas(T0, team, quotas, actor=ADMIN))
+    if "error" in result:
+        assert result["error"] == "invalid" and result["errors"][0]["field"] and state.quotas == before
+    else:
+        assert all(isinstance(v, int) and v >= 1 for v in result["quotas"].values())
+
+
+@given(key_id=JSONISH | st.text(alphabet="0123456789abcdef", min_size=12, max_size=12), team=JSONISH,
+       role=st.sampled_from(["admin", "operator", "viewer", "root", ""]) | JSONISH, name=JSONISH)
+@settings(max_examples=200, deadline=None)
+def test_create_api_key_rejects_garbage_without_a_trace(key_id: Any, team: Any, role: Any, name: Any) -> None:
+    state = cluster_state()
+    result = state.apply(CreateApiKey(T0, key_id, HASH, team, role, name, actor=ADMIN))
+    assert ("error" in result) == (state.api_keys == {})
+
+
+@given(actor=st.dictionaries(st.sampled_from(["key", "team", "role", "remote"]), JSONISH, max_size=4),
+       command=st.sampled_from(["trigger", "delete", "secret", "create"]))
+@settings(max_examples=200, deadline=None)
+def test_any_actor_is_applied_deterministically(actor: dict[str, Any], command: str) -> None:
+    commands = {"trigger": TriggerJob(T0, "ja", actor=actor), "delete": DeleteJob(T0, "jb", actor=actor),
+                "secret": PutSecret(T0, "a", "n", b"\x01x", actor=actor),
+                "create": CreateJob(T0, spec("jc"), team="a", actor=actor)}
+    first, second = two_teams(), two_teams()
+    assert first.apply(commands[command]) == second.apply(commands[command])
+    assert first.canonical_bytes() == second.canonical_bytes()
+    assert len(first.audit) == 2 + bool(actor)  # the two creates, and this one unless the cluster proposed it
