@@ -39,6 +39,9 @@ class HttpSection:
     # TLS for the API: both files (PEM) set, or neither (plain HTTP).
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # What nodes trust when they call each other's API over TLS (forwarded membership
+    # changes, drains); empty: the system's CAs. A self-signed cert can be its own CA.
+    tls_ca_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ hands leadership to a caught-up follower, which then carries out the removal.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
@@ -40,6 +41,7 @@ CHANGE_TIMEOUT_S = 10.0
 REGISTER_WAIT_S = 15.0
 TRANSFER_WAIT_S = 5.0
 PROBE_TIMEOUT_S = 2.0
+CONNECT_WAIT_S = 5.0
 CHANGE_LOCK = web.AppKey("membership_change_lock", asyncio.Lock)
 
 
@@ -61,6 +63,10 @@ async def add_member(request: web.Request) -> web.Response:
         if not await _listens(addr):
             raise _invalid("raft_addr", f"nothing listens on {addr}: start the new node first")
         await _change(node, "add", addr)
+        if not await _wait_connected(node, addr):
+            await _change(node, "remove", addr)  # a member that cannot talk only raises the quorum
+            raise _invalid("raft_addr", f"{addr} never completed the Raft handshake within {CONNECT_WAIT_S:g} s "
+                           "(a different raft.password?); it was removed again")
         node_id = await _wait_registered(node, addr)
     log.info("member_added", raft_addr=addr, node_id=node_id)
     return json_response({"added": addr, "node_id": node_id, "registered": node_id is not None,
@@ -138,6 +144,18 @@ async def _listens(addr: str) -> bool:
         return True
 
 
+async def _wait_connected(node: Node, addr: str) -> bool:
+    """pysyncobj counts a peer connected only once the encrypted handshake worked, so a node
+    with another cluster secret never is."""
+    deadline = time.monotonic() + CONNECT_WAIT_S
+    while time.monotonic() < deadline:
+        peer = node.replica.view().peers.get(addr)
+        if peer is not None and peer["connected"]:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def _wait_registered(node: Node, addr: str) -> str | None:
     deadline = time.monotonic() + REGISTER_WAIT_S
     while time.monotonic() < deadline:
@@ -169,11 +187,18 @@ def _scheme(node: Node) -> str:
     return "https" if node.config.http.tls_cert_file else "http"
 
 
+def _peer_tls(node: Node) -> ssl.SSLContext | bool:
+    """How this node verifies another node's API (True: the system's CAs)."""
+    ca_file = node.config.http.tls_ca_file
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
 async def _drain(node: Node, http_addr: str, headers: dict[str, str]) -> dict[str, Any] | None:
     try:
         timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + 5)
         async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.post(f"{_scheme(node)}://{http_addr}/api/v1/cluster/leave", headers=headers) as resp:
+                session.post(f"{_scheme(node)}://{http_addr}/api/v1/cluster/leave", headers=headers,
+                             ssl=_peer_tls(node)) as resp:
             return dict(await resp.json()) if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("member_not_drained", http_addr=http_addr, error=str(exc))
@@ -193,7 +218,7 @@ async def _forward(request: web.Request, node: Node, body: Any, again: bool = Fa
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
                 request.method, f"{_scheme(node)}://{http_addr}{request.path}", json=body,
-                headers={FORWARDED: "1", **_passed_on(request)}) as resp:
+                headers={FORWARDED: "1", **_passed_on(request)}, ssl=_peer_tls(node)) as resp:
             return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Problem(503, "Leader unreachable", f"forwarding to the leader at {http_addr} failed: {exc}",

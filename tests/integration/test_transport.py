@@ -10,9 +10,9 @@ higher term, no log entry; nothing is unpickled before the HMAC check passes. Su
 counts as connected, and pysyncobj calls no election without a connected peer, so it does not
 even raise its own term: fixed and restarted, it rejoins without deposing the leader.
 
-Not covered: `schedb cluster add` of a node with the wrong secret. The membership API probes only
-that its Raft port accepts TCP, and pysyncobj applies a membership change when appended, so
-such an add raises the quorum with a member that can never answer.
+`schedb cluster add` of a node with the wrong secret: pysyncobj applies a membership change
+when appended, so the leader waits for the new member to complete the handshake and removes it
+again when it does not (422).
 """
 
 from __future__ import annotations
@@ -238,8 +238,24 @@ def test_node_with_wrong_secret_does_not_join_and_cluster_keeps_working(
         # From 1 s after the kill: a webhook the victim had in flight when SIGKILLed may be
         # delivered again by its new executor (at-least-once); that is not what this test is about.
         assert_deliveries(receiver, "pw-", steady, victim.node_id, (killed_ms + 1000, end_ms - 1000), restarted_ms)
+        assert_add_refused(cluster, victim, outsider)
     finally:
         cluster.stop()
+
+
+def assert_add_refused(cluster: Cluster, victim: NodeProc, outsider: NodeProc) -> None:
+    """With all three members healthy again, `cluster add` of the outsider (wrong secret) is
+    refused and undone: it never completes the Raft handshake."""
+    cluster.stop([victim])
+    restart_with_secret(cluster, victim, SECRET)
+    cluster.wait_ready(cluster.nodes[:3])
+    before = sorted(m["raft_addr"] for m in cluster.status(cluster.nodes[0])["members"])
+    status, _, problem = http("POST", cluster.nodes[0].url + "/api/v1/cluster/members",
+                              {"raft_addr": f"127.0.0.1:{outsider.raft_port}"})
+    assert status == 422 and "handshake" in problem["detail"], problem
+    assert sorted(m["raft_addr"] for m in cluster.status(cluster.nodes[1])["members"]) == before
+    body = {"id": "after-add", "schedule": "@every 1h", "webhook": {"url": "http://127.0.0.1:9/"}}
+    assert http("POST", cluster.nodes[1].url + "/api/v1/jobs", body)[0] == 201
 
 
 # -- TLS for the HTTP API ----------------------------------------------------------------------
