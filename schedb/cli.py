@@ -61,12 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     member_rm = _client(cluster.add_parser("remove", help="drain a member and remove it from the cluster"))
     member_rm.add_argument("member", help="node id or raft address")
     member_rm.set_defaults(func=_cluster_remove)
+    from schedb.cli_teams import add_team_commands  # keys, secrets, teams: the multi-tenant part
+
+    add_team_commands(sub, _client)
     return parser
 
 
 def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"a node's API (default {DEFAULT_URL})")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--api-key", default=os.environ.get("SCHEDB_API_KEY") or None, metavar="KEY",
+                        help="the API key, when the cluster has auth on (default $SCHEDB_API_KEY)")
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--ca-file", default=os.environ.get("SCHEDB_CA_FILE") or None, metavar="PATH",
                      help="verify an https:// node against this CA (PEM; default $SCHEDB_CA_FILE, "
@@ -94,9 +99,10 @@ def client_tls(url: str, ca_file: str | None = None, insecure: bool = False) -> 
         raise ApiError(f"cannot use CA file {ca_file}: {exc}") from exc
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
-    """request() with the client options (--url, --ca-file, --insecure) of a command."""
-    return request(args.url, method, path, body, timeout_s, tls=client_tls(args.url, args.ca_file, args.insecure))
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
+    """request() with the client options (--url, --api-key, --ca-file, --insecure) of a command."""
+    return request(args.url, method, path, body, timeout_s, tls=client_tls(args.url, args.ca_file, args.insecure),
+                   api_key=args.api_key)
 
 
 def _run_node(args: argparse.Namespace) -> int:
@@ -112,10 +118,12 @@ def _run_node(args: argparse.Namespace) -> int:
 
 
 def request(url: str, method: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S,
-            tls: ssl.SSLContext | None = None) -> Any:
+            tls: ssl.SSLContext | None = None, api_key: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s, context=tls) as resp:
             text = resp.read()
@@ -137,7 +145,7 @@ def request(url: str, method: str, path: str, body: Any = None, timeout_s: float
         raise ApiError(f"cannot reach {url}: {getattr(exc, 'reason', exc)} ({hint})") from exc
 
 
-def _print(args: argparse.Namespace, data: Any, rows: list[list[str]], header: list[str]) -> None:
+def print_table(args: argparse.Namespace, data: Any, rows: list[list[str]], header: list[str]) -> None:
     if args.json:
         print(json.dumps(data, indent=2))
         return
@@ -160,43 +168,43 @@ def _jobs_add(args: argparse.Namespace) -> None:
                             "webhook": {"url": args.webhook, "method": args.method}}
     if args.id:
         body["id"] = args.id
-    job = _call(args, "POST", "/api/v1/jobs", body)
-    _print(args, job, _job_rows([job]), JOB_HEADER)
+    job = call(args, "POST", "/api/v1/jobs", body)
+    print_table(args, job, _job_rows([job]), JOB_HEADER)
 
 
 def _jobs_ls(args: argparse.Namespace) -> None:
     jobs: list[dict[str, Any]] = []
     after = ""
     while True:
-        page = _call(args, "GET", f"/api/v1/jobs?limit=1000&after={urllib.request.quote(after)}")
+        page = call(args, "GET", f"/api/v1/jobs?limit=1000&after={urllib.request.quote(after)}")
         jobs.extend(page["jobs"])
         if not page["next_after"]:
             break
         after = page["next_after"]
-    _print(args, jobs, _job_rows(jobs), JOB_HEADER)
+    print_table(args, jobs, _job_rows(jobs), JOB_HEADER)
 
 
 def _jobs_show(args: argparse.Namespace) -> None:
-    job = _call(args, "GET", f"/api/v1/jobs/{args.job_id}")
-    runs = _call(args, "GET", f"/api/v1/jobs/{args.job_id}/executions?limit=10")["executions"]
+    job = call(args, "GET", f"/api/v1/jobs/{args.job_id}")
+    runs = call(args, "GET", f"/api/v1/jobs/{args.job_id}/executions?limit=10")["executions"]
     if args.json:
         print(json.dumps({"job": job, "executions": runs}, indent=2))
         return
-    _print(args, job, _job_rows([job]), JOB_HEADER)
+    print_table(args, job, _job_rows([job]), JOB_HEADER)
     print()
     rows = [[r["scheduled_at"], str(r["attempt"]), r["node"], r["status"], str(r["http_status"] or "-"),
              f"{r['duration_ms']} ms"] for r in runs]
-    _print(args, runs, rows, ["SCHEDULED", "ATTEMPT", "NODE", "STATUS", "HTTP", "DURATION"])
+    print_table(args, runs, rows, ["SCHEDULED", "ATTEMPT", "NODE", "STATUS", "HTTP", "DURATION"])
 
 
 def _jobs_rm(args: argparse.Namespace) -> None:
-    _call(args, "DELETE", f"/api/v1/jobs/{args.job_id}")
+    call(args, "DELETE", f"/api/v1/jobs/{args.job_id}")
     print(f"deleted {args.job_id}")
 
 
 def _set_paused(args: argparse.Namespace, paused: bool) -> None:
-    job = _call(args, "POST", f"/api/v1/jobs/{args.job_id}/{'pause' if paused else 'resume'}")
-    _print(args, job, _job_rows([job]), JOB_HEADER)
+    job = call(args, "POST", f"/api/v1/jobs/{args.job_id}/{'pause' if paused else 'resume'}")
+    print_table(args, job, _job_rows([job]), JOB_HEADER)
 
 
 def _jobs_pause(args: argparse.Namespace) -> None:
@@ -208,23 +216,23 @@ def _jobs_resume(args: argparse.Namespace) -> None:
 
 
 def _jobs_trigger(args: argparse.Namespace) -> None:
-    result = _call(args, "POST", f"/api/v1/jobs/{args.job_id}/trigger")
+    result = call(args, "POST", f"/api/v1/jobs/{args.job_id}/trigger")
     print(json.dumps(result, indent=2) if args.json else f"triggered {result['fire_id']}")
 
 
 def _cluster_status(args: argparse.Namespace) -> None:
-    status = _call(args, "GET", "/api/v1/cluster")
+    status = call(args, "GET", "/api/v1/cluster")
     rows = [[m["node_id"] or "?", m["role"], m["raft_addr"], m["http_addr"] or "-",
              "self" if m["self"] else ("yes" if m["connected"] else "no"), str(m["jobs_assigned"]),
              str(m["active_fires"])] for m in status["members"]]
-    _print(args, status, rows, ["NODE", "ROLE", "RAFT", "HTTP", "CONNECTED", "JOBS", "FIRES"])
+    print_table(args, status, rows, ["NODE", "ROLE", "RAFT", "HTTP", "CONNECTED", "JOBS", "FIRES"])
     if not args.json:
         print(f"\nleader: {status['leader']['node_id']}  term: {status['term']}  "
               f"commit index: {status['commit_index']}  jobs: {status['jobs']}")
 
 
 def _cluster_add(args: argparse.Namespace) -> None:
-    result = _call(args, "POST", "/api/v1/cluster/members", {"raft_addr": args.raft_addr},
+    result = call(args, "POST", "/api/v1/cluster/members", {"raft_addr": args.raft_addr},
                      MEMBERSHIP_TIMEOUT_S)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -234,7 +242,7 @@ def _cluster_add(args: argparse.Namespace) -> None:
 
 
 def _cluster_remove(args: argparse.Namespace) -> None:
-    result = _call(args, "DELETE", f"/api/v1/cluster/members/{urllib.request.quote(args.member, safe='')}",
+    result = call(args, "DELETE", f"/api/v1/cluster/members/{urllib.request.quote(args.member, safe='')}",
                      timeout_s=MEMBERSHIP_TIMEOUT_S)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@ secrets resolved only at delivery; the egress (SSRF) guard at create and at deli
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -104,12 +105,15 @@ def test_a_revoked_key_fails_on_every_node(secure: Cluster, keys: dict[str, dict
 
 
 def test_cli_creates_and_revokes_keys(secure: Cluster) -> None:
-    base = [sys.executable, "-m", "schedb", "--url", secure.nodes[2].url, "--api-key", ADMIN_KEY, "--json"]
-    out = subprocess.run([*base, "keys", "create", "--team", "c", "--role", "viewer", "--name", "cli"],
-                         capture_output=True, text=True, timeout=30, check=True)
-    made = json.loads(out.stdout)
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "schedb", *args, "--url", secure.nodes[2].url, "--json"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True,
+                              env={**os.environ, "SCHEDB_API_KEY": ADMIN_KEY}).stdout
+
+    made = json.loads(cli("keys", "create", "--team", "c", "--role", "viewer", "--name", "cli"))
     assert call("GET", secure.nodes[0].url + "/api/v1/jobs", made["key"])[0] == 200
-    subprocess.run([*base, "keys", "revoke", made["id"]], capture_output=True, text=True, timeout=30, check=True)
+    assert made["id"] in [k["id"] for k in json.loads(cli("keys", "ls"))]
+    cli("keys", "revoke", made["id"])
     wait_for(lambda: call("GET", secure.nodes[0].url + "/api/v1/jobs", made["key"])[0] == 401, 2, "revoked")
 
 
