@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from schedb.devcluster import get_json, is_schedb_process, pid_alive, start_node, stop_pid, wait_ready
+from schedb.secretbox import generate_key_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -28,11 +29,12 @@ def start() -> int:
     RUN.mkdir(exist_ok=True)
     pids = []
     (ROOT / ".data").mkdir(exist_ok=True)
+    env = {"SCHEDB_SECRETS_KEY_FILE": str(_secrets_key())}
     for name in NODES:
         if _pid(name):
             print(f"{name} already running (pid {_pid(name)})")
             continue
-        proc = start_node(ROOT / "cluster-configs" / f"{name}.toml", RUN / f"{name}.log")
+        proc = start_node(ROOT / "cluster-configs" / f"{name}.toml", RUN / f"{name}.log", env)
         (RUN / f"{name}.pid").write_text(str(proc.pid))
         pids.append(proc.pid)
         print(f"started {name} (pid {proc.pid}), log in .run/{name}.log")
@@ -43,6 +45,15 @@ def start() -> int:
         return 1
     print("cluster ready: http://127.0.0.1:8001 .. 8003")
     return 0
+
+
+def _secrets_key() -> Path:
+    """The local cluster's secrets key (one for all three nodes), made on first start."""
+    path = ROOT / ".data" / "secrets.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(generate_key_text() + "\n", encoding="utf-8")
+    return path
 
 
 def stop() -> int:
