@@ -46,6 +46,20 @@ def _keep_secret(raw: Any, stored: dict[str, Any]) -> Any:
     return raw
 
 
+READ_ONLY_FIELDS = ("next_fire_at", "created_at", "updated_at", "version")
+
+
+def _without_read_only(raw: Any, job: dict[str, Any]) -> Any:
+    """A definition read back from the API and sent again: drop what the server sets; the team
+    of a job cannot change."""
+    if not isinstance(raw, dict):
+        return raw
+    if "team" in raw and raw["team"] != job["team"]:
+        raise Problem(422, "Invalid job", "team: a job cannot move to another team", kind="invalid",
+                      errors=[{"field": "team", "message": "cannot be changed"}])
+    return {k: v for k, v in raw.items() if k not in READ_ONLY_FIELDS and k != "team"}
+
+
 def refuse_past_one_shot(spec: dict[str, Any]) -> None:
     """A new job whose @at time has passed would never fire: say so instead of storing it."""
     if parse_schedule(spec["schedule"], spec["timezone"]).next_after(wall_ms()) is None:
@@ -151,7 +165,7 @@ async def put_job(request: web.Request) -> web.Response:
     if isinstance(raw, dict) and "id" not in raw:
         raw = {**raw, "id": job_id}
     job = _read_job(node, job_id)
-    spec = validate_spec(node, _keep_secret(raw, job["spec"]), job_id)
+    spec = validate_spec(node, _keep_secret(_without_read_only(raw, job), job["spec"]), job_id)
     await check_webhook(node, spec, job["team"])
     await propose(node, ReplaceJob(wall_ms(), spec, _if_match(request)))
     return _job_response(node, job_id)
@@ -177,7 +191,8 @@ async def patch_fields(request: web.Request, patch: dict[str, Any]) -> web.Respo
         if wanted and wanted != job["version"]:
             raise Problem(412, "Precondition failed", f"job is at version {job['version']}",
                           kind="precondition-failed")
-        spec = validate_spec(node, _keep_secret(merge_patch(job["spec"], patch), job["spec"]), job_id)
+        merged = merge_patch(job["spec"], _without_read_only(patch, job))
+        spec = validate_spec(node, _keep_secret(merged, job["spec"]), job_id)
         if spec["webhook"] != job["spec"]["webhook"]:
             await check_webhook(node, spec, job["team"])
         try:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterable
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from schedb.config import EgressSection
 from schedb.egress import EgressPolicy, EgressRefused, GuardedResolver
@@ -163,3 +164,29 @@ async def test_guarded_resolver_refuses_at_connection_time(server_port: int) -> 
     cluster = [f"127.0.0.1:{server_port}"]
     with pytest.raises(aiohttp.ClientConnectorError, match=r"egress.*cluster"):
         await get_through_guard(policy(allow_loopback=True, cluster=cluster), server_port)
+
+
+class _RebindingDns(AbstractResolver):
+    """A DNS that answers a name with the given addresses (a name that passed the check at
+    create time and points at the metadata service by delivery time)."""
+
+    def __init__(self, *ips: str) -> None:
+        self._ips = ips
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=ip, port=port, family=family, proto=0, flags=0) for ip in self._ips]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_name_that_resolves_to_the_metadata_service_is_refused_at_connection(server_port: int) -> None:
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy(allow_loopback=True),
+                                                              _RebindingDns("169.254.169.254")))
+    refused = r"metadata\.example resolves to 169\.254\.169\.254 is link"
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(aiohttp.ClientConnectorError, match=refused):
+            await session.get(f"http://metadata.example:{server_port}/")
+    mixed = GuardedResolver(policy(allow_loopback=True), _RebindingDns("169.254.169.254", "127.0.0.1"))
+    assert [r["host"] for r in await mixed.resolve("mixed.example", server_port)] == ["127.0.0.1"]
