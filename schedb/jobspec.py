@@ -45,6 +45,8 @@ TOP_FIELDS = ("id", "schedule", "timezone", "webhook", "retry", "priority", "con
               "delivery", "misfire", "paused", "tags")
 WEBHOOK_FIELDS = ("url", "method", "headers", "body", "timeout_s", "signing_secret")
 SECRET_LEN_MIN = 16
+# {{secrets/NAME}}: a team secret, resolved by the executor at delivery (secretbox.py).
+SECRET_REFERENCE = re.compile(r"\{\{\s*secrets/([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\s*\}\}")
 SECRET_LEN_MAX = 256
 RETRY_FIELDS = ("max_attempts", "backoff_s", "backoff_max_s")
 
@@ -156,8 +158,11 @@ def _webhook(value: Any, errs: _Errors) -> dict[str, Any]:
 def _secret(value: Any, errs: _Errors) -> str | None:
     if value is None:
         return None
+    if isinstance(value, str) and SECRET_REFERENCE.fullmatch(value):
+        return value  # {{secrets/NAME}}: the key stays out of the job (resolved at delivery)
     if not isinstance(value, str) or not SECRET_LEN_MIN <= len(value) <= SECRET_LEN_MAX or not value.isprintable():
-        errs.add("webhook.signing_secret", f"must be {SECRET_LEN_MIN}-{SECRET_LEN_MAX} printable characters")
+        errs.add("webhook.signing_secret", f"must be {SECRET_LEN_MIN}-{SECRET_LEN_MAX} printable characters, "
+                 "or {{secrets/NAME}}")
         return None
     return value
 

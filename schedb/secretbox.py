@@ -21,10 +21,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schedb.config import SecretsSection
+from schedb.jobspec import SECRET_REFERENCE
 
 SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 SECRET_VALUE_BYTES_MAX = 4096
-REFERENCE = re.compile(r"\{\{\s*secrets/([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\s*\}\}")
+REFERENCE = SECRET_REFERENCE
 MASK = "********"
 KEY_BYTES = 32
 _VERSION = b"\x01"
@@ -139,7 +140,8 @@ def _aad(team: str, name: str) -> bytes:
 
 def references(webhook: dict[str, Any]) -> set[str]:
     """Every secret name the webhook uses, so the API can check they exist in the team."""
-    texts = [webhook.get("url") or "", *(webhook.get("headers") or {}).values(), *_strings(webhook.get("body"))]
+    texts = [webhook.get("url") or "", *(webhook.get("headers") or {}).values(), *_strings(webhook.get("body")),
+             webhook.get("signing_secret") or ""]
     return {m.group(1) for text in texts if isinstance(text, str) for m in REFERENCE.finditer(text)}
 
 
@@ -199,6 +201,8 @@ def resolve(webhook: dict[str, Any], lookup: Callable[[str], str]) -> tuple[dict
                 raise ValueError(f"header {name}: a secret it references contains CR, LF or NUL")
     if "body" in webhook:
         out["body"] = resolver.body(webhook["body"])
+    if isinstance(webhook.get("signing_secret"), str):  # the HMAC key itself may be a team secret
+        out["signing_secret"] = resolver.sub(webhook["signing_secret"])
     return out, list(resolver.values.values())
 
 

@@ -3,6 +3,8 @@ secrets resolved only at delivery; the egress (SSRF) guard at create and at deli
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -157,12 +159,14 @@ def test_a_secret_reaches_the_receiver_and_nowhere_else(
     url, key = secure.nodes[0].url, keys["a_op"]["key"]
     value = "s3cr3t-" + secrets.token_hex(16)
     assert call("POST", url + "/api/v1/secrets", key, {"name": "token", "value": value})[0] == 201
-    spec = job("with-secret", receiver.url + "?api_key={{secrets/token}}",
+    spec = job("with-secret", receiver.url + "?api_key={{secrets/token}}", signing_secret="{{secrets/token}}",
                headers={"Authorization": "Bearer {{secrets/token}}"}, body={"token": "{{secrets/token}}"})
     assert call("POST", url + "/api/v1/jobs", key, spec)[0] == 201
     got = wait_for(lambda: [d for d in receiver.deliveries() if d["job_id"] == "with-secret"], 10, "a delivery")
     assert got[0]["authorization"] == f"Bearer {value}" and f"api_key={value}" in got[0]["query"]
     assert value in got[0]["body"]
+    stamp, v1 = dict(part.split("=", 1) for part in got[0]["signature"].split(",")).values()
+    assert v1 == hmac.new(value.encode(), f"{stamp}.{got[0]['body']}".encode(), hashlib.sha256).hexdigest()
     wait_for(lambda: len(call("GET", url + "/api/v1/jobs/with-secret/executions", key)[1]["executions"]) >= 2,
              10, "executions committed")
     assert call("POST", url + "/api/v1/jobs/with-secret/pause", key)[0] == 200
