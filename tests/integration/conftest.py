@@ -12,9 +12,9 @@ pytestmark = pytest.mark.integration
 
 
 @contextmanager
-def running_cluster(path: Path) -> Iterator[Cluster]:
+def running_cluster(path: Path, extra_config: str = "") -> Iterator[Cluster]:
     """Three nodes started and ready; every process stopped by its PID afterwards, even on failure."""
-    c = Cluster(path)
+    c = Cluster(path, extra_config=extra_config)
     try:
         c.start()
         c.wait_ready()

@@ -13,21 +13,12 @@ from typing import Any
 from schedb.devcluster import http
 from schedb.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
+from tests.integration.workload import wait_for
 
 
 def _one_shot(job_id: str, url: str, in_s: float = 1.5, **extra: Any) -> dict[str, Any]:
     at = ms_to_rfc3339(int((time.time() + in_s) * 1000))
     return {"id": job_id, "schedule": f"@at {at}", "webhook": {"url": url, **extra.pop("webhook", {})}, **extra}
-
-
-def _wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _executions(cluster: Cluster, job_id: str, node: int = 0) -> list[dict[str, Any]]:
@@ -45,7 +36,7 @@ def test_failing_twice_then_succeeding_gives_three_attempts_with_growing_gaps(
     body = _one_shot("retry-3", receiver.url + "?fail_attempts=2",
                      retry={"max_attempts": 3, "backoff_s": 1, "backoff_max_s": 30})
     assert http("POST", cluster.nodes[1].url + "/api/v1/jobs", body)[0] == 201
-    rows = _wait_for(lambda: len(_executions(cluster, "retry-3", 2)) == 3 and _executions(cluster, "retry-3", 2),
+    rows = wait_for(lambda: len(_executions(cluster, "retry-3", 2)) == 3 and _executions(cluster, "retry-3", 2),
                      20, "three executions")
     assert [(r["attempt"], r["status"]) for r in rows] == [(3, "succeeded"), (2, "failed"), (1, "failed")]
     got = _deliveries(receiver, "retry-3")
@@ -62,15 +53,15 @@ def test_exhausted_fire_goes_to_the_dlq_and_replay_delivers_it_again(cluster: Cl
     def letters() -> list[dict[str, Any]]:
         return http("GET", cluster.nodes[2].url + "/api/v1/dlq?job_id=always-fails")[2]["dead_letters"]
 
-    (letter,) = _wait_for(letters, 20, "a dead letter")
+    (letter,) = wait_for(letters, 20, "a dead letter")
     assert letter["attempts"] == 2 and letter["last_http_status"] == 500 and letter["last_error"] == "HTTP 500"
     code, _, body = http("POST", f"{cluster.nodes[1].url}/api/v1/dlq/{letter['fire_id']}/replay")
     assert code == 202, body
-    _wait_for(lambda: len(_deliveries(receiver, "always-fails")) >= 4, 20, "replayed deliveries")
+    wait_for(lambda: len(_deliveries(receiver, "always-fails")) >= 4, 20, "replayed deliveries")
     got = _deliveries(receiver, "always-fails")
     assert {d["fire_id"] for d in got} == {letter["fire_id"]}
     assert [d["attempt"] for d in got] == [1, 2, 3, 4]
-    (again,) = _wait_for(letters, 20, "the replay to fail into the DLQ again")
+    (again,) = wait_for(letters, 20, "the replay to fail into the DLQ again")
     assert again["attempts"] == 4
     assert http("DELETE", f"{cluster.nodes[0].url}/api/v1/dlq/{again['fire_id']}")[0] == 204
     assert letters() == []
@@ -80,7 +71,7 @@ def test_exhausted_fire_goes_to_the_dlq_and_replay_delivers_it_again(cluster: Cl
 def test_a_hanging_receiver_times_out_within_timeout_plus_a_second(cluster: Cluster, receiver: Receiver) -> None:
     body = _one_shot("hangs", receiver.url + "?hang=10", webhook={"timeout_s": 1}, retry={"max_attempts": 1})
     assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
-    (row,) = _wait_for(lambda: _executions(cluster, "hangs"), 15, "the timed-out execution")
+    (row,) = wait_for(lambda: _executions(cluster, "hangs"), 15, "the timed-out execution")
     assert row["status"] == "timed_out" and 1000 <= row["duration_ms"] < 2000, row
 
 
@@ -88,7 +79,7 @@ def test_retry_after_from_a_429_is_honoured(cluster: Cluster, receiver: Receiver
     body = _one_shot("busy", receiver.url + "?status=429&retry_after=3",
                      retry={"max_attempts": 2, "backoff_s": 0.1, "backoff_max_s": 60})
     assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)[0] == 201
-    _wait_for(lambda: len(_deliveries(receiver, "busy")) == 2, 20, "the second attempt")
+    wait_for(lambda: len(_deliveries(receiver, "busy")) == 2, 20, "the second attempt")
     first, second = _deliveries(receiver, "busy")
     assert second["arrival_ms"] - first["arrival_ms"] >= 2900
 
@@ -97,7 +88,7 @@ def test_trigger_pause_resume_delete(cluster: Cluster, receiver: Receiver) -> No
     url = cluster.nodes[1].url + "/api/v1/jobs"
     job = {"id": "controlled", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
     assert http("POST", url, job)[0] == 201
-    _wait_for(lambda: len(_deliveries(receiver, "controlled")) >= 2, 10, "scheduled fires")
+    wait_for(lambda: len(_deliveries(receiver, "controlled")) >= 2, 10, "scheduled fires")
 
     code, _, paused = http("POST", f"{url}/controlled/pause")
     paused_ms = int(time.time() * 1000)
@@ -108,15 +99,15 @@ def test_trigger_pause_resume_delete(cluster: Cluster, receiver: Receiver) -> No
 
     code, _, triggered = http("POST", f"{url}/controlled/trigger")
     assert code == 202
-    _wait_for(lambda: any(d["fire_id"] == triggered["fire_id"] for d in _deliveries(receiver, "controlled")),
+    wait_for(lambda: any(d["fire_id"] == triggered["fire_id"] for d in _deliveries(receiver, "controlled")),
               10, "the manual fire")
-    rows = _wait_for(lambda: [r for r in _executions(cluster, "controlled") if r["fire_id"] == triggered["fire_id"]],
+    rows = wait_for(lambda: [r for r in _executions(cluster, "controlled") if r["fire_id"] == triggered["fire_id"]],
                      10, "the manual execution")
     assert rows[0]["trigger"] == "manual"
 
     assert http("POST", f"{url}/controlled/resume")[2]["paused"] is False
     resumed = len(_deliveries(receiver, "controlled"))
-    _wait_for(lambda: len(_deliveries(receiver, "controlled")) >= resumed + 2, 10, "fires after resume")
+    wait_for(lambda: len(_deliveries(receiver, "controlled")) >= resumed + 2, 10, "fires after resume")
 
     assert http("DELETE", f"{url}/controlled")[0] == 204
     deleted_ms = int(time.time() * 1000)
@@ -142,7 +133,7 @@ def test_forbid_skips_fires_while_the_previous_one_runs(cluster: Cluster, receiv
     assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", job)[0] == 201
     time.sleep(7.0)
     assert http("POST", cluster.nodes[0].url + "/api/v1/jobs/no-overlap/pause")[0] == 200
-    rows = _wait_for(lambda: [r for r in _executions(cluster, "no-overlap") if r["status"] == "skipped"],
+    rows = wait_for(lambda: [r for r in _executions(cluster, "no-overlap") if r["status"] == "skipped"],
                      10, "skipped executions")
     assert all(r["reason"] == "skipped_overlap" for r in rows)
     got = sorted(d["arrival_ms"] for d in _deliveries(receiver, "no-overlap"))
@@ -153,7 +144,7 @@ def test_replace_cancels_the_running_request(cluster: Cluster, receiver: Receive
     job = {"id": "replacing", "schedule": "@every 1s", "concurrency": "replace", "retry": {"max_attempts": 1},
            "webhook": {"url": receiver.url + "?hang=5", "timeout_s": 10}}
     assert http("POST", cluster.nodes[0].url + "/api/v1/jobs", job)[0] == 201
-    rows = _wait_for(lambda: [r for r in _executions(cluster, "replacing") if r["reason"] == "replaced"][2:],
+    rows = wait_for(lambda: [r for r in _executions(cluster, "replacing") if r["reason"] == "replaced"][2:],
                      15, "three replaced executions")
     assert all(r["status"] == "skipped" and r["duration_ms"] < 2000 for r in rows)
     assert http("DELETE", cluster.nodes[0].url + "/api/v1/jobs/replacing")[0] == 204
@@ -167,7 +158,7 @@ def test_backfill_of_ten_minutes_delivers_ten_fires_with_their_historical_times(
     body = {"start": ms_to_rfc3339(end_ms - 600_000 + 1), "end": ms_to_rfc3339(end_ms)}
     code, _, result = http("POST", cluster.nodes[1].url + "/api/v1/jobs/backfilled/backfill", body)
     assert code == 202 and result["fires"] == 10, result
-    got = _wait_for(lambda: len(_deliveries(receiver, "backfilled")) >= 10 and _deliveries(receiver, "backfilled"),
+    got = wait_for(lambda: len(_deliveries(receiver, "backfilled")) >= 10 and _deliveries(receiver, "backfilled"),
                     15, "ten backfilled deliveries")
     scheduled = sorted(int(d["fire_id"].rsplit(":", 1)[1]) for d in got)
     assert scheduled == list(range(end_ms + 1 - 600_000, end_ms + 1, 60_000))
@@ -182,7 +173,7 @@ def test_signed_webhook_and_the_secret_is_never_shown(cluster: Cluster, receiver
     body = _one_shot("signed", receiver.url, webhook={"signing_secret": secret})
     code, _, job = http("POST", cluster.nodes[0].url + "/api/v1/jobs", body)
     assert code == 201 and job["webhook"]["signing_secret"] == "********"
-    (got,) = _wait_for(lambda: _deliveries(receiver, "signed"), 10, "the signed delivery")
+    (got,) = wait_for(lambda: _deliveries(receiver, "signed"), 10, "the signed delivery")
     t, v1 = dict(part.split("=", 1) for part in got["signature"].split(",")).values()
     expected = hmac.new(secret.encode(), f"{t}.{got['body']}".encode(), hashlib.sha256).hexdigest()
     assert v1 == expected
@@ -203,7 +194,7 @@ def test_correlation_id_follows_a_trigger_into_the_logs_and_the_webhook(
     code, headers, result = http("POST", cluster.nodes[1].url + "/api/v1/jobs/correlated/trigger",
                                  headers={"X-Correlation-ID": "abc-123"})
     assert code == 202 and headers["X-Correlation-ID"] == "abc-123"
-    (got,) = _wait_for(lambda: _deliveries(receiver, "correlated"), 10, "the triggered delivery")
+    (got,) = wait_for(lambda: _deliveries(receiver, "correlated"), 10, "the triggered delivery")
     assert got["correlation_id"] == "abc-123"
     executor = next(n for n in cluster.nodes if n.node_id == got["node"])
 
@@ -211,8 +202,8 @@ def test_correlation_id_follows_a_trigger_into_the_logs_and_the_webhook(
         lines = [json.loads(line) for line in node.log.read_text().splitlines() if line.startswith("{")]
         return [e for e in lines if e.get("event") == event and e.get("correlation_id") == "abc-123"]
 
-    served = _wait_for(lambda: logged(cluster.nodes[1], "fire_triggered"), 5, "the API node's log line")
+    served = wait_for(lambda: logged(cluster.nodes[1], "fire_triggered"), 5, "the API node's log line")
     assert served[0]["fire_id"] == result["fire_id"] and served[0]["node"] == cluster.nodes[1].node_id
-    delivered = _wait_for(lambda: logged(executor, "fire_delivered"), 5, "the executor's log line")
+    delivered = wait_for(lambda: logged(executor, "fire_delivered"), 5, "the executor's log line")
     assert delivered[0]["fire_id"] == result["fire_id"] and delivered[0]["job_id"] == "correlated"
     assert http("GET", cluster.nodes[0].url + "/health")[1]["X-Correlation-ID"]  # generated when absent

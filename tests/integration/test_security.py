@@ -22,7 +22,8 @@ import pytest
 from schedb.devcluster import http
 from schedb.harness import Cluster, Receiver
 from schedb.secretbox import generate_key_text
-from tests.integration.workload import assert_every_second, delivered_seconds, scheduled_ms
+from tests.integration.conftest import running_cluster
+from tests.integration.workload import assert_every_second, delivered_seconds, scheduled_ms, wait_for
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
@@ -37,24 +38,10 @@ def call(method: str, url: str, key: str | None, body: Any = None) -> tuple[int,
     return status, answer
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(Path(tmp_path_factory.mktemp("secure")), extra_config=SECURE)
-    try:
-        cluster.start()
-        cluster.wait_ready()
+    with running_cluster(Path(tmp_path_factory.mktemp("secure")), SECURE) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

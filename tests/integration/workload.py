@@ -3,7 +3,9 @@ checks that every second of every job was delivered, once."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from typing import Any
 
 from schedb.devcluster import http
 from schedb.harness import Cluster, NodeProc, Receiver
@@ -48,3 +50,13 @@ def delivered_seconds(deliveries: list[dict]) -> dict[str, set[int]]:
 def assert_once_each(deliveries: list[dict]) -> None:
     doubled = [f for f, n in Counter(d["fire_id"] for d in deliveries).items() if n > 1]
     assert doubled == [], f"fires delivered twice: {doubled}"
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    """predicate()'s first truthy value, polled every 0.1 s; AssertionError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
