@@ -176,6 +176,8 @@ class EgressPolicy:
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), _RESOLVE_TIMEOUT_S)
+        except UnicodeError as exc:  # no IDNA form ("a..b", a label of 64 characters): it can never resolve
+            raise EgressRefused(f"{host!r} is not a valid host name") from exc
         except (OSError, TimeoutError):
             return
         for info in infos:

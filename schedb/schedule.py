@@ -44,6 +44,7 @@ ALIASES = {
     "@hourly": "0 * * * *",
 }
 EXPRESSION_LEN_MAX = 200
+AT_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 EVERY_MS_MIN = 1000
 EVERY_MS_MAX = 366 * 86_400_000
 # A cron expression that matches nothing for this long is refused ("0 0 30 2 *").
@@ -99,7 +100,7 @@ def parse_timezone(name: str) -> ZoneInfo:
         raise ScheduleError(f"unknown timezone {name!r}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a directory such as "Europe"
         raise ScheduleError(f"unknown timezone {name!r}") from exc
 
 
@@ -133,9 +134,12 @@ def _parse_every(spec: str) -> int:
 
 def _parse_at(spec: str) -> int:
     try:
-        return rfc3339_to_ms(spec)
+        at_ms = rfc3339_to_ms(spec)
     except ValueError as exc:
         raise ScheduleError("@at needs an RFC 3339 time such as 2026-12-01T10:00:00Z") from exc
+    if at_ms > AT_MS_MAX:  # RFC 3339 (and the API's next_fire_at) ends with the year 9999
+        raise ScheduleError("@at must be at most 9999-12-31T23:59:59Z in UTC")
+    return at_ms
 
 
 def _parse_cron(text: str, timezone: str, cron: str) -> Schedule:

@@ -38,7 +38,8 @@ current_actor: ContextVar[Actor] = ContextVar("schedb_actor", default={})  # noq
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # surrogateescape: a header that is not UTF-8 reaches us with its bytes escaped; it is just unknown
+    return hashlib.sha256(token.encode(errors="surrogateescape")).hexdigest()
 
 
 def auth_middleware(node: Node, permissions: dict[tuple[str, str], str]) -> Any:

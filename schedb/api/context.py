@@ -66,7 +66,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)) or not low <= int(text) <= high:
         raise Problem(400, "Invalid query", f"{name} must be an integer from {low} to {high}",
                       kind="invalid-query", errors=[{"field": name, "message": f"integer {low}..{high}"}])
     return int(text)

@@ -22,6 +22,7 @@ from schedb.webhook import wall_ms
 
 LIST_LIMIT_MAX = 1000
 PATCH_RETRIES = 3
+ETAG_DIGITS_MAX = 18  # a version; more digits (or non-ASCII ones) are no ETag of ours
 STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown", "throttled")
 
 
@@ -92,7 +93,7 @@ def _if_match(request: web.Request) -> int:
     if not text or text == "*":
         return 0
     text = text.removeprefix("W/").strip('"')
-    if not text.isdigit() or int(text) == 0:
+    if not (text.isascii() and text.isdigit()) or len(text) > ETAG_DIGITS_MAX or int(text) == 0:
         raise Problem(400, "Invalid If-Match", "If-Match must be an ETag this API returned",
                       kind="invalid-if-match", errors=[{"field": "If-Match", "message": "unknown ETag"}])
     return int(text)
@@ -108,9 +109,10 @@ async def create_job(request: web.Request) -> web.Response:
     team = acting_team(request)
     await check_webhook(node, spec, team)
     key = request.headers.get("Idempotency-Key", "")
-    if len(key) > IDEMPOTENCY_KEY_LEN_MAX:
-        raise Problem(400, "Invalid Idempotency-Key", f"at most {IDEMPOTENCY_KEY_LEN_MAX} characters",
-                      kind="invalid-idempotency-key", errors=[{"field": "Idempotency-Key", "message": "too long"}])
+    if len(key) > IDEMPOTENCY_KEY_LEN_MAX or not key.isprintable():  # a header not in UTF-8 is not either
+        raise Problem(400, "Invalid Idempotency-Key", f"at most {IDEMPOTENCY_KEY_LEN_MAX} printable characters",
+                      kind="invalid-idempotency-key",
+                      errors=[{"field": "Idempotency-Key", "message": "too long or not printable"}])
     result = await propose(node, CreateJob(wall_ms(), spec, key, team))
     # A repeated key answers with the job the first request created (200, not a second 201).
     return _job_response(node, result["job_id"], 200 if result.get("replayed") else 201)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,7 +61,32 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(415, "Unsupported media type", "send application/json", kind="unsupported-media-type")
     data = await request.read()
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(data, parse_constant=_not_json, parse_float=_finite, parse_int=_storable_int)
+        json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") is no text: refuse it
+        return value
+    except (ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and Unicode errors
         raise Problem(400, "Invalid JSON", f"the body is not valid JSON: {exc}", kind="invalid-json",
                       errors=[{"field": "", "message": "not valid JSON"}]) from exc
+
+
+# Strict JSON: Python's parser takes NaN and Infinity, which no answer could carry back as
+# JSON, and integers of any size, which the log's encoding (msgpack) cannot carry.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is out of range")
+    return value
+
+
+def _storable_int(text: str) -> int:
+    value = int(text)  # more than 4,300 digits: ValueError
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError("an integer is out of the 64-bit range")
+    return value
