@@ -1,8 +1,9 @@
 """`GET /api/v1/openapi.json`: the OpenAPI 3.1 description of the HTTP API.
 
-Written by hand next to the handlers; a test checks that every route the app
-serves is described and that the job schema names exactly the fields the
-validator accepts.
+Written by hand next to the handlers (schemas in openapi_schemas.py); a test checks that
+every route the app serves is described and that the job schema names exactly the fields
+the validator accepts, and tests/integration/test_schemathesis.py checks the answers of a
+running cluster against it.
 """
 
 from __future__ import annotations
@@ -12,172 +13,246 @@ from typing import Any
 from aiohttp import web
 
 from schedb import __version__
-from schedb.jobspec import CONCURRENCY, DELIVERY, METHODS, MISFIRE, PRIORITIES
+from schedb.api.jobs import LIST_LIMIT_MAX, STATUSES
+from schedb.api.openapi_schemas import NAME_PATTERN, ref, schemas
+from schedb.api.teams import AUDIT_LIMIT_MAX
+from schedb.jobspec import JOB_ID_PATTERN
+from schedb.state import IDEMPOTENCY_KEY_LEN_MAX
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+# Problem answers, by status: what each means on this API.
+PROBLEMS = {
+    400: "malformed request: body not JSON, or a bad query parameter or header",
+    401: "no API key, or an unknown or revoked one",
+    403: "the key's role or team may not do this",
+    404: "no such resource (or it belongs to another team)",
+    409: "conflict: the id exists already, or the resource kept changing",
+    412: "If-Match names another version",
+    413: "the body is too large, or the request has too many header fields",
+    415: "the body is not application/json",
+    422: "invalid fields (see `errors`)",
+    429: "over the team's request rate or a quota, or too many commands pending (see Retry-After)",
+    503: "no leader, the outcome of the change is unknown, or the feature is off on this node",
+}
+AUTH_CODES = (401, 403, 429, 503)
+BODY_CODES = (400, 413, 415, 422)
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": schema}}}
-
-
-def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description}
-    if schema is not None:
-        out["content"] = {JSON: {"schema": schema}}
+def _param(name: str, where: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "in": where, "schema": schema}
+    if where == "path":
+        out["required"] = True
+    if description:
+        out["description"] = description
     return out
 
 
-def _problems(*codes: int) -> dict[str, Any]:
-    text = {400: "malformed request", 404: "no such job, dead letter or member", 409: "conflict",
-            412: "If-Match failed",
-            413: "body too large", 422: "invalid fields (see errors)", 429: "too many requests (Retry-After)",
-            503: "no leader, or outcome unknown (Retry-After)"}
-    return {str(c): {"description": text[c], "content": {PROBLEM: {"schema": _ref("Problem")}}} for c in codes}
+JOB_ID = _param("job_id", "path", {"type": "string", "pattern": JOB_ID_PATTERN.pattern})
+FIRE_ID = _param("fire_id", "path", {"type": "string"}, '"<job_id>:<scheduled_unix_ms>"')
+TEAM_PATH = _param("team", "path", {"type": "string", "pattern": NAME_PATTERN})
+IF_MATCH = _param("If-Match", "header", {"type": "string", "pattern": '^(\\*|(W/)?"[1-9][0-9]{0,17}")$'},
+                  'an ETag this API returned, e.g. "3"; absent or * for any version')
+LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": 100})
+STATUS = _param("status", "query", {"enum": list(STATUSES)})
+JOB_FILTER = _param("job_id", "query", {"type": "string"}, "only this job's")
+TEAM_FILTER = _param("team", "query", {"type": "string"}, "only this team's")
+ACTING_TEAM = _param("team", "query", {"type": "string", "pattern": NAME_PATTERN},
+                     "act for this team (an admin's choice; other keys may name only their own)")
 
 
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-FIRE_ID = {"name": "fire_id", "in": "path", "required": True, "schema": {"type": "string"}}
-IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"}, "description": 'an ETag, e.g. "3"'}
-LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-STATUS = {"name": "status", "in": "query", "schema": {"type": "string"}}
-WRITE_PROBLEMS = (400, 404, 409, 412, 413, 422, 429, 503)
+def _headers(*names: str) -> dict[str, Any]:
+    """Response headers: every answer carries X-Correlation-ID (telemetry.py)."""
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in ("X-Correlation-ID", *names)}
 
 
-def _paths() -> dict[str, Any]:
-    job_answer = _answer("the job", _ref("Job"))
+def _answer(description: str, schema: str | None = None, *headers: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "headers": _headers(*headers)}
+    if schema is not None:
+        out["content"] = {JSON: {"schema": ref(schema)}}
+    return out
+
+
+def _body(schema: str, *media: str) -> dict[str, Any]:
+    return {"required": True, "content": {m: {"schema": ref(schema)} for m in media or (JSON,)}}
+
+
+def _op(summary: str, answers: dict[int, dict[str, Any]], *problems: int, params: tuple[dict[str, Any], ...] = (),
+        body: dict[str, Any] | None = None, public: bool = False, role: str = "") -> dict[str, Any]:
+    """One operation: its own answers and problems, plus those every route can give — 413 for too
+    many header fields anywhere; 401/403/429/503 from authentication, the team's request rate and
+    the pending-command bound; 400/413/415/422 wherever a body is read."""
+    codes = {413, *problems, *(() if public else AUTH_CODES), *(BODY_CODES if body else ())}
+    responses = {str(code): answer for code, answer in answers.items()}
+    responses.update({str(code): {"$ref": f"#/components/responses/Problem{code}"} for code in sorted(codes)})
+    out: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
+    out["description"] = "Public." if public else f"Needs the {role or 'viewer, operator or admin'} role."
+    if params:
+        out["parameters"] = list(params)
+    if body is not None:
+        out["requestBody"] = body
+    if public:
+        out["security"] = []
+    return out
+
+
+def _job_paths() -> dict[str, Any]:
+    job = _answer("the job", "Job", "ETag")
+    writer = "operator or admin"
     return {
         "/api/v1/jobs": {
-            "post": {"summary": "Create a job", "requestBody": _body(_ref("JobInput")),
-                     "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
-                     "responses": {"201": job_answer, "200": _answer("replay of an Idempotency-Key", _ref("Job")),
-                                   **_problems(400, 409, 413, 422, 429, 503)}},
-            "get": {"summary": "List jobs by id", "parameters": [
-                LIMIT, {"name": "after", "in": "query", "schema": {"type": "string"}},
-                {"name": "tag", "in": "query", "schema": {"type": "string"}, "description": "key:value"},
-                {"name": "paused", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": _answer("a page", {"type": "object", "properties": {
-                    "jobs": {"type": "array", "items": _ref("Job")}, "next_after": {"type": ["string", "null"]}}}),
-                    **_problems(400)}},
+            "post": _op("Create a job (honours Idempotency-Key)", {
+                201: _answer("created", "Job", "ETag", "Location"),
+                200: _answer("a repeated Idempotency-Key: the job the first request created", "Job", "ETag")},
+                409, role=writer, body=_body("JobInput"), params=(ACTING_TEAM, _param(
+                    "Idempotency-Key", "header", {"type": "string", "maxLength": IDEMPOTENCY_KEY_LEN_MAX}))),
+            "get": _op("List jobs by id", {200: _answer("a page", "JobList")}, 400, params=(
+                LIMIT, _param("after", "query", {"type": "string"}, "the previous page's next_after"),
+                _param("tag", "query", {"type": "string"}, "key:value"),
+                _param("paused", "query", {"type": "boolean"}), TEAM_FILTER)),
         },
-        "/api/v1/jobs/bulk": {"post": {
-            "summary": "Create up to 1,000 jobs in one commit; all are validated first, then each succeeds "
-                       "or fails (409 exists, 429 slot full) on its own",
-            "requestBody": _body({"type": "object", "required": ["jobs"], "additionalProperties": False,
-                                  "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                                          "items": _ref("JobInput")}}}),
-            "responses": {"200": _answer("per-job outcomes", {"type": "object", "properties": {
-                "created": {"type": "integer"}, "failed": {"type": "integer"},
-                "items": {"type": "array", "items": {"type": "object"}}}}), **_problems(400, 413, 422, 429, 503)}}},
+        "/api/v1/jobs/bulk": {"post": _op(
+            "Create up to 1,000 jobs in one commit; all are validated first, then each succeeds or fails "
+            "(409 exists, 429 slot or quota full) on its own", {200: _answer("per-job outcomes", "BulkResult")},
+            role=writer, body=_body("BulkInput"), params=(ACTING_TEAM,))},
         "/api/v1/jobs/{job_id}": {
             "parameters": [JOB_ID],
-            "get": {"summary": "Read a job", "responses": {"200": job_answer, **_problems(404)}},
-            "put": {"summary": "Replace a job", "parameters": [IF_MATCH], "requestBody": _body(_ref("JobInput")),
-                    "responses": {"200": job_answer, **_problems(*WRITE_PROBLEMS)}},
-            "patch": {"summary": "JSON merge patch (RFC 7396)", "parameters": [IF_MATCH],
-                      "requestBody": _body({"type": "object"}), "responses": {"200": job_answer,
-                                                                              **_problems(*WRITE_PROBLEMS)}},
-            "delete": {"summary": "Delete a job and cancel its pending fires", "parameters": [IF_MATCH],
-                       "responses": {"204": _answer("deleted"), **_problems(404, 412, 429, 503)}},
+            "get": _op("Read a job", {200: job}, 404),
+            "put": _op("Replace a job", {200: job}, 404, 409, 412, role=writer, params=(IF_MATCH,),
+                       body=_body("JobReplace")),
+            "patch": _op("Update a job by JSON merge patch (RFC 7396); retried on a concurrent change unless "
+                         "If-Match pins a version", {200: job}, 404, 409, 412, role=writer, params=(IF_MATCH,),
+                         body=_body("JobPatch", MERGE_PATCH, JSON)),
+            "delete": _op("Delete a job and cancel its pending fires", {204: _answer("deleted")}, 400, 404, 412,
+                          role=writer, params=(IF_MATCH,)),
         },
-        "/api/v1/jobs/{job_id}/trigger": _post([JOB_ID], "Fire now", 202, {"type": "object"}),
-        "/api/v1/jobs/{job_id}/pause": _post([JOB_ID], "Stop scheduling", 200, _ref("Job")),
-        "/api/v1/jobs/{job_id}/resume": _post([JOB_ID], "Restart scheduling", 200, _ref("Job")),
-        "/api/v1/jobs/{job_id}/backfill": _post([JOB_ID], "Fire the occurrences of a past range", 202,
-                                                {"type": "object"}),
-        "/api/v1/jobs/{job_id}/executions": {"get": {
-            "summary": "The job's executions, newest first", "parameters": [JOB_ID, LIMIT, STATUS],
-            "responses": {"200": _answer("executions", _list("executions", "Execution")), **_problems(400, 404)}}},
-        "/api/v1/executions": {"get": {
-            "summary": "Recent executions cluster-wide, newest first",
-            "parameters": [LIMIT, STATUS, {"name": "job_id", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": _answer("executions", _list("executions", "Execution")), **_problems(400)}}},
-        "/api/v1/dlq": {"get": {"summary": "Dead letters, newest first",
-                                "parameters": [LIMIT, {"name": "job_id", "in": "query", "schema": {"type": "string"}}],
-                                "responses": {"200": _answer("dead letters", _list("dead_letters", "DeadLetter"))}}},
-        "/api/v1/dlq/{fire_id}": {"delete": {"summary": "Drop a dead letter", "parameters": [FIRE_ID],
-                                             "responses": {"204": _answer("dropped"), **_problems(404, 503)}}},
-        "/api/v1/dlq/{fire_id}/replay": _post([FIRE_ID], "Deliver a dead letter again", 202, {"type": "object"}),
-        "/api/v1/cluster": _get("Leader, members, roles, connectivity, log indexes, counters"),
-        "/api/v1/cluster/members": {"post": {
-            "summary": "Add a running node (raft.join = true) as a member", "requestBody": _body({
-                "type": "object", "required": ["raft_addr"], "additionalProperties": False,
-                "properties": {"raft_addr": {"type": "string", "description": "host:port"}}}),
-            "responses": {"201": _answer("added", {"type": "object"}), **_problems(400, 409, 422, 503)}}},
-        "/api/v1/cluster/members/{member}": {"delete": {
-            "summary": "Drain a member and remove it (node id or raft address)", "parameters": [
-                {"name": "member", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _answer("removed", {"type": "object"}), **_problems(404, 503)}}},
-        "/api/v1/cluster/leave": {"post": {
-            "summary": "Drain this node before its removal (called by the leader)",
-            "responses": {"200": _answer("drained", {"type": "object"})}}},
-        "/health": _get("Liveness"),
-        "/ready": {"get": {"summary": "Readiness (caught up, leader known, registered, executor running)",
-                           "responses": {"200": _answer("ready", {"type": "object"}),
-                                         "503": _answer("not ready", {"type": "object"})}}},
-        "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": {
-            "description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/api/v1/openapi.json": _get("This document"),
+        "/api/v1/jobs/{job_id}/executions": {"get": _op(
+            "The job's executions, newest first", {200: _answer("executions", "ExecutionList")}, 400, 404,
+            params=(JOB_ID, LIMIT, STATUS))},
+        "/api/v1/jobs/{job_id}/trigger": {"post": _op(
+            "Fire now", {202: _answer("the fire is pending", "Triggered")}, 404, role=writer, params=(JOB_ID,))},
+        "/api/v1/jobs/{job_id}/pause": {"post": _op(
+            "Stop scheduling", {200: job}, 400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
+        "/api/v1/jobs/{job_id}/resume": {"post": _op(
+            "Restart scheduling (occurrences missed meanwhile follow the misfire policy)", {200: job},
+            400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
+        "/api/v1/jobs/{job_id}/backfill": {"post": _op(
+            "Fire the occurrences of a past range (at most 1,000)", {202: _answer("fires pending", "Backfill")},
+            404, role=writer, params=(JOB_ID,), body=_body("BackfillInput"))},
+        "/api/v1/executions": {"get": _op(
+            "Recent executions cluster-wide, newest first", {200: _answer("executions", "ExecutionList")}, 400,
+            params=(LIMIT, STATUS, JOB_FILTER))},
+        "/api/v1/dlq": {"get": _op("Dead letters, newest first", {200: _answer("dead letters", "DeadLetterList")},
+                                   400, params=(LIMIT, JOB_FILTER))},
+        "/api/v1/dlq/{fire_id}": {"delete": _op("Drop a dead letter", {204: _answer("dropped")}, 404, role=writer,
+                                                params=(FIRE_ID,))},
+        "/api/v1/dlq/{fire_id}/replay": {"post": _op(
+            "Deliver a dead letter again", {202: _answer("a new fire is pending", "Replayed")}, 404, 409,
+            role=writer, params=(FIRE_ID,))},
     }
 
 
-def _post(params: list[dict[str, Any]], summary: str, status: int, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"post": {"summary": summary, "parameters": params,
-                     "responses": {str(status): _answer(summary, schema), **_problems(404, 409, 422, 429, 503)}}}
-
-
-def _get(summary: str) -> dict[str, Any]:
-    return {"get": {"summary": summary, "responses": {"200": _answer(summary, {"type": "object"})}}}
-
-
-def _list(key: str, item: str) -> dict[str, Any]:
-    return {"type": "object", "properties": {key: {"type": "array", "items": _ref(item)}}}
-
-
-def _schemas() -> dict[str, Any]:
-    string_map = {"type": "object", "additionalProperties": {"type": "string"}}
-    job_input = {
-        "type": "object", "additionalProperties": False, "required": ["schedule", "webhook"],
-        "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.\\-]{0,127}$"},
-            "schedule": {"type": "string", "examples": ["*/5 * * * *", "31 10-15 1 * * MON-FRI", "@every 10s",
-                                                        "@at 2026-12-01T10:00:00Z"]},
-            "timezone": {"type": "string", "default": "UTC"},
-            "webhook": {"type": "object", "additionalProperties": False, "required": ["url"], "properties": {
-                "url": {"type": "string", "format": "uri"}, "method": {"enum": list(METHODS)},
-                "headers": string_map, "body": {}, "timeout_s": {"type": "number"},
-                "signing_secret": {"type": "string", "minLength": 16, "maxLength": 256, "writeOnly": True}}},
-            "retry": {"type": "object", "additionalProperties": False, "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-                "backoff_s": {"type": "number"}, "backoff_max_s": {"type": "number"}}},
-            "priority": {"enum": list(PRIORITIES)}, "concurrency": {"enum": list(CONCURRENCY)},
-            "delivery": {"enum": list(DELIVERY)}, "misfire": {"enum": list(MISFIRE)},
-            "paused": {"type": "boolean"}, "tags": string_map,
+def _team_paths() -> dict[str, Any]:
+    secret_params = (ACTING_TEAM,)
+    return {
+        "/api/v1/secrets": {
+            "post": _op("Create (201) or replace (200) a team secret; the value is never returned",
+                        {201: _answer("created", "Secret"), 200: _answer("replaced", "Secret")},
+                        role="operator or admin", params=secret_params, body=_body("SecretInput")),
+            "get": _op("The team's secrets (names and versions only)", {200: _answer("secrets", "SecretList")},
+                       400, params=secret_params),
         },
+        "/api/v1/secrets/{name}": {"delete": _op(
+            "Delete a team secret", {204: _answer("deleted")}, 400, 404, role="operator or admin",
+            params=(_param("name", "path", {"type": "string"}), *secret_params))},
+        "/api/v1/teams/{team}/usage": {"get": _op(
+            "What the team used since the cluster began, and now", {200: _answer("usage", "Usage")}, 404,
+            params=(TEAM_PATH,))},
+        "/api/v1/teams/{team}/quotas": {
+            "parameters": [TEAM_PATH],
+            "get": _op("The team's quotas", {200: _answer("quotas", "TeamQuotas")}, 404),
+            "put": _op("Set some of the team's quotas (null: back to the default)",
+                       {200: _answer("the quotas now", "TeamQuotasSet")}, 404, role="admin",
+                       body=_body("QuotasInput")),
+        },
+        "/api/v1/keys": {
+            "post": _op("Create an API key (the token is in the answer, once)",
+                        {201: _answer("created", "KeyCreated", "Location")}, 409, role="admin",
+                        body=_body("KeyInput")),
+            "get": _op("API keys (never their tokens)", {200: _answer("keys", "KeyList")}, role="admin",
+                       params=(TEAM_FILTER,)),
+        },
+        "/api/v1/keys/{key_id}": {"delete": _op(
+            "Revoke an API key", {204: _answer("revoked")}, 404, role="admin",
+            params=(_param("key_id", "path", {"type": "string"}),))},
+        "/api/v1/audit": {"get": _op(
+            "Audit records, newest first", {200: _answer("records", "AuditList")}, 400, role="admin", params=(
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": AUDIT_LIMIT_MAX}),
+                _param("after", "query", {"type": "integer", "minimum": 0, "maximum": 2**53}, "only records "
+                       "after this seq"), TEAM_FILTER))},
     }
-    times = {k: {"type": ["string", "null"], "format": "date-time"} for k in ("next_fire_at", "created_at",
-                                                                              "updated_at")}
-    job = {"allOf": [job_input, {"type": "object", "properties": {**times, "version": {"type": "integer"}}}]}
-    execution = {"type": "object", "properties": {k: {} for k in (
-        "fire_id", "job_id", "scheduled_at", "attempt", "node", "status", "reason", "trigger", "http_status",
-        "started_at", "finished_at", "duration_ms", "error", "committed_at")}}
-    dead_letter = {"type": "object", "properties": {k: {} for k in (
-        "fire_id", "job_id", "scheduled_at", "attempts", "last_status", "last_http_status", "last_error", "dead_at")}}
-    problem = {"type": "object", "required": ["type", "title", "status"], "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-        "detail": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "field": {"type": "string"}, "message": {"type": "string"}}}}}}
-    return {"JobInput": job_input, "Job": job, "Execution": execution, "DeadLetter": dead_letter, "Problem": problem}
+
+
+def _cluster_paths() -> dict[str, Any]:
+    return {
+        "/api/v1/cluster": {"get": _op("Leader, members, roles, connectivity, log indexes, counters",
+                                       {200: _answer("the cluster as this node sees it", "ClusterStatus")})},
+        "/api/v1/cluster/members": {"post": _op(
+            "Add a running node (raft.join = true) as a member; followers pass it to the leader",
+            {201: _answer("added", "MemberAdded")}, 409, role="admin", body=_body("MemberInput"))},
+        "/api/v1/cluster/members/{member}": {"delete": _op(
+            "Drain a member and remove it (node id or raft address)", {200: _answer("removed", "MemberRemoved")},
+            404, role="admin", params=(_param("member", "path", {"type": "string"}),))},
+        "/api/v1/cluster/leave": {"post": _op("Drain this node before its removal (called by the leader)",
+                                              {200: _answer("drained", "Drain")}, role="admin")},
+        "/health": {"get": _op("Liveness", {200: _answer("alive", "Health")}, public=True)},
+        "/ready": {"get": _op("Readiness: caught up, leader known, registered, executor running", {
+            200: _answer("ready", "Ready"), 503: _answer("not ready (a readiness body, not a problem)", "Ready")},
+            public=True)},
+        "/metrics": {"get": _op("Prometheus text format", {200: {
+            "description": "metrics", "headers": _headers(),
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}, public=True)},
+        "/api/v1/openapi.json": {"get": _op("This document", {200: {
+            "description": "OpenAPI 3.1", "headers": _headers(), "content": {JSON: {"schema": {"type": "object"}}}}},
+            public=True)},
+    }
+
+
+def _components() -> dict[str, Any]:
+    problem = {PROBLEM: {"schema": ref("Problem")}}
+    responses = {}
+    for code, text in PROBLEMS.items():
+        extra = {401: ("WWW-Authenticate",), 429: ("Retry-After",)}.get(code, ())
+        responses[f"Problem{code}"] = {"description": text, "headers": _headers(*extra), "content": problem}
+    string = {"type": "string"}
+    headers = {
+        "X-Correlation-ID": {"required": True, "schema": string,
+                             "description": "the request's X-Correlation-ID if well-formed, else a new one"},
+        "ETag": {"required": True, "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+                 "description": "the job's version, for If-Match"},
+        "Location": {"required": True, "schema": string},
+        "Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                        "description": "seconds"},
+        "WWW-Authenticate": {"required": True, "schema": string},
+    }
+    security = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    return {"schemas": schemas(), "responses": responses, "headers": headers, "securitySchemes": security}
 
 
 def document() -> dict[str, Any]:
-    return {"openapi": "3.1.0", "info": {"title": "schedb", "version": __version__},
-            "paths": _paths(), "components": {"schemas": _schemas()}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "schedb", "version": __version__,
+                 "description": "A Raft-replicated webhook scheduler. Errors are application/problem+json. With auth "
+                                "on (auth.enabled), every route but /health, /ready, /metrics and this document needs "
+                                "an API key; roles: viewer (read), operator (write its team), admin (everything)."},
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": {**_job_paths(), **_team_paths(), **_cluster_paths()},
+        "components": _components(),
+    }
 
 
 async def get_openapi(_request: web.Request) -> web.Response:

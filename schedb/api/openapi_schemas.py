@@ -1,0 +1,221 @@
+"""The component schemas of the OpenAPI document (openapi.py): request bodies as the
+validators accept them, responses as the handlers and views.py render them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedb import jobspec, secretbox, tenancy
+from schedb.api.jobs import STATUSES
+from schedb.api.views import SECRET_MASK
+
+STR: dict[str, Any] = {"type": "string"}
+INT: dict[str, Any] = {"type": "integer"}
+COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+BOOL: dict[str, Any] = {"type": "boolean"}
+TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+TIME_OR_NULL: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+STR_OR_NULL: dict[str, Any] = {"type": ["string", "null"]}
+NAME_PATTERN = tenancy.TEAM_PATTERN.pattern  # teams and secret names share the form
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict[str, Any], required: tuple[str, ...] | list[str] | None = None, *,
+        closed: bool = False) -> dict[str, Any]:
+    """An object with these properties, all required unless `required` says which."""
+    out: dict[str, Any] = {"type": "object", "properties": props,
+                           "required": list(props if required is None else required)}
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def list_of(key: str, item: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return obj({key: {"type": "array", "items": item}, **more})
+
+
+def _string_map(count_max: int, len_max: int) -> dict[str, Any]:
+    return {"type": "object", "maxProperties": count_max, "propertyNames": {"minLength": 1, "maxLength": len_max},
+            "additionalProperties": {"type": "string", "maxLength": len_max}}
+
+
+def _job_input() -> dict[str, Any]:
+    """What POST/PUT /api/v1/jobs accept (jobspec.validate_job)."""
+    webhook = {
+        "url": {"type": "string", "format": "uri", "minLength": 1, "maxLength": jobspec.URL_LEN_MAX,
+                "description": "http:// or https://; checked against the egress policy",
+                "examples": ["http://127.0.0.1:9999/hook"]},
+        "method": {"enum": list(jobspec.METHODS), "default": "POST"},
+        "headers": _string_map(jobspec.HEADERS_MAX, jobspec.HEADER_VALUE_LEN_MAX),
+        "body": {"description": "any JSON (at most 64 KiB; integers within 64 bits); default: a JSON object "
+                                "naming the fire"},
+        "timeout_s": {"type": "number", "minimum": 0.001, "maximum": jobspec.TIMEOUT_S_MAX, "default": 30},
+        "signing_secret": {"anyOf": [
+            {"type": "string", "minLength": jobspec.SECRET_LEN_MIN, "maxLength": jobspec.SECRET_LEN_MAX},
+            {"type": "string", "pattern": f"^{jobspec.SECRET_REFERENCE.pattern}$", "examples": ["{{secrets/hmac}}"]}],
+            "writeOnly": True, "description": "HMAC key of X-Schedb-Signature, or a team secret; read back masked"},
+    }
+    retry = {"max_attempts": {"type": "integer", "minimum": 1, "maximum": jobspec.ATTEMPTS_MAX, "default": 3},
+             "backoff_s": {"type": "number", "minimum": 0, "maximum": jobspec.BACKOFF_S_MAX, "default": 1},
+             "backoff_max_s": {"type": "number", "minimum": 0, "maximum": jobspec.BACKOFF_S_MAX, "default": 300}}
+    props = {
+        "id": {"type": "string", "pattern": jobspec.JOB_ID_PATTERN.pattern, "description": "default: a generated id"},
+        "schedule": {"type": "string", "examples": ["*/5 * * * *", "31 10-15 1 * * MON-FRI", "@every 10s",
+                                                    "@hourly", "@at 2030-12-01T10:00:00Z"]},
+        "timezone": {"type": "string", "default": "UTC", "examples": ["UTC", "Europe/Berlin"]},
+        "webhook": obj(webhook, ["url"], closed=True),
+        "retry": obj(retry, [], closed=True),
+        "priority": {"enum": list(jobspec.PRIORITIES), "default": "normal"},
+        "concurrency": {"enum": list(jobspec.CONCURRENCY), "default": jobspec.CONCURRENCY[0]},
+        "delivery": {"enum": list(jobspec.DELIVERY), "default": jobspec.DELIVERY[0]},
+        "misfire": {"enum": list(jobspec.MISFIRE), "default": jobspec.MISFIRE[0]},
+        "paused": {"type": "boolean", "default": False},
+        "tags": _string_map(jobspec.TAGS_MAX, jobspec.TAG_LEN_MAX),
+    }
+    assert (tuple(props), tuple(webhook), tuple(retry)) == (jobspec.TOP_FIELDS, jobspec.WEBHOOK_FIELDS,
+                                                            jobspec.RETRY_FIELDS)
+    job = obj(props, ["schedule", "webhook"], closed=True)
+    job["examples"] = [{"id": "nightly-report", "schedule": "0 30 2 * * *", "timezone": "Europe/Berlin",
+                        "webhook": {"url": "http://127.0.0.1:9999/hook", "method": "POST",
+                                    "headers": {"X-Team": "a"}, "body": {"any": "json"}, "timeout_s": 30},
+                        "retry": {"max_attempts": 3, "backoff_s": 1, "backoff_max_s": 300},
+                        "tags": {"team": "billing"}}]
+    return job
+
+
+def _patch_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7396) of an object: every field optional, null removes it."""
+    out = {k: v for k, v in schema.items() if k not in ("required", "examples")}
+    if "properties" in schema:
+        out["properties"] = {k: _nullable(_patch_of(v) if "properties" in v else v)
+                             for k, v in schema["properties"].items()}
+    return out
+
+
+def _replacement(job_input: dict[str, Any]) -> dict[str, Any]:
+    """PUT takes a job as the API answers it, too: the fields the server sets are ignored, and
+    `team`, if given, must be the job's (jobs.py)."""
+    ignored = {"readOnly": True, "description": "ignored"}
+    props = {**job_input["properties"], **{k: ignored for k in ("next_fire_at", "created_at", "updated_at",
+                                                                   "version")},
+             "team": {"type": "string", "readOnly": True, "description": "the job's team; another one: 422"}}
+    return {**job_input, "properties": props}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]} if {"type", "enum", "anyOf"} & set(schema) else schema  # any JSON
+
+
+def _job(job_input: dict[str, Any]) -> dict[str, Any]:
+    """A job as the API answers it (views.job_view): every field filled in, the secret masked."""
+    props = dict(job_input["properties"])
+    webhook_props = dict(props["webhook"]["properties"])
+    webhook_props["signing_secret"] = {"enum": [SECRET_MASK, None], "description": "masked when set"}
+    webhook_props["url"] = STR  # as stored; the validator's URL rules are not JSON Schema's "uri"
+    props["webhook"] = obj(webhook_props)
+    props["retry"] = obj(props["retry"]["properties"])
+    props["id"] = STR
+    props.update({"next_fire_at": TIME_OR_NULL, "created_at": TIME, "updated_at": TIME,
+                  "version": {"type": "integer", "minimum": 1, "description": "the ETag"}, "team": STR})
+    return obj(props)
+
+
+def _execution() -> dict[str, Any]:
+    return obj({"fire_id": STR, "job_id": STR, "scheduled_at": TIME, "attempt": INT, "node": STR,
+                "status": {"type": "string", "examples": list(STATUSES)},
+                "http_status": {"type": ["integer", "null"]}, "started_at": TIME_OR_NULL,
+                "finished_at": TIME_OR_NULL, "duration_ms": COUNT, "error": STR_OR_NULL,
+                "committed_at": TIME_OR_NULL, "trigger": {"type": "string", "examples": ["schedule", "manual"]},
+                "reason": STR_OR_NULL})
+
+
+def _tenancy() -> dict[str, Any]:
+    team = {"type": "string", "pattern": NAME_PATTERN}
+    quotas = obj({name: COUNT for name in tenancy.QUOTA_NAMES})
+    key = {"id": STR, "team": STR, "role": {"enum": list(tenancy.ROLES)}, "name": STR,
+           "created_at": TIME, "revoked_at": TIME_OR_NULL, "created_by": STR_OR_NULL}
+    secret = {"team": STR, "name": STR, "version": INT, "created_at": TIME, "updated_at": TIME}
+    audit = obj({"seq": INT, "at": TIME, "key": STR, "team": STR, "role": STR, "remote": STR, "action": STR,
+                 "target": STR, "result": STR})
+    return {
+        "KeyInput": obj({"team": team, "role": {"enum": list(tenancy.ROLES)},
+                         "name": {"type": "string", "maxLength": tenancy.KEY_LABEL_LEN_MAX, "default": ""}},
+                        ["team", "role"], closed=True),
+        "Key": obj(key), "KeyCreated": obj({**key, "key": {"type": "string", "description": "shown once"}}),
+        "KeyList": list_of("keys", ref("Key")),
+        "SecretInput": obj({"name": {"type": "string", "pattern": f"^{secretbox.SECRET_NAME_PATTERN.pattern}$"},
+                            "value": {"type": "string", "minLength": 1, "maxLength": secretbox.SECRET_VALUE_BYTES_MAX,
+                                      "writeOnly": True}}, closed=True),
+        "Secret": obj(secret), "SecretList": list_of("secrets", ref("Secret")),
+        "Quotas": quotas,
+        "QuotasInput": {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
+            name: {"type": ["integer", "null"], "minimum": 1, "maximum": tenancy.QUOTA_MAX}
+            for name in tenancy.QUOTA_NAMES}, "description": "null: back to the config's default"},
+        "TeamQuotas": obj({"team": STR, "quotas": ref("Quotas"), "set_for_team": {"type": "array", "items": STR}}),
+        "TeamQuotasSet": obj({"team": STR, "quotas": ref("Quotas")}),
+        "Usage": obj({"team": STR, "usage": obj({name: COUNT for name in tenancy.USAGE_FIELDS}), "jobs": COUNT,
+                      "fires_this_minute": COUNT, "secrets": COUNT, "quotas": ref("Quotas")}),
+        "AuditList": list_of("records", audit),
+    }
+
+
+def _cluster() -> dict[str, Any]:
+    member = obj({"node_id": STR_OR_NULL, "raft_addr": STR, "http_addr": STR_OR_NULL,
+                  "role": STR, "self": BOOL, "active_fires": COUNT, "jobs_assigned": COUNT,
+                  "connected": BOOL, "match_index": {"type": ["integer", "null"]},
+                  "last_ack_ms_ago": {"type": ["number", "null"]}, "executor_alive": {"type": ["boolean", "null"]},
+                  "draining": BOOL}, ["node_id", "raft_addr", "role", "self", "active_fires", "jobs_assigned"])
+    counters = {"type": "object", "additionalProperties": INT}
+    status = obj({"node_id": STR, "role": STR, "leader": obj({"node_id": STR_OR_NULL, "raft_addr": STR_OR_NULL}),
+                  "term": INT, "commit_index": INT, "last_applied": INT, "log_len": INT,
+                  "members": {"type": "array", "items": member}, "jobs": COUNT, "active_fires": COUNT,
+                  "pending_fires": COUNT, "dead_letters": COUNT, "counters": counters,
+                  "executor": obj({"scheduled": COUNT, "in_flight": COUNT})})
+    drain = {"type": "object", "additionalProperties": COUNT, "examples": [{"handed_back": 0, "unfinished": 0,
+                                                                          "uncommitted": 0}]}
+    members = {"type": "array", "items": STR}
+    return {
+        "ClusterStatus": status, "Drain": drain,
+        "MemberInput": obj({"raft_addr": {"type": "string", "description": "the new node's raft.listen, host:port"}},
+                           closed=True),
+        "MemberAdded": obj({"added": STR, "node_id": STR_OR_NULL, "registered": BOOL, "members": members}),
+        "MemberRemoved": obj({"removed": STR, "node_id": STR_OR_NULL, "drained": BOOL,
+                              "drain": {"anyOf": [ref("Drain"), {"type": "null"}]}, "members": members}),
+        "Health": obj({"status": {"const": "ok"}, "node_id": STR}),
+        "Ready": obj({"ready": BOOL, "checks": {"type": "object", "additionalProperties": BOOL}, "role": STR}),
+    }
+
+
+def schemas() -> dict[str, Any]:
+    job_input = _job_input()
+    problem = obj({"type": {"type": "string", "examples": ["urn:schedb:problem:invalid"]}, "title": STR,
+                   "status": {"type": "integer", "minimum": 400, "maximum": 599}, "detail": STR,
+                   "errors": {"type": "array", "items": obj({"field": STR, "message": STR})}},
+                  ["type", "title", "status", "detail"])
+    problem["description"] = "RFC 9457; `errors` names each field at fault"
+    bulk_item = obj({"id": STR_OR_NULL, "status": {"enum": [201, 403, 409, 422, 429]}, "detail": STR_OR_NULL},
+                    ["id", "status"])
+    return {
+        "JobInput": job_input, "JobReplace": _replacement(job_input), "JobPatch": _patch_of(_replacement(job_input)),
+        "Job": _job(job_input),
+        "JobList": list_of("jobs", ref("Job"), next_after={**STR_OR_NULL, "description": "the next page's `after`"}),
+        "BulkInput": obj({"jobs": {"type": "array", "minItems": 1, "maxItems": 1000, "items": ref("JobInput")}},
+                         closed=True),
+        "BulkResult": obj({"created": COUNT, "failed": COUNT, "items": {"type": "array", "items": bulk_item}}),
+        "BackfillInput": obj({"start": TIME, "end": {**TIME, "description": "inclusive, not in the future"}},
+                             closed=True),
+        "Backfill": obj({"job_id": STR, "fires": COUNT, "fire_ids": {"type": "array", "items": STR,
+                                                                      "description": "the first ten"},
+                         "already_active": COUNT}),
+        "Triggered": obj({"job_id": STR, "fire_id": STR}),
+        "Execution": _execution(), "ExecutionList": list_of("executions", ref("Execution")),
+        "DeadLetter": obj({"fire_id": STR, "job_id": STR, "scheduled_at": TIME, "attempts": INT,
+                           "last_status": STR, "last_http_status": {"type": ["integer", "null"]},
+                           "last_error": STR_OR_NULL, "dead_at": TIME}),
+        "DeadLetterList": list_of("dead_letters", ref("DeadLetter"), total=COUNT),
+        "Replayed": obj({"fire_id": STR, "replayed": {"const": True}}),
+        **_tenancy(), **_cluster(), "Problem": problem,
+    }
