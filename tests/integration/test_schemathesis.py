@@ -27,6 +27,8 @@ import pytest
 from schedb.devcluster import http
 from schedb.harness import Cluster, Receiver
 from schedb.secretbox import generate_key_text
+from tests.integration.conftest import running_cluster
+from tests.integration.workload import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +51,6 @@ def _call(method: str, url: str, token: str, body: Any = None) -> tuple[int, Any
     return code, answer
 
 
-def _wait_for(what: str, probe: Any, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _seed(url: str, admin: str, operator: str, receiver: Receiver) -> dict[str, str]:
     """A job with a successful execution, a dead letter, a secret, and things to delete, all of TEAM."""
     yearly = "0 0 1 1 *"  # a backfill of any past range stays small
@@ -74,10 +66,10 @@ def _seed(url: str, admin: str, operator: str, receiver: Receiver) -> dict[str, 
     assert code == 201, answer
     code, doomed_key = _call("POST", url + "/api/v1/keys", admin, {"team": TEAM, "role": "viewer"})
     assert code == 201, doomed_key
-    _wait_for("an execution of st-job", lambda: _call(
-        "GET", url + "/api/v1/jobs/st-job/executions?status=succeeded", operator)[1]["executions"])
-    letters = _wait_for("a dead letter of st-dead", lambda: _call(
-        "GET", url + "/api/v1/dlq?job_id=st-dead", operator)[1]["dead_letters"])
+    wait_for(lambda: _call("GET", url + "/api/v1/jobs/st-job/executions?status=succeeded", operator)[1]["executions"],
+             30, "an execution of st-job")
+    letters = wait_for(lambda: _call("GET", url + "/api/v1/dlq?job_id=st-dead", operator)[1]["dead_letters"],
+                       30, "a dead letter of st-dead")
     return {"job_id": "st-job", "doomed_job_id": "st-doomed", "fire_id": letters[0]["fire_id"],
             "name": "st-secret", "team": TEAM, "doomed_key_id": doomed_key["id"]}
 
@@ -167,18 +159,12 @@ class Secured:
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+def secured(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Secured]:
     workdir = tmp_path_factory.mktemp("schemathesis")
     admin = secrets.token_urlsafe(32)
     extra = (f'\n[auth]\nenabled = true\nadmin_key = "{admin}"\nadmin_team = "{ADMIN_TEAM}"\n\n'
              f'[secrets]\nkey = "{generate_key_text()}"\n')
-    cluster = Cluster(workdir, 3, extra_config=extra)
-    receiver: Receiver | None = None
-    try:
-        cluster.start()
-        cluster.wait_ready()
-        (workdir / "receiver").mkdir()
-        receiver = Receiver(workdir / "receiver")
+    with running_cluster(workdir, extra) as cluster:
         url = cluster.nodes[0].url
         code, key = _call("POST", url + "/api/v1/keys", admin, {"team": TEAM, "role": "operator",
                                                                 "name": "schemathesis"})
@@ -188,10 +174,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         crashes = [line for node in cluster.nodes for line in node.log.read_text(errors="replace").splitlines()
                    if '"unhandled_error"' in line]
         assert not crashes, "\n".join(crashes[:5])  # a 500 answered to anyone, the seeding included
-    finally:
-        cluster.stop()
-        if receiver is not None:
-            receiver.stop()
 
 
 def _job(top: str = "", webhook: str = "", url: str = "http://127.0.0.1:1/") -> str:
