@@ -95,8 +95,13 @@ class Schedule:
             return None
 
 
+# Files of the zone database that stand for the host's own setting, not a zone: nodes on
+# differently configured hosts would compute different fire times from them.
+HOST_DEPENDENT_ZONES = frozenset({"localtime", "posixrules"})
+
+
 def parse_timezone(name: str) -> ZoneInfo:
-    if not isinstance(name, str) or not name or len(name) > 64 or ".." in name:
+    if not isinstance(name, str) or not name or len(name) > 64 or ".." in name or name in HOST_DEPENDENT_ZONES:
         raise ScheduleError(f"unknown timezone {name!r}")
     try:
         return ZoneInfo(name)
