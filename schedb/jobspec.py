@@ -28,6 +28,7 @@ HEADER_VALUE_LEN_MAX = 4096
 TAGS_MAX = 32
 TAG_LEN_MAX = 128
 BODY_BYTES_MAX = 64 * 1024
+BODY_DEPTH_MAX = 32
 TIMEOUT_S_MAX = 300.0
 ATTEMPTS_MAX = 100
 DEFAULT_ATTEMPTS = 3  # a passing blip at the receiver should not make a dead letter
@@ -189,11 +190,25 @@ def _url(value: Any, errs: _Errors) -> str:
 def _body(value: Any, errs: _Errors) -> Any:
     if value is None:
         return None
+    if _depth(value) > BODY_DEPTH_MAX:  # the log's encoding (msgpack) nests at most 511 deep
+        errs.add("webhook.body", f"must nest at most {BODY_DEPTH_MAX} levels deep")
+        return None
     size = len(json.dumps(value, separators=(",", ":")).encode())
     if size > BODY_BYTES_MAX:
         errs.add("webhook.body", f"must be at most {BODY_BYTES_MAX} bytes of JSON")
         return None
     return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON, iteratively (a recursive walk could itself overflow)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= BODY_DEPTH_MAX and isinstance(item, dict | list):
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _retry(value: Any, errs: _Errors) -> dict[str, Any]:

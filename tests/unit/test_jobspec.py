@@ -65,3 +65,11 @@ def test_garbage_schedules_only_ever_raise_schedule_error(tokens: list[str]) -> 
     after_ms = 1_800_000_000_000
     next_ms = schedule.next_after(after_ms)
     assert next_ms is None or next_ms > after_ms
+
+
+def test_body_nesting_is_bounded() -> None:
+    deep: Any = 1
+    for _ in range(33):
+        deep = {"a": [deep]}
+    with pytest.raises(InvalidJob, match=r"webhook\.body: must nest at most 32"):
+        validate_job({"id": "x", "schedule": "@every 1s", "webhook": {"url": "http://a/", "body": deep}})
