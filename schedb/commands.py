@@ -191,6 +191,14 @@ class SetQuotas(Command):
 
 
 @dataclass(frozen=True)
+class SetDefaultQuotas(Command):
+    """Every team's quotas unless set for the team: the leader proposes its config's [quotas]."""
+
+    TAG: ClassVar[int] = 18
+    quotas: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PutSecret(Command):
     """Create or replace a team's secret, already sealed (AES-GCM) by the proposing node."""
 
@@ -210,7 +218,7 @@ class DeleteSecret(Command):
 COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
                              TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode, CreateJobs,
-                             CreateApiKey, RevokeApiKey, SetQuotas, PutSecret, DeleteSecret)
+                             CreateApiKey, RevokeApiKey, SetQuotas, PutSecret, DeleteSecret, SetDefaultQuotas)
 }
 
 

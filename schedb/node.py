@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -23,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from schedb import secretbox
-from schedb.commands import RegisterNode
+from schedb.commands import RegisterNode, SetDefaultQuotas
 from schedb.config import Config, ConfigError, parse_address
 from schedb.dispatcher import Dispatcher
 from schedb.egress import EgressPolicy
@@ -97,13 +98,16 @@ class Node:
         return node is not None and (node["raft_addr"], node["http_addr"]) == expected and not node.get("draining")
 
     async def _register(self) -> None:
-        """Keep this node registered with its addresses and not marked draining.
+        """Keep this node registered with its addresses and not marked draining (and, on the
+        leader, the state's default quotas equal to the config's).
 
         Runs for the node's life: a DrainNode of its last shutdown may commit late (a
         leader's uncommitted entry from before a restart commits with its next term),
         and must not leave the node without fires. Judged only once the log is current,
         since a replay shows the past; not while this node is itself shutting down."""
         while True:
+            if self.replica.caught_up() and self.replica.is_leader():
+                await self._propose_default_quotas()
             if self.replica.caught_up() and not self.executor.draining and not self.is_registered():
                 command = RegisterNode(wall_ms(), self.node_id, self.config.raft.listen, self.config.http.listen)
                 try:
@@ -115,6 +119,18 @@ class Node:
                 except SubmitError as exc:
                     log.info("node_registration_retry", reason=exc.reason)
             await asyncio.sleep(REGISTER_RETRY_S)
+
+    async def _propose_default_quotas(self) -> None:
+        """The config's [quotas] become every team's defaults through the log, so every node
+        applies the same ones. With configs that differ, the current leader's win."""
+        wanted = dataclasses.asdict(self.config.quotas)
+        if self.replica.read(lambda s: s.default_quotas) == wanted:
+            return
+        try:
+            await self.replica.submit(SetDefaultQuotas(wall_ms(), wanted))
+            log.info("default_quotas_set", **wanted)
+        except SubmitError as exc:
+            log.info("default_quotas_retry", reason=exc.reason)
 
     async def stop(self) -> None:
         started = time.monotonic()

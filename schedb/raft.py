@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import threading
 import time
@@ -145,8 +144,7 @@ class Replica:
         limits = StateLimits(history_per_job=s.history_per_job, recent_executions=s.recent_executions,
                              misfire_grace_ms=int(s.misfire_grace_s * 1000),
                              catch_up_window_ms=int(s.catch_up_window_s * 1000),
-                             idempotency_ttl_ms=int(s.idempotency_ttl_s * 1000), slot_jobs_max=s.slot_jobs_max,
-                             default_quotas=dataclasses.asdict(config.quotas))
+                             idempotency_ttl_ms=int(s.idempotency_ttl_s * 1000), slot_jobs_max=s.slot_jobs_max)
         self.holder = StateHolder(State(limits), self._applied)
         self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder,
                            join=config.raft.join)

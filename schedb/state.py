@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
@@ -41,6 +41,7 @@ from schedb.commands import (
     ReplaceJob,
     ReplayDeadLetter,
     RevokeApiKey,
+    SetDefaultQuotas,
     SetQuotas,
     TriggerJob,
 )
@@ -79,10 +80,8 @@ class StateLimits:
     # Backpressure: a create or reschedule whose first fire lands in a second that
     # already holds this many jobs is refused (the API answers 429).
     slot_jobs_max: int = 20_000
-    # Every team's quotas unless set for the team (tenancy.QUOTA_NAMES).
-    default_quotas: dict[str, int] = field(default_factory=lambda: {
-        "max_jobs": 1_000_000, "fires_per_minute": 600_000, "concurrent_webhooks": 512, "api_rps": 1_000})
     api_keys_max: int = 10_000
+    quota_teams_max: int = 10_000
     secrets_per_team_max: int = 1_000
     audit_records: int = 10_000
 
@@ -111,6 +110,8 @@ class State:
         self.api_keys: dict[str, dict[str, Any]] = {}
         self.key_hashes: dict[str, str] = {}  # sha256 of a live key's token -> key id
         self.quotas: dict[str, dict[str, int]] = {}  # team -> the quotas an admin set
+        # Every team's quotas unless set for it: the leader proposes its config's [quotas].
+        self.default_quotas: dict[str, int] = dict(tenancy.BUILTIN_QUOTAS)
         self.secrets: dict[str, dict[str, dict[str, Any]]] = {}  # team -> name -> sealed secret
         self.usage: dict[str, dict[str, int]] = {}  # team -> tenancy.USAGE_FIELDS
         self.fire_windows: dict[str, list[int]] = {}  # team -> [minute, fires in it]
@@ -119,8 +120,11 @@ class State:
         self.audit_seq = 0
 
     def __setstate__(self, data: dict[str, Any]) -> None:
-        """A snapshot from before teams existed lacks their fields: start them empty."""
+        """A snapshot of an older version lacks newer fields: its limits get the defaults of
+        the fields they lack, and a snapshot from before teams existed starts them empty."""
         self.__dict__.update(data)
+        known = {f.name for f in fields(StateLimits)}
+        self.limits = StateLimits(**{k: v for k, v in vars(self.limits).items() if k in known})
         if "api_keys" not in data:
             self._init_tenancy()
             for job in self.jobs.values():
@@ -177,7 +181,7 @@ class State:
             [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.book.to_canonical(),
              {k: list(v) for k, v in self.history.items()}, list(self.recent), self.dead_letters,
              self.idempotency, self.nodes, self.counters, self.api_keys, self.quotas, self.secrets, self.usage,
-             self.fire_windows, self.team_jobs, list(self.audit)],
+             self.fire_windows, self.team_jobs, list(self.audit), self.default_quotas],
             use_bin_type=True,
         )
 
@@ -400,6 +404,7 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     CreateApiKey: tenancy.create_api_key,
     RevokeApiKey: tenancy.revoke_api_key,
     SetQuotas: tenancy.set_quotas,
+    SetDefaultQuotas: tenancy.set_default_quotas,
     PutSecret: tenancy.put_secret,
     DeleteSecret: tenancy.delete_secret,
 }

@@ -7,8 +7,8 @@ the same rules: deterministic, no clock but `command.now_ms`, no I/O.
   shown once to its creator and never enters the log.
 - A secret is stored sealed (AES-GCM, by the API node that received it; see
   secretbox.py): the state never holds a plain value.
-- Quotas are the config's defaults (StateLimits.default_quotas, equal on every
-  node) unless an admin set a team's own.
+- Quotas are the cluster's defaults (proposed by the leader from its config's
+  [quotas], so every node applies the same) unless an admin set a team's own.
 - Every command proposed through the API carries its actor (key, team, role,
   remote address); apply writes one audit record per such command.
 """
@@ -19,19 +19,29 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from schedb.commands import Command, CreateApiKey, DeleteSecret, PutSecret, RevokeApiKey, SetQuotas
+from schedb.commands import (
+    Command,
+    CreateApiKey,
+    DeleteSecret,
+    PutSecret,
+    RevokeApiKey,
+    SetDefaultQuotas,
+    SetQuotas,
+)
 
 if TYPE_CHECKING:
     from schedb.state import Result, State
 
 ROLES = ("admin", "operator", "viewer")
 QUOTA_NAMES = ("max_jobs", "fires_per_minute", "concurrent_webhooks", "api_rps")
+# Until the leader has proposed its config's [quotas]; the same as config.QuotasSection's defaults.
+BUILTIN_QUOTAS = {"max_jobs": 1_000_000, "fires_per_minute": 600_000, "concurrent_webhooks": 512, "api_rps": 1_000}
 QUOTA_MAX = 1_000_000_000
 DEFAULT_TEAM = "default"
-TEAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{12,32}$")
-KEY_HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+TEAM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # fullmatch: "$" would let a newline end it
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12,32}")
+KEY_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 KEY_LABEL_LEN_MAX = 128
 SEALED_BYTES_MAX = 8_192
 USAGE_FIELDS = ("fires", "attempts", "webhook_ms", "bytes_sent", "throttled")
@@ -39,7 +49,7 @@ MINUTE_MS = 60_000
 
 
 def valid_team(team: Any) -> bool:
-    return isinstance(team, str) and TEAM_PATTERN.match(team) is not None
+    return isinstance(team, str) and TEAM_PATTERN.fullmatch(team) is not None
 
 
 def is_admin(actor: dict[str, Any]) -> bool:
@@ -52,7 +62,7 @@ def can_touch(actor: dict[str, Any], job: dict[str, Any]) -> bool:
 
 
 def quota(state: State, team: str) -> dict[str, int]:
-    return {**state.limits.default_quotas, **state.quotas.get(team, {})}
+    return {**state.default_quotas, **state.quotas.get(team, {})}
 
 
 def usage_of(state: State, team: str) -> dict[str, int]:
@@ -84,8 +94,8 @@ def over_quota(state: State, team: str, limit: str, detail: str) -> Result:
 
 
 def create_api_key(state: State, cmd: CreateApiKey) -> Result:
-    if not (isinstance(cmd.key_id, str) and KEY_ID_PATTERN.match(cmd.key_id)) or \
-            not (isinstance(cmd.key_hash, str) and KEY_HASH_PATTERN.match(cmd.key_hash)):
+    if not (isinstance(cmd.key_id, str) and KEY_ID_PATTERN.fullmatch(cmd.key_id)) or \
+            not (isinstance(cmd.key_hash, str) and KEY_HASH_PATTERN.fullmatch(cmd.key_hash)):
         return _invalid("key_id", "a key needs a hex id and a SHA-256 hash")
     if not valid_team(cmd.team):
         return _invalid("team", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
@@ -123,17 +133,14 @@ def key_by_hash(state: State, key_hash: str) -> dict[str, Any] | None:
 
 
 def set_quotas(state: State, cmd: SetQuotas) -> Result:
-    """Set (a number) or clear (None: back to the config's default) some of a team's quotas."""
+    """Set (a number) or clear (None: back to the default) some of a team's quotas."""
     if not valid_team(cmd.team):
         return _invalid("team", "not a valid team name")
-    if not isinstance(cmd.quotas, dict) or not cmd.quotas:
-        return _invalid("quotas", f"an object with some of {', '.join(QUOTA_NAMES)}")
-    for name, value in cmd.quotas.items():
-        if name not in QUOTA_NAMES:
-            return _invalid(name, f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or not 1 <= value <= QUOTA_MAX):
-            return _invalid(name, f"an integer from 1 to {QUOTA_MAX}, or null for the default")
+    if error := _quota_errors(cmd.quotas, nullable=True):
+        return error
+    if cmd.team not in state.quotas and len(state.quotas) >= state.limits.quota_teams_max:
+        return {"error": "quota", "limit": "teams", "detail": f"at most {state.limits.quota_teams_max} teams "
+                "with quotas of their own"}
     own = state.quotas.setdefault(cmd.team, {})
     for name in sorted(cmd.quotas):
         if cmd.quotas[name] is None:
@@ -145,10 +152,32 @@ def set_quotas(state: State, cmd: SetQuotas) -> Result:
     return {"ok": True, "quotas": quota(state, cmd.team)}
 
 
+def set_default_quotas(state: State, cmd: SetDefaultQuotas) -> Result:
+    if error := _quota_errors(cmd.quotas, nullable=False):
+        return error
+    if not isinstance(cmd.quotas, dict) or set(cmd.quotas) != set(QUOTA_NAMES):
+        return _invalid("quotas", f"all of {', '.join(QUOTA_NAMES)}")
+    state.default_quotas = {name: cmd.quotas[name] for name in QUOTA_NAMES}
+    return {"ok": True}
+
+
+def _quota_errors(quotas: Any, *, nullable: bool) -> Result | None:
+    if not isinstance(quotas, dict) or not quotas:
+        return _invalid("quotas", f"an object with some of {', '.join(QUOTA_NAMES)}")
+    for name, value in quotas.items():
+        if name not in QUOTA_NAMES:
+            return _invalid(str(name)[:64], f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
+        if value is None and nullable:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= QUOTA_MAX:
+            return _invalid(name, f"an integer from 1 to {QUOTA_MAX}" + (", or null for the default" * nullable))
+    return None
+
+
 def put_secret(state: State, cmd: PutSecret) -> Result:
     if not valid_team(cmd.team):
         return _invalid("team", "not a valid team name")
-    if not (isinstance(cmd.name, str) and NAME_PATTERN.match(cmd.name)):
+    if not (isinstance(cmd.name, str) and NAME_PATTERN.fullmatch(cmd.name)):
         return _invalid("name", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
     if not isinstance(cmd.sealed, bytes) or not 0 < len(cmd.sealed) <= SEALED_BYTES_MAX:
         return _invalid("value", "a sealed secret of bounded size")

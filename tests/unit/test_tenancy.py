@@ -16,12 +16,14 @@ from schedb.commands import (
     DeleteSecret,
     Outcome,
     PutSecret,
+    RegisterNode,
     ReplaceJob,
     RevokeApiKey,
+    SetDefaultQuotas,
     SetQuotas,
     TriggerJob,
 )
-from schedb.state import State
+from schedb.state import State, StateLimits
 from tests.unit.test_state import T0, cluster_state, spec
 
 ADMIN = {"key": "k-admin", "team": "ops", "role": "admin", "remote": "127.0.0.1"}
@@ -125,10 +127,27 @@ def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team()
                  "audit_seq"):
         del data[name]
     del data["jobs"]["old"]["team"]
+    old_limits = StateLimits.__new__(StateLimits)  # pickled by a version without the newer bounds
+    old_limits.__dict__.update({"history_per_job": 7, "recent_executions": 10_000})
+    data["limits"] = old_limits
+    data.pop("default_quotas")
     restored = State.__new__(State)
     restored.__setstate__(data)
     assert restored.jobs["old"]["team"] == "default" and restored.team_jobs == {"default": 1}
+    assert restored.limits.history_per_job == 7 and restored.limits.api_keys_max == StateLimits().api_keys_max
+    restored.apply(RegisterNode(T0, "node2", "127.0.0.1:9002", "127.0.0.1:8002"))
+    assert restored.apply(AssignFires(T0, [["old", T0 + 1000, "node2"]]))["assigned"] == 1  # reads the quotas
     assert restored.apply(DeleteJob(T0, "old"))["ok"]
+
+
+def test_default_quotas_come_through_the_log_and_team_quotas_override_them() -> None:
+    state = two_teams()
+    wanted = {"max_jobs": 5, "fires_per_minute": 60, "concurrent_webhooks": 2, "api_rps": 10}
+    assert state.apply(SetDefaultQuotas(T0, {**wanted, "api_rps": 0}))["error"] == "invalid"
+    assert state.apply(SetDefaultQuotas(T0, {"max_jobs": 5}))["error"] == "invalid"  # all of them, or nothing
+    assert state.apply(SetDefaultQuotas(T0, wanted))["ok"]
+    assert state.apply(SetQuotas(T0, "a", {"api_rps": 99}, actor=ADMIN))["quotas"] == {**wanted, "api_rps": 99}
+    assert state.apply(SetQuotas(T0, "billing\n", {"api_rps": 1}, actor=ADMIN))["error"] == "invalid"
 
 
 # -- hostile input: a bad command is rejected the same way and changes nothing -----------------
