@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _RESOLVE_TIMEOUT_S = 2.0
 _CLUSTER_NAME_TTL_S = 10.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.IGNORECASE)
 
 
 class EgressRefused(Exception):
@@ -165,13 +167,16 @@ class EgressPolicy:
             why = self.reason(host, port)
             if why:
                 raise EgressRefused(why)
+        elif _NUMERIC_HOST.fullmatch(host):
+            # 2852039166 or 0251.0376.0251.0376 is 169.254.169.254 to some resolvers and clients.
+            raise EgressRefused(f"{host} is an IPv4 address in a non-canonical form")
 
     async def check_url(self, url: str) -> None:
         """Judge every address the URL's host resolves to now; a name that does not resolve passes
         (it may resolve later, and delivery checks again through GuardedResolver)."""
+        self.check_literal(url)
         host, port = _url_host_port(url)
         if _parse_ip(host) is not None:
-            self.check_literal(url)
             return
         loop = asyncio.get_running_loop()
         try:

@@ -232,11 +232,16 @@ class Executor:
     def _verdict(self, state: State, fire: dict[str, Any]) -> Verdict | None:
         """Fire or skip; None when the state no longer gives this attempt to this node (a
         last check against a stale view, e.g. one built before a snapshot replaced the state)."""
+        if not self._still_ours(state, fire):
+            return None
+        return verdict(state, fire, wall_ms(), self._grace_ms)
+
+    def _still_ours(self, state: State, fire: dict[str, Any]) -> bool:
         current = state.book.get(fire["fire_id"])
         if current is None or current["node"] != self._node_id or current["attempt"] != fire["attempt"]:
             log.info("fire_not_ours", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
-            return None
-        return verdict(state, fire, wall_ms(), self._grace_ms)
+            return False
+        return True
 
     async def _deliver(self, key: FireKey, fire: dict[str, Any]) -> None:
         view = self._replica.read(lambda s: _delivery_view(s, fire["job_id"]))
@@ -251,6 +256,10 @@ class Executor:
             outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, f"secret: {exc}")
         else:
             async with self._team_gate(team, team_limit), self._gate.place(spec["priority"]):
+                # The wait for a slot may outlast the fire's lease: if it moved to another node
+                # (or ended) meanwhile, calling now would deliver it twice.
+                if not self._replica.read(lambda s: self._still_ours(s, fire)):
+                    return
                 outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
                                         secret_values)
         log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],

@@ -120,6 +120,9 @@ def _throttle(state: State, job_id: str, scheduled_ms: int) -> None:
     state.counters["fires_throttled"] += 1
     tenancy.usage_of(state, team)["throttled"] += 1
     state.schedule_from(job_id, scheduled_ms)
+    if state.jobs[job_id]["next_fire_ms"] is None:  # its last occurrence (a one-shot): keep it replayable
+        _dead_letter(state, fire_id_of(job_id, scheduled_ms), job_id, scheduled_ms, 0, "throttled", 0,
+                     f"over the fires_per_minute quota ({limit})")
 
 
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:
@@ -257,15 +260,21 @@ def _retry_or_bury(state: State, fire: Fire, outcome: Outcome) -> None:
 
 def _bury(state: State, fire: Fire, status: str, http_status: int, error: str) -> None:
     """Move a fire that will not be tried again to the dead-letter queue."""
-    state.dead_letters[fire["fire_id"]] = {
-        "fire_id": fire["fire_id"], "job_id": fire["job_id"], "scheduled_ms": fire["scheduled_ms"],
-        "attempts": fire["attempt"], "last_status": status, "last_http_status": http_status,
-        "last_error": str(error)[:ERROR_LEN_MAX], "dead_ms": state.now_ms,
+    _dead_letter(state, fire["fire_id"], fire["job_id"], fire["scheduled_ms"], fire["attempt"], status,
+                 http_status, error)
+    state.end_fire(fire["fire_id"])
+
+
+def _dead_letter(state: State, fire_id: str, job_id: str, scheduled_ms: int, attempts: int, status: str,
+                 http_status: int, error: str) -> None:
+    state.dead_letters[fire_id] = {
+        "fire_id": fire_id, "job_id": job_id, "scheduled_ms": scheduled_ms, "attempts": attempts,
+        "last_status": status, "last_http_status": http_status, "last_error": str(error)[:ERROR_LEN_MAX],
+        "dead_ms": state.now_ms,
     }
     while len(state.dead_letters) > state.limits.dead_letters_max:
         del state.dead_letters[next(iter(state.dead_letters))]
         state.counters["dead_letters_evicted"] += 1
-    state.end_fire(fire["fire_id"])
     state.counters["dead_lettered"] += 1
 
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from yarl import URL
 
 from schedb.config import SecretsSection
 from schedb.jobspec import SECRET_REFERENCE
@@ -210,10 +211,17 @@ def mask(text: str, values: Iterable[str]) -> str:
     """Hide secret values (raw, URL-quoted or JSON-escaped) in text bound for logs, errors or the API.
 
     Longest first, so a value containing a shorter one is hidden whole. A value made of '*' cannot be hidden."""
-    forms = {form for value in values if value for form in (value, quote(value, safe=""), json.dumps(value)[1:-1])}
+    forms = {form for value in values if value for form in (value, quote(value, safe=""), json.dumps(value)[1:-1],
+                                                            _as_url_shows(value))}
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, MASK)
     return text
+
+
+def _as_url_shows(value: str) -> str:
+    """The value as it appears in a URL an HTTP client prints: yarl re-normalizes the quoted
+    query (e.g. `%2F` back to `/`), so the quoted form alone would not match."""
+    return URL("http://h/?k=" + quote(value, safe="")).raw_query_string[2:]
 
 
 def reference_errors(webhook: dict[str, Any]) -> list[dict[str, str]]:

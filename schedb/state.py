@@ -97,7 +97,7 @@ class State:
         self.history: dict[str, deque[dict[str, Any]]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.limits.recent_executions)
         self.dead_letters: dict[str, dict[str, Any]] = {}
-        self.idempotency: dict[str, tuple[str, int]] = {}  # key -> (job_id, expires_ms)
+        self.idempotency: dict[str, tuple[str, int]] = {}  # "team\0key" -> (job_id, expires_ms)
         self.nodes: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("commands_rejected", "fires_assigned", "assign_stale", "fires_reassigned", "outcomes_committed",
@@ -191,14 +191,17 @@ class State:
         key = cmd.idempotency_key
         if not isinstance(key, str) or len(key) > IDEMPOTENCY_KEY_LEN_MAX:
             return {"error": "invalid", "detail": f"idempotency key must be at most {IDEMPOTENCY_KEY_LEN_MAX} chars"}
+        team = cmd.team or tenancy.DEFAULT_TEAM
+        if not tenancy.valid_team(team):
+            return {"error": "invalid", "detail": "team: not a valid team name"}
         self._expire_idempotency_keys()
+        key = f"{team}\0{key}" if key else ""  # one team's key says nothing about another's jobs
         if key and key in self.idempotency and self.idempotency[key][0] in self.jobs:
             self.counters["idempotent_replays"] += 1
             return {"ok": True, "job_id": self.idempotency[key][0], "replayed": True}
         spec, error = _revalidate(cmd.spec)
         if error:
             return error
-        team = cmd.team or tenancy.DEFAULT_TEAM
         if error := self._team_refusal(cmd, team):
             return error
         job_id = spec["id"]
@@ -229,8 +232,6 @@ class State:
         return {"ok": True, "results": results}
 
     def _team_refusal(self, cmd: Command, team: str) -> Result | None:
-        if not tenancy.valid_team(team):
-            return {"error": "invalid", "detail": "team: not a valid team name"}
         if not tenancy.is_admin(cmd.actor) and cmd.actor.get("team") != team:
             return {"error": "forbidden", "detail": "a key may create jobs only in its own team"}
         if self.team_jobs.get(team, 0) >= tenancy.quota(self, team)["max_jobs"]:

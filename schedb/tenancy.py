@@ -105,13 +105,24 @@ def create_api_key(state: State, cmd: CreateApiKey) -> Result:
         return _invalid("name", f"at most {KEY_LABEL_LEN_MAX} printable characters")
     if cmd.key_id in state.api_keys or cmd.key_hash in state.key_hashes:
         return {"error": "conflict", "detail": f"key {cmd.key_id!r} already exists"}
-    if len(state.api_keys) >= state.limits.api_keys_max:
-        return {"error": "quota", "limit": "api_keys", "detail": f"at most {state.limits.api_keys_max} keys"}
+    if len(state.key_hashes) >= state.limits.api_keys_max:
+        return {"error": "quota", "limit": "api_keys", "detail": f"at most {state.limits.api_keys_max} live keys"}
+    _forget_revoked(state)
     state.api_keys[cmd.key_id] = {"id": cmd.key_id, "hash": cmd.key_hash, "team": cmd.team, "role": cmd.role,
                                   "name": cmd.name, "created_ms": state.now_ms, "revoked_ms": None,
                                   "created_by": cmd.actor.get("key", "")}
     state.key_hashes[cmd.key_hash] = cmd.key_id
     return {"ok": True, "key_id": cmd.key_id}
+
+
+def _forget_revoked(state: State) -> None:
+    """Revoked keys stay listed (who had access) up to as many again as live keys may exist;
+    beyond that the oldest revoked records go."""
+    if len(state.api_keys) < 2 * state.limits.api_keys_max:
+        return
+    oldest = next((k for k, v in state.api_keys.items() if v["revoked_ms"] is not None), None)
+    if oldest is not None:
+        del state.api_keys[oldest]
 
 
 def revoke_api_key(state: State, cmd: RevokeApiKey) -> Result:
@@ -188,9 +199,9 @@ def put_secret(state: State, cmd: PutSecret) -> Result:
     if old is None and len(team_secrets) >= state.limits.secrets_per_team_max:
         return {"error": "quota", "limit": "secrets", "detail": f"at most {state.limits.secrets_per_team_max} "
                 "secrets per team"}
-    team_secrets[cmd.name] = {"sealed": cmd.sealed, "created_ms": old["created_ms"] if old else state.now_ms,
-                              "updated_ms": state.now_ms, "version": old["version"] + 1 if old else 1}
-    return {"ok": True, "created": old is None}
+    entry = team_secrets[cmd.name] = {"sealed": cmd.sealed, "created_ms": old["created_ms"] if old else state.now_ms,
+                                      "updated_ms": state.now_ms, "version": old["version"] + 1 if old else 1}
+    return {"ok": True, "created": old is None, **{k: v for k, v in entry.items() if k != "sealed"}}
 
 
 def delete_secret(state: State, cmd: DeleteSecret) -> Result:

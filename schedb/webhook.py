@@ -95,6 +95,8 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
         status, error = "timed_out", f"no answer within {webhook['timeout_s']:g} s"
     except EgressRefused as exc:
         error = str(exc)
+    except aiohttp.ClientResponseError as exc:  # its text carries the URL, which may carry a secret
+        error = f"{type(exc).__name__}: {exc.status}, {exc.message}"
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     error = mask(error, secret_values or ())[:ERROR_TEXT_MAX]

@@ -49,7 +49,8 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/api/v1/cluster/leave", membership.leave, ADMIN),
     ("GET", "/health", cluster.health, PUBLIC),
     ("GET", "/ready", cluster.ready, PUBLIC),
-    ("GET", "/metrics", get_metrics, PUBLIC),
+    # Admin: the per-team series name every team and its usage (scrape with an admin key).
+    ("GET", "/metrics", get_metrics, ADMIN),
     ("GET", "/api/v1/openapi.json", openapi.get_openapi, PUBLIC),
 ]
 

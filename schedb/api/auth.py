@@ -1,9 +1,9 @@
 """Who is calling, and may they: API keys, roles, teams and the per-team request rate.
 
 Every route declares what it needs (app.ROUTES): PUBLIC (health, readiness,
-metrics, the OpenAPI document), READ (any role), WRITE (operator or admin:
-jobs, controls, dead letters, secrets of their team) or ADMIN (keys, quotas,
-membership, the audit log).
+the OpenAPI document), READ (any role), WRITE (operator or admin: jobs,
+controls, dead letters, secrets of their team) or ADMIN (keys, quotas,
+membership, the audit log, the metrics, which name every team).
 
 A key is `Authorization: Bearer <token>` or `X-API-Key: <token>`. The state
 holds only SHA-256(token); a revoked key is gone from that index the moment

@@ -254,8 +254,10 @@ async def list_executions(request: web.Request) -> web.Response:
     actor = current_actor.get()
 
     def visible(state: State, row: dict[str, Any]) -> bool:
+        """A row of the key's team; not one of an earlier job of the same id (another team's, maybe)."""
         job = state.jobs.get(row["job_id"])
-        return tenancy.is_admin(actor) or (job is not None and tenancy.can_touch(actor, job))
+        return tenancy.is_admin(actor) or (job is not None and tenancy.can_touch(actor, job)
+                                           and row["committed_ms"] >= job["created_ms"])
 
     def pick(state: State) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

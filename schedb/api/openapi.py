@@ -213,7 +213,7 @@ def _cluster_paths() -> dict[str, Any]:
             public=True)},
         "/metrics": {"get": _op("Prometheus text format", {200: {
             "description": "metrics", "headers": _headers(),
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}, public=True)},
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}, role="admin")},
         "/api/v1/openapi.json": {"get": _op("This document", {200: {
             "description": "OpenAPI 3.1", "headers": _headers(), "content": {JSON: {"schema": {"type": "object"}}}}},
             public=True)},
@@ -247,7 +247,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "schedb", "version": __version__,
                  "description": "A Raft-replicated webhook scheduler. Errors are application/problem+json. With auth "
-                                "on (auth.enabled), every route but /health, /ready, /metrics and this document needs "
+                                "on (auth.enabled), every route but /health, /ready and this document needs "
                                 "an API key; roles: viewer (read), operator (write its team), admin (everything)."},
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": {**_job_paths(), **_team_paths(), **_cluster_paths()},

@@ -42,8 +42,7 @@ async def put_secret(request: web.Request) -> web.Response:
     body = await read_json(request)
     name, value = _parse(body)
     result = await propose(node, PutSecret(wall_ms(), team, name, box.seal(team, name, value)))
-    entry = node.replica.read(lambda s: dict(s.secrets[team][name]))
-    return json_response(_secret_view(team, name, entry), 201 if result["created"] else 200)
+    return json_response(_secret_view(team, name, result), 201 if result["created"] else 200)
 
 
 def _parse(body: Any) -> tuple[str, str]:

@@ -136,7 +136,10 @@ def test_fire_rate_quota_throttles_one_team_and_not_the_other(
 
 
 def _metric(url: str, series: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+    """A sample of /metrics, which needs an admin key when auth is on (it names every team)."""
+    assert call("GET", url + "/metrics", None)[0] == 401
+    request = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
         lines = resp.read().decode().splitlines()
     return float(next(line.rsplit(" ", 1)[1] for line in lines if line.startswith(series + " ")))
 

@@ -197,3 +197,9 @@ def test_property_mask_never_leaves_the_value(value: str, before: str, after: st
     text = before + (quote(value, safe="") if quoted else value) + after + value
     masked = mask(text, [value])
     assert value not in masked and quote(value, safe="") not in masked
+
+
+def test_mask_hides_the_form_an_http_client_prints_in_a_url() -> None:
+    value = "s3cr3t value/with+slash@x:y!"
+    printed = "url='http://h/hook?k=s3cr3t%20value/with%2Bslash@x:y!'"  # yarl's normalization of quote(value)
+    assert mask(printed, [value]) == "url='http://h/hook?k=********'"

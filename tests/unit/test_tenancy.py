@@ -18,12 +18,14 @@ from schedb.commands import (
     PutSecret,
     RegisterNode,
     ReplaceJob,
+    ReplayDeadLetter,
     RevokeApiKey,
     SetDefaultQuotas,
     SetQuotas,
     TriggerJob,
 )
 from schedb.state import State, StateLimits
+from schedb.timefmt import ms_to_rfc3339
 from tests.unit.test_state import T0, cluster_state, spec
 
 ADMIN = {"key": "k-admin", "team": "ops", "role": "admin", "remote": "127.0.0.1"}
@@ -101,9 +103,10 @@ def test_usage_counts_attempts_webhook_time_and_bytes() -> None:
 
 def test_secrets_are_per_team_and_only_the_own_team_may_change_them() -> None:
     state = two_teams()
-    assert state.apply(PutSecret(T0, "a", "token", b"\x01sealed", actor=ALICE)) == {"ok": True, "created": True}
+    assert state.apply(PutSecret(T0, "a", "token", b"\x01sealed", actor=ALICE)) == {
+        "ok": True, "created": True, "version": 1, "created_ms": T0, "updated_ms": T0}
     assert state.apply(PutSecret(T0, "a", "token", b"\x01other", actor=BOB))["error"] == "forbidden"
-    assert state.apply(PutSecret(T0, "a", "token", b"\x01again", actor=ALICE)) == {"ok": True, "created": False}
+    assert state.apply(PutSecret(T0, "a", "token", b"\x01again", actor=ALICE))["created"] is False
     assert state.secrets["a"]["token"]["version"] == 2
     assert state.apply(DeleteSecret(T0, "a", "token", actor=BOB))["error"] == "forbidden"
     assert state.apply(DeleteSecret(T0, "a", "token", actor=ALICE))["ok"] and "a" not in state.secrets
@@ -189,3 +192,23 @@ def test_any_actor_is_applied_deterministically(actor: dict[str, Any], command: 
     assert first.apply(commands[command]) == second.apply(commands[command])
     assert first.canonical_bytes() == second.canonical_bytes()
     assert len(first.audit) == 2 + bool(actor)  # the two creates, and this one unless the cluster proposed it
+
+
+def test_a_throttled_one_shot_is_dead_lettered_so_it_can_be_replayed() -> None:
+    state = two_teams()
+    assert state.apply(SetQuotas(T0, "a", {"fires_per_minute": 1}, actor=ADMIN))["ok"]
+    state.apply(AssignFires(T0, [["ja", T0 + 1000, "node2"]]))  # the minute's one fire
+    at = T0 + 2500
+    assert state.apply(CreateJob(T0, spec("once", f"@at {ms_to_rfc3339(at)}"), team="a", actor=ALICE))["ok"]
+    assert state.apply(AssignFires(T0 + 2000, [["once", at, "node2"]]))["throttled"] == 1
+    letter = state.dead_letters[f"once:{at}"]
+    assert letter["last_status"] == "throttled" and state.jobs["once"]["next_fire_ms"] is None
+    assert state.apply(SetQuotas(T0, "a", {"fires_per_minute": None}, actor=ADMIN))["ok"]
+    assert state.apply(ReplayDeadLetter(T0 + 3000, f"once:{at}", actor=ALICE))["ok"]
+
+
+def test_an_idempotency_key_of_another_team_replays_nothing() -> None:
+    state = cluster_state()
+    assert state.apply(CreateJob(T0, spec("ja"), "idem-1", team="a", actor=ALICE))["job_id"] == "ja"
+    assert state.apply(CreateJob(T0, spec("jb"), "idem-1", team="b", actor=BOB)) == {"ok": True, "job_id": "jb"}
+    assert state.apply(CreateJob(T0, spec("jx"), "idem-1", team="a", actor=ALICE))["replayed"] is True
