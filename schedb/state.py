@@ -104,34 +104,15 @@ class State:
              "duplicate_completions", "retries_scheduled", "dead_lettered", "dead_letters_evicted",
              "fires_missed", "fires_skipped", "at_most_once_abandoned", "triggered", "backfilled", "replayed",
              "idempotent_replays", "fires_throttled", "quota_refusals"), 0)
-        self._init_tenancy()
-
-    def _init_tenancy(self) -> None:
-        self.api_keys: dict[str, dict[str, Any]] = {}
-        self.key_hashes: dict[str, str] = {}  # sha256 of a live key's token -> key id
-        self.quotas: dict[str, dict[str, int]] = {}  # team -> the quotas an admin set
-        # Every team's quotas unless set for it: the leader proposes its config's [quotas].
-        self.default_quotas: dict[str, int] = dict(tenancy.BUILTIN_QUOTAS)
-        self.secrets: dict[str, dict[str, dict[str, Any]]] = {}  # team -> name -> sealed secret
-        self.usage: dict[str, dict[str, int]] = {}  # team -> tenancy.USAGE_FIELDS
-        self.fire_windows: dict[str, list[int]] = {}  # team -> [minute, fires in it]
-        self.team_jobs: dict[str, int] = {}
-        self.audit = tenancy.new_audit_log(self.limits.audit_records)
-        self.audit_seq = 0
+        tenancy.init_state(self)
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         """A snapshot of an older version lacks newer fields: its limits get the defaults of
-        the fields they lack, and a snapshot from before teams existed starts them empty."""
+        the bounds they lack, and the teams' fields are filled in (tenancy.upgrade)."""
         self.__dict__.update(data)
         known = {f.name for f in fields(StateLimits)}
         self.limits = StateLimits(**{k: v for k, v in vars(self.limits).items() if k in known})
-        if "api_keys" not in data:
-            self._init_tenancy()
-            for job in self.jobs.values():
-                job.setdefault("team", tenancy.DEFAULT_TEAM)
-                self.team_jobs[tenancy.DEFAULT_TEAM] = self.team_jobs.get(tenancy.DEFAULT_TEAM, 0) + 1
-        self.counters.setdefault("fires_throttled", 0)
-        self.counters.setdefault("quota_refusals", 0)
+        tenancy.upgrade(self)
 
     # -- the one entry point -------------------------------------------------
 
@@ -202,7 +183,7 @@ class State:
         spec, error = _revalidate(cmd.spec)
         if error:
             return error
-        if error := self._team_refusal(cmd, team):
+        if error := tenancy.create_refusal(self, cmd.actor, team):
             return error
         job_id = spec["id"]
         if job_id in self.jobs:
@@ -230,13 +211,6 @@ class State:
             results.append({"job_id": result.get("job_id") or (spec.get("id") if isinstance(spec, dict) else None),
                             "error": result.get("error"), "detail": result.get("detail")})
         return {"ok": True, "results": results}
-
-    def _team_refusal(self, cmd: Command, team: str) -> Result | None:
-        if not tenancy.is_admin(cmd.actor) and cmd.actor.get("team") != team:
-            return {"error": "forbidden", "detail": "a key may create jobs only in its own team"}
-        if self.team_jobs.get(team, 0) >= tenancy.quota(self, team)["max_jobs"]:
-            return tenancy.over_quota(self, team, "max_jobs", "delete jobs or ask an admin to raise it")
-        return None
 
     def _slot_full(self, first_ms: int | None) -> Result | None:
         if first_ms is not None and self.slots.count_at(first_ms) >= self.limits.slot_jobs_max:

@@ -48,6 +48,42 @@ USAGE_FIELDS = ("fires", "attempts", "webhook_ms", "bytes_sent", "throttled")
 MINUTE_MS = 60_000
 
 
+def init_state(state: State) -> None:
+    """The teams' part of a new State."""
+    state.api_keys = {}  # key id -> {id, hash, team, role, name, created_ms, revoked_ms, created_by}
+    state.key_hashes = {}  # sha256 of a live key's token -> key id
+    state.quotas = {}  # team -> the quotas an admin set for it
+    state.default_quotas = dict(BUILTIN_QUOTAS)  # every team's, unless set for it (the leader's config)
+    state.secrets = {}  # team -> name -> {sealed, created_ms, updated_ms, version}
+    state.usage = {}  # team -> USAGE_FIELDS
+    state.fire_windows = {}  # team -> [minute, fires in it]
+    state.team_jobs = {}  # team -> jobs it has
+    state.audit = deque(maxlen=state.limits.audit_records)
+    state.audit_seq = 0
+
+
+def upgrade(state: State) -> None:
+    """A snapshot from before teams existed: every job joins the default team."""
+    if not hasattr(state, "api_keys"):
+        init_state(state)
+        for job in state.jobs.values():
+            job.setdefault("team", DEFAULT_TEAM)
+            state.team_jobs[DEFAULT_TEAM] = state.team_jobs.get(DEFAULT_TEAM, 0) + 1
+    if not hasattr(state, "default_quotas"):
+        state.default_quotas = dict(BUILTIN_QUOTAS)
+    state.counters.setdefault("fires_throttled", 0)
+    state.counters.setdefault("quota_refusals", 0)
+
+
+def create_refusal(state: State, actor: dict[str, Any], team: str) -> Result | None:
+    """Why a job may not be created in this team now, or None."""
+    if not is_admin(actor) and actor.get("team") != team:
+        return {"error": "forbidden", "detail": "a key may create jobs only in its own team"}
+    if state.team_jobs.get(team, 0) >= quota(state, team)["max_jobs"]:
+        return over_quota(state, team, "max_jobs", "delete jobs or ask an admin to raise it")
+    return None
+
+
 def valid_team(team: Any) -> bool:
     return isinstance(team, str) and TEAM_PATTERN.fullmatch(team) is not None
 
@@ -238,10 +274,6 @@ def audit(state: State, cmd: Command, result: Result) -> None:
         "remote": str(actor.get("remote", ""))[:64], "action": type(cmd).__name__,
         "target": _target(cmd), "result": result.get("error", "ok"),
     })
-
-
-def new_audit_log(limit: int) -> deque[dict[str, Any]]:
-    return deque(maxlen=limit)
 
 
 def _target(cmd: Command) -> str:
