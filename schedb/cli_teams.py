@@ -85,7 +85,8 @@ def _secrets_rm(args: argparse.Namespace) -> None:
 
 def _teams_usage(args: argparse.Namespace) -> None:
     data = call(args, "GET", f"/api/v1/teams/{args.team}/usage")
-    rows = [[name, str(value), str(data["quotas"].get(name, "-"))] for name, value in
+    limits = {"jobs": "max_jobs", "fires_this_minute": "fires_per_minute"}  # the quota each figure meets
+    rows = [[name, str(value), str(data["quotas"].get(limits.get(name, ""), "-"))] for name, value in
             [*data["usage"].items(), ("jobs", data["jobs"]), ("fires_this_minute", data["fires_this_minute"])]]
     print_table(args, data, rows, ["USAGE", "VALUE", "QUOTA"])
 
