@@ -94,10 +94,15 @@ class Outcome:
     error: str = ""
     retry_after_ms: int = 0  # the receiver's Retry-After, when it sent one
     bytes_sent: int = 0  # request body size, for the team's usage
+    # The answer's run report (schedb.report): items_processed/_succeeded/_failed, message.
+    report: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_list(self) -> list[Any]:
-        return [self.fire_id, self.attempt, self.status, self.http_status,
-                self.started_ms, self.finished_ms, self.error, self.retry_after_ms, self.bytes_sent]
+        """The row a CompleteFires carries. Without a report it stays the 9-element row of
+        earlier versions (outcome_from_list takes 8, 9 or 10 elements)."""
+        row = [self.fire_id, self.attempt, self.status, self.http_status,
+               self.started_ms, self.finished_ms, self.error, self.retry_after_ms, self.bytes_sent]
+        return [*row, self.report] if self.report else row
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ rules hold (no clock but `command.now_ms`, no I/O).
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from schedb import tenancy
@@ -31,6 +32,7 @@ from schedb.commands import (
 )
 from schedb.fires import PENDING, Fire, fire_id_of
 from schedb.misfire import catch_up
+from schedb.report import clean_report
 from schedb.retry import backoff_ms
 from schedb.schedule import parse_schedule
 
@@ -182,7 +184,9 @@ def _parse_outcome(row: Any) -> Outcome | None:
             outcome.bytes_sent)
     if not isinstance(outcome.fire_id, str) or outcome.status not in OUTCOME_STATUSES:
         return None
-    return outcome if all(isinstance(v, int) and not isinstance(v, bool) for v in ints) else None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+        return None
+    return replace(outcome, report=clean_report(outcome.report))  # a bad report is none, not a bad outcome
 
 
 def _complete_one(state: State, node_id: str, row: Any) -> bool:
@@ -196,7 +200,7 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         return False
     record(state, fire["job_id"], fire["scheduled_ms"], outcome.attempt, node_id, outcome.status,
            http_status=outcome.http_status, started_ms=outcome.started_ms, finished_ms=outcome.finished_ms,
-           error=outcome.error, reason=_skip_reason(outcome), trigger=fire["trigger"])
+           error=outcome.error, reason=_skip_reason(outcome), trigger=fire["trigger"], report=outcome.report)
     fire["reported"].append(outcome.attempt)
     if outcome.status in CALLED_STATUSES:
         usage = tenancy.usage_of(state, state.jobs[fire["job_id"]]["team"])
@@ -225,8 +229,9 @@ def _skip_reason(outcome: Outcome) -> str:
 
 def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: str, status: str, *,
            http_status: int = 0, started_ms: int | None = None, finished_ms: int | None = None,
-           error: str = "", reason: str = "", trigger: str = "schedule") -> None:
-    """Append one execution record to the job's history and the cluster-wide list."""
+           error: str = "", reason: str = "", trigger: str = "schedule", report: dict | None = None) -> None:
+    """Append one execution record to the job's history and the cluster-wide list; a run report
+    (already checked, schedb.report) only when there is one."""
     started = state.now_ms if started_ms is None else started_ms
     finished = state.now_ms if finished_ms is None else finished_ms
     execution = {
@@ -235,6 +240,8 @@ def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: 
         "started_ms": started, "finished_ms": finished, "duration_ms": max(0, finished - started),
         "error": str(error)[:ERROR_LEN_MAX], "committed_ms": state.now_ms, "trigger": trigger, "reason": reason,
     }
+    if report:
+        execution["report"] = report
     history = state.history.get(job_id)
     if history is None:  # made at a job's first execution: an empty ring costs ~0.8 KB a job
         history = state.history[job_id] = deque(maxlen=state.limits.history_per_job)

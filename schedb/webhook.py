@@ -14,11 +14,12 @@ import aiohttp
 
 from schedb.commands import Outcome
 from schedb.egress import EgressPolicy, EgressRefused, GuardedResolver
+from schedb.report import extract_report
 from schedb.secretbox import mask
 from schedb.timefmt import ms_to_rfc3339
 
-# We read at most this much of an answer: only its status matters, and a huge
-# body must not hold a worker.
+# We read at most this much of an answer: its status decides the attempt, its body may
+# carry a run report (schedb.report), and a huge body must not hold a worker.
 RESPONSE_READ_MAX = 64 * 1024
 ERROR_TEXT_MAX = 300
 RETRY_AFTER_S_MAX = 86_400
@@ -47,12 +48,18 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str, corr
         "X-Schedb-Node": node_id,
         "X-Correlation-ID": correlation_id,
     })
+    if fire.get("run_id"):
+        headers["X-Schedb-Run-Id"] = fire["run_id"]
     data: bytes | None = None
     if spec["webhook"]["method"] != "GET":
         body = spec["webhook"]["body"]
         if body is None:
             body = {"job_id": fire["job_id"], "fire_id": fire["fire_id"],
                     "scheduled_at": scheduled_at, "attempt": fire["attempt"]}
+            if fire.get("run_id"):
+                body["run_id"] = fire["run_id"]
+        if fire.get("params") and isinstance(body, dict):  # a manual run's parameters
+            body = {**body, "params": fire["params"]}
         headers.setdefault("Content-Type", "application/json")
         data = json.dumps(body, separators=(",", ":")).encode()
     secret = spec["webhook"].get("signing_secret")
@@ -77,6 +84,7 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
     webhook = spec["webhook"]
     started_ms = wall_ms()
     status, http_status, error, retry_after_ms = "failed", 0, "", 0
+    report: dict[str, Any] = {}
     try:
         if egress is not None:
             egress.check_literal(webhook["url"])  # a name is checked by the session's resolver
@@ -86,7 +94,7 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
             http_status = response.status
             if http_status in (429, 503):
                 retry_after_ms = parse_retry_after_ms(response.headers.get("Retry-After", ""), time.time())
-            await response.content.read(RESPONSE_READ_MAX)
+            report = extract_report(await read_answer(response))
         if 200 <= http_status < 300:
             status = "succeeded"
         else:
@@ -101,7 +109,27 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
         error = f"{type(exc).__name__}: {exc}"
     error = mask(error, secret_values or ())[:ERROR_TEXT_MAX]
     return Outcome(fire["fire_id"], fire["attempt"], status, http_status, started_ms, wall_ms(), error,
-                   retry_after_ms, len(body or b""))
+                   retry_after_ms, len(body or b""), report)
+
+
+async def read_answer(response: aiohttp.ClientResponse) -> bytes:
+    """At most RESPONSE_READ_MAX bytes of the answer's body. Only the first read can fail the
+    attempt; the rest of a JSON object is read for its run report, which never does."""
+    data = await response.content.read(RESPONSE_READ_MAX)
+    if data.lstrip() and not data.lstrip().startswith(b"{"):
+        return data
+    chunks = [data]
+    size = len(data)
+    try:
+        while size < RESPONSE_READ_MAX:
+            chunk = await response.content.read(RESPONSE_READ_MAX - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return b""  # no report, the status stands
+    return b"".join(chunks)
 
 
 def parse_retry_after_ms(value: str, now_s: float) -> int:

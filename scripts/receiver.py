@@ -12,7 +12,9 @@ A job can also pick the receiver's behaviour through its webhook URL's query:
 - `?fail=always`: always answer 500;
 - `?hang=10`: wait 10 s before answering;
 - `?status=429&retry_after=3`: answer that status with that Retry-After;
-- `?redirect=URL`: answer 302 to that URL (schedb must not follow it).
+- `?redirect=URL`: answer 302 to that URL (schedb must not follow it);
+- `?report=<url-encoded JSON>`: answer that text as the JSON body (a run report such as
+  `{"items_processed": 10, "message": "ok"}`, sent verbatim), with whatever status the rest picks.
 
 Each line also keeps the request's query string and Authorization header, so a
 test can see a secret arrive resolved.
@@ -25,9 +27,18 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Mapping
 from typing import IO
 
 from aiohttp import web
+
+
+def _reply(query: Mapping[str, str], ok: bool, status: int = 200, headers: dict[str, str] | None = None,
+           ) -> web.Response:
+    """{"ok": …}, or the query's `report` verbatim (a malformed one too, to test schedb with it)."""
+    if "report" in query:
+        return web.Response(text=query["report"], status=status, headers=headers, content_type="application/json")
+    return web.json_response({"ok": ok}, status=status, headers=headers)
 
 
 async def answer(request: web.Request, attempt: int, chaos: argparse.Namespace) -> web.Response:
@@ -40,11 +51,11 @@ async def answer(request: web.Request, attempt: int, chaos: argparse.Namespace) 
         return web.Response(status=302, headers={"Location": query["redirect"]})
     if "status" in query:
         headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
-        return web.json_response({"ok": False}, status=int(query["status"]), headers=headers)
+        return _reply(query, False, int(query["status"]), headers)
     failing = query.get("fail") == "always" or attempt <= int(query.get("fail_attempts", "-1"))
     if failing or (chaos.fail_rate and random.random() < chaos.fail_rate):
-        return web.json_response({"ok": False}, status=500)
-    return web.json_response({"ok": True})
+        return _reply(query, False, 500)
+    return _reply(query, True)
 
 
 def make_app(ledger: IO[str], chaos: argparse.Namespace) -> web.Application:

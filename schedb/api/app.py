@@ -9,7 +9,7 @@ import asyncio
 
 from aiohttp import web
 
-from schedb.api import bulk, cluster, controls, jobs, keys, membership, openapi, secrets, teams
+from schedb.api import bulk, cluster, controls, jobs, keys, membership, openapi, secrets, stats, teams
 from schedb.api.auth import ADMIN, PUBLIC, READ, WRITE, auth_middleware
 from schedb.api.context import NODE
 from schedb.api.problems import Handler, Problem, problem_middleware
@@ -25,6 +25,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("PATCH", "/api/v1/jobs/{job_id}", jobs.patch_job, WRITE),
     ("DELETE", "/api/v1/jobs/{job_id}", jobs.delete_job, WRITE),
     ("GET", "/api/v1/jobs/{job_id}/executions", jobs.job_executions, READ),
+    ("GET", "/api/v1/jobs/{job_id}/stats", stats.job_stats, READ),
     ("POST", "/api/v1/jobs/{job_id}/trigger", controls.trigger_job, WRITE),
     ("POST", "/api/v1/jobs/{job_id}/pause", controls.pause_job, WRITE),
     ("POST", "/api/v1/jobs/{job_id}/resume", controls.resume_job, WRITE),

@@ -15,6 +15,7 @@ from aiohttp import web
 from schedb import __version__
 from schedb.api.jobs import LIST_LIMIT_MAX, STATUSES
 from schedb.api.openapi_schemas import NAME_PATTERN, ref, schemas
+from schedb.api.stats import WINDOW_S_DEFAULT, WINDOW_S_MAX
 from schedb.api.teams import AUDIT_LIMIT_MAX
 from schedb.jobspec import JOB_ID_PATTERN
 from schedb.state import IDEMPOTENCY_KEY_LEN_MAX
@@ -131,6 +132,12 @@ def _job_paths() -> dict[str, Any]:
         "/api/v1/jobs/{job_id}/executions": {"get": _op(
             "The job's executions, newest first", {200: _answer("executions", "ExecutionList")}, 400, 404,
             params=(JOB_ID, LIMIT, STATUS))},
+        "/api/v1/jobs/{job_id}/stats": {"get": _op(
+            "Run statistics over the job's stored executions that finished within the window: counts by "
+            "status, success rate, durations, item totals from the webhook's run reports",
+            {200: _answer("statistics", "JobStats")}, 400, 404, params=(JOB_ID, _param(
+                "window", "query", {"type": "integer", "minimum": 1, "maximum": WINDOW_S_MAX,
+                                    "default": WINDOW_S_DEFAULT}, "seconds back from now")))},
         "/api/v1/jobs/{job_id}/trigger": {"post": _op(
             "Fire now", {202: _answer("the fire is pending", "Triggered")}, 404, role=writer, params=(JOB_ID,))},
         "/api/v1/jobs/{job_id}/pause": {"post": _op(

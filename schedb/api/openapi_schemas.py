@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb import jobspec, secretbox, tenancy
+from schedb import jobspec, report, secretbox, tenancy
 from schedb.api.jobs import STATUSES
+from schedb.api.stats import PERCENTILES, WINDOW_S_MAX
 from schedb.api.views import SECRET_MASK
 
 STR: dict[str, Any] = {"type": "string"}
@@ -129,7 +130,35 @@ def _execution() -> dict[str, Any]:
                 "http_status": {"type": ["integer", "null"]}, "started_at": TIME_OR_NULL,
                 "finished_at": TIME_OR_NULL, "duration_ms": COUNT, "error": STR_OR_NULL,
                 "committed_at": TIME_OR_NULL, "trigger": {"type": "string", "examples": ["schedule", "manual"]},
-                "reason": STR_OR_NULL})
+                "reason": STR_OR_NULL, "report": {"anyOf": [ref("RunReport"), {"type": "null"}]}})
+
+
+def _run_report() -> dict[str, Any]:
+    """What the webhook's JSON answer said about its work (schedb.report); only the fields it sent."""
+    item = {"type": "integer", "minimum": 0, "maximum": report.ITEM_MAX}
+    out = obj({**dict.fromkeys(report.ITEM_FIELDS, item),
+               "message": {"type": "string", "maxLength": report.MESSAGE_LEN_MAX}}, [], closed=True)
+    out["minProperties"] = 1
+    return out
+
+
+def _job_stats() -> dict[str, Any]:
+    int_or_null = {"type": ["integer", "null"], "minimum": 0}
+    durations = obj({**{f"p{p}": int_or_null for p in PERCENTILES}, "max": int_or_null})
+    durations["description"] = "of the attempts that called the webhook (nearest rank); null without any"
+    return obj({
+        "job_id": STR, "window_s": {"type": "integer", "minimum": 1, "maximum": WINDOW_S_MAX},
+        "from": TIME, "to": TIME,
+        "history_per_job": {**COUNT, "description": "how many executions the cluster keeps per job"},
+        "truncated": {**BOOL, "description": "the window reaches past the stored history"},
+        "executions": COUNT, "by_status": {"type": "object", "additionalProperties": COUNT},
+        "attempts": {**COUNT, "description": "executions that called the webhook: succeeded, failed, timed_out"},
+        "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                         "description": "succeeded / attempts; null without attempts"},
+        "duration_ms": durations,
+        "reports": {**COUNT, "description": "executions whose answer carried a run report"},
+        "items": obj({name.removeprefix("items_"): COUNT for name in report.ITEM_FIELDS}),
+        "last_message": STR_OR_NULL, "last_message_at": TIME_OR_NULL})
 
 
 def _tenancy() -> dict[str, Any]:
@@ -212,6 +241,7 @@ def schemas() -> dict[str, Any]:
                          "already_active": COUNT}),
         "Triggered": obj({"job_id": STR, "fire_id": STR}),
         "Execution": _execution(), "ExecutionList": list_of("executions", ref("Execution")),
+        "RunReport": _run_report(), "JobStats": _job_stats(),
         "DeadLetter": obj({"fire_id": STR, "job_id": STR, "scheduled_at": TIME, "attempts": INT,
                            "last_status": STR, "last_http_status": {"type": ["integer", "null"]},
                            "last_error": STR_OR_NULL, "dead_at": TIME}),

@@ -47,6 +47,7 @@ def execution_view(execution: dict[str, Any]) -> dict[str, Any]:
         "committed_at": time_or_none(execution["committed_ms"]),
         "trigger": execution.get("trigger", "schedule"),
         "reason": execution.get("reason") or None,
+        "report": execution.get("report") or None,
     }
 
 

@@ -70,8 +70,9 @@ def test_keys_roles_and_teams(secure: Cluster, keys: dict[str, dict[str, Any]], 
     status, created = call("POST", url + "/api/v1/jobs", a_op, job("a-job", receiver.url, paused=True))
     assert status == 201 and created["team"] == "a"
     assert call("GET", url + "/api/v1/jobs/a-job", a_view)[0] == 200  # a viewer of the team reads it
+    assert call("GET", url + "/api/v1/jobs/a-job/stats", a_view)[0] == 200
     for method, path, body in (("GET", "", None), ("PATCH", "", {"paused": False}), ("DELETE", "", None),
-                               ("POST", "/trigger", None), ("GET", "/executions", None)):
+                               ("POST", "/trigger", None), ("GET", "/executions", None), ("GET", "/stats", None)):
         assert call(method, f"{url}/api/v1/jobs/a-job{path}", b_op, body)[0] == 404, (method, path)
     assert call("GET", url + "/api/v1/jobs", b_op)[1]["jobs"] == []
     assert call("GET", url + "/api/v1/teams/a/usage", b_op)[0] == 403
