@@ -156,7 +156,8 @@ def print_table(args: argparse.Namespace, data: Any, rows: list[list[str]], head
 
 
 def _job_rows(jobs: list[dict[str, Any]]) -> list[list[str]]:
-    return [[j["id"], j["schedule"], j["timezone"], "paused" if j["paused"] else "active",
+    return [[j["id"], j["schedule"] or "after " + ",".join(j["depends_on"]), j["timezone"],
+             "paused" if j["paused"] else "active",
              j["next_fire_at"] or "-", j["webhook"]["url"]] for j in jobs]
 
 

@@ -65,6 +65,7 @@ class DeleteJob(Command):
     TAG: ClassVar[int] = 4
     job_id: str
     if_version: int = 0
+    force: bool = False  # delete although other jobs depend on it (they lose the dependency)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class TriggerJob(Command):
     TAG: ClassVar[int] = 7
     job_id: str
     correlation_id: str = ""  # the API request's, carried into the webhook
+    params: dict[str, Any] = field(default_factory=dict)  # sent with the webhook
+    force: bool = False  # run although a fire of the job is due or running
 
 
 @dataclass(frozen=True)
@@ -220,10 +223,21 @@ class DeleteSecret(Command):
     name: str
 
 
+@dataclass(frozen=True)
+class RegisterJobs(Command):
+    """A service declares its jobs (registry.py); `team` is the jobs' team."""
+
+    TAG: ClassVar[int] = 19
+    service: str
+    jobs: list[dict[str, Any]]
+    team: str = ""
+
+
 COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
                              TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode, CreateJobs,
-                             CreateApiKey, RevokeApiKey, SetQuotas, PutSecret, DeleteSecret, SetDefaultQuotas)
+                             CreateApiKey, RevokeApiKey, SetQuotas, PutSecret, DeleteSecret, SetDefaultQuotas,
+                             RegisterJobs)
 }
 
 

@@ -37,13 +37,15 @@ BACKOFF_S_MAX = 86_400.0
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in ("Idempotency-Key", "X-Schedb-Job-Id", "X-Schedb-Fire-Id", "X-Schedb-Scheduled-At",
-              "X-Schedb-Attempt", "X-Schedb-Node", "X-Schedb-Signature", "X-Correlation-ID", "Host",
+              "X-Schedb-Attempt", "X-Schedb-Node", "X-Schedb-Signature", "X-Correlation-ID", "X-Schedb-Run-Id", "Host",
               "Content-Length")
 )
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 TOP_FIELDS = ("id", "schedule", "timezone", "webhook", "retry", "priority", "concurrency",
-              "delivery", "misfire", "paused", "tags")
+              "delivery", "misfire", "paused", "tags", "depends_on", "trigger_rule")
+TRIGGER_RULES = ("all_succeeded", "all_done", "any_succeeded")
+DEPENDS_ON_MAX = 32
 WEBHOOK_FIELDS = ("url", "method", "headers", "body", "timeout_s", "signing_secret")
 SECRET_LEN_MIN = 16
 # {{secrets/NAME}}: a team secret, resolved by the executor at delivery (secretbox.py).
@@ -76,7 +78,11 @@ def validate_job(raw: Any, job_id: str | None = None) -> dict[str, Any]:
     _unknown(raw, TOP_FIELDS, "", errs)
     spec: dict[str, Any] = {"id": _job_id(raw.get("id", job_id), job_id, errs)}
     spec["timezone"] = _timezone(raw.get("timezone", "UTC"), errs)
-    spec["schedule"] = _schedule(raw.get("schedule"), spec["timezone"], errs)
+    spec["depends_on"] = _depends_on(raw.get("depends_on", []), spec["id"], errs)
+    spec["trigger_rule"] = _choice(raw, "trigger_rule", TRIGGER_RULES, errs)
+    # A job that runs after its upstreams needs no schedule of its own (None: it has none).
+    optional = bool(spec["depends_on"]) and raw.get("schedule") is None
+    spec["schedule"] = None if optional else _schedule(raw.get("schedule"), spec["timezone"], errs)
     spec["webhook"] = _webhook(raw.get("webhook"), errs)
     spec["retry"] = _retry(raw.get("retry", {}), errs)
     spec["priority"] = _choice(raw, "priority", PRIORITIES, errs)
@@ -102,10 +108,24 @@ def _unknown(raw: dict[str, Any], known: tuple[str, ...], prefix: str, errs: _Er
 def _job_id(value: Any, url_id: str | None, errs: _Errors) -> str:
     if url_id is not None and value != url_id:
         errs.add("id", "does not match the id in the URL")
-    if not isinstance(value, str) or not JOB_ID_PATTERN.match(value):
+    if not isinstance(value, str) or not JOB_ID_PATTERN.fullmatch(value):
         errs.add("id", "must be 1-128 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
         return ""
     return value
+
+
+def _depends_on(value: Any, job_id: str, errs: _Errors) -> list[str]:
+    if not isinstance(value, list) or len(value) > DEPENDS_ON_MAX:
+        errs.add("depends_on", f"must be a list of at most {DEPENDS_ON_MAX} job ids")
+        return []
+    ids = [v for v in value if isinstance(v, str) and JOB_ID_PATTERN.fullmatch(v)]
+    if len(ids) != len(value) or len(set(ids)) != len(ids):
+        errs.add("depends_on", "must hold distinct job ids")
+        return []
+    if job_id in ids:
+        errs.add("depends_on", f"a dependency cycle: {job_id} → {job_id}")
+        return []
+    return sorted(ids)
 
 
 def _timezone(value: Any, errs: _Errors) -> str:

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from schedb import tenancy
+from schedb import tenancy, workflow
 from schedb.commands import (
     AssignFires,
     BackfillJob,
@@ -127,6 +127,30 @@ def _throttle(state: State, job_id: str, scheduled_ms: int) -> None:
                      f"over the fires_per_minute quota ({limit})")
 
 
+def resume_misfires(state: State, job_id: str) -> None:
+    """Occurrences that came due while the job was paused go through its misfire policy."""
+    job = state.jobs[job_id]
+    spec = job["spec"]
+    if spec["schedule"] is None:
+        return
+    first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(job["paused_ms"] or state.now_ms)
+    if first_ms is not None and first_ms <= state.now_ms:
+        state.place(job_id, apply_misfire_policy(state, job_id, first_ms, "skipped_paused"))
+
+
+def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> None:
+    """A rescheduled job keeps no scheduled fire that is not due yet; a paused job
+    keeps no fire at all that is not due yet (retries, triggers and replays included)."""
+    for scheduled_ms in list(state.jobs[job_id]["active_fires"]):
+        fire_id = fire_id_of(job_id, scheduled_ms)
+        fire = state.book.fires[fire_id]
+        not_started = fire["due_ms"] > state.now_ms or fire["node"] == PENDING
+        if not_started and (everything or fire["trigger"] == "schedule"):
+            state.jobs[job_id]["active_fires"].remove(scheduled_ms)
+            state.book.withdraw(fire_id, state.limits.withdrawn_max)
+            workflow.fire_ended(state, fire, "skipped")  # a workflow step taken back: its run goes on
+
+
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:
     """The job fell behind (first_ms is long past, or came due while it was paused): record
     what its misfire policy skips, with `reason`, and return the occurrence to wait for."""
@@ -211,9 +235,9 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         return True
     if outcome.status in ("skipped", "missed"):
         state.counters["fires_skipped" if outcome.status == "skipped" else "fires_missed"] += 1
-        state.end_fire(outcome.fire_id)
+        state.end_fire(outcome.fire_id, "skipped")
     elif outcome.status == "succeeded":
-        state.end_fire(outcome.fire_id)
+        state.end_fire(outcome.fire_id, "succeeded")
     elif outcome.attempt == fire["attempt"]:  # an older attempt failing changes nothing
         _retry_or_bury(state, fire, outcome)
     return True
@@ -269,7 +293,7 @@ def _bury(state: State, fire: Fire, status: str, http_status: int, error: str) -
     """Move a fire that will not be tried again to the dead-letter queue."""
     _dead_letter(state, fire["fire_id"], fire["job_id"], fire["scheduled_ms"], fire["attempt"], status,
                  http_status, error)
-    state.end_fire(fire["fire_id"])
+    state.end_fire(fire["fire_id"], "failed")
 
 
 def _dead_letter(state: State, fire_id: str, job_id: str, scheduled_ms: int, attempts: int, status: str,
@@ -323,6 +347,9 @@ def backfill_job(state: State, cmd: BackfillJob) -> Result:
     if not (isinstance(cmd.start_ms, int) and isinstance(cmd.end_ms, int)) or cmd.start_ms > cmd.end_ms:
         return {"error": "invalid", "detail": "start must not be after end",
                 "errors": [{"field": "start", "message": "must not be after end"}]}
+    if job["spec"]["schedule"] is None:
+        return {"error": "invalid", "detail": "the job has no schedule (it runs after its upstreams)",
+                "errors": [{"field": "schedule", "message": "none to backfill"}]}
     schedule = parse_schedule(job["spec"]["schedule"], job["spec"]["timezone"])
     occurrences: list[int] = []
     next_ms = schedule.next_after(cmd.start_ms - 1)

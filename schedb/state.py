@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from schedb import lifecycle, tenancy
+from schedb import lifecycle, registry, tenancy, workflow
 from schedb.commands import (
     AssignFires,
     BackfillJob,
@@ -37,6 +37,7 @@ from schedb.commands import (
     DrainNode,
     DropDeadLetter,
     PutSecret,
+    RegisterJobs,
     RegisterNode,
     ReplaceJob,
     ReplayDeadLetter,
@@ -81,6 +82,7 @@ class StateLimits:
     # already holds this many jobs is refused (the API answers 429).
     slot_jobs_max: int = 20_000
     api_keys_max: int = 10_000
+    runs_max: int = 10_000
     quota_teams_max: int = 10_000
     secrets_per_team_max: int = 1_000
     audit_records: int = 10_000
@@ -103,8 +105,9 @@ class State:
             ("commands_rejected", "fires_assigned", "assign_stale", "fires_reassigned", "outcomes_committed",
              "duplicate_completions", "retries_scheduled", "dead_lettered", "dead_letters_evicted",
              "fires_missed", "fires_skipped", "at_most_once_abandoned", "triggered", "backfilled", "replayed",
-             "idempotent_replays", "fires_throttled", "quota_refusals"), 0)
+             "idempotent_replays", "fires_throttled", "quota_refusals", "dependency_fires", "upstream_failed"), 0)
         tenancy.init_state(self)
+        workflow.init_state(self)
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         """A snapshot of an older version lacks newer fields: its limits get the defaults of
@@ -113,6 +116,7 @@ class State:
         known = {f.name for f in fields(StateLimits)}
         self.limits = StateLimits(**{k: v for k, v in vars(self.limits).items() if k in known})
         tenancy.upgrade(self)
+        workflow.upgrade(self)
 
     # -- the one entry point -------------------------------------------------
 
@@ -162,13 +166,13 @@ class State:
             [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.book.to_canonical(),
              {k: list(v) for k, v in self.history.items()}, list(self.recent), self.dead_letters,
              self.idempotency, self.nodes, self.counters, self.api_keys, self.quotas, self.secrets, self.usage,
-             self.fire_windows, self.team_jobs, list(self.audit), self.default_quotas],
+             self.fire_windows, self.team_jobs, list(self.audit), self.default_quotas, self.dependents, self.runs],
             use_bin_type=True,
         )
 
     # -- job handlers --------------------------------------------------------------
 
-    def _create_job(self, cmd: CreateJob) -> Result:
+    def create_job(self, cmd: CreateJob) -> Result:
         key = cmd.idempotency_key
         if not isinstance(key, str) or len(key) > IDEMPOTENCY_KEY_LEN_MAX:
             return {"error": "invalid", "detail": f"idempotency key must be at most {IDEMPOTENCY_KEY_LEN_MAX} chars"}
@@ -188,6 +192,8 @@ class State:
         job_id = spec["id"]
         if job_id in self.jobs:
             return {"error": "conflict", "detail": f"job {job_id!r} already exists"}
+        if error := workflow.dependency_error(self, spec, team):
+            return error
         first_ms = _next_fire(spec, self.now_ms)
         if error := self._slot_full(first_ms):
             return error
@@ -195,6 +201,7 @@ class State:
                              "version": 1, "next_fire_ms": None, "active_fires": [], "team": team,
                              "paused_ms": self.now_ms if spec["paused"] else None}
         self.team_jobs[team] = self.team_jobs.get(team, 0) + 1
+        workflow.link(self, job_id, [], spec["depends_on"])
         self.place(job_id, first_ms)
         if key:
             self.idempotency[key] = (job_id, self.now_ms + self.limits.idempotency_ttl_ms)
@@ -207,7 +214,7 @@ class State:
             return {"error": "invalid", "detail": f"specs must be a list of at most {self.limits.bulk_create_max}"}
         results = []
         for spec in cmd.specs:
-            result = self._create_job(CreateJob(cmd.now_ms, spec, team=cmd.team, actor=cmd.actor))
+            result = self.create_job(CreateJob(cmd.now_ms, spec, team=cmd.team, actor=cmd.actor))
             results.append({"job_id": result.get("job_id") or (spec.get("id") if isinstance(spec, dict) else None),
                             "error": result.get("error"), "detail": result.get("detail")})
         return {"ok": True, "results": results}
@@ -226,13 +233,13 @@ class State:
                 return
             del self.idempotency[key]
 
-    def _replace_job(self, cmd: ReplaceJob) -> Result:
+    def replace_job(self, cmd: ReplaceJob) -> Result:
         spec, error = _revalidate(cmd.spec)
         if error:
             return error
         job_id = spec["id"]
         job, error = self._job_for_write(job_id, cmd.if_version, cmd.actor)
-        if error:
+        if error or (error := workflow.dependency_error(self, spec, job["team"])):
             return error
         old = job["spec"]
         timing_changed = (old["schedule"], old["timezone"], old["paused"]) != (
@@ -240,25 +247,28 @@ class State:
         if timing_changed and (error := self._slot_full(_next_fire(spec, self.now_ms))):
             return error
         job["spec"] = spec
+        workflow.link(self, job_id, old["depends_on"], spec["depends_on"])
         job["version"] += 1
         job["updated_ms"] = self.now_ms
         if timing_changed:
-            self._withdraw_future_fires(job_id, everything=spec["paused"])
+            lifecycle.withdraw_future_fires(self, job_id, everything=spec["paused"])
             if spec["paused"] and not old["paused"]:
                 job["paused_ms"] = self.now_ms
             self.schedule_from(job_id, self.now_ms)
             if old["paused"] and not spec["paused"] and old["schedule"] == spec["schedule"]:
-                self._resume_misfires(job_id)
+                lifecycle.resume_misfires(self, job_id)
+        registry.note_override(job)
         return {"ok": True, "job_id": job_id}
 
     def _delete_job(self, cmd: DeleteJob) -> Result:
         job, error = self._job_for_write(cmd.job_id, cmd.if_version, cmd.actor)
-        if error:
+        if error or (error := workflow.deletion_error(self, cmd.job_id, cmd.force)):
             return error
         self.team_jobs[job["team"]] -= 1
         self._unschedule(cmd.job_id)
         for scheduled_ms in list(self.jobs[cmd.job_id]["active_fires"]):
-            self.end_fire(fire_id_of(cmd.job_id, scheduled_ms))
+            self.end_fire(fire_id_of(cmd.job_id, scheduled_ms), "deleted")
+        workflow.unlink_deleted(self, cmd.job_id)
         self.book.forget_withdrawn_of(cmd.job_id)
         for fire_id in [f for f, d in self.dead_letters.items() if d["job_id"] == cmd.job_id]:
             del self.dead_letters[fire_id]
@@ -270,37 +280,47 @@ class State:
         job, error = self._job_for_write(cmd.job_id, 0, cmd.actor)
         if error:
             return error
+        if error := workflow.trigger_error(self, cmd.job_id, cmd.params, cmd.force):
+            return error
         if not tenancy.take_fires(self, job["team"], 1, self.now_ms):
             return tenancy.over_quota(self, job["team"], "fires_per_minute", "the trigger was not run")
         scheduled_ms = self.now_ms
         while fire_id_of(cmd.job_id, scheduled_ms) in self.book.fires:  # two triggers in one ms
             scheduled_ms += 1
-        fire = self.new_fire(cmd.job_id, scheduled_ms, PENDING, trigger="manual", correlation_id=cmd.correlation_id)
+        by = str(cmd.actor.get("key") or "api")[:64]
+        fire = self.new_fire(cmd.job_id, scheduled_ms, PENDING, trigger=f"manual:{by}",
+                             correlation_id=cmd.correlation_id, params=cmd.params)
         self.counters["triggered"] += 1
         return {"ok": True, "fire_id": fire["fire_id"]}
 
     # -- helpers used here and by lifecycle.py -----------------------------------
 
     def new_fire(self, job_id: str, scheduled_ms: int, node: str, *, trigger: str, attempt: int = 1,
-                 correlation_id: Any = "") -> dict[str, Any]:
+                 correlation_id: Any = "", run_id: str = "", params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """trigger: schedule, manual:<key>, replay, backfill or dependency:<run id>."""
         fire = {"fire_id": fire_id_of(job_id, scheduled_ms), "job_id": job_id, "scheduled_ms": scheduled_ms,
                 "attempt": attempt, "attempt_base": attempt - 1, "node": node, "assigned_ms": self.now_ms,
                 "due_ms": scheduled_ms if trigger == "schedule" else max(scheduled_ms, self.now_ms),
-                "lease_end_ms": 0, "reported": [], "trigger": trigger,
+                "lease_end_ms": 0, "reported": [], "trigger": trigger, "run_id": run_id,
                 "correlation_id": str(correlation_id)[:CORRELATION_ID_LEN_MAX]}
+        if params:
+            fire["params"] = params
         self.set_lease(fire)
         self.book.add(fire)
         self.jobs[job_id]["active_fires"].append(scheduled_ms)
         tenancy.usage_of(self, self.jobs[job_id]["team"])["fires"] += 1
+        workflow.fire_created(self, fire)
         return fire
 
     def set_lease(self, fire: dict[str, Any]) -> None:
         timeout_ms = int(self.jobs[fire["job_id"]]["spec"]["webhook"]["timeout_s"] * 1000)
         fire["lease_end_ms"] = max(fire["due_ms"], self.now_ms) + timeout_ms + self.limits.lease_grace_ms
 
-    def end_fire(self, fire_id: str) -> None:
+    def end_fire(self, fire_id: str, result: str) -> None:
+        """result: succeeded, failed, skipped or deleted (what a workflow step made of it)."""
         fire = self.book.end(fire_id)
         self.jobs[fire["job_id"]]["active_fires"].remove(fire["scheduled_ms"])
+        workflow.fire_ended(self, fire, result)
 
     def _job_for_write(self, job_id: Any, if_version: Any,
                        actor: dict[str, Any]) -> tuple[dict[str, Any], Result | None]:
@@ -319,14 +339,6 @@ class State:
         applies the misfire policy."""
         self.place(job_id, _next_fire(self.jobs[job_id]["spec"], after_ms))
 
-    def _resume_misfires(self, job_id: str) -> None:
-        """Occurrences that came due while the job was paused go through its misfire policy."""
-        job = self.jobs[job_id]
-        spec = job["spec"]
-        first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(job["paused_ms"] or self.now_ms)
-        if first_ms is not None and first_ms <= self.now_ms:
-            self.place(job_id, lifecycle.apply_misfire_policy(self, job_id, first_ms, "skipped_paused"))
-
     def place(self, job_id: str, next_ms: int | None) -> None:
         self._unschedule(job_id)
         self.jobs[job_id]["next_fire_ms"] = next_ms
@@ -339,21 +351,11 @@ class State:
             self.slots.remove(job_id, job["next_fire_ms"])
             job["next_fire_ms"] = None
 
-    def _withdraw_future_fires(self, job_id: str, *, everything: bool) -> None:
-        """A rescheduled job keeps no scheduled fire that is not due yet; a paused job
-        keeps no fire at all that is not due yet (retries, triggers and replays included)."""
-        for scheduled_ms in list(self.jobs[job_id]["active_fires"]):
-            fire_id = fire_id_of(job_id, scheduled_ms)
-            fire = self.book.fires[fire_id]
-            not_started = fire["due_ms"] > self.now_ms or fire["node"] == PENDING
-            if not_started and (everything or fire["trigger"] == "schedule"):
-                self.jobs[job_id]["active_fires"].remove(scheduled_ms)
-                self.book.withdraw(fire_id, self.limits.withdrawn_max)
-
-
 def _next_fire(spec: dict[str, Any], after_ms: int) -> int | None:
     """A job's first fire after after_ms, or None (paused, or a schedule with no fire left)."""
-    return None if spec["paused"] else parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms)
+    if spec["paused"] or spec["schedule"] is None:  # None: it runs only after its upstreams
+        return None
+    return parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms)
 
 
 def _revalidate(spec: Any) -> tuple[dict[str, Any], Result | None]:
@@ -366,9 +368,9 @@ def _revalidate(spec: Any) -> tuple[dict[str, Any], Result | None]:
 _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     RegisterNode: lifecycle.register_node,
     DrainNode: lifecycle.drain_node,
-    CreateJob: State._create_job,
+    CreateJob: State.create_job,
     CreateJobs: State._create_jobs,
-    ReplaceJob: State._replace_job,
+    ReplaceJob: State.replace_job,
     DeleteJob: State._delete_job,
     TriggerJob: State._trigger_job,
     AssignFires: lifecycle.assign_fires,
@@ -380,6 +382,7 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     RevokeApiKey: tenancy.revoke_api_key,
     SetQuotas: tenancy.set_quotas,
     SetDefaultQuotas: tenancy.set_default_quotas,
+    RegisterJobs: registry.register_jobs,
     PutSecret: tenancy.put_secret,
     DeleteSecret: tenancy.delete_secret,
 }

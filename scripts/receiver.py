@@ -76,6 +76,7 @@ def make_app(ledger: IO[str], chaos: argparse.Namespace) -> web.Application:
             "path": request.path,
             "query": request.query_string,
             "authorization": request.headers.get("Authorization"),
+            "run_id": request.headers.get("X-Schedb-Run-Id"),
         }
         ledger.write(json.dumps(entry) + "\n")
         ledger.flush()

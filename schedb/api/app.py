@@ -9,7 +9,20 @@ import asyncio
 
 from aiohttp import web
 
-from schedb.api import bulk, cluster, controls, jobs, keys, membership, openapi, secrets, stats, teams
+from schedb.api import (
+    bulk,
+    cluster,
+    controls,
+    jobs,
+    keys,
+    membership,
+    openapi,
+    registrations,
+    runs,
+    secrets,
+    stats,
+    teams,
+)
 from schedb.api.auth import ADMIN, PUBLIC, READ, WRITE, auth_middleware
 from schedb.api.context import NODE
 from schedb.api.problems import Handler, Problem, problem_middleware
@@ -31,6 +44,10 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/api/v1/jobs/{job_id}/resume", controls.resume_job, WRITE),
     ("POST", "/api/v1/jobs/{job_id}/backfill", controls.backfill_job, WRITE),
     ("GET", "/api/v1/executions", jobs.list_executions, READ),
+    ("GET", "/api/v1/runs", runs.list_runs, READ),
+    ("POST", "/api/v1/registrations", registrations.register, WRITE),
+    ("GET", "/api/v1/registrations", registrations.list_registered, READ),
+    ("GET", "/api/v1/runs/{run_id}", runs.get_run, READ),
     ("GET", "/api/v1/dlq", controls.list_dead_letters, READ),
     ("POST", "/api/v1/dlq/{fire_id}/replay", controls.replay_dead_letter, WRITE),
     ("DELETE", "/api/v1/dlq/{fire_id}", controls.drop_dead_letter, WRITE),

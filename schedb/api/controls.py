@@ -23,11 +23,32 @@ log = structlog.get_logger("schedb.api")
 
 
 async def trigger_job(request: web.Request) -> web.Response:
+    """Run now; optional body {"params": {...}, "force": bool}. 409 while a run of the job is
+    in progress (a fire due or running, or a workflow run it started), unless forced."""
     node = request.app[NODE]
     job_id = request.match_info["job_id"]
-    result = await propose(node, TriggerJob(wall_ms(), job_id, request[CORRELATION_ID]))
-    log.info("fire_triggered", job_id=job_id, fire_id=result["fire_id"])
+    params, force = await _trigger_options(request)
+    result = await propose(node, TriggerJob(wall_ms(), job_id, request[CORRELATION_ID], params, force))
+    log.info("fire_triggered", job_id=job_id, fire_id=result["fire_id"], forced=force)
     return json_response({"job_id": job_id, "fire_id": result["fire_id"]}, 202)
+
+
+async def _trigger_options(request: web.Request) -> tuple[dict[str, Any], bool]:
+    if not request.can_read_body:
+        return {}, False
+    body = await read_json(request)
+    errors = [{"field": k, "message": "unknown field; known: params, force"} for k in
+              (body if isinstance(body, dict) else {}) if k not in ("params", "force")]
+    if not isinstance(body, dict):
+        errors.append({"field": "", "message": "must be an object"})
+    elif not isinstance(body.get("params", {}), dict):
+        errors.append({"field": "params", "message": "must be an object"})
+    elif not isinstance(body.get("force", False), bool):
+        errors.append({"field": "force", "message": "must be true or false"})
+    if errors:
+        raise Problem(422, "Invalid trigger", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                      kind="invalid", errors=errors)
+    return body.get("params", {}), body.get("force", False)
 
 
 async def backfill_job(request: web.Request) -> web.Response:

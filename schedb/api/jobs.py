@@ -47,7 +47,7 @@ def _keep_secret(raw: Any, stored: dict[str, Any]) -> Any:
     return raw
 
 
-READ_ONLY_FIELDS = ("next_fire_at", "created_at", "updated_at", "version")
+READ_ONLY_FIELDS = ("next_fire_at", "created_at", "updated_at", "version", "registration")
 
 
 def _without_read_only(raw: Any, job: dict[str, Any]) -> Any:
@@ -63,7 +63,8 @@ def _without_read_only(raw: Any, job: dict[str, Any]) -> Any:
 
 def refuse_past_one_shot(spec: dict[str, Any]) -> None:
     """A new job whose @at time has passed would never fire: say so instead of storing it."""
-    if parse_schedule(spec["schedule"], spec["timezone"]).next_after(wall_ms()) is None:
+    schedule = spec["schedule"]  # None: the job runs after its upstreams only
+    if schedule is not None and parse_schedule(schedule, spec["timezone"]).next_after(wall_ms()) is None:
         raise Problem(422, "Invalid job", "schedule: the @at time is in the past", kind="invalid",
                       errors=[{"field": "schedule", "message": "the @at time is in the past"}])
 
@@ -219,8 +220,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 async def delete_job(request: web.Request) -> web.Response:
+    """?force=true deletes a job others depend on (409 without); they lose the dependency."""
     node = request.app[NODE]
-    await propose(node, DeleteJob(wall_ms(), request.match_info["job_id"], _if_match(request)))
+    force = request.query.get("force", "false")
+    if force not in ("true", "false"):
+        raise Problem(400, "Invalid query", "force must be true or false", kind="invalid-query",
+                      errors=[{"field": "force", "message": "true or false"}])
+    await propose(node, DeleteJob(wall_ms(), request.match_info["job_id"], _if_match(request), force == "true"))
     return web.Response(status=204)
 
 

@@ -126,8 +126,9 @@ def _job_paths() -> dict[str, Any]:
             "patch": _op("Update a job by JSON merge patch (RFC 7396); retried on a concurrent change unless "
                          "If-Match pins a version", {200: job}, 404, 409, 412, role=writer, params=(IF_MATCH,),
                          body=_body("JobPatch", MERGE_PATCH, JSON)),
-            "delete": _op("Delete a job and cancel its pending fires", {204: _answer("deleted")}, 400, 404, 412,
-                          role=writer, params=(IF_MATCH,)),
+            "delete": _op("Delete a job and cancel its pending fires (409 if others depend on it, unless "
+                          "force=true)", {204: _answer("deleted")}, 400, 404, 409, 412, role=writer,
+                          params=(IF_MATCH, _param("force", "query", {"enum": ["true", "false"]}))),
         },
         "/api/v1/jobs/{job_id}/executions": {"get": _op(
             "The job's executions, newest first", {200: _answer("executions", "ExecutionList")}, 400, 404,
@@ -138,8 +139,21 @@ def _job_paths() -> dict[str, Any]:
             {200: _answer("statistics", "JobStats")}, 400, 404, params=(JOB_ID, _param(
                 "window", "query", {"type": "integer", "minimum": 1, "maximum": WINDOW_S_MAX,
                                     "default": WINDOW_S_DEFAULT}, "seconds back from now")))},
-        "/api/v1/jobs/{job_id}/trigger": {"post": _op(
-            "Fire now", {202: _answer("the fire is pending", "Triggered")}, 404, role=writer, params=(JOB_ID,))},
+        "/api/v1/jobs/{job_id}/trigger": {"post": {**_op(
+            "Fire now, with optional params; 409 while a run of the job is in progress unless forced",
+            {202: _answer("the fire is pending", "Triggered")}, 404, 409, 422, role=writer, params=(JOB_ID,),
+            body=_body("TriggerInput")), "requestBody": {**_body("TriggerInput"), "required": False}}},
+        "/api/v1/registrations": {
+            "post": _op("A service declares its jobs: new ones start disabled, known ones keep the operator's "
+                        "enable flag and schedule override, the rest are marked orphaned",
+                        {200: _answer("registered", "RegistrationResult")}, 409, role=writer,
+                        body=_body("RegistrationInput"), params=(ACTING_TEAM,)),
+            "get": _op("Registered jobs", {200: _answer("jobs", "RegisteredJobs")},
+                       params=(_param("service", "query", {"type": "string"}),))},
+        "/api/v1/runs": {"get": _op("Recent workflow runs, newest first", {200: _answer("runs", "RunList")}, 400,
+                                    params=(LIMIT, JOB_FILTER))},
+        "/api/v1/runs/{run_id}": {"get": _op("A workflow run: each step's state", {200: _answer("the run", "Run")},
+                                             404, params=(_param("run_id", "path", {"type": "string"}),))},
         "/api/v1/jobs/{job_id}/pause": {"post": _op(
             "Stop scheduling", {200: job}, 400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
         "/api/v1/jobs/{job_id}/resume": {"post": _op(

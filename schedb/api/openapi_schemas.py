@@ -75,10 +75,14 @@ def _job_input() -> dict[str, Any]:
         "misfire": {"enum": list(jobspec.MISFIRE), "default": jobspec.MISFIRE[0]},
         "paused": {"type": "boolean", "default": False},
         "tags": _string_map(jobspec.TAGS_MAX, jobspec.TAG_LEN_MAX),
+        "depends_on": {"type": "array", "maxItems": jobspec.DEPENDS_ON_MAX, "uniqueItems": True,
+                       "items": {"type": "string", "pattern": jobspec.JOB_ID_PATTERN.pattern},
+                       "description": "upstream jobs of the team; with them, schedule may be left out"},
+        "trigger_rule": {"enum": list(jobspec.TRIGGER_RULES), "default": jobspec.TRIGGER_RULES[0]},
     }
     assert (tuple(props), tuple(webhook), tuple(retry)) == (jobspec.TOP_FIELDS, jobspec.WEBHOOK_FIELDS,
                                                             jobspec.RETRY_FIELDS)
-    job = obj(props, ["schedule", "webhook"], closed=True)
+    job = obj(props, ["webhook"], closed=True)  # schedule too, unless depends_on is given
     job["examples"] = [{"id": "nightly-report", "schedule": "0 30 2 * * *", "timezone": "Europe/Berlin",
                         "webhook": {"url": "http://127.0.0.1:9999/hook", "method": "POST",
                                     "headers": {"X-Team": "a"}, "body": {"any": "json"}, "timeout_s": 30},
@@ -101,7 +105,7 @@ def _replacement(job_input: dict[str, Any]) -> dict[str, Any]:
     `team`, if given, must be the job's (jobs.py)."""
     ignored = {"readOnly": True, "description": "ignored"}
     props = {**job_input["properties"], **{k: ignored for k in ("next_fire_at", "created_at", "updated_at",
-                                                                   "version")},
+                                                                   "version", "registration")},
              "team": {"type": "string", "readOnly": True, "description": "the job's team; another one: 422"}}
     return {**job_input, "properties": props}
 
@@ -119,8 +123,10 @@ def _job(job_input: dict[str, Any]) -> dict[str, Any]:
     props["webhook"] = obj(webhook_props)
     props["retry"] = obj(props["retry"]["properties"])
     props["id"] = STR
+    props["schedule"] = {"type": ["string", "null"], "description": "null: it runs after its upstreams only"}
     props.update({"next_fire_at": TIME_OR_NULL, "created_at": TIME, "updated_at": TIME,
-                  "version": {"type": "integer", "minimum": 1, "description": "the ETag"}, "team": STR})
+                  "version": {"type": "integer", "minimum": 1, "description": "the ETag"}, "team": STR,
+                  "registration": {"anyOf": [ref("Registration"), {"type": "null"}]}})
     return obj(props)
 
 
@@ -130,7 +136,29 @@ def _execution() -> dict[str, Any]:
                 "http_status": {"type": ["integer", "null"]}, "started_at": TIME_OR_NULL,
                 "finished_at": TIME_OR_NULL, "duration_ms": COUNT, "error": STR_OR_NULL,
                 "committed_at": TIME_OR_NULL, "trigger": {"type": "string", "examples": ["schedule", "manual"]},
+                "triggered_by": {"type": "string", "examples": ["schedule", "manual:3f2a…", "dependency:<run id>"]},
                 "reason": STR_OR_NULL, "report": {"anyOf": [ref("RunReport"), {"type": "null"}]}})
+
+
+def _registration() -> dict[str, Any]:
+    entry = obj({"name": STR, "schedule": STR, "timezone": STR, "description": STR, "callback_url": STR,
+                 "parameters_schema": {"type": "object"}}, ["name", "schedule", "callback_url"], closed=True)
+    return {
+        "Registration": obj({"service": STR, "name": STR, "description": STR, "parameters_schema": {"type": "object"},
+                             "default_schedule": STR, "schedule_override": STR_OR_NULL, "orphaned": BOOL}),
+        "RegistrationInput": obj({"service": STR, "jobs": {"type": "array", "items": entry}}, closed=True),
+        "RegistrationResult": obj({"service": STR, "orphaned": {"type": "array", "items": STR},
+                                   "jobs": {"type": "array", "items": obj(
+                                       {"id": STR, "registered": BOOL, "detail": STR}, ["id", "registered"])}}),
+        "RegisteredJobs": list_of("jobs", ref("Job")),
+    }
+
+
+def _run() -> dict[str, Any]:
+    step = obj({"status": {"enum": ["waiting", "running", "succeeded", "failed", "skipped", "upstream_failed",
+                                    "deleted"]}, "fire_id": STR_OR_NULL})
+    return obj({"run_id": STR, "root": STR, "team": STR, "started_at": TIME, "finished_at": TIME_OR_NULL,
+                "steps": {"type": "object", "additionalProperties": step}})
 
 
 def _run_report() -> dict[str, Any]:
@@ -240,6 +268,9 @@ def schemas() -> dict[str, Any]:
                                                                       "description": "the first ten"},
                          "already_active": COUNT}),
         "Triggered": obj({"job_id": STR, "fire_id": STR}),
+        "TriggerInput": obj({"params": {"type": "object", "description": "sent with the webhook (at most 4 KiB)"},
+                             "force": {"type": "boolean", "default": False}}, [], closed=True),
+        "Run": _run(), "RunList": list_of("runs", ref("Run")), **_registration(),
         "Execution": _execution(), "ExecutionList": list_of("executions", ref("Execution")),
         "RunReport": _run_report(), "JobStats": _job_stats(),
         "DeadLetter": obj({"fire_id": STR, "job_id": STR, "scheduled_at": TIME, "attempts": INT,

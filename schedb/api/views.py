@@ -27,6 +27,8 @@ def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
         "updated_at": time_or_none(job["updated_ms"]),
         "version": job["version"],
         "team": job["team"],
+        # a service's job: its declared default, description, parameters schema, override, orphaned
+        "registration": dict(job["registration"]) if job.get("registration") else None,
     })
     return view
 
@@ -45,7 +47,9 @@ def execution_view(execution: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": execution["duration_ms"],
         "error": execution["error"] or None,
         "committed_at": time_or_none(execution["committed_ms"]),
-        "trigger": execution.get("trigger", "schedule"),
+        "trigger": execution.get("trigger", "schedule").split(":", 1)[0],
+        # schedule, manual:<key id>, dependency:<run id>, backfill or replay
+        "triggered_by": execution.get("trigger", "schedule"),
         "reason": execution.get("reason") or None,
         "report": execution.get("report") or None,
     }

@@ -113,10 +113,11 @@ def test_trigger_makes_a_pending_fire_due_now() -> None:
     state = cluster_state()
     state.apply(CreateJob(T0, spec(schedule="@yearly")))
     first = state.apply(TriggerJob(T0 + 1234, "job"))
-    second = state.apply(TriggerJob(T0 + 1234, "job"))
+    assert state.apply(TriggerJob(T0 + 1234, "job"))["error"] == "conflict"  # the first is due
+    second = state.apply(TriggerJob(T0 + 1234, "job", force=True))
     assert first["fire_id"] == f"job:{T0 + 1234}" and second["fire_id"] == f"job:{T0 + 1235}"
     fire = state.book.fires[first["fire_id"]]
-    assert fire["node"] == "" and fire["due_ms"] == T0 + 1234 and fire["trigger"] == "manual"
+    assert fire["node"] == "" and fire["due_ms"] == T0 + 1234 and fire["trigger"] == "manual:api"
     assert state.apply(TriggerJob(T0, "ghost"))["error"] == "not_found"
 
 
