@@ -37,8 +37,14 @@ def init_state(state: State) -> None:
 
 
 def upgrade(state: State) -> None:
+    """A snapshot from before workflows: no runs yet, and its jobs depend on nothing."""
     if not hasattr(state, "runs"):
         init_state(state)
+        for job in state.jobs.values():
+            job["spec"].setdefault("depends_on", [])
+            job["spec"].setdefault("trigger_rule", RULES[0])
+        for counter in ("dependency_fires", "upstream_failed"):
+            state.counters.setdefault(counter, 0)
 
 
 # -- the graph -------------------------------------------------------------------

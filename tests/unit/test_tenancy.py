@@ -127,9 +127,11 @@ def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team()
     state.apply(CreateJob(T0, spec("old")))
     data = dict(state.__dict__)
     for name in ("api_keys", "key_hashes", "quotas", "secrets", "usage", "fire_windows", "team_jobs", "audit",
-                 "audit_seq"):
+                 "audit_seq", "dependents", "runs"):
         del data[name]
     del data["jobs"]["old"]["team"]
+    for field in ("depends_on", "trigger_rule"):  # from before workflows
+        del data["jobs"]["old"]["spec"][field]
     old_limits = StateLimits.__new__(StateLimits)  # pickled by a version without the newer bounds
     old_limits.__dict__.update({"history_per_job": 7, "recent_executions": 10_000})
     data["limits"] = old_limits
@@ -140,6 +142,8 @@ def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team()
     assert restored.limits.history_per_job == 7 and restored.limits.api_keys_max == StateLimits().api_keys_max
     restored.apply(RegisterNode(T0, "node2", "127.0.0.1:9002", "127.0.0.1:8002"))
     assert restored.apply(AssignFires(T0, [["old", T0 + 1000, "node2"]]))["assigned"] == 1  # reads the quotas
+    renamed = {**restored.jobs["old"]["spec"], "schedule": "@every 2s"}
+    assert restored.apply(ReplaceJob(T0, renamed))["ok"]  # reads depends_on
     assert restored.apply(DeleteJob(T0, "old"))["ok"]
 
 
