@@ -210,7 +210,7 @@ def _url(value: Any, errs: _Errors) -> str:
 def _body(value: Any, errs: _Errors) -> Any:
     if value is None:
         return None
-    if _depth(value) > BODY_DEPTH_MAX:  # the log's encoding (msgpack) nests at most 511 deep
+    if json_depth(value) > BODY_DEPTH_MAX:  # the log's encoding (msgpack) nests at most 511 deep
         errs.add("webhook.body", f"must nest at most {BODY_DEPTH_MAX} levels deep")
         return None
     size = len(json.dumps(value, separators=(",", ":")).encode())
@@ -220,7 +220,7 @@ def _body(value: Any, errs: _Errors) -> Any:
     return value
 
 
-def _depth(value: Any) -> int:
+def json_depth(value: Any) -> int:
     """Nesting depth of JSON, iteratively (a recursive walk could itself overflow)."""
     deepest, stack = 0, [(value, 1)]
     while stack:

@@ -148,7 +148,8 @@ def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> Non
         if not_started and (everything or fire["trigger"] == "schedule"):
             state.jobs[job_id]["active_fires"].remove(scheduled_ms)
             state.book.withdraw(fire_id, state.limits.withdrawn_max)
-            workflow.fire_ended(state, fire, "skipped")  # a workflow step taken back: its run goes on
+            if not workflow.root_withdrawn(state, fire):  # a run whose root never fired never happened
+                workflow.fire_ended(state, fire, "skipped")  # a step taken back: its run goes on
 
 
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:

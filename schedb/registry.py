@@ -18,8 +18,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from schedb.commands import CreateJob, RegisterJobs, ReplaceJob
-from schedb.jobspec import InvalidJob, validate_job
+from schedb.jobspec import BODY_DEPTH_MAX, InvalidJob, json_depth, validate_job
 
 if TYPE_CHECKING:
     from schedb.state import Result, State
@@ -28,6 +30,7 @@ SERVICE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")  # no dot: job 
 ENTRY_FIELDS = ("name", "schedule", "timezone", "description", "callback_url", "parameters_schema")
 JOBS_PER_SERVICE_MAX = 500
 DESCRIPTION_LEN_MAX = 1_000
+SCHEMA_BYTES_MAX = 16_384
 
 
 def register_jobs(state: State, cmd: RegisterJobs) -> Result:
@@ -52,11 +55,16 @@ def register_jobs(state: State, cmd: RegisterJobs) -> Result:
 
 def _specs(cmd: RegisterJobs) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], Result | None]:
     """Every entry as a job spec and its registration record, or the first problem."""
-    out = []
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for i, entry in enumerate(cmd.jobs):
         if not isinstance(entry, dict) or set(entry) - set(ENTRY_FIELDS):
             return [], _invalid(f"jobs[{i}]", f"an object with some of {', '.join(ENTRY_FIELDS)}")
-        raw = {"id": f"{cmd.service}.{entry.get('name')}", "schedule": entry.get("schedule"),
+        name = entry.get("name")
+        if not (isinstance(name, str) and SERVICE_PATTERN.fullmatch(name)):
+            return [], _invalid(f"jobs[{i}].name", "required: 1-64 characters of A-Z a-z 0-9 _ -")
+        if any(meta["name"] == name for _, meta in out):
+            return [], _invalid(f"jobs[{i}].name", f"{name!r} appears twice")
+        raw = {"id": f"{cmd.service}.{name}", "schedule": entry.get("schedule"),
                "timezone": entry.get("timezone", "UTC"), "paused": True,
                "webhook": {"url": entry.get("callback_url")}}
         try:
@@ -66,9 +74,11 @@ def _specs(cmd: RegisterJobs) -> tuple[list[tuple[dict[str, Any], dict[str, Any]
         description, schema = entry.get("description", ""), entry.get("parameters_schema", {})
         if not isinstance(description, str) or len(description) > DESCRIPTION_LEN_MAX:
             return [], _invalid(f"jobs[{i}].description", f"a string of at most {DESCRIPTION_LEN_MAX} characters")
-        if not isinstance(schema, dict):
-            return [], _invalid(f"jobs[{i}].parameters_schema", "a JSON Schema object")
-        out.append((spec, {"service": cmd.service, "name": entry["name"], "description": description,
+        if not isinstance(schema, dict) or json_depth(schema) > BODY_DEPTH_MAX \
+                or len(msgpack.packb(schema, use_bin_type=True)) > SCHEMA_BYTES_MAX:
+            return [], _invalid(f"jobs[{i}].parameters_schema", f"a JSON Schema object of at most {SCHEMA_BYTES_MAX} "
+                                f"bytes, nested at most {BODY_DEPTH_MAX} deep")
+        out.append((spec, {"service": cmd.service, "name": name, "description": description,
                            "parameters_schema": schema, "default_schedule": spec["schedule"],
                            "schedule_override": None, "orphaned": False}))
     return out, None
@@ -88,6 +98,8 @@ def _register_one(state: State, cmd: RegisterJobs, spec: dict[str, Any], meta: d
         meta["schedule_override"] = override
     if "error" not in result:
         state.jobs[spec["id"]]["registration"] = meta
+        if job is None:  # never enabled yet: enabling it later catches up nothing
+            state.jobs[spec["id"]]["paused_ms"] = None
     return {"job_id": spec["id"], "error": result.get("error"), "detail": result.get("detail")}
 
 

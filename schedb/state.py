@@ -258,6 +258,8 @@ class State:
             if old["paused"] and not spec["paused"] and old["schedule"] == spec["schedule"]:
                 lifecycle.resume_misfires(self, job_id)
         registry.note_override(job)
+        if old["depends_on"] != spec["depends_on"]:
+            workflow.graph_changed(self, job_id)
         return {"ok": True, "job_id": job_id}
 
     def _delete_job(self, cmd: DeleteJob) -> Result:
@@ -268,12 +270,14 @@ class State:
         self._unschedule(cmd.job_id)
         for scheduled_ms in list(self.jobs[cmd.job_id]["active_fires"]):
             self.end_fire(fire_id_of(cmd.job_id, scheduled_ms), "deleted")
-        workflow.unlink_deleted(self, cmd.job_id)
+        dependents = workflow.unlink_deleted(self, cmd.job_id)
         self.book.forget_withdrawn_of(cmd.job_id)
         for fire_id in [f for f, d in self.dead_letters.items() if d["job_id"] == cmd.job_id]:
             del self.dead_letters[fire_id]
         del self.jobs[cmd.job_id]
         self.history.pop(cmd.job_id, None)
+        for changed in (cmd.job_id, *dependents):
+            workflow.graph_changed(self, changed)
         return {"ok": True, "job_id": cmd.job_id}
 
     def _trigger_job(self, cmd: TriggerJob) -> Result:

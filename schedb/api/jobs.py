@@ -23,7 +23,7 @@ from schedb.webhook import wall_ms
 LIST_LIMIT_MAX = 1000
 PATCH_RETRIES = 3
 ETAG_DIGITS_MAX = 18  # a version; more digits (or non-ASCII ones) are no ETag of ours
-STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown", "throttled")
+STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown", "throttled", "upstream_failed")
 
 
 def validate_spec(node: Node, raw: Any, job_id: str | None = None) -> dict[str, Any]:

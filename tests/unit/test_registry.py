@@ -54,3 +54,23 @@ def test_bad_registrations_change_nothing() -> None:
         result = state.apply(RegisterJobs(T0, service, jobs))
         assert result["error"] == "invalid", result
     assert state.jobs == {} and before != state.canonical_bytes()  # only the rejection counter moved
+
+
+def test_entries_need_distinct_valid_names_and_bounded_schemas() -> None:
+    state = cluster_state()
+    deep: Any = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    for jobs in ([{k: v for k, v in entry("a").items() if k != "name"}], [entry("a"), entry("a")],
+                 [entry("a", parameters_schema=deep)], [{**entry("a"), "name": 5}]):
+        assert state.apply(RegisterJobs(T0, "svc", jobs))["error"] == "invalid", jobs
+    assert state.jobs == {}
+
+
+def test_enabling_a_registered_job_catches_up_nothing() -> None:
+    state = cluster_state()
+    register(state, entry("hourly", "0 * * * *"))
+    later = T0 + 3 * 86_400_000
+    enabled = {**state.jobs["billing.hourly"]["spec"], "paused": False}
+    assert state.apply(ReplaceJob(later, enabled))["ok"]
+    assert "billing.hourly" not in state.history and state.jobs["billing.hourly"]["next_fire_ms"] > later

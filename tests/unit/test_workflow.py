@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb.commands import AssignFires, CompleteFires, CreateJob, DeleteJob, Outcome, ReplaceJob, TriggerJob
+from schedb.commands import (
+    AssignFires,
+    CompleteFires,
+    CreateJob,
+    DeleteJob,
+    Outcome,
+    ReplaceJob,
+    ReplayDeadLetter,
+    TriggerJob,
+)
 from schedb.jobspec import validate_job
 from schedb.state import State
 from tests.unit.test_state import T0, cluster_state
@@ -124,3 +133,52 @@ def test_pausing_a_waiting_step_skips_it_and_the_run_goes_on() -> None:
     assert state.apply(ReplaceJob(T0 + 200, paused))["ok"]  # b's pending step is taken back
     finish(state, "c", at=T0 + 300)
     assert state.runs[run_id]["steps"]["b"]["status"] == "skipped" and pending_jobs(state) == ["d"]
+
+
+def test_a_run_finishes_when_a_waiting_step_is_deleted_or_loses_its_upstream() -> None:
+    state = diamond()
+    run_id = state.apply(TriggerJob(T0, "a"))["fire_id"]
+    assert state.apply(DeleteJob(T0 + 50, "d"))["ok"]
+    for name in "abc":
+        finish(state, name)
+    assert state.runs[run_id]["steps"]["d"]["status"] == "deleted" and state.runs[run_id]["finished_ms"]
+    assert state.apply(TriggerJob(T0 + 500, "a"))["ok"]  # no run of it left in progress
+
+
+def test_a_replayed_root_starts_a_run_of_its_own_and_old_steps_do_not_count_in_it() -> None:
+    state = cluster_state()
+    for spec in (job("a"), job("b", "a", rule="all_done"), job("c", "b")):
+        assert state.apply(CreateJob(T0, spec))["ok"]
+    first = state.apply(TriggerJob(T0, "a"))["fire_id"]
+    finish(state, "a", "failed")  # dead-lettered; b still runs (all_done)
+    old_b = next(f for f in state.book.fires.values() if f["job_id"] == "b")
+    assert state.apply(ReplayDeadLetter(T0 + 200, first))["ok"]
+    replay_run = next(r for r in state.runs if r != first)
+    assert replay_run.startswith(first + "~")
+    row = Outcome(old_b["fire_id"], 1, "succeeded", 200, T0 + 300, T0 + 305)
+    state.apply(AssignFires(T0 + 300, [], reassign=[[old_b["fire_id"], 1, "node2"]]))
+    state.apply(CompleteFires(T0 + 310, "node2", [row.to_list()]))
+    assert state.runs[replay_run]["steps"]["b"]["status"] == "waiting"  # the old b is the first run's
+
+
+def test_a_paused_step_is_skipped_and_a_withdrawn_root_cancels_its_run() -> None:
+    state = diamond("all_done")
+    assert state.apply(ReplaceJob(T0, {**state.jobs["b"]["spec"], "paused": True}))["ok"]
+    run_id = state.apply(TriggerJob(T0, "a"))["fire_id"]
+    finish(state, "a")
+    assert state.runs[run_id]["steps"]["b"]["status"] == "skipped" and state.history["b"][0]["reason"] == "paused"
+    assert pending_jobs(state) == ["c"]
+    state = diamond()
+    every = {**state.jobs["a"]["spec"], "schedule": "@every 10s"}
+    assert state.apply(ReplaceJob(T0, every))["ok"]
+    state.apply(AssignFires(T0 + 6000, [["a", T0 + 10_000, "node2"]]))  # handed out ahead of time
+    assert len(state.runs) == 1
+    assert state.apply(ReplaceJob(T0 + 6100, {**every, "paused": True}))["ok"]
+    assert state.runs == {} and "b" not in state.history  # the run never happened
+
+
+def test_a_forced_delete_may_not_strand_a_dependent_without_a_schedule() -> None:
+    state = cluster_state()
+    for spec in (job("a"), job("b", "a")):
+        state.apply(CreateJob(T0, spec))
+    assert "neither a schedule" in state.apply(DeleteJob(T0, "a", force=True))["detail"]
