@@ -12,11 +12,21 @@ Supported forms:
   Unix epoch so every node and every restart computes the same instants;
 - `@at 2026-12-01T10:00:00Z`, a one-shot fire.
 
-Daylight saving time: a wall-clock time that does not exist (spring forward)
-fires at the first valid instant after it. A wall-clock time that happens twice
-(fall back) fires once, at its first occurrence, when the cron hour field is
-fixed (`30 2 * * *`); expressions with `*` in the hour field keep firing through
-both passes of the repeated hour, since they describe elapsed time.
+Daylight saving time, for a cron hour field without `*` (`30 2 * * *`, `0 30 2 * * *`,
+`*/20 2 * * *`):
+- a wall-clock time that does not exist (spring forward) fires at the first valid
+  instant after it, the end of the gap: 02:30 on a day that jumps from 02:00 to
+  03:00 fires at 03:00 (and so does 02:30:15: the seconds do not carry over);
+  several skipped times of one day collapse into that one fire;
+- a wall-clock time that happens twice (fall back) fires once, at its first
+  occurrence.
+Expressions with `*` in the hour field (`30 * * * *`, `*/10 */2 * * *`) describe
+elapsed time instead: they skip the wall times that do not exist and fire through
+both passes of a repeated hour. croniter does most of this itself (it moves a
+skipped fixed-hour time forward minute by minute); this module drops croniter's
+second pass of a repeated fixed hour, moves a shifted time back to the exact end
+of the gap, and finds the second pass croniter jumps over when a clock goes back
+by half an hour or at :45 (Australia/Lord_Howe, Pacific/Chatham).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -49,8 +59,9 @@ EVERY_MS_MIN = 1000
 EVERY_MS_MAX = 366 * 86_400_000
 # A cron expression that matches nothing for this long is refused ("0 0 30 2 *").
 CRON_SEARCH_YEARS_MAX = 5
-# Bound on fold skips in one next_after() call (one per repeated hour).
-FOLD_SKIPS_MAX = 8
+# Bound on the DST corrections in one next_after() or last_at_or_before() call (each one
+# moves past a whole repeated period or a gap, so one or two are ever needed).
+DST_STEPS_MAX = 8
 
 _EVERY_PART = re.compile(r"(\d+)(d|h|m|s)")
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000}
@@ -85,14 +96,7 @@ class Schedule:
             return at_ms // self.every_ms * self.every_ms
         if self.kind == "at":
             return self.at_ms if self.at_ms <= at_ms else None
-        tz = ZoneInfo(self.timezone)
-        start = datetime.fromtimestamp(at_ms // 1000 + 1, tz=UTC).astimezone(tz)
-        it = croniter(self.cron, start, second_at_beginning=len(self.cron.split(" ")) == 6,
-                      max_years_between_matches=CRON_SEARCH_YEARS_MAX)
-        try:
-            return int(it.get_prev(datetime).timestamp()) * 1000
-        except CroniterError:
-            return None
+        return _cron_last(self, at_ms)
 
 
 # Files of the zone database that stand for the host's own setting, not a zone: nodes on
@@ -169,14 +173,65 @@ def _cron_next(schedule: Schedule, after_ms: int) -> int | None:
     start = datetime.fromtimestamp(after_ms // 1000, tz=UTC).astimezone(tz)
     it = _iterator(schedule.cron)
     it.set_current(start, force=True)
-    for _ in range(FOLD_SKIPS_MAX):
+    for _ in range(DST_STEPS_MAX):
         try:
             nxt: datetime = it.get_next(datetime)
         except CroniterError:
             return None
-        if not (schedule.hour_fixed and _is_second_pass(nxt)):
-            return int(nxt.timestamp()) * 1000
+        if schedule.hour_fixed and _is_second_pass(nxt):
+            # The repeated period fired in its first pass: go on from its end, in one step
+            # however many times it names (`* 2 * * *` names 60).
+            it.set_current(_aware(_second_pass_span(nxt)[1] - 1, tz), force=True)
+            continue
+        gap_end_s = _moved_out_of_gap(schedule.cron, nxt)
+        if gap_end_s is None:
+            passed_over = None if schedule.hour_fixed else _second_pass_passed_over(schedule.cron, start, nxt)
+            return int(nxt.timestamp()) * 1000 if passed_over is None else passed_over
+        gap_end = _aware(gap_end_s, tz)
+        if gap_end_s * 1000 > after_ms and (schedule.hour_fixed or _names(schedule.cron, gap_end)):
+            return gap_end_s * 1000
+        # `*` in the hour field: a skipped wall time does not fire; go on from the gap's end.
+        it.set_current(gap_end, force=True)
     return None
+
+
+def _cron_last(schedule: Schedule, at_ms: int) -> int | None:
+    tz = ZoneInfo(schedule.timezone)
+    it = croniter(schedule.cron, _EPOCH, second_at_beginning=len(schedule.cron.split(" ")) == 6,
+                  max_years_between_matches=CRON_SEARCH_YEARS_MAX)
+    cursor_s = at_ms // 1000 + 1  # get_prev() answers instants before the cursor
+    latest: int | None = None
+    for _ in range(DST_STEPS_MAX):
+        cursor = _aware(cursor_s, tz)
+        it.set_current(cursor, force=True)
+        try:
+            prev: datetime = it.get_prev(datetime)
+        except CroniterError:
+            break
+        prev_s = int(prev.timestamp())
+        if _is_second_pass(cursor) and (schedule.hour_fixed or prev_s < _second_pass_span(cursor)[0]):
+            # croniter goes back in wall-clock time: from inside a repeated period it passes over the
+            # first pass's later wall times. Look again from the end of the first pass.
+            cursor_s = _second_pass_span(cursor)[0] - 1
+            continue
+        if schedule.hour_fixed and _is_second_pass(prev):
+            cursor_s = _second_pass_span(prev)[0] - 1
+            continue
+        gap_end_s = _moved_out_of_gap(schedule.cron, prev)
+        if gap_end_s is None or schedule.hour_fixed:
+            latest = (prev_s if gap_end_s is None else gap_end_s) * 1000
+            break
+        cursor_s = prev_s  # `*` in the hour field: a skipped wall time does not fire
+    # next_after() is the authority on which instants fire: a time moved to the end of a DST gap
+    # can lie before croniter's own answer, and the cursor above leaves out the last second of a
+    # first pass.
+    probe = at_ms - 60_000 if latest is None else latest
+    for _ in range(DST_STEPS_MAX):
+        following = _cron_next(schedule, probe)
+        if following is None or following > at_ms:
+            break
+        latest = probe = following
+    return latest
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)  # any start: set_current() replaces it before each use
@@ -199,6 +254,73 @@ def _iterator(cron: str) -> croniter:
     else:
         cache.move_to_end(cron)
     return it
+
+
+def _aware(unix_s: int, tz: tzinfo | None) -> datetime:
+    return datetime.fromtimestamp(unix_s, tz=UTC).astimezone(tz)
+
+
+def _names(cron: str, dt: datetime) -> bool:
+    """True when the expression names dt's wall-clock time."""
+    return bool(croniter.match(cron, dt.replace(tzinfo=None), second_at_beginning=len(cron.split(" ")) == 6,
+                               precision_in_seconds=1))
+
+
+def _moved_out_of_gap(cron: str, dt: datetime) -> int | None:
+    """The end of the DST gap (Unix seconds) when croniter moved dt out of one, else None.
+
+    croniter moves a wall time that does not exist forward in whole minutes until it exists:
+    `15 30 2 * * *` lands on 03:00:15 when 02:00-03:00 is skipped. The first valid instant
+    after the skipped time is the end of the gap, 03:00:00."""
+    unix_s = int(dt.timestamp())
+    offset = dt.utcoffset()
+    before = _aware(unix_s - 60, dt.tzinfo).utcoffset()
+    if offset is None or before is None or before >= offset or _names(cron, dt):
+        return None  # no gap ended within the minute before (one offset lookup), or a time of its own
+    return _offset_change(unix_s - 60, unix_s, dt.tzinfo)
+
+
+def _offset_change(low: int, high: int, tz: tzinfo | None) -> int:
+    """The first second of high's UTC offset, given that low (< high) has another one."""
+    offset = _aware(high, tz).utcoffset()
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _aware(mid, tz).utcoffset() == offset:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def _second_pass_passed_over(cron: str, start: datetime, nxt: datetime) -> int | None:
+    """The first time of a repeated period's second pass between start and nxt, in ms, if croniter
+    passed over it: going forward from the first pass it can jump past the second one when the
+    clock goes back by other than a whole hour at a whole hour (Australia/Lord_Howe, Pacific/Chatham)."""
+    offset_before, offset_after = start.utcoffset(), nxt.utcoffset()
+    if offset_before is None or offset_after is None or offset_after >= offset_before:
+        return None  # no clock went back in between: the common case
+    tz = nxt.tzinfo
+    change_s = _offset_change(int(start.timestamp()), int(nxt.timestamp()), tz)
+    repeat = _aware(change_s - 1, tz).utcoffset() - _aware(change_s, tz).utcoffset()  # type: ignore[operator]
+    wall = _aware(change_s, tz).replace(tzinfo=None)  # where the second pass begins
+    it = croniter(cron, wall - timedelta(seconds=1), second_at_beginning=len(cron.split(" ")) == 6,
+                  max_years_between_matches=1)  # naive: wall-clock times only
+    try:
+        candidate: datetime = it.get_next(datetime)
+    except CroniterError:
+        return None
+    if candidate >= wall + repeat:
+        return None
+    ms = int(candidate.replace(tzinfo=tz, fold=1).timestamp()) * 1000
+    return ms if ms < int(nxt.timestamp()) * 1000 else None
+
+
+def _second_pass_span(dt: datetime) -> tuple[int, int]:
+    """[start, end) in Unix seconds of the second pass of the repeated wall-clock period holding dt."""
+    repeat_s = int((dt.replace(fold=0).utcoffset() - dt.utcoffset()).total_seconds())  # type: ignore[operator]
+    unix_s = int(dt.timestamp())
+    start = _offset_change(unix_s - repeat_s, unix_s, dt.tzinfo)  # the first pass's twin of dt has the old offset
+    return start, start + repeat_s
 
 
 def _is_second_pass(dt: datetime) -> bool:
