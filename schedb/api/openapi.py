@@ -165,6 +165,10 @@ def _job_paths() -> dict[str, Any]:
         "/api/v1/executions": {"get": _op(
             "Recent executions cluster-wide, newest first", {200: _answer("executions", "ExecutionList")}, 400,
             params=(LIMIT, STATUS, JOB_FILTER))},
+        "/api/v1/schedules/preview": {"post": _op(
+            "When a schedule would fire: the next instants at or after `start`, in UTC and in the timezone's "
+            "local time (daylight saving time as a job gets it), and the expression in words; stores nothing",
+            {200: _answer("the instants", "SchedulePreview")}, body=_body("SchedulePreviewInput"))},
         "/api/v1/dlq": {"get": _op("Dead letters, newest first", {200: _answer("dead letters", "DeadLetterList")},
                                    400, params=(LIMIT, JOB_FILTER))},
         "/api/v1/dlq/{fire_id}": {"delete": _op("Drop a dead letter", {204: _answer("dropped")}, 404, role=writer,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedb import jobspec, report, secretbox, tenancy
+from schedb.api import schedules
 from schedb.api.jobs import STATUSES
 from schedb.api.stats import PERCENTILES, WINDOW_S_MAX
 from schedb.api.views import SECRET_MASK
@@ -246,6 +247,26 @@ def _cluster() -> dict[str, Any]:
     }
 
 
+def _schedule_preview() -> dict[str, Any]:
+    """POST /api/v1/schedules/preview (schedules.py)."""
+    instants = {"type": "array", "maxItems": schedules.COUNT_MAX}
+    return {
+        "SchedulePreviewInput": obj({
+            "expression": {"type": "string", "examples": ["30 2 * * *", "31 10-15 1 * * MON-FRI", "@every 1m30s"]},
+            "timezone": {"type": "string", "default": "UTC", "examples": ["Europe/Berlin"]},
+            "count": {"type": "integer", "minimum": 1, "maximum": schedules.COUNT_MAX,
+                      "default": schedules.COUNT_DEFAULT},
+            "start": {**TIME, "description": "list fires at or after this instant (1970 to 9999); default: now"}},
+            ["expression"], closed=True),
+        "SchedulePreview": obj({
+            "expression": STR, "timezone": STR, "description": {**STR, "examples": ["At 02:30"]}, "start": TIME,
+            "next": {**instants, "items": TIME, "description": "RFC 3339 UTC; fewer than count when the "
+                                                              "schedule ends (@at) or reaches the year 9999"},
+            "next_local": {**instants, "items": TIME, "description": "the same instants with the timezone's "
+                                                                     "offset, e.g. 2027-03-28T03:00:00.000+02:00"}}),
+    }
+
+
 def schemas() -> dict[str, Any]:
     job_input = _job_input()
     problem = obj({"type": {"type": "string", "examples": ["urn:schedb:problem:invalid"]}, "title": STR,
@@ -268,6 +289,7 @@ def schemas() -> dict[str, Any]:
                                                                       "description": "the first ten"},
                          "already_active": COUNT}),
         "Triggered": obj({"job_id": STR, "fire_id": STR}),
+        **_schedule_preview(),
         "TriggerInput": obj({"params": {"type": "object", "description": "sent with the webhook (at most 4 KiB)"},
                              "force": {"type": "boolean", "default": False}}, [], closed=True),
         "Run": _run(), "RunList": list_of("runs", ref("Run")), **_registration(),
