@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,17 +12,21 @@ from schedb import tenancy
 from schedb.api.auth import acting_team, current_actor, sees
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.problems import Problem, read_json
+from schedb.api.schedules import instants
 from schedb.api.targets import check_webhook
 from schedb.api.views import SECRET_MASK, etag, execution_view, job_view
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
+from schedb.describe import describe
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
 from schedb.schedule import parse_schedule
 from schedb.state import IDEMPOTENCY_KEY_LEN_MAX, State
+from schedb.timefmt import ms_to_rfc3339
 from schedb.webhook import wall_ms
 
 LIST_LIMIT_MAX = 1000
 PATCH_RETRIES = 3
+PREVIEW_COUNT = 5
 ETAG_DIGITS_MAX = 18  # a version; more digits (or non-ASCII ones) are no ETag of ours
 STATUSES = ("succeeded", "failed", "timed_out", "skipped", "missed", "unknown", "throttled", "upstream_failed")
 
@@ -80,12 +85,24 @@ def _read_job(node: Node, job_id: str) -> dict[str, Any]:
     return job
 
 
-def _job_response(node: Node, job_id: str, status: int = 200) -> web.Response:
+async def _job_response(node: Node, job_id: str, status: int = 200) -> web.Response:
     job = _read_job(node, job_id)
     headers = {"ETag": etag(job["version"])}
     if status == 201:
         headers["Location"] = f"/api/v1/jobs/{job_id}"
-    return json_response(job_view(job, wall_ms()), status, headers)
+    now_ms = wall_ms()
+    # Off the event loop: croniter may take long for a few expressions (see api/schedules.py).
+    preview = await asyncio.get_running_loop().run_in_executor(None, _preview, job["spec"], now_ms)
+    return json_response({**job_view(job, now_ms), "schedule_preview": preview}, status, headers)
+
+
+def _preview(spec: dict[str, Any], now_ms: int) -> dict[str, Any] | None:
+    """For an operator checking a schedule (an override, say): it in words and its next fires."""
+    if spec["schedule"] is None:
+        return None
+    schedule = parse_schedule(spec["schedule"], spec["timezone"])
+    upcoming = [ms for ms, _ in instants(schedule, now_ms, PREVIEW_COUNT)]
+    return {"description": describe(spec["schedule"]), "next": [ms_to_rfc3339(ms) for ms in upcoming]}
 
 
 def _if_match(request: web.Request) -> int:
@@ -116,7 +133,7 @@ async def create_job(request: web.Request) -> web.Response:
                       errors=[{"field": "Idempotency-Key", "message": "too long or not printable"}])
     result = await propose(node, CreateJob(wall_ms(), spec, key, team))
     # A repeated key answers with the job the first request created (200, not a second 201).
-    return _job_response(node, result["job_id"], 200 if result.get("replayed") else 201)
+    return await _job_response(node, result["job_id"], 200 if result.get("replayed") else 201)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -158,7 +175,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return _job_response(request.app[NODE], request.match_info["job_id"])
+    return await _job_response(request.app[NODE], request.match_info["job_id"])
 
 
 async def put_job(request: web.Request) -> web.Response:
@@ -171,7 +188,7 @@ async def put_job(request: web.Request) -> web.Response:
     spec = validate_spec(node, _keep_secret(_without_read_only(raw, job), job["spec"]), job_id)
     await check_webhook(node, spec, job["team"])
     await propose(node, ReplaceJob(wall_ms(), spec, _if_match(request)))
-    return _job_response(node, job_id)
+    return await _job_response(node, job_id)
 
 
 async def patch_job(request: web.Request) -> web.Response:
@@ -200,7 +217,7 @@ async def patch_fields(request: web.Request, patch: dict[str, Any]) -> web.Respo
             await check_webhook(node, spec, job["team"])
         try:
             await propose(node, ReplaceJob(wall_ms(), spec, job["version"]))
-            return _job_response(node, job_id)
+            return await _job_response(node, job_id)
         except Problem as problem:
             if problem.status != 412 or wanted:
                 raise

@@ -128,7 +128,10 @@ def _job(job_input: dict[str, Any]) -> dict[str, Any]:
     props.update({"next_fire_at": TIME_OR_NULL, "created_at": TIME, "updated_at": TIME,
                   "version": {"type": "integer", "minimum": 1, "description": "the ETag"}, "team": STR,
                   "registration": {"anyOf": [ref("Registration"), {"type": "null"}]}})
-    return obj(props)
+    required = list(props)
+    props["schedule_preview"] = {"anyOf": [obj({"description": STR, "next": {"type": "array", "items": TIME}}),
+                                           {"type": "null"}], "description": "in a single job's answer only"}
+    return obj(props, required)
 
 
 def _execution() -> dict[str, Any]:

@@ -51,11 +51,11 @@ async def preview(request: web.Request) -> web.Response:
                       kind="invalid", errors=errors)
     # Off the event loop: croniter can take a few hundred ms for one answer (a per-second
     # expression going through a skipped hour steps second by second), and executor timers share the loop.
-    instants = await asyncio.get_running_loop().run_in_executor(None, _instants, schedule, start_ms, count)
+    found = await asyncio.get_running_loop().run_in_executor(None, instants, schedule, start_ms, count)
     return json_response({
         "expression": schedule.expression, "timezone": schedule.timezone, "description": describe(schedule.expression),
-        "start": ms_to_rfc3339(start_ms), "next": [ms_to_rfc3339(ms) for ms, _ in instants],
-        "next_local": [local.isoformat(timespec="milliseconds") for _, local in instants]}, 200)
+        "start": ms_to_rfc3339(start_ms), "next": [ms_to_rfc3339(ms) for ms, _ in found],
+        "next_local": [local.isoformat(timespec="milliseconds") for _, local in found]}, 200)
 
 
 def _schedule(expression: Any, timezone: str, errors: list[dict[str, str]]) -> Schedule | None:
@@ -79,7 +79,7 @@ def _start_ms(value: Any) -> int | None:
     return ms if 0 <= ms <= LAST_MS else None
 
 
-def _instants(schedule: Schedule, start_ms: int, count: int) -> list[tuple[int, datetime]]:
+def instants(schedule: Schedule, start_ms: int, count: int) -> list[tuple[int, datetime]]:
     """Up to count (ms, local time) pairs; fewer when the schedule ends (`@at`) or reaches the year 9999."""
     tz = ZoneInfo(schedule.timezone)
     out: list[tuple[int, datetime]] = []

@@ -47,3 +47,14 @@ def test_a_registered_job_is_run_by_its_operator(cluster: Cluster, receiver: Rec
     assert {r["triggered_by"] for r in runs} == {"manual:api"} and {r["status"] for r in runs} == {"succeeded"}
     code, _, stats = http("GET", url + "/api/v1/jobs/inventory.sync/stats")
     assert code == 200 and stats["by_status"]["succeeded"] == 2
+
+
+def test_a_jobs_answer_previews_its_schedule(cluster: Cluster, receiver: Receiver) -> None:
+    url = cluster.nodes[1].url
+    body = {"id": "previewed", "schedule": "30 2 * * *", "timezone": "Europe/Berlin", "paused": True,
+            "webhook": {"url": receiver.url}}
+    code, _, job = http("POST", url + "/api/v1/jobs", body)
+    assert code == 201 and len(job["schedule_preview"]["next"]) == 5
+    assert "02:30" in job["schedule_preview"]["description"]
+    code, _, job = http("PATCH", url + "/api/v1/jobs/previewed", {"schedule": "@every 1m30s"})
+    assert code == 200 and job["schedule_preview"]["description"] == "Every 1 minute 30 seconds"
