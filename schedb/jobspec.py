@@ -144,6 +144,11 @@ def _schedule(value: Any, timezone: str, errs: _Errors) -> str:
     if not isinstance(value, str):
         errs.add("schedule", "must be a string")
         return ""
+    if not value.lstrip().startswith("@") and any(
+            part[:1] in ("R", "r") for field in value.split() for part in field.split(",")):
+        # croniter's R picks a random value per process: the nodes would disagree on fire times.
+        errs.add("schedule", "random fields (R) are not supported: every node must compute the same fire times")
+        return ""
     try:
         return parse_schedule(value, timezone).expression
     except ScheduleError as exc:

@@ -73,3 +73,10 @@ def test_body_nesting_is_bounded() -> None:
         deep = {"a": [deep]}
     with pytest.raises(InvalidJob, match=r"webhook\.body: must nest at most 32"):
         validate_job({"id": "x", "schedule": "@every 1s", "webhook": {"url": "http://a/", "body": deep}})
+
+
+@pytest.mark.parametrize("schedule", ["R * * * *", "0 R(0-5) * * *", "0 1,r * * *"])
+def test_random_cron_fields_are_refused(schedule: str) -> None:
+    """croniter's R draws per process: every node would compute other fire times."""
+    with pytest.raises(InvalidJob, match="random fields"):
+        validate_job({"id": "x", "schedule": schedule, "webhook": {"url": "http://a/"}})
