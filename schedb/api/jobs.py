@@ -52,7 +52,7 @@ def _keep_secret(raw: Any, stored: dict[str, Any]) -> Any:
     return raw
 
 
-READ_ONLY_FIELDS = ("next_fire_at", "created_at", "updated_at", "version", "registration")
+READ_ONLY_FIELDS = ("next_fire_at", "created_at", "updated_at", "version", "registration", "schedule_preview")
 
 
 def _without_read_only(raw: Any, job: dict[str, Any]) -> Any:

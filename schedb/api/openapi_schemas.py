@@ -106,7 +106,8 @@ def _replacement(job_input: dict[str, Any]) -> dict[str, Any]:
     `team`, if given, must be the job's (jobs.py)."""
     ignored = {"readOnly": True, "description": "ignored"}
     props = {**job_input["properties"], **{k: ignored for k in ("next_fire_at", "created_at", "updated_at",
-                                                                   "version", "registration")},
+                                                                   "version", "registration",
+                                                                   "schedule_preview")},
              "team": {"type": "string", "readOnly": True, "description": "the job's team; another one: 422"}}
     return {**job_input, "properties": props}
 
