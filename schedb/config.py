@@ -101,7 +101,8 @@ class QuotasSection:
     max_jobs: int = 1_000_000
     fires_per_minute: int = 600_000
     concurrent_webhooks: int = 512
-    api_rps: int = 1_000
+    # Per node. A node answers a few thousand requests a second: the default only stops a flood.
+    api_rps: int = 10_000
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 ROLES = ("admin", "operator", "viewer")
 QUOTA_NAMES = ("max_jobs", "fires_per_minute", "concurrent_webhooks", "api_rps")
 # Until the leader has proposed its config's [quotas]; the same as config.QuotasSection's defaults.
-BUILTIN_QUOTAS = {"max_jobs": 1_000_000, "fires_per_minute": 600_000, "concurrent_webhooks": 512, "api_rps": 1_000}
+BUILTIN_QUOTAS = {"max_jobs": 1_000_000, "fires_per_minute": 600_000, "concurrent_webhooks": 512, "api_rps": 10_000}
 QUOTA_MAX = 1_000_000_000
 DEFAULT_TEAM = "default"
 TEAM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # fullmatch: "$" would let a newline end it

@@ -120,7 +120,8 @@ def _job_paths() -> dict[str, Any]:
             role=writer, body=_body("BulkInput"), params=(ACTING_TEAM,))},
         "/api/v1/jobs/{job_id}": {
             "parameters": [JOB_ID],
-            "get": _op("Read a job", {200: job}, 404),
+            "get": _op("Read a job (with ?preview=true, its next 5 fires and the schedule in words)", {200: job},
+                       400, 404, params=(_param("preview", "query", {"enum": ["true", "false"]}),)),
             "put": _op("Replace a job", {200: job}, 404, 409, 412, role=writer, params=(IF_MATCH,),
                        body=_body("JobReplace")),
             "patch": _op("Update a job by JSON merge patch (RFC 7396); retried on a concurrent change unless "

@@ -53,8 +53,9 @@ def test_a_jobs_answer_previews_its_schedule(cluster: Cluster, receiver: Receive
     url = cluster.nodes[1].url
     body = {"id": "previewed", "schedule": "30 2 * * *", "timezone": "Europe/Berlin", "paused": True,
             "webhook": {"url": receiver.url}}
-    code, _, job = http("POST", url + "/api/v1/jobs", body)
-    assert code == 201 and len(job["schedule_preview"]["next"]) == 5
-    assert "02:30" in job["schedule_preview"]["description"]
+    assert http("POST", url + "/api/v1/jobs", body)[0] == 201
+    assert http("GET", url + "/api/v1/jobs/previewed")[2]["schedule_preview"] is None
+    job = http("GET", url + "/api/v1/jobs/previewed?preview=true")[2]
+    assert len(job["schedule_preview"]["next"]) == 5 and "02:30" in job["schedule_preview"]["description"]
     code, _, job = http("PATCH", url + "/api/v1/jobs/previewed", {"schedule": "@every 1m30s"})
     assert code == 200 and job["schedule_preview"]["description"] == "Every 1 minute 30 seconds"
