@@ -247,10 +247,10 @@ class Executor:
         view = self._replica.read(lambda s: _delivery_view(s, fire["job_id"]))
         if view is None:
             return
-        spec, team, team_limit, sealed = view
+        spec, team, team_limit, referenced, sealed = view
         correlation_id = fire.get("correlation_id") or new_correlation_id()
         try:
-            spec, secret_values = self._resolve_secrets(spec, team, sealed)
+            spec, secret_values = self._resolve_secrets(spec, team, referenced, sealed)
         except (secretbox.MissingSecret, secretbox.SecretUndecryptable, ValueError) as exc:
             now_ms = wall_ms()
             outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, f"secret: {exc}")
@@ -272,10 +272,10 @@ class Executor:
         self._outcomes[key] = outcome
         self._outcome_ready.set()
 
-    def _resolve_secrets(self, spec: dict[str, Any], team: str,
+    def _resolve_secrets(self, spec: dict[str, Any], team: str, referenced: bool,
                          sealed: dict[str, bytes]) -> tuple[dict[str, Any], list[str]]:
         """The spec with {{secrets/NAME}} replaced, and the plain values (to mask them)."""
-        if not secretbox.references(spec["webhook"]):
+        if not referenced:
             return spec, []
         box = self._secret_box
         if box is None:
@@ -371,14 +371,15 @@ class Executor:
         return True
 
 
-def _delivery_view(state: State, job_id: str) -> tuple[dict[str, Any], str, int, dict[str, bytes]] | None:
-    """What a delivery needs from the state: the spec, the team, its concurrency quota, and
-    the sealed secrets the webhook references (opened outside the state's lock)."""
+def _delivery_view(state: State, job_id: str) -> tuple[dict[str, Any], str, int, bool, dict[str, bytes]] | None:
+    """What a delivery needs from the state: the spec, the team, its concurrency quota, whether
+    the webhook references secrets, and the sealed ones it references (opened outside the lock).
+    The webhook is scanned for references here only."""
     job = state.jobs.get(job_id)
     if job is None:
         return None
     team = job["team"]
+    names = secretbox.references(job["spec"]["webhook"])
     team_secrets = state.secrets.get(team, {})
-    sealed = {name: team_secrets[name]["sealed"] for name in secretbox.references(job["spec"]["webhook"])
-              if name in team_secrets}
-    return job["spec"], team, tenancy.quota(state, team)["concurrent_webhooks"], sealed
+    sealed = {name: team_secrets[name]["sealed"] for name in names if name in team_secrets}
+    return job["spec"], team, tenancy.quota(state, team)["concurrent_webhooks"], bool(names), sealed

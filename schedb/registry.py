@@ -22,6 +22,7 @@ import msgpack
 
 from schedb.commands import CreateJob, RegisterJobs, ReplaceJob
 from schedb.jobspec import BODY_DEPTH_MAX, InvalidJob, json_depth, validate_job
+from schedb.tenancy import invalid
 
 if TYPE_CHECKING:
     from schedb.state import Result, State
@@ -35,7 +36,7 @@ SCHEMA_BYTES_MAX = 16_384
 
 def register_jobs(state: State, cmd: RegisterJobs) -> Result:
     if not (isinstance(cmd.service, str) and SERVICE_PATTERN.fullmatch(cmd.service)):
-        return _invalid("service", "1-64 characters of A-Z a-z 0-9 _ - starting with a letter or digit")
+        return invalid("service", "1-64 characters of A-Z a-z 0-9 _ - starting with a letter or digit")
     if not isinstance(cmd.jobs, list) or len(cmd.jobs) > JOBS_PER_SERVICE_MAX:
         return {"error": "invalid", "detail": f"jobs: a list of at most {JOBS_PER_SERVICE_MAX}"}
     specs, error = _specs(cmd)
@@ -58,25 +59,25 @@ def _specs(cmd: RegisterJobs) -> tuple[list[tuple[dict[str, Any], dict[str, Any]
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for i, entry in enumerate(cmd.jobs):
         if not isinstance(entry, dict) or set(entry) - set(ENTRY_FIELDS):
-            return [], _invalid(f"jobs[{i}]", f"an object with some of {', '.join(ENTRY_FIELDS)}")
+            return [], invalid(f"jobs[{i}]", f"an object with some of {', '.join(ENTRY_FIELDS)}")
         name = entry.get("name")
         if not (isinstance(name, str) and SERVICE_PATTERN.fullmatch(name)):
-            return [], _invalid(f"jobs[{i}].name", "required: 1-64 characters of A-Z a-z 0-9 _ -")
+            return [], invalid(f"jobs[{i}].name", "required: 1-64 characters of A-Z a-z 0-9 _ -")
         if any(meta["name"] == name for _, meta in out):
-            return [], _invalid(f"jobs[{i}].name", f"{name!r} appears twice")
+            return [], invalid(f"jobs[{i}].name", f"{name!r} appears twice")
         raw = {"id": f"{cmd.service}.{name}", "schedule": entry.get("schedule"),
                "timezone": entry.get("timezone", "UTC"), "paused": True,
                "webhook": {"url": entry.get("callback_url")}}
         try:
             spec = validate_job(raw)
         except InvalidJob as exc:
-            return [], _invalid(f"jobs[{i}].{exc.errors[0]['field']}", exc.errors[0]["message"])
+            return [], invalid(f"jobs[{i}].{exc.errors[0]['field']}", exc.errors[0]["message"])
         description, schema = entry.get("description", ""), entry.get("parameters_schema", {})
         if not isinstance(description, str) or len(description) > DESCRIPTION_LEN_MAX:
-            return [], _invalid(f"jobs[{i}].description", f"a string of at most {DESCRIPTION_LEN_MAX} characters")
+            return [], invalid(f"jobs[{i}].description", f"a string of at most {DESCRIPTION_LEN_MAX} characters")
         if not isinstance(schema, dict) or json_depth(schema) > BODY_DEPTH_MAX \
                 or len(msgpack.packb(schema, use_bin_type=True)) > SCHEMA_BYTES_MAX:
-            return [], _invalid(f"jobs[{i}].parameters_schema", f"a JSON Schema object of at most {SCHEMA_BYTES_MAX} "
+            return [], invalid(f"jobs[{i}].parameters_schema", f"a JSON Schema object of at most {SCHEMA_BYTES_MAX} "
                                 f"bytes, nested at most {BODY_DEPTH_MAX} deep")
         out.append((spec, {"service": cmd.service, "name": name, "description": description,
                            "parameters_schema": schema, "default_schedule": spec["schedule"],
@@ -110,6 +111,3 @@ def note_override(job: dict[str, Any]) -> None:
         schedule = job["spec"]["schedule"]
         registration["schedule_override"] = None if schedule == registration["default_schedule"] else schedule
 
-
-def _invalid(field: str, message: str) -> Result:
-    return {"error": "invalid", "detail": f"{field}: {message}", "errors": [{"field": field, "message": message}]}

@@ -11,7 +11,6 @@ import binascii
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from yarl import URL
 
 from schedb.config import SecretsSection
 from schedb.jobspec import SECRET_REFERENCE
+from schedb.tenancy import NAME_PATTERN
 
-SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+SECRET_NAME_PATTERN = NAME_PATTERN  # the form of team names (tenancy.py)
 SECRET_VALUE_BYTES_MAX = 4096
 REFERENCE = SECRET_REFERENCE
 MASK = "********"

@@ -15,6 +15,7 @@ the same rules: deterministic, no clock but `command.now_ms`, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -28,17 +29,18 @@ from schedb.commands import (
     SetDefaultQuotas,
     SetQuotas,
 )
+from schedb.config import QuotasSection
 
 if TYPE_CHECKING:
     from schedb.state import Result, State
 
 ROLES = ("admin", "operator", "viewer")
 QUOTA_NAMES = ("max_jobs", "fires_per_minute", "concurrent_webhooks", "api_rps")
-# Until the leader has proposed its config's [quotas]; the same as config.QuotasSection's defaults.
-BUILTIN_QUOTAS = {"max_jobs": 1_000_000, "fires_per_minute": 600_000, "concurrent_webhooks": 512, "api_rps": 10_000}
+# Until the leader has proposed its config's [quotas]: the config's own defaults.
+BUILTIN_QUOTAS = dataclasses.asdict(QuotasSection())
 QUOTA_MAX = 1_000_000_000
 DEFAULT_TEAM = "default"
-TEAM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # fullmatch: "$" would let a newline end it
+# Teams and secret names; used with fullmatch ("$" would let a trailing newline through).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12,32}")
 KEY_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -85,7 +87,7 @@ def create_refusal(state: State, actor: dict[str, Any], team: str) -> Result | N
 
 
 def valid_team(team: Any) -> bool:
-    return isinstance(team, str) and TEAM_PATTERN.fullmatch(team) is not None
+    return isinstance(team, str) and NAME_PATTERN.fullmatch(team) is not None
 
 
 def is_admin(actor: dict[str, Any]) -> bool:
@@ -132,13 +134,13 @@ def over_quota(state: State, team: str, limit: str, detail: str) -> Result:
 def create_api_key(state: State, cmd: CreateApiKey) -> Result:
     if not (isinstance(cmd.key_id, str) and KEY_ID_PATTERN.fullmatch(cmd.key_id)) or \
             not (isinstance(cmd.key_hash, str) and KEY_HASH_PATTERN.fullmatch(cmd.key_hash)):
-        return _invalid("key_id", "a key needs a hex id and a SHA-256 hash")
+        return invalid("key_id", "a key needs a hex id and a SHA-256 hash")
     if not valid_team(cmd.team):
-        return _invalid("team", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        return invalid("team", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
     if cmd.role not in ROLES:
-        return _invalid("role", f"must be one of {', '.join(ROLES)}")
+        return invalid("role", f"must be one of {', '.join(ROLES)}")
     if not isinstance(cmd.name, str) or len(cmd.name) > KEY_LABEL_LEN_MAX or not cmd.name.isprintable():
-        return _invalid("name", f"at most {KEY_LABEL_LEN_MAX} printable characters")
+        return invalid("name", f"at most {KEY_LABEL_LEN_MAX} printable characters")
     if cmd.key_id in state.api_keys or cmd.key_hash in state.key_hashes:
         return {"error": "conflict", "detail": f"key {cmd.key_id!r} already exists"}
     if len(state.key_hashes) >= state.limits.api_keys_max:
@@ -182,7 +184,7 @@ def key_by_hash(state: State, key_hash: str) -> dict[str, Any] | None:
 def set_quotas(state: State, cmd: SetQuotas) -> Result:
     """Set (a number) or clear (None: back to the default) some of a team's quotas."""
     if not valid_team(cmd.team):
-        return _invalid("team", "not a valid team name")
+        return invalid("team", "not a valid team name")
     if error := _quota_errors(cmd.quotas, nullable=True):
         return error
     if cmd.team not in state.quotas and len(state.quotas) >= state.limits.quota_teams_max:
@@ -203,31 +205,31 @@ def set_default_quotas(state: State, cmd: SetDefaultQuotas) -> Result:
     if error := _quota_errors(cmd.quotas, nullable=False):
         return error
     if not isinstance(cmd.quotas, dict) or set(cmd.quotas) != set(QUOTA_NAMES):
-        return _invalid("quotas", f"all of {', '.join(QUOTA_NAMES)}")
+        return invalid("quotas", f"all of {', '.join(QUOTA_NAMES)}")
     state.default_quotas = {name: cmd.quotas[name] for name in QUOTA_NAMES}
     return {"ok": True}
 
 
 def _quota_errors(quotas: Any, *, nullable: bool) -> Result | None:
     if not isinstance(quotas, dict) or not quotas:
-        return _invalid("quotas", f"an object with some of {', '.join(QUOTA_NAMES)}")
+        return invalid("quotas", f"an object with some of {', '.join(QUOTA_NAMES)}")
     for name, value in quotas.items():
         if name not in QUOTA_NAMES:
-            return _invalid(str(name)[:64], f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
+            return invalid(str(name)[:64], f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
         if value is None and nullable:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= QUOTA_MAX:
-            return _invalid(name, f"an integer from 1 to {QUOTA_MAX}" + (", or null for the default" * nullable))
+            return invalid(name, f"an integer from 1 to {QUOTA_MAX}" + (", or null for the default" * nullable))
     return None
 
 
 def put_secret(state: State, cmd: PutSecret) -> Result:
     if not valid_team(cmd.team):
-        return _invalid("team", "not a valid team name")
+        return invalid("team", "not a valid team name")
     if not (isinstance(cmd.name, str) and NAME_PATTERN.fullmatch(cmd.name)):
-        return _invalid("name", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        return invalid("name", "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
     if not isinstance(cmd.sealed, bytes) or not 0 < len(cmd.sealed) <= SEALED_BYTES_MAX:
-        return _invalid("value", "a sealed secret of bounded size")
+        return invalid("value", "a sealed secret of bounded size")
     if error := _team_scope(cmd, cmd.team):
         return error
     team_secrets = state.secrets.setdefault(cmd.team, {})
@@ -257,7 +259,8 @@ def _team_scope(cmd: Command, team: str) -> Result | None:
     return None
 
 
-def _invalid(field: str, message: str) -> Result:
+def invalid(field: str, message: str) -> Result:
+    """A rejected command naming the field at fault (the API answers 422 with it)."""
     return {"error": "invalid", "detail": f"{field}: {message}", "errors": [{"field": field, "message": message}]}
 
 

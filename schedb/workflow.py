@@ -61,11 +61,11 @@ def dependency_error(state: State, spec: dict[str, Any], team: str) -> Result | 
     for upstream in spec["depends_on"]:
         other = state.jobs.get(upstream)
         if other is None or other["team"] != team:
-            return _invalid(f"job {upstream!r} does not exist")
+            return tenancy.invalid("depends_on", f"job {upstream!r} does not exist")
     cycle = _path(state, spec["depends_on"], job_id)
     if cycle is not None:
         names = " → ".join([job_id, *cycle])
-        return _invalid(f"a dependency cycle: {names}")
+        return tenancy.invalid("depends_on", f"a dependency cycle: {names}")
     return None
 
 
@@ -288,7 +288,3 @@ def run_view(run: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run["run_id"], "root": run["root"], "team": run["team"], "started_ms": run["started_ms"],
             "finished_ms": run["finished_ms"], "steps": {k: dict(v) for k, v in run["steps"].items()}}
 
-
-def _invalid(message: str) -> Result:
-    return {"error": "invalid", "detail": f"depends_on: {message}",
-            "errors": [{"field": "depends_on", "message": message}]}

@@ -18,7 +18,7 @@ BOOL: dict[str, Any] = {"type": "boolean"}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 TIME_OR_NULL: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 STR_OR_NULL: dict[str, Any] = {"type": ["string", "null"]}
-NAME_PATTERN = tenancy.TEAM_PATTERN.pattern  # teams and secret names share the form
+NAME_PATTERN = tenancy.NAME_PATTERN.pattern  # teams and secret names share the form
 
 
 def ref(name: str) -> dict[str, str]:
