@@ -13,6 +13,8 @@ from schedb.api import (
     bulk,
     cluster,
     controls,
+    cors,
+    joblist,
     jobs,
     keys,
     membership,
@@ -32,7 +34,7 @@ from schedb.node import Node
 
 ROUTES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/api/v1/jobs", jobs.create_job, WRITE),
-    ("GET", "/api/v1/jobs", jobs.list_jobs, READ),
+    ("GET", "/api/v1/jobs", joblist.list_jobs, READ),
     ("POST", "/api/v1/jobs/bulk", bulk.create_jobs, WRITE),
     ("GET", "/api/v1/jobs/{job_id}", jobs.get_job, READ),
     ("PUT", "/api/v1/jobs/{job_id}", jobs.put_job, WRITE),
@@ -62,6 +64,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/api/v1/keys", keys.create_key, ADMIN),
     ("GET", "/api/v1/keys", keys.list_keys, ADMIN),
     ("DELETE", "/api/v1/keys/{key_id}", keys.revoke_key, ADMIN),
+    ("GET", "/api/v1/whoami", keys.whoami, READ),
     ("GET", "/api/v1/audit", teams.get_audit, ADMIN),
     ("GET", "/api/v1/cluster", cluster.get_cluster, READ),
     ("POST", "/api/v1/cluster/members", membership.add_member, ADMIN),
@@ -89,9 +92,11 @@ def _header_limit(headers_max: int) -> web.middleware:  # type: ignore[valid-typ
 def create_app(node: Node) -> web.Application:
     permissions = {(method, path): needed for method, path, _, needed in ROUTES}
     app = web.Application(client_max_size=node.config.http.body_max_bytes,
-                          middlewares=[telemetry, problem_middleware, _header_limit(node.config.http.headers_max),
-                                       auth_middleware(node, permissions)])
+                          # CORS outermost: a preflight is answered before routing errors and auth matter
+                          middlewares=[cors.middleware(node), telemetry, problem_middleware,
+                                       _header_limit(node.config.http.headers_max), auth_middleware(node, permissions)])
     app[NODE] = node
+    app.on_response_prepare.append(cors.add_headers)  # also for a stream, whose headers leave before it ends
     app[membership.CHANGE_LOCK] = asyncio.Lock()
     for method, path, handler, _ in ROUTES:
         app.router.add_route(method, path, handler)

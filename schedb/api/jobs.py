@@ -146,44 +146,6 @@ async def create_job(request: web.Request) -> web.Response:
     return await _job_response(node, result["job_id"], 200 if result.get("replayed") else 201, preview=False)
 
 
-async def list_jobs(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
-    after = request.query.get("after", "")
-    tag = request.query.get("tag")
-    paused = request.query.get("paused")
-    if paused not in (None, "true", "false"):
-        raise Problem(400, "Invalid query", "paused must be true or false", kind="invalid-query",
-                      errors=[{"field": "paused", "message": "true or false"}])
-    tag_key, _, tag_value = (tag or "").partition(":")
-    team = request.query.get("team")
-    actor = current_actor.get()
-
-    def matches(job: dict[str, Any]) -> bool:
-        spec = job["spec"]
-        if (team is not None and job["team"] != team) or not tenancy.can_touch(actor, job):
-            return False
-        if paused is not None and spec["paused"] != (paused == "true"):
-            return False
-        return not tag or spec["tags"].get(tag_key) == tag_value
-
-    now_ms = wall_ms()
-
-    def page(state: State) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for job_id in sorted(state.jobs):
-            if job_id > after and matches(state.jobs[job_id]):
-                out.append(job_view(state.jobs[job_id], now_ms))
-                if len(out) > limit:
-                    break
-        return out
-
-    jobs = node.replica.read(page)
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return json_response({"jobs": jobs, "next_after": jobs[-1]["id"] if more else None})
-
-
 async def get_job(request: web.Request) -> web.Response:
     """?preview=true adds schedule_preview (a few hundred µs of croniter for some schedules)."""
     preview = request.query.get("preview", "false")

@@ -1,4 +1,4 @@
-"""API keys (admin): create (the token is shown once), list, revoke.
+"""API keys (admin): create (the token is shown once), list, revoke; and, for any key, whoami.
 
 The token is made here, on the node that answers, and only its SHA-256 enters
 the log; a revocation is effective on each node as soon as that node applies it."""
@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from schedb import tenancy
-from schedb.api.auth import token_hash
+from schedb.api.auth import current_actor, token_hash
 from schedb.api.context import NODE, json_response, propose
 from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
@@ -62,6 +62,14 @@ async def list_keys(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     await propose(request.app[NODE], RevokeApiKey(wall_ms(), request.match_info["key_id"]))
     return web.Response(status=204)
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's key, team and role, so a console can show (and scope itself to) them.
+    With auth off everyone is an admin of the default team, and there is no key."""
+    actor = current_actor.get()
+    return json_response({"auth": request.app[NODE].config.auth.enabled, "key_id": actor.get("key") or None,
+                          "team": actor["team"], "role": actor["role"]})  # a READ route: auth set the actor
 
 
 def _invalid(field: str, message: str) -> Problem:

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from schedb import __version__
+from schedb.api.joblist import JOB_STATES, Q_LEN_MAX, SORTS
 from schedb.api.jobs import LIST_LIMIT_MAX, STATUSES
 from schedb.api.openapi_schemas import NAME_PATTERN, ref, schemas
 from schedb.api.stats import WINDOW_S_DEFAULT, WINDOW_S_MAX
@@ -99,6 +100,24 @@ def _op(summary: str, answers: dict[int, dict[str, Any]], *problems: int, params
     return out
 
 
+def _job_list_params() -> tuple[dict[str, Any], ...]:
+    """GET /api/v1/jobs (joblist.py); every filter narrows the list further."""
+    return (
+        LIMIT, _param("after", "query", {"type": "string"}, "the previous page's next_after (a job id, or "
+                      "with sort=next_fire an opaque cursor)"),
+        _param("sort", "query", {"enum": list(SORTS), "default": "id"}, "next_fire: soonest first, jobs "
+               "without a next fire last, ties by id"),
+        _param("q", "query", {"type": "string", "maxLength": Q_LEN_MAX}, "case-insensitive substring of the id "
+               "or the description"),
+        _param("status", "query", {"enum": list(JOB_STATES)}, "active (not paused), paused, or orphaned (a "
+               "registered job its service no longer declares)"),
+        _param("next_before", "query", {"type": "string", "format": "date-time"}, "only jobs whose next fire is "
+               "at or before this time"),
+        _param("tag", "query", {"type": "string"}, "key:value"),
+        _param("paused", "query", {"type": "boolean"}), TEAM_FILTER,
+        _param("total", "query", {"type": "boolean", "default": False}, "also count every job that matches"))
+
+
 def _job_paths() -> dict[str, Any]:
     job = _answer("the job", "Job", "ETag")
     writer = "operator or admin"
@@ -109,10 +128,8 @@ def _job_paths() -> dict[str, Any]:
                 200: _answer("a repeated Idempotency-Key: the job the first request created", "Job", "ETag")},
                 409, role=writer, body=_body("JobInput"), params=(ACTING_TEAM, _param(
                     "Idempotency-Key", "header", {"type": "string", "maxLength": IDEMPOTENCY_KEY_LEN_MAX}))),
-            "get": _op("List jobs by id", {200: _answer("a page", "JobList")}, 400, params=(
-                LIMIT, _param("after", "query", {"type": "string"}, "the previous page's next_after"),
-                _param("tag", "query", {"type": "string"}, "key:value"),
-                _param("paused", "query", {"type": "boolean"}), TEAM_FILTER)),
+            "get": _op("List jobs: filtered, in id or next-fire order, a page at a time, optionally counted",
+                       {200: _answer("a page", "JobList")}, 400, params=_job_list_params()),
         },
         "/api/v1/jobs/bulk": {"post": _op(
             "Create up to 1,000 jobs in one commit; all are validated first, then each succeeds or fails "
@@ -210,6 +227,8 @@ def _team_paths() -> dict[str, Any]:
             "get": _op("API keys (never their tokens)", {200: _answer("keys", "KeyList")}, role="admin",
                        params=(TEAM_FILTER,)),
         },
+        "/api/v1/whoami": {"get": _op("The caller's key, team and role (with auth off: an admin of the default "
+                                      "team, no key)", {200: _answer("the caller", "Whoami")})},
         "/api/v1/keys/{key_id}": {"delete": _op(
             "Revoke an API key", {204: _answer("revoked")}, 404, role="admin",
             params=(_param("key_id", "path", {"type": "string"}),))},

@@ -208,6 +208,10 @@ def _tenancy() -> dict[str, Any]:
                         ["team", "role"], closed=True),
         "Key": obj(key), "KeyCreated": obj({**key, "key": {"type": "string", "description": "shown once"}}),
         "KeyList": list_of("keys", ref("Key")),
+        "Whoami": obj({"auth": {**BOOL, "description": "auth.enabled on this node"},
+                       "key_id": {**STR_OR_NULL, "description": "config-admin for the config's admin key; null "
+                                                                "with auth off"},
+                       "team": STR, "role": {"enum": list(tenancy.ROLES)}}),
         "SecretInput": obj({"name": {"type": "string", "pattern": f"^{secretbox.SECRET_NAME_PATTERN.pattern}$"},
                             "value": {"type": "string", "minLength": 1, "maxLength": secretbox.SECRET_VALUE_BYTES_MAX,
                                       "writeOnly": True}}, closed=True),
@@ -283,7 +287,10 @@ def schemas() -> dict[str, Any]:
     return {
         "JobInput": job_input, "JobReplace": _replacement(job_input), "JobPatch": _patch_of(_replacement(job_input)),
         "Job": _job(job_input),
-        "JobList": list_of("jobs", ref("Job"), next_after={**STR_OR_NULL, "description": "the next page's `after`"}),
+        "JobList": obj({"jobs": {"type": "array", "items": ref("Job")},
+                        "next_after": {**STR_OR_NULL, "description": "the next page's `after`; null: the last page"},
+                        "total": {**COUNT, "description": "with total=true: how many jobs match"}},
+                       ["jobs", "next_after"]),
         "BulkInput": obj({"jobs": {"type": "array", "minItems": 1, "maxItems": 1000, "items": ref("JobInput")}},
                          closed=True),
         "BulkResult": obj({"created": COUNT, "failed": COUNT, "items": {"type": "array", "items": bulk_item}}),

@@ -13,16 +13,22 @@ def time_or_none(ms: int | None) -> str | None:
     return None if ms is None else ms_to_rfc3339(ms)
 
 
+def next_fire_ms(job: dict[str, Any], now_ms: int) -> int | None:
+    """When the job fires next, counting fires already handed to an executor; None: not scheduled."""
+    soonest: int | None = job["next_fire_ms"]
+    for ms in job["active_fires"]:  # no list built: the job list calls this for every job
+        if ms >= now_ms and (soonest is None or ms < soonest):
+            soonest = ms
+    return soonest
+
+
 def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    """The job as users see it; next_fire_at counts fires already handed to an executor."""
-    upcoming = [ms for ms in job["active_fires"] if ms >= now_ms]
-    if job["next_fire_ms"] is not None:
-        upcoming.append(job["next_fire_ms"])
+    """The job as users see it."""
     view = dict(job["spec"])
     if view["webhook"].get("signing_secret"):
         view["webhook"] = {**view["webhook"], "signing_secret": SECRET_MASK}  # never shown
     view.update({
-        "next_fire_at": time_or_none(min(upcoming)) if upcoming else None,
+        "next_fire_at": time_or_none(next_fire_ms(job, now_ms)),
         "created_at": time_or_none(job["created_ms"]),
         "updated_at": time_or_none(job["updated_ms"]),
         "version": job["version"],

@@ -1,0 +1,128 @@
+"""Cross-origin requests (CORS) between the cluster's own nodes.
+
+The console is served by every node, and when its node dies it carries on through another
+one: a page loaded from http://127.0.0.1:8001/ui then calls http://127.0.0.1:8002/api/v1/...,
+another origin to the browser. Only the cluster's members are such origins: `http://` or
+`https://` and the `http_addr` of a node in the replicated state (or this node's own
+`http.listen`). The loopback names (127.0.0.1, localhost, [::1]) are one host, and a member
+listening on a wildcard address (0.0.0.0, ::) is reachable under any name, so any host with
+its port is one of its origins. Anything else gets no CORS headers: the browser keeps the
+answer from the page. No cookies are involved (keys travel in headers), so no credentials mode.
+
+The middleware (outermost) answers preflights before routing and auth: a preflight carries no
+key, and aiohttp would answer an OPTIONS it has no route for with a 405. The headers of actual
+answers are added when the answer is prepared (`add_headers` on `on_response_prepare`), which
+covers problem answers made by inner middlewares and streams whose headers leave before the
+handler returns (Server-Sent Events).
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from schedb.api.problems import Handler, Problem, problem_response
+from schedb.node import Node
+
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE"
+ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, If-Match, Idempotency-Key, X-Correlation-ID, Last-Event-ID"
+EXPOSE_HEADERS = "ETag, Location, Retry-After, X-Correlation-ID"
+MAX_AGE_S = 600
+MEMBERS_TTL_S = 1.0  # a new member's origin is allowed within a second of its registration applying
+ORIGIN_LEN_MAX = 300
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD = frozenset({"0.0.0.0", "::", ""})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+ALLOWED_ORIGIN = web.RequestKey("schedb.cors_origin", str)
+Address = tuple[str, int]
+
+
+def parse_origin(origin: str) -> Address | None:
+    """(host, port) of an Origin header; None for "null", a path, user info or anything odd."""
+    if len(origin) > ORIGIN_LEN_MAX or not origin.isascii():
+        return None
+    try:
+        parts = urlsplit(origin)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port out of range or not a number
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port is None or parts.username is not None \
+            or parts.password is not None or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.hostname.lower(), port
+
+
+def parse_member(http_addr: str) -> Address | None:
+    """(host, port) of a member's host:port (IPv6 in brackets or not, as the config's)."""
+    host, _, port = http_addr.rpartition(":")
+    if not (port.isascii() and port.isdigit()) or len(port) > 5:
+        return None
+    return host.strip("[]").lower(), int(port)
+
+
+def allowed(origin: Address, members: frozenset[Address]) -> bool:
+    host, port = origin
+    return any(port == member_port and (member_host in WILDCARD or member_host == host
+                                        or (member_host in LOOPBACK and host in LOOPBACK))
+               for member_host, member_port in members)
+
+
+class Origins:
+    """Which origins are the cluster's; the member addresses come from one state read a second."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._members: frozenset[Address] = frozenset()
+        self._read_at = -MEMBERS_TTL_S
+
+    def allows(self, origin: str) -> bool:
+        address = parse_origin(origin)
+        return address is not None and allowed(address, self._current())
+
+    def _current(self) -> frozenset[Address]:
+        now = time.monotonic()
+        if now - self._read_at >= MEMBERS_TTL_S:
+            addrs = self._node.replica.read(lambda s: [n["http_addr"] for n in s.nodes.values()])
+            parsed = (parse_member(a) for a in (self._node.config.http.listen, *addrs))
+            self._members = frozenset(a for a in parsed if a is not None)
+            self._read_at = now
+        return self._members
+
+
+def middleware(node: Node) -> web.middleware:  # type: ignore[valid-type]
+    origins = Origins(node)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        ok = origin is not None and origins.allows(origin)
+        if request.method == "OPTIONS" and origin is not None and "Access-Control-Request-Method" in request.headers:
+            return _preflight(origin) if ok else problem_response(Problem(
+                403, "Origin not allowed", "cross-origin requests come only from the consoles of this cluster's "
+                "nodes", kind="cors-origin-forbidden", errors=[{"field": "Origin", "message": "not a member"}]))
+        if ok:
+            assert origin is not None
+            request[ALLOWED_ORIGIN] = origin  # add_headers puts it on the answer, whatever makes it
+        return await handler(request)
+
+    return cors
+
+
+def _preflight(origin: str) -> web.Response:
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": ALLOW_METHODS,
+        "Access-Control-Allow-Headers": ALLOW_HEADERS, "Access-Control-Max-Age": str(MAX_AGE_S), "Vary": "Origin"})
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the CORS headers of an answer to an allowed origin."""
+    origin = request.get(ALLOWED_ORIGIN)
+    if origin is None:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    vary = response.headers.get("Vary", "")
+    if "origin" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
