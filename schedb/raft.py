@@ -139,6 +139,9 @@ class Replica:
         self._loop = loop
         self._on_change = on_change
         self._change_pending = threading.Event()
+        # Called on the tick thread with each applied command (None: a snapshot replaced the
+        # state); the console's event feed listens here. Listeners must be quick and not block.
+        self.command_listeners: list[Callable[[Command | None], None]] = []
         self._pending = asyncio.Semaphore(config.http.pending_commands_max)
         s = config.scheduler
         limits = StateLimits(history_per_job=s.history_per_job, recent_executions=s.recent_executions,
@@ -161,7 +164,9 @@ class Replica:
 
     # -- tick thread → loop ----------------------------------------------------
 
-    def _applied(self, _command: Command | None) -> None:
+    def _applied(self, command: Command | None) -> None:
+        for listener in self.command_listeners:
+            listener(command)
         if not self._change_pending.is_set():
             self._change_pending.set()
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down

@@ -12,8 +12,10 @@ from aiohttp import web
 from schedb.api import (
     bulk,
     cluster,
+    console,
     controls,
     cors,
+    events,
     joblist,
     jobs,
     keys,
@@ -67,6 +69,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/api/v1/whoami", keys.whoami, READ),
     ("GET", "/api/v1/audit", teams.get_audit, ADMIN),
     ("GET", "/api/v1/cluster", cluster.get_cluster, READ),
+    ("GET", "/api/v1/events", events.stream_events, READ),
     ("POST", "/api/v1/cluster/members", membership.add_member, ADMIN),
     ("DELETE", "/api/v1/cluster/members/{member}", membership.remove_member, ADMIN),
     ("POST", "/api/v1/cluster/leave", membership.leave, ADMIN),
@@ -97,6 +100,8 @@ def create_app(node: Node) -> web.Application:
                                        _header_limit(node.config.http.headers_max), auth_middleware(node, permissions)])
     app[NODE] = node
     app.on_response_prepare.append(cors.add_headers)  # also for a stream, whose headers leave before it ends
+    permissions.update(console.install(app))
+    events.install(app, node)
     app[membership.CHANGE_LOCK] = asyncio.Lock()
     for method, path, handler, _ in ROUTES:
         app.router.add_route(method, path, handler)

@@ -252,6 +252,11 @@ def _cluster_paths() -> dict[str, Any]:
             404, role="admin", params=(_param("member", "path", {"type": "string"}),))},
         "/api/v1/cluster/leave": {"post": _op("Drain this node before its removal (called by the leader)",
                                               {200: _answer("drained", "Drain")}, role="admin")},
+        "/api/v1/events": {"get": _op(
+            "Live updates for the console (Server-Sent Events): hello, cluster, executions, jobs, dead_letters, "
+            "resync, unauthorized; each `data:` line is one JSON event, filtered to the key's team",
+            {200: {"description": "an endless event stream", "headers": _headers(),
+                   "content": {"text/event-stream": {"schema": {"type": "string"}}}}}, 503)},
         "/health": {"get": _op("Liveness", {200: _answer("alive", "Health")}, public=True)},
         "/ready": {"get": _op("Readiness: caught up, leader known, registered, executor running", {
             200: _answer("ready", "Ready"), 503: _answer("not ready (a readiness body, not a problem)", "Ready")},

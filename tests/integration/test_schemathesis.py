@@ -41,8 +41,10 @@ CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conform
           "response_headers_conformance", "response_schema_conformance")
 # Membership changes would take the cluster under test apart: POST/DELETE members add or
 # drain-and-remove nodes, and /cluster/leave drains the answering node's executor for good.
-# tests/integration/test_api.py and test_operations.py cover them.
-EXCLUDED_PATHS = ("/api/v1/cluster/members", "/api/v1/cluster/members/{member}", "/api/v1/cluster/leave")
+# tests/integration/test_api.py and test_operations.py cover them. /api/v1/events is an endless
+# stream (tests/integration/test_events.py and the browser tests cover it).
+EXCLUDED_PATHS = ("/api/v1/cluster/members", "/api/v1/cluster/members/{member}", "/api/v1/cluster/leave",
+                  "/api/v1/events")
 ADMIN_OPERATIONS = r"^(POST|GET|DELETE) /api/v1/keys|^GET /api/v1/audit|^PUT /api/v1/teams/"
 
 

@@ -1,0 +1,128 @@
+// The cluster view: the leader, the members with their role, health, connectivity, log index,
+// share of the jobs being executed and webhooks in flight. The connected node's view comes with
+// every `cluster` event; each member is also asked for its own view (its role, applied index,
+// webhooks in flight) every few seconds, straight from the browser: a member that does not
+// answer is shown as unreachable.
+import { ApiError, callNode, connection, describeError } from './api.js';
+import { badge, h, number, replace, time } from './dom.js';
+import { on, originOf } from './live.js';
+
+const MEMBER_POLL_MS = 3000;
+const HISTORY_MAX = 20;
+const leaderHistory = []; // {at, from, to, term}, kept for the life of the page
+let lastLeader;
+
+function noteLeader(cluster) {
+  const leader = cluster.leader?.node_id || null;
+  if (lastLeader !== undefined && leader !== lastLeader) {
+    leaderHistory.unshift({ at: new Date().toISOString(), from: lastLeader, to: leader, term: cluster.term });
+    leaderHistory.length = Math.min(leaderHistory.length, HISTORY_MAX);
+  }
+  lastLeader = leader;
+}
+on('cluster', (event) => noteLeader(event.cluster)); // on every page, so no change goes unseen
+
+export function render(root) {
+  const el = {
+    cards: h('div', { class: 'cards', id: 'cluster-cards' }),
+    members: h('tbody'),
+    history: h('ul', { class: 'events', id: 'leader-changes' }),
+    error: h('p', { class: 'error' }),
+  };
+  let cluster = null;
+  const own = new Map(); // node id → its own /api/v1/cluster answer, or null when unreachable
+
+  root.append(
+    h('h1', {}, 'Cluster'), el.cards, el.error,
+    h('div', { class: 'panel' }, h('h2', {}, 'Members'),
+      h('table', { id: 'members' }, h('thead', {}, h('tr', {},
+        ['Node', 'API address', 'Role', 'Health', 'Raft link', 'Log (applied / commit)', 'Lag',
+          'Jobs executing', 'Webhooks in flight'].map((t) => h('th', {}, t)))), el.members)),
+    h('div', { class: 'panel' }, h('h2', {}, 'Leader changes seen by this console'), el.history),
+  );
+
+  const draw = () => {
+    if (!cluster) return;
+    drawCards(el.cards, cluster);
+    replace(el.members, ...cluster.members.map((m) => memberRow(m, cluster, own)));
+    replace(el.history, ...(leaderHistory.length ? leaderHistory.map(historyItem)
+      : [h('li', { class: 'muted' }, 'No change since this page was opened.')]));
+  };
+
+  const pollMembers = async () => {
+    if (!cluster) return;
+    await Promise.all(cluster.members.map(async (m) => {
+      if (!m.node_id) return;
+      const origin = m.self ? connection.base : originOf(m.http_addr);
+      try {
+        own.set(m.node_id, (await callNode(origin, 'GET', '/api/v1/cluster', { timeoutMs: 2000 })).data);
+      } catch (error) {
+        // A refusal (401, 429…) is an answer: the node is up. Only silence is "unreachable".
+        own.set(m.node_id, error instanceof ApiError ? { refused: error.status } : null);
+      }
+    }));
+    draw();
+  };
+
+  const offCluster = on('cluster', (event) => {
+    cluster = event.cluster;
+    el.error.textContent = '';
+    draw();
+  });
+  const timer = setInterval(pollMembers, MEMBER_POLL_MS);
+  callNode(connection.base, 'GET', '/api/v1/cluster').then(({ data }) => {
+    cluster = cluster || data;
+    draw();
+    pollMembers();
+  }).catch((error) => { el.error.textContent = describeError(error); });
+  return () => { offCluster(); clearInterval(timer); };
+}
+
+function drawCards(cards, c) {
+  const card = (label, value, id) => h('div', { class: 'card' }, h('div', { class: 'label' }, label),
+    h('div', { class: 'value', id }, value));
+  replace(cards,
+    card('Leader', c.leader?.node_id || 'none (election)', 'leader'),
+    card('Term', number(c.term), 'term'),
+    card('Commit index', number(c.commit_index), 'commit-index'),
+    card('Jobs', number(c.jobs), 'job-count'),
+    card('Fires in hand', number(c.active_fires), 'active-fires'),
+    card('Dead letters', number(c.dead_letters), 'dead-letter-count'),
+    card('Talking to', c.node_id, 'connected-node'));
+}
+
+function memberRow(m, cluster, own) {
+  const mine = own.get(m.node_id);
+  const reachable = mine !== null;
+  const totalAssigned = cluster.members.reduce((sum, x) => sum + (x.jobs_assigned || 0), 0);
+  const share = totalAssigned ? `${Math.round((100 * (m.jobs_assigned || 0)) / totalAssigned)}%` : '—';
+  const role = mine?.role || m.role;
+  const answered = mine && !mine.refused;
+  const health = mine === undefined ? badge('…', 'muted') : reachable ? badge('reachable', 'ready') : badge('unreachable', 'down');
+  const linkText = m.self ? 'this node' : m.connected ? 'connected' : 'disconnected';
+  const lag = lagOf(m, cluster, own);
+  return h('tr', { dataset: { node: m.node_id || m.raft_addr } },
+    h('td', {}, m.node_id || h('span', { class: 'muted' }, 'joining'), m.draining ? badge('draining', 'paused') : ''),
+    h('td', { class: 'mono' }, m.http_addr || '—'),
+    h('td', { class: 'role' }, badge(role, role === 'leader' ? 'leader' : '')),
+    h('td', { class: 'health' }, health),
+    h('td', {}, m.self ? h('span', { class: 'muted' }, linkText) : badge(linkText, m.connected ? 'ready' : 'down')),
+    h('td', { class: 'num' }, answered ? `${number(mine.last_applied)} / ${number(mine.commit_index)}` : '—'),
+    h('td', { class: 'num' }, lag),
+    h('td', { class: 'num' }, `${number(m.jobs_assigned)} (${share})`),
+    h('td', { class: 'num in-flight' }, answered ? number(mine.executor.in_flight) : '—'));
+}
+
+// How many log entries a member is behind the leader, as the leader sees it (the leader's
+// own answer when the console has it, else the connected node's if it leads).
+function lagOf(m, cluster, own) {
+  const leaderView = [...own.values()].find((v) => v && v.role === 'leader') || (cluster.role === 'leader' ? cluster : null);
+  const entry = leaderView?.members.find((x) => x.node_id === m.node_id);
+  if (!entry) return '—';
+  return entry.self ? '0' : entry.match_index == null ? '—' : number(Math.max(0, leaderView.commit_index - entry.match_index));
+}
+
+function historyItem(change) {
+  return h('li', {}, time(change.at), ` leader ${change.from || 'none'} → ${change.to || 'none'}`,
+    change.term ? ` (term ${change.term})` : '');
+}

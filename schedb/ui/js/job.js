@@ -1,0 +1,188 @@
+// One job: its definition, the schedule in words and its next five fires, pause / resume /
+// run now / edit / delete (each confirmed first), its execution history and a chart of delay
+// and duration. New executions arrive live and are added at the top.
+import { ApiError, api, describeError, enc, get } from './api.js';
+import { drawChart } from './chart.js';
+import { badge, confirmAction, h, ms, replace, throttle, time, toast } from './dom.js';
+import { on } from './live.js';
+
+const HISTORY = 100;
+const CALLED = new Set(['succeeded', 'failed', 'timed_out', 'unknown']);
+const STATS_WINDOW_S = 86400;
+
+export function render(root, { jobId }) {
+  const path = `/api/v1/jobs/${enc(jobId)}`;
+  const el = {
+    title: h('h1', { id: 'job-title' }, h('span', { class: 'mono' }, jobId), h('span', { id: 'job-state' })),
+    actions: h('div', { class: 'actions', id: 'job-actions' }),
+    words: h('p', { id: 'job-words' }),
+    next: h('ol', { id: 'job-next-fires', class: 'mono' }),
+    stats: h('p', { id: 'job-stats', class: 'muted' }),
+    definition: h('pre', { id: 'job-def' }),
+    chart: document.createElementNS('http://www.w3.org/2000/svg', 'svg'),
+    rows: h('tbody'),
+    error: h('p', { class: 'error' }),
+  };
+  el.chart.setAttribute('class', 'chart');
+  el.chart.id = 'job-chart';
+  const seen = new Map(); // execution key → record, newest first when drawn
+  let job = null;
+
+  const loadJob = async () => {
+    try {
+      job = await get(`${path}?preview=true`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) gone();
+      else el.error.textContent = describeError(error);
+      return;
+    }
+    el.error.textContent = '';
+    drawJob(el, job);
+    replace(el.actions, ...actionButtons(job, act));
+  };
+  const loadHistory = async () => {
+    try {
+      const [history, stats] = await Promise.all([get(`${path}/executions?limit=${HISTORY}`),
+        get(`${path}/stats?window=${STATS_WINDOW_S}`)]);
+      seen.clear();
+      add(history.executions, false);
+      el.stats.textContent = statsText(stats);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) el.error.textContent = describeError(error);
+    }
+  };
+  const add = (executions, fresh) => {
+    for (const x of executions) seen.set(`${x.fire_id}/${x.attempt}/${x.status}/${x.committed_at}`, { ...x, fresh });
+    const rows = [...seen.values()].sort((a, b) => (b.committed_at || '').localeCompare(a.committed_at || ''));
+    rows.slice(HISTORY).forEach((x) => seen.delete(`${x.fire_id}/${x.attempt}/${x.status}/${x.committed_at}`));
+    replace(el.rows, ...(rows.length ? rows.slice(0, HISTORY).map(executionRow)
+      : [h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No execution yet.'))]));
+    drawChart(el.chart, chartPoints(rows.slice(0, HISTORY)));
+  };
+  const gone = () => {
+    replace(root, h('h1', {}, jobId), h('p', { id: 'job-gone' }, 'This job does not exist (any more). ',
+      h('a', { href: '#/jobs' }, 'Back to the jobs.')));
+  };
+  const act = async (verb, request, success) => {
+    try {
+      await request();
+      toast(success);
+      if (verb === 'delete') location.hash = '#/jobs';
+      else loadJob();
+    } catch (error) {
+      if (!(error instanceof Cancelled)) toast(describeError(error), 'bad');
+    }
+  };
+
+  root.append(el.title, el.actions, el.error,
+    h('div', { class: 'grid' },
+      h('div', { class: 'panel' }, h('h2', {}, 'Schedule'), el.words, h('div', { class: 'muted' }, 'Next fires'), el.next, el.stats),
+      h('div', { class: 'panel' }, h('h2', {}, 'Definition'), el.definition)),
+    h('div', { class: 'panel' }, h('h2', {}, 'Delay and duration of the last calls'),
+      h('div', { class: 'legend' }, h('span', {}, h('span', { class: 'swatch sw-delay' }), 'delay (start − scheduled)'),
+        h('span', {}, h('span', { class: 'swatch sw-duration' }), 'duration'),
+        h('span', {}, '● failed call')), el.chart),
+    h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('table', { id: 'executions' }, h('thead', {}, h('tr', {},
+      ['Scheduled', 'Status', 'Node', 'Attempt', 'Delay', 'Duration', 'HTTP', 'Triggered by', 'Error']
+        .map((t) => h('th', {}, t)))), el.rows)));
+
+  const reloadJob = throttle(loadJob, 1500);
+  const offs = [
+    on('executions', (event) => {
+      const mine = event.executions.filter((x) => x.job_id === jobId);
+      if (mine.length) { add(mine, true); reloadJob(); }
+    }),
+    on('jobs', (event) => { if (event.many || event.ids.includes(jobId)) reloadJob(); }),
+    on('resync', () => { loadJob(); loadHistory(); }),
+    on('poll', () => { reloadJob(); loadHistory(); }),
+  ];
+  loadJob();
+  loadHistory();
+  return () => { offs.forEach((off) => off()); reloadJob.cancel(); };
+}
+
+function actionButtons(job, act) {
+  const path = `/api/v1/jobs/${enc(job.id)}`;
+  const button = (id, text, cls, onclick) => h('button', { id, type: 'button', class: cls, onclick }, text);
+  const pause = button('job-pause', 'Pause', '', async () => {
+    if (await confirmAction(`Pause ${job.id}? It will not fire until it is resumed.`, 'Pause')) {
+      act('pause', () => api('POST', `${path}/pause`), `${job.id} paused`);
+    }
+  });
+  const resume = button('job-resume', 'Resume', 'primary', async () => {
+    if (await confirmAction(`Resume ${job.id}? It fires again from its next scheduled time.`, 'Resume')) {
+      act('resume', () => api('POST', `${path}/resume`), `${job.id} resumed`);
+    }
+  });
+  const trigger = button('job-trigger', 'Run now', '', async () => {
+    if (!(await confirmAction(`Run ${job.id} now, once, outside its schedule?`, 'Run now'))) return;
+    act('trigger', () => runNow(path, job.id), `${job.id} triggered`);
+  });
+  const remove = button('job-delete', 'Delete', 'danger', async () => {
+    if (!(await confirmAction(`Delete ${job.id}? Its schedule and history are removed for good.`, 'Delete'))) return;
+    act('delete', () => deleteJob(path, job.id), `${job.id} deleted`);
+  });
+  const edit = h('a', { id: 'job-edit', href: `#/jobs/${enc(job.id)}/edit` }, h('button', { type: 'button' }, 'Edit'));
+  return [job.paused ? resume : pause, trigger, edit, remove];
+}
+
+class Cancelled extends Error {}
+
+// 409: a run is in progress (trigger) or other jobs depend on this one (delete): ask again.
+async function runNow(path, id) {
+  try {
+    await api('POST', `${path}/trigger`, { body: {} });
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 409)) throw error;
+    if (!(await confirmAction(`${error.message}. Run ${id} anyway?`, 'Run anyway'))) throw new Cancelled();
+    await api('POST', `${path}/trigger`, { body: { force: true } });
+  }
+}
+
+async function deleteJob(path, id) {
+  try {
+    await api('DELETE', path);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 409)) throw error;
+    if (!(await confirmAction(`${error.message}. Delete ${id} anyway?`, 'Delete anyway'))) throw new Cancelled();
+    await api('DELETE', `${path}?force=true`);
+  }
+}
+
+function drawJob(el, job) {
+  const state = job.registration?.orphaned ? 'orphaned' : job.paused ? 'paused' : 'active';
+  replace(el.title.querySelector('#job-state'), badge(state));
+  const preview = job.schedule_preview;
+  el.words.textContent = job.schedule === null ? `Runs after ${job.depends_on.join(', ')} (${job.trigger_rule})`
+    : `${preview?.description || job.schedule} — ${job.schedule} (${job.timezone})`;
+  replace(el.next, ...(preview?.next || []).map((at) => h('li', {}, time(at))));
+  const { schedule_preview: _, ...definition } = job;
+  el.definition.textContent = JSON.stringify(definition, null, 2);
+}
+
+function executionRow(x) {
+  return h('tr', { class: x.fresh ? 'fresh' : '', dataset: { fire: x.fire_id, attempt: String(x.attempt) } },
+    h('td', {}, time(x.scheduled_at)),
+    h('td', { class: 'status' }, badge(x.status)),
+    h('td', {}, x.node || '—'),
+    h('td', { class: 'num' }, x.attempt),
+    h('td', { class: 'num' }, CALLED.has(x.status) ? ms(delayOf(x)) : '—'),
+    h('td', { class: 'num' }, CALLED.has(x.status) ? ms(x.duration_ms) : '—'),
+    h('td', { class: 'num' }, x.http_status ?? '—'),
+    h('td', { class: 'mono' }, x.triggered_by),
+    h('td', { class: 'error' }, x.error || x.reason || ''));
+}
+
+const delayOf = (x) => Math.max(0, Date.parse(x.started_at) - Date.parse(x.scheduled_at));
+
+function chartPoints(rows) {
+  return rows.filter((x) => CALLED.has(x.status) && x.trigger === 'schedule').reverse()
+    .map((x) => ({ t: Date.parse(x.scheduled_at), delay: delayOf(x), duration: x.duration_ms, status: x.status }));
+}
+
+function statsText(s) {
+  if (!s.attempts) return 'No calls in the last 24 h.';
+  const rate = s.success_rate === null ? '—' : `${(100 * s.success_rate).toFixed(1)}%`;
+  return `Last 24 h: ${s.attempts} calls, ${rate} succeeded, duration p50 ${ms(s.duration_ms.p50)}, `
+    + `p95 ${ms(s.duration_ms.p95)}, max ${ms(s.duration_ms.max)}.`;
+}

@@ -1,0 +1,119 @@
+"""GET /api/v1/events, the console's live feed, read as a plain HTTP client: what each key's
+stream carries (its team's jobs, executions and dead letters, and the cluster; nothing of
+another team's), and that a revoked key's stream ends."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schedb.devcluster import http
+from schedb.harness import Cluster, NodeProc, Receiver
+from tests.integration.conftest import running_cluster
+from tests.integration.workload import wait_for
+
+pytestmark = pytest.mark.integration
+ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
+AUTH = f'\n[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n'
+
+
+class Stream:
+    """One event stream read on a thread; `events` fills as they arrive, `ended` when it closes."""
+
+    def __init__(self, node: NodeProc, key: str) -> None:
+        self.conn = HTTPConnection("127.0.0.1", node.http_port, timeout=30)
+        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {key}"})
+        self.response = self.conn.getresponse()
+        self.events: list[dict[str, Any]] = []
+        self.ended = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while line := self.response.readline():
+                if line.startswith(b"data: "):
+                    self.events.append(json.loads(line[6:]))
+        except (OSError, AttributeError, ValueError):
+            pass  # closed under the reader by close(): http.client drops its file then
+        finally:
+            self.ended.set()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e["type"] == kind]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def call(method: str, url: str, key: str, body: Any = None) -> tuple[int, Any]:
+    status, _, answer = http(method, url, body, headers={"Authorization": f"Bearer {key}"})
+    return status, answer
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(Path(tmp_path_factory.mktemp("events")), AUTH) as cluster:
+        yield cluster
+
+
+def make_key(cluster: Cluster, team: str, role: str) -> dict[str, Any]:
+    status, key = call("POST", cluster.nodes[0].url + "/api/v1/keys", ADMIN_KEY, {"team": team, "role": role})
+    assert status == 201, key
+    return key
+
+
+def test_a_stream_carries_its_team_only(secure: Cluster, receiver: Receiver) -> None:
+    a_key, b_key = make_key(secure, "a", "operator")["key"], make_key(secure, "b", "viewer")["key"]
+    assert http("GET", secure.nodes[1].url + "/api/v1/events")[0] == 401
+    a_stream, b_stream = Stream(secure.nodes[1], a_key), Stream(secure.nodes[2], b_key)
+    admin_stream = Stream(secure.nodes[0], ADMIN_KEY)
+    try:
+        assert a_stream.response.status == 200
+        assert a_stream.response.getheader("Content-Type") == "text/event-stream"
+        wait_for(lambda: a_stream.of("hello") and b_stream.of("hello") and admin_stream.of("hello"), 10, "hellos")
+        assert a_stream.events[0]["type"] == "hello" and len(a_stream.events[0]["cluster"]["members"]) == 3
+        url = secure.nodes[0].url
+        body = {"id": "a-beat", "schedule": "@every 1s", "webhook": {"url": receiver.url}}
+        assert call("POST", url + "/api/v1/jobs", a_key, body)[0] == 201
+        doomed = {"id": "a-doomed", "schedule": "@every 1h", "retry": {"max_attempts": 1},
+                  "webhook": {"url": receiver.url + "?fail=always"}}
+        assert call("POST", url + "/api/v1/jobs", a_key, doomed)[0] == 201
+        assert call("POST", url + "/api/v1/jobs/a-doomed/trigger", a_key, {})[0] == 202
+        wait_for(lambda: len(a_stream.of("executions")) >= 3, 15, "a's executions pushed to a")
+        wait_for(lambda: a_stream.of("dead_letters"), 15, "a's dead letter pushed to a")
+        wait_for(lambda: len(admin_stream.of("executions")) >= 3, 15, "a's executions pushed to the admin")
+        time.sleep(0.5)
+        jobs_seen = {i for e in a_stream.of("jobs") for i in e["ids"]}
+        assert {"a-beat", "a-doomed"} <= jobs_seen
+        assert all(x["job_id"].startswith("a-") for e in a_stream.of("executions") for x in e["executions"])
+        assert a_stream.of("dead_letters")[0]["added"][0].startswith("a-doomed:")
+        # Team b hears of the cluster, and of nothing of team a's.
+        assert b_stream.of("cluster") or b_stream.of("hello")
+        assert not [e for e in b_stream.events if e["type"] in ("jobs", "executions", "dead_letters")], b_stream.events
+        before = len(a_stream.events)
+        assert call("DELETE", url + "/api/v1/jobs/a-beat", a_key)[0] == 204
+        wait_for(lambda: any(e["type"] == "jobs" and "a-beat" in e["ids"] for e in a_stream.events[before:]), 10,
+                 "the delete pushed")
+    finally:
+        for stream in (a_stream, b_stream, admin_stream):
+            stream.close()
+
+
+def test_a_revoked_keys_stream_ends(secure: Cluster) -> None:
+    key = make_key(secure, "c", "viewer")
+    stream = Stream(secure.nodes[1], key["key"])
+    try:
+        wait_for(lambda: stream.of("hello"), 10, "hello")
+        assert call("DELETE", f"{secure.nodes[0].url}/api/v1/keys/{key['id']}", ADMIN_KEY)[0] == 204
+        assert stream.ended.wait(10), "the stream outlived its key"
+        assert stream.events[-1]["type"] == "unauthorized"
+    finally:
+        stream.close()
