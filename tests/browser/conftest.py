@@ -43,7 +43,9 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, and pytest-asyncio cannot run the async tests of later modules then.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     missing = _browser_missing()
     if missing and os.environ.get("SCHEDB_REQUIRE_BROWSER") == "1":

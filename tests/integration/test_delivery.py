@@ -64,7 +64,7 @@ def test_exhausted_fire_goes_to_the_dlq_and_replay_delivers_it_again(cluster: Cl
     (again,) = wait_for(letters, 20, "the replay to fail into the DLQ again")
     assert again["attempts"] == 4
     assert http("DELETE", f"{cluster.nodes[0].url}/api/v1/dlq/{again['fire_id']}")[0] == 204
-    assert letters() == []
+    wait_for(lambda: letters() == [], 5, "the drop to reach node 3")  # applied on node 1 when it answered
     assert http("POST", f"{cluster.nodes[0].url}/api/v1/dlq/{again['fire_id']}/replay")[0] == 404
 
 

@@ -77,14 +77,15 @@ export function render(root, { jobId }) {
   root.append(el.title, el.actions, el.error,
     h('div', { class: 'grid' },
       h('div', { class: 'panel' }, h('h2', {}, 'Schedule'), el.words, h('div', { class: 'muted' }, 'Next fires'), el.next, el.stats),
-      h('div', { class: 'panel' }, h('h2', {}, 'Definition'), el.definition)),
-    h('div', { class: 'panel' }, h('h2', {}, 'Delay and duration of the last calls'),
-      h('div', { class: 'legend' }, h('span', {}, h('span', { class: 'swatch sw-delay' }), 'delay (start − scheduled)'),
-        h('span', {}, h('span', { class: 'swatch sw-duration' }), 'duration'),
-        h('span', {}, '● failed call')), el.chart),
+      h('div', { class: 'panel' }, h('h2', {}, 'Delay and duration of the last calls'),
+        h('div', { class: 'legend' }, h('span', {}, h('span', { class: 'swatch sw-delay' }), 'delay (start − scheduled)'),
+          h('span', {}, h('span', { class: 'swatch sw-duration' }), 'duration'),
+          h('span', {}, '● failed call')), el.chart)),
     h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('table', { id: 'executions' }, h('thead', {}, h('tr', {},
       ['Scheduled', 'Status', 'Node', 'Attempt', 'Delay', 'Duration', 'HTTP', 'Triggered by', 'Error']
-        .map((t) => h('th', {}, t)))), el.rows)));
+        .map((t) => h('th', {}, t)))), el.rows)),
+    h('details', { class: 'panel', id: 'job-def-panel' }, h('summary', {}, 'Definition (JSON, as the API returns it)'),
+      el.definition));
 
   const reloadJob = throttle(loadJob, 1500);
   const offs = [
