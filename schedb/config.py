@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schedb.origins import parse_origin
+
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message names the key."""
@@ -42,6 +44,10 @@ class HttpSection:
     # What nodes trust when they call each other's API over TLS (forwarded membership
     # changes, drains); empty: the system's CAs. A self-signed cert can be its own CA.
     tls_ca_file: str = ""
+    # Origins ("https://sched-1.example:8001") of the web console besides the members' own API
+    # addresses, which are always allowed: needed when nodes listen on 0.0.0.0 and operators
+    # open the console by a name the cluster does not know. See schedb/api/cors.py.
+    cors_origins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,9 @@ def _check(config: Config) -> None:
         parse_address("raft.peers", peer)
     if config.raft.listen in config.raft.peers:
         raise ConfigError("raft.peers must not contain this node's own raft.listen")
+    for origin in config.http.cors_origins:
+        if parse_origin(origin) is None:
+            raise ConfigError(f"http.cors_origins: {origin!r} is not an origin such as https://host:8001")
     _positive(config)
     r, s = config.raft, config.scheduler
     if not r.election_min_s < r.election_max_s:

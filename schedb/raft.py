@@ -166,7 +166,10 @@ class Replica:
 
     def _applied(self, command: Command | None) -> None:
         for listener in self.command_listeners:
-            listener(command)
+            try:
+                listener(command)
+            except Exception:  # the state has changed already: a listener's bug must not stop the apply loop
+                log.exception("command_listener_failed")
         if not self._change_pending.is_set():
             self._change_pending.set()
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down

@@ -15,7 +15,7 @@ from schedb.api import (
     console,
     controls,
     cors,
-    events,
+    eventstream,
     joblist,
     jobs,
     keys,
@@ -69,7 +69,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/api/v1/whoami", keys.whoami, READ),
     ("GET", "/api/v1/audit", teams.get_audit, ADMIN),
     ("GET", "/api/v1/cluster", cluster.get_cluster, READ),
-    ("GET", "/api/v1/events", events.stream_events, READ),
+    ("GET", "/api/v1/events", eventstream.stream_events, READ),
     ("POST", "/api/v1/cluster/members", membership.add_member, ADMIN),
     ("DELETE", "/api/v1/cluster/members/{member}", membership.remove_member, ADMIN),
     ("POST", "/api/v1/cluster/leave", membership.leave, ADMIN),
@@ -101,7 +101,7 @@ def create_app(node: Node) -> web.Application:
     app[NODE] = node
     app.on_response_prepare.append(cors.add_headers)  # also for a stream, whose headers leave before it ends
     permissions.update(console.install(app))
-    events.install(app, node)
+    eventstream.install(app, node)
     app[membership.CHANGE_LOCK] = asyncio.Lock()
     for method, path, handler, _ in ROUTES:
         app.router.add_route(method, path, handler)

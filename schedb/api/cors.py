@@ -4,10 +4,12 @@ The console is served by every node, and when its node dies it carries on throug
 one: a page loaded from http://127.0.0.1:8001/ui then calls http://127.0.0.1:8002/api/v1/...,
 another origin to the browser. Only the cluster's members are such origins: `http://` or
 `https://` and the `http_addr` of a node in the replicated state (or this node's own
-`http.listen`). The loopback names (127.0.0.1, localhost, [::1]) are one host, and a member
-listening on a wildcard address (0.0.0.0, ::) is reachable under any name, so any host with
-its port is one of its origins. Anything else gets no CORS headers: the browser keeps the
-answer from the page. No cookies are involved (keys travel in headers), so no credentials mode.
+`http.listen`), plus what `http.cors_origins` lists. The loopback names (127.0.0.1, localhost,
+[::1]) are one host. A member listening on a wildcard address (0.0.0.0, ::) is reachable under
+names the cluster cannot know: only the loopback names count for it, never "any host with its
+port" (a web page on attacker.example:8003 would then read the API); the operator lists the
+names in `http.cors_origins`. Anything else gets no CORS headers: the browser keeps the answer
+from the page. No cookies are involved (keys travel in headers), so no credentials mode.
 
 The middleware (outermost) answers preflights before routing and auth: a preflight carries no
 key, and aiohttp would answer an OPTIONS it has no route for with a 405. The headers of actual
@@ -19,53 +21,27 @@ handler returns (Server-Sent Events).
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from schedb.api.problems import Handler, Problem, problem_response
 from schedb.node import Node
+from schedb.origins import Address, parse_member, parse_origin
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE"
 ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, If-Match, Idempotency-Key, X-Correlation-ID, Last-Event-ID"
 EXPOSE_HEADERS = "ETag, Location, Retry-After, X-Correlation-ID"
 MAX_AGE_S = 600
 MEMBERS_TTL_S = 1.0  # a new member's origin is allowed within a second of its registration applying
-ORIGIN_LEN_MAX = 300
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD = frozenset({"0.0.0.0", "::", ""})
-DEFAULT_PORTS = {"http": 80, "https": 443}
 ALLOWED_ORIGIN = web.RequestKey("schedb.cors_origin", str)
-Address = tuple[str, int]
-
-
-def parse_origin(origin: str) -> Address | None:
-    """(host, port) of an Origin header; None for "null", a path, user info or anything odd."""
-    if len(origin) > ORIGIN_LEN_MAX or not origin.isascii():
-        return None
-    try:
-        parts = urlsplit(origin)
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:  # a port out of range or not a number
-        return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port is None or parts.username is not None \
-            or parts.password is not None or parts.path or parts.query or parts.fragment:
-        return None
-    return parts.hostname.lower(), port
-
-
-def parse_member(http_addr: str) -> Address | None:
-    """(host, port) of a member's host:port (IPv6 in brackets or not, as the config's)."""
-    host, _, port = http_addr.rpartition(":")
-    if not (port.isascii() and port.isdigit()) or len(port) > 5:
-        return None
-    return host.strip("[]").lower(), int(port)
 
 
 def allowed(origin: Address, members: frozenset[Address]) -> bool:
     host, port = origin
-    return any(port == member_port and (member_host in WILDCARD or member_host == host
-                                        or (member_host in LOOPBACK and host in LOOPBACK))
+    return any(port == member_port and (member_host == host or (member_host in LOOPBACK | WILDCARD
+                                                                and host in LOOPBACK))
                for member_host, member_port in members)
 
 
@@ -85,7 +61,8 @@ class Origins:
         now = time.monotonic()
         if now - self._read_at >= MEMBERS_TTL_S:
             addrs = self._node.replica.read(lambda s: [n["http_addr"] for n in s.nodes.values()])
-            parsed = (parse_member(a) for a in (self._node.config.http.listen, *addrs))
+            http = self._node.config.http
+            parsed = [*(parse_member(a) for a in (http.listen, *addrs)), *map(parse_origin, http.cors_origins)]
             self._members = frozenset(a for a in parsed if a is not None)
             self._read_at = now
         return self._members

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from schedb.api.events import EventFeed, Subscriber
+from schedb.commands import CreateJob, CreateJobs, DeleteJob, decode, encode
 from schedb.devcluster import http
 from schedb.harness import Cluster, NodeProc, Receiver
 from tests.integration.conftest import running_cluster
@@ -22,6 +27,7 @@ from tests.integration.workload import wait_for
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
+STOP_BUDGET_S = 12.0  # SHUTDOWN_S (8 s) and the process's exit
 AUTH = f'\n[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n'
 
 
@@ -117,3 +123,39 @@ def test_a_revoked_keys_stream_ends(secure: Cluster) -> None:
         assert stream.events[-1]["type"] == "unauthorized"
     finally:
         stream.close()
+
+
+def test_a_node_stops_on_time_while_a_listener_does_not_read(tmp_path: Path, receiver: Receiver) -> None:
+    """A console that stops reading (a hung tab) fills the node's send buffer: the node cuts it off
+    instead of waiting for it, and SIGTERM still stops the node within its shutdown budget."""
+    with running_cluster(tmp_path) as cluster:
+        url = cluster.nodes[0].url
+        jobs = [{"id": f"busy-{i:04d}", "schedule": "@every 1s", "webhook": {"url": receiver.url}} for i in range(1000)]
+        assert http("POST", url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201, 207)
+        node = cluster.nodes[0]
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # a window that fills at once
+        stuck.connect(("127.0.0.1", node.http_port))
+        stuck.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            time.sleep(12)  # ~450 KB of executions a second, never read
+            assert http("GET", url + "/api/v1/cluster", timeout_s=5)[0] == 200  # the API still answers
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            node.proc.wait(timeout=30)
+            assert time.monotonic() - started < STOP_BUDGET_S, "the node waited for the listener"
+        finally:
+            stuck.close()
+
+
+def test_odd_commands_never_raise_in_the_apply_loop() -> None:
+    """The feed's command listener runs inside pysyncobj's apply loop: a command apply refuses
+    for its odd fields must make it resync, never raise."""
+    replica = SimpleNamespace(command_listeners=[])
+    feed = EventFeed(SimpleNamespace(replica=replica))  # type: ignore[arg-type]
+    feed._subscribers.add(Subscriber({"team": "a"}))  # someone listens: commands are noted
+    for command in (decode(encode(CreateJob(1, ["not", "a", "dict"]))), decode(encode(CreateJobs(1, 5))),  # type: ignore[arg-type]
+                    CreateJob(1, {"id": "ok"}), DeleteJob(1, "gone")):
+        replica.command_listeners[0](command)
+    assert list(feed._touched) == [None, None, ("ok",), ("gone",)]

@@ -54,6 +54,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     (GOOD + "[scheduler]\nlookahead_s = 1.0\n", "lookahead_s must exceed"),
     (GOOD + "[scheduler]\nfence_s = -1\n", "fence_s must be positive"),
     (GOOD + "[log]\nformat = \"xml\"\n", "log.format"),
+    (GOOD.replace('listen = "127.0.0.1:8001"', 'listen = "127.0.0.1:8001"\ncors_origins = ["sched-1:8001"]'),
+     "http.cors_origins"),
 ])
 def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from schedb.api.cors import allowed, parse_member, parse_origin
+from schedb.api.cors import allowed
 from schedb.api.joblist import decode_cursor, encode_cursor
 from schedb.api.problems import Problem
+from schedb.origins import parse_member, parse_origin
 
 MEMBERS = frozenset({("127.0.0.1", 8001), ("10.0.0.5", 8002), ("0.0.0.0", 8003), ("::", 8004)})
 
@@ -18,8 +19,10 @@ MEMBERS = frozenset({("127.0.0.1", 8001), ("10.0.0.5", 8002), ("0.0.0.0", 8003),
     ("http://[::1]:8001", True),
     ("http://LOCALHOST:8001", True),
     ("http://10.0.0.5:8002", True),
-    ("http://node3.example:8003", True),  # a wildcard listener: any host with its port
-    ("http://[2001:db8::1]:8004", True),
+    ("http://127.0.0.1:8003", True),  # a wildcard listener: its loopback names only
+    ("http://localhost:8004", True),
+    ("http://node3.example:8003", False),  # any other name: a page on that host could read the API
+    ("http://[2001:db8::1]:8004", False),
     ("http://127.0.0.1:8002", False),  # 10.0.0.5 is not a loopback name
     ("http://10.0.0.5:8001", False),
     ("http://127.0.0.1", False),  # port 80

@@ -3,7 +3,7 @@
 // every `cluster` event; each member is also asked for its own view (its role, applied index,
 // webhooks in flight) every few seconds, straight from the browser: a member that does not
 // answer is shown as unreachable.
-import { ApiError, callNode, connection, describeError } from './api.js';
+import { ApiError, callNode, connection, describeError, get } from './api.js';
 import { badge, h, number, replace, time } from './dom.js';
 import { on, originOf } from './live.js';
 
@@ -22,7 +22,7 @@ function noteLeader(cluster) {
 }
 on('cluster', (event) => noteLeader(event.cluster)); // on every page, so no change goes unseen
 
-export function render(root) {
+export function render(root, { session }) {
   const el = {
     cards: h('div', { class: 'cards', id: 'cluster-cards' }),
     members: h('tbody'),
@@ -31,6 +31,8 @@ export function render(root) {
   };
   let cluster = null;
   const own = new Map(); // node id → its own /api/v1/cluster answer, or null when unreachable
+  // A key of one team sees its team's numbers, not the cluster's totals (an admin sees those).
+  const team = session.whoami && session.whoami.role !== 'admin' ? { name: session.whoami.team } : null;
 
   root.append(
     h('h1', {}, 'Cluster'), el.cards, el.error,
@@ -43,7 +45,7 @@ export function render(root) {
 
   const draw = () => {
     if (!cluster) return;
-    drawCards(el.cards, cluster);
+    drawCards(el.cards, cluster, team);
     replace(el.members, ...cluster.members.map((m) => memberRow(m, cluster, own)));
     replace(el.history, ...(leaderHistory.length ? leaderHistory.map(historyItem)
       : [h('li', { class: 'muted' }, 'No change since this page was opened.')]));
@@ -51,6 +53,7 @@ export function render(root) {
 
   const pollMembers = async () => {
     if (!cluster) return;
+    if (team) await countTeam(team);
     await Promise.all(cluster.members.map(async (m) => {
       if (!m.node_id) return;
       const origin = m.self ? connection.base : originOf(m.http_addr);
@@ -78,16 +81,28 @@ export function render(root) {
   return () => { offCluster(); clearInterval(timer); };
 }
 
-function drawCards(cards, c) {
+async function countTeam(team) {
+  try {
+    const [jobs, letters] = await Promise.all([get('/api/v1/jobs?limit=1&total=true'), get('/api/v1/dlq?limit=1')]);
+    Object.assign(team, { jobs: jobs.total, deadLetters: letters.total });
+  } catch {
+    // shown as unknown until the next poll
+  }
+}
+
+function drawCards(cards, c, team) {
   const card = (label, value, id) => h('div', { class: 'card' }, h('div', { class: 'label' }, label),
     h('div', { class: 'value', id }, value));
+  const counts = team
+    ? [card(`Jobs of team ${team.name}`, number(team.jobs), 'job-count'),
+      card(`Dead letters of team ${team.name}`, number(team.deadLetters), 'dead-letter-count')]
+    : [card('Jobs', number(c.jobs), 'job-count'), card('Fires in hand', number(c.active_fires), 'active-fires'),
+      card('Dead letters', number(c.dead_letters), 'dead-letter-count')];
   replace(cards,
     card('Leader', c.leader?.node_id || 'none (election)', 'leader'),
     card('Term', number(c.term), 'term'),
     card('Commit index', number(c.commit_index), 'commit-index'),
-    card('Jobs', number(c.jobs), 'job-count'),
-    card('Fires in hand', number(c.active_fires), 'active-fires'),
-    card('Dead letters', number(c.dead_letters), 'dead-letter-count'),
+    ...counts,
     card('Talking to', c.node_id, 'connected-node'));
 }
 

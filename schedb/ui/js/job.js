@@ -88,18 +88,19 @@ export function render(root, { jobId }) {
       el.definition));
 
   const reloadJob = throttle(loadJob, 1500);
+  const reloadAll = throttle(() => { loadJob(); loadHistory(); }, 2000);
   const offs = [
     on('executions', (event) => {
       const mine = event.executions.filter((x) => x.job_id === jobId);
       if (mine.length) { add(mine, true); reloadJob(); }
     }),
     on('jobs', (event) => { if (event.many || event.ids.includes(jobId)) reloadJob(); }),
-    on('resync', () => { loadJob(); loadHistory(); }),
-    on('poll', () => { reloadJob(); loadHistory(); }),
+    on('resync', reloadAll),
+    on('poll', reloadAll),
   ];
   loadJob();
   loadHistory();
-  return () => { offs.forEach((off) => off()); reloadJob.cancel(); };
+  return () => { offs.forEach((off) => off()); reloadJob.cancel(); reloadAll.cancel(); };
 }
 
 function actionButtons(job, act) {

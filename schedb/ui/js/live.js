@@ -50,9 +50,15 @@ export function start() {
 
 // Open the stream again, e.g. after logging in with a key.
 export function restart() {
+  stop();
+  connect();
+}
+
+// Close the stream and stop polling (logging out).
+export function stop() {
   stopStream();
   stopPolling();
-  connect();
+  setMode('connecting', 'logged out');
 }
 
 function connect() {
