@@ -6,35 +6,20 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from schedb.devcluster import http
 from schedb.harness import Cluster
 from tests.browser.conftest import VIEWPORT, shown
 from tests.integration.conftest import running_cluster
-
-ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
-AUTH = f'\n[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n'
-
-
-def call(method: str, url: str, key: str, body: Any = None) -> tuple[int, Any]:
-    status, _, answer = http(method, url, body, headers={"Authorization": f"Bearer {key}"})
-    return status, answer
+from tests.integration.keys import ADMIN_KEY, AUTH_ON, call, make_key
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(Path(tmp_path_factory.mktemp("secure-console")), AUTH) as cluster:
+    with running_cluster(Path(tmp_path_factory.mktemp("secure-console")), AUTH_ON) as cluster:
         yield cluster
-
-
-def make_key(cluster: Cluster, team: str, role: str) -> dict[str, Any]:
-    status, key = call("POST", cluster.nodes[0].url + "/api/v1/keys", ADMIN_KEY, {"team": team, "role": role})
-    assert status == 201, key
-    return key
 
 
 def log_in(page: Page, key: str) -> None:

@@ -5,7 +5,6 @@ console loaded from one node can carry on through another."""
 from __future__ import annotations
 
 import base64
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,10 @@ import pytest
 from schedb.devcluster import free_port, http
 from schedb.harness import Cluster
 from tests.integration.conftest import running_cluster
+from tests.integration.keys import ADMIN_KEY, AUTH_ON
 
 pytestmark = pytest.mark.integration
 
-ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
-AUTH_ON = f'\n[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n'
 HOOK = "http://127.0.0.1:1/never"
 COUNT = 30  # cx-000 … cx-029 in the default team
 

@@ -5,7 +5,6 @@ another team's), and that a revoked key's stream ends."""
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import socket
 import threading
@@ -23,12 +22,11 @@ from schedb.commands import CreateJob, CreateJobs, DeleteJob, decode, encode
 from schedb.devcluster import http
 from schedb.harness import Cluster, NodeProc, Receiver
 from tests.integration.conftest import running_cluster
+from tests.integration.keys import ADMIN_KEY, AUTH_ON, call, make_key
 from tests.integration.workload import wait_for
 
 pytestmark = pytest.mark.integration
-ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
 STOP_BUDGET_S = 12.0  # SHUTDOWN_S (8 s) and the process's exit
-AUTH = f'\n[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n'
 
 
 class Stream:
@@ -59,21 +57,10 @@ class Stream:
         self.conn.close()
 
 
-def call(method: str, url: str, key: str, body: Any = None) -> tuple[int, Any]:
-    status, _, answer = http(method, url, body, headers={"Authorization": f"Bearer {key}"})
-    return status, answer
-
-
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(Path(tmp_path_factory.mktemp("events")), AUTH) as cluster:
+    with running_cluster(Path(tmp_path_factory.mktemp("events")), AUTH_ON) as cluster:
         yield cluster
-
-
-def make_key(cluster: Cluster, team: str, role: str) -> dict[str, Any]:
-    status, key = call("POST", cluster.nodes[0].url + "/api/v1/keys", ADMIN_KEY, {"team": team, "role": role})
-    assert status == 201, key
-    return key
 
 
 def test_a_stream_carries_its_team_only(secure: Cluster, receiver: Receiver) -> None:

@@ -23,19 +23,14 @@ from schedb.devcluster import http
 from schedb.harness import Cluster, Receiver
 from schedb.secretbox import generate_key_text
 from tests.integration.conftest import running_cluster
+from tests.integration.keys import ADMIN_KEY, call
 from tests.integration.workload import assert_every_second, delivered_seconds, scheduled_ms, wait_for
 
 pytestmark = pytest.mark.integration
-ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
 SECURE = (  # appended after the [raft] keys: frequent snapshots, so the test can grep one
     "compaction_min_entries = 50\ncompaction_min_s = 2.0\n\n"
     f'[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n\n[secrets]\nkey = "{generate_key_text()}"\n'
 )
-
-
-def call(method: str, url: str, key: str | None, body: Any = None) -> tuple[int, Any]:
-    status, _, answer = http(method, url, body, headers={"Authorization": f"Bearer {key}"} if key else {})
-    return status, answer
 
 
 @pytest.fixture(scope="module")
