@@ -8,31 +8,22 @@ import { on } from './live.js';
 
 const HISTORY = 100;
 const CALLED = new Set(['succeeded', 'failed', 'timed_out', 'unknown']);
+// Charted: first attempts of scheduled fires that called the webhook. A retry's delay holds its
+// backoff, and an `unknown` outcome has no real start: both would bury the delays that matter.
+const CHARTED = new Set(['succeeded', 'failed', 'timed_out']);
 const STATS_WINDOW_S = 86400;
 
 export function render(root, { jobId }) {
   const path = `/api/v1/jobs/${enc(jobId)}`;
-  const el = {
-    title: h('h1', { id: 'job-title' }, h('span', { class: 'mono' }, jobId), h('span', { id: 'job-state' })),
-    actions: h('div', { class: 'actions', id: 'job-actions' }),
-    words: h('p', { id: 'job-words' }),
-    next: h('ol', { id: 'job-next-fires', class: 'mono' }),
-    stats: h('p', { id: 'job-stats', class: 'muted' }),
-    definition: h('pre', { id: 'job-def' }),
-    chart: document.createElementNS('http://www.w3.org/2000/svg', 'svg'),
-    rows: h('tbody'),
-    error: h('p', { class: 'error' }),
-  };
-  el.chart.setAttribute('class', 'chart');
-  el.chart.id = 'job-chart';
-  const seen = new Map(); // execution key → record, newest first when drawn
-  let job = null;
+  const el = elements(jobId);
+  const history = new History(el);
 
   const loadJob = async () => {
+    let job;
     try {
       job = await get(`${path}?preview=true`);
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404) gone();
+      if (error instanceof ApiError && error.status === 404) gone(root, jobId);
       else el.error.textContent = describeError(error);
       return;
     }
@@ -42,26 +33,13 @@ export function render(root, { jobId }) {
   };
   const loadHistory = async () => {
     try {
-      const [history, stats] = await Promise.all([get(`${path}/executions?limit=${HISTORY}`),
+      const [rows, stats] = await Promise.all([get(`${path}/executions?limit=${HISTORY}`),
         get(`${path}/stats?window=${STATS_WINDOW_S}`)]);
-      seen.clear();
-      add(history.executions, false);
+      history.reset(rows.executions);
       el.stats.textContent = statsText(stats);
     } catch (error) {
       if (!(error instanceof ApiError && error.status === 404)) el.error.textContent = describeError(error);
     }
-  };
-  const add = (executions, fresh) => {
-    for (const x of executions) seen.set(`${x.fire_id}/${x.attempt}/${x.status}/${x.committed_at}`, { ...x, fresh });
-    const rows = [...seen.values()].sort((a, b) => (b.committed_at || '').localeCompare(a.committed_at || ''));
-    rows.slice(HISTORY).forEach((x) => seen.delete(`${x.fire_id}/${x.attempt}/${x.status}/${x.committed_at}`));
-    replace(el.rows, ...(rows.length ? rows.slice(0, HISTORY).map(executionRow)
-      : [h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No execution yet.'))]));
-    drawChart(el.chart, chartPoints(rows.slice(0, HISTORY)));
-  };
-  const gone = () => {
-    replace(root, h('h1', {}, jobId), h('p', { id: 'job-gone' }, 'This job does not exist (any more). ',
-      h('a', { href: '#/jobs' }, 'Back to the jobs.')));
   };
   const act = async (verb, request, success) => {
     try {
@@ -74,25 +52,15 @@ export function render(root, { jobId }) {
     }
   };
 
-  root.append(el.title, el.actions, el.error,
-    h('div', { class: 'grid' },
-      h('div', { class: 'panel' }, h('h2', {}, 'Schedule'), el.words, h('div', { class: 'muted' }, 'Next fires'), el.next, el.stats),
-      h('div', { class: 'panel' }, h('h2', {}, 'Delay and duration of the last calls'),
-        h('div', { class: 'legend' }, h('span', {}, h('span', { class: 'swatch sw-delay' }), 'delay (start − scheduled)'),
-          h('span', {}, h('span', { class: 'swatch sw-duration' }), 'duration'),
-          h('span', {}, '● failed call')), el.chart)),
-    h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('table', { id: 'executions' }, h('thead', {}, h('tr', {},
-      ['Scheduled', 'Status', 'Node', 'Attempt', 'Delay', 'Duration', 'HTTP', 'Triggered by', 'Error']
-        .map((t) => h('th', {}, t)))), el.rows)),
-    h('details', { class: 'panel', id: 'job-def-panel' }, h('summary', {}, 'Definition (JSON, as the API returns it)'),
-      el.definition));
-
+  root.append(...layout(el));
   const reloadJob = throttle(loadJob, 1500);
   const reloadAll = throttle(() => { loadJob(); loadHistory(); }, 2000);
+  const redraw = throttle(() => history.draw(), 250);
+  window.addEventListener('resize', redraw);
   const offs = [
     on('executions', (event) => {
       const mine = event.executions.filter((x) => x.job_id === jobId);
-      if (mine.length) { add(mine, true); reloadJob(); }
+      if (mine.length) { history.add(mine); reloadJob(); }
     }),
     on('jobs', (event) => { if (event.many || event.ids.includes(jobId)) reloadJob(); }),
     on('resync', reloadAll),
@@ -100,7 +68,84 @@ export function render(root, { jobId }) {
   ];
   loadJob();
   loadHistory();
-  return () => { offs.forEach((off) => off()); reloadJob.cancel(); reloadAll.cancel(); };
+  return () => {
+    offs.forEach((off) => off());
+    [reloadJob, reloadAll, redraw].forEach((f) => f.cancel());
+    window.removeEventListener('resize', redraw);
+  };
+}
+
+function elements(jobId) {
+  const chart = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  chart.setAttribute('class', 'chart');
+  chart.id = 'job-chart';
+  return {
+    title: h('h1', { id: 'job-title' }, h('span', { class: 'mono' }, jobId), h('span', { id: 'job-state' })),
+    actions: h('div', { class: 'actions', id: 'job-actions' }),
+    words: h('p', { id: 'job-words' }),
+    next: h('ol', { id: 'job-next-fires', class: 'mono' }),
+    stats: h('p', { id: 'job-stats', class: 'muted' }),
+    definition: h('pre', { id: 'job-def' }),
+    chart,
+    rows: h('tbody'),
+    error: h('p', { class: 'error' }),
+  };
+}
+
+function layout(el) {
+  const legend = h('div', { class: 'legend' },
+    h('span', {}, h('span', { class: 'swatch sw-delay' }), 'delay (start − scheduled)'),
+    h('span', {}, h('span', { class: 'swatch sw-duration' }), 'duration'), h('span', {}, '● failed call'));
+  const columns = ['Scheduled', 'Status', 'Node', 'Attempt', 'Delay', 'Duration', 'HTTP', 'Triggered by', 'Error'];
+  return [el.title, el.actions, el.error,
+    h('div', { class: 'grid' },
+      h('div', { class: 'panel' }, h('h2', {}, 'Schedule'), el.words, h('div', { class: 'muted' }, 'Next fires'),
+        el.next, el.stats),
+      h('div', { class: 'panel' }, h('h2', {}, 'Delay and duration of the last calls'), legend, el.chart)),
+    h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('table', { id: 'executions' },
+      h('thead', {}, h('tr', {}, columns.map((t) => h('th', {}, t)))), el.rows)),
+    h('details', { class: 'panel', id: 'job-def-panel' }, h('summary', {}, 'Definition (JSON, as the API returns it)'),
+      el.definition)];
+}
+
+function gone(root, jobId) {
+  replace(root, h('h1', {}, jobId), h('p', { id: 'job-gone' }, 'This job does not exist (any more). ',
+    h('a', { href: '#/jobs' }, 'Back to the jobs.')));
+}
+
+// The executions shown: the last HISTORY, newest first; those pushed live are marked fresh.
+class History {
+  constructor(el) {
+    this.el = el;
+    this.rows = new Map(); // execution key → record
+  }
+
+  reset(executions) {
+    this.rows.clear();
+    this.put(executions, false);
+  }
+
+  add(executions) {
+    this.put(executions, true);
+  }
+
+  put(executions, fresh) {
+    const key = (x) => `${x.fire_id}/${x.attempt}/${x.status}/${x.committed_at}`;
+    for (const x of executions) this.rows.set(key(x), { ...x, fresh });
+    this.sorted().slice(HISTORY).forEach((x) => this.rows.delete(key(x)));
+    this.draw();
+  }
+
+  sorted() {
+    return [...this.rows.values()].sort((a, b) => (b.committed_at || '').localeCompare(a.committed_at || ''));
+  }
+
+  draw() {
+    const rows = this.sorted();
+    replace(this.el.rows, ...(rows.length ? rows.map(executionRow)
+      : [h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No execution yet.'))]));
+    drawChart(this.el.chart, chartPoints(rows));
+  }
 }
 
 function actionButtons(job, act) {
@@ -178,7 +223,7 @@ function executionRow(x) {
 const delayOf = (x) => Math.max(0, Date.parse(x.started_at) - Date.parse(x.scheduled_at));
 
 function chartPoints(rows) {
-  return rows.filter((x) => CALLED.has(x.status) && x.trigger === 'schedule').reverse()
+  return rows.filter((x) => CHARTED.has(x.status) && x.trigger === 'schedule' && x.attempt === 1).reverse()
     .map((x) => ({ t: Date.parse(x.scheduled_at), delay: delayOf(x), duration: x.duration_ms, status: x.status }));
 }
 

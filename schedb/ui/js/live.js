@@ -254,6 +254,5 @@ function arrive(lost, node) {
     emit('node', { from: lost, to: node });
   }
   link.failures = 0;
-  connect();
-  emit('resync');
+  connect(); // its hello (or the first poll) makes the views fetch afresh
 }
