@@ -7,7 +7,9 @@ sets SCHEDB_REQUIRE_BROWSER=1, so on CI a missing browser fails the run instead 
 
 Each test's page is screenshotted when the test ends, pass or fail, into
 test-artifacts/browser/ (or $SCHEDB_ARTIFACTS/browser/); an uncaught error in the page's
-JavaScript fails the test.
+JavaScript fails the test, and so does anything the Content Security Policy refused (an inline
+style or script, say: Chromium logs it as a console error naming the Content Security Policy,
+"Refused to ..." or "Applying inline style violates ..." depending on the version).
 """
 
 from __future__ import annotations
@@ -66,6 +68,18 @@ class PageErrors(list[str]):
     """Uncaught exceptions in the page's scripts."""
 
 
+def csp_refusals(page: object) -> list[str]:
+    """The console errors in which the page's Content Security Policy refused something, as they come."""
+    refused: list[str] = []
+
+    def seen(message: object) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:  # type: ignore[attr-defined]
+            refused.append(message.text)  # type: ignore[attr-defined]
+
+    page.on("console", seen)  # type: ignore[attr-defined]
+    return refused
+
+
 @pytest.fixture
 def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
     """A fresh browser context (its own sessionStorage) and page; screenshotted at the end."""
@@ -74,6 +88,7 @@ def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
     tab = context.new_page()
     errors = PageErrors()
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    refused = csp_refusals(tab)
     tab.errors = errors
     try:
         yield tab
@@ -86,6 +101,7 @@ def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
         finally:
             context.close()
     assert not errors, f"the page's scripts raised: {errors}"
+    assert not refused, f"the Content Security Policy refused: {refused}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -60,7 +60,7 @@ def test_create_a_job_through_the_form_and_watch_it_run_live(page: Page, cluster
     page.click("#f-submit")
     expect(page.locator("#f-url-error")).not_to_be_empty()
     page.fill("#f-url", receiver.url)
-    page.fill("#f-tags", "env:test owner:console")
+    page.fill("#f-tags", "env: test\nowner: console")
     page.click("#f-submit")
 
     expect(page).to_have_url(re.compile(r"#/jobs/from-the-form$"))

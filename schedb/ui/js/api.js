@@ -4,6 +4,7 @@
 
 const KEY_ITEM = 'schedb.api_key';
 const TIMEOUT_MS = 8000;
+const READY_TIMEOUT_MS = 1500; // the check that the node still answers, after a call failed
 
 export const connection = {
   base: location.origin,
@@ -57,15 +58,31 @@ export async function callNode(base, method, path, { body, headers = {}, timeout
   return { data, response };
 }
 
-// A call to the console's current node. Reads are tried once more after a failover.
+// A call to the console's current node. One slow or lost call is not a dead node: the console
+// moves (live.js's failover) only if the node does not answer /ready either. Reads are tried
+// once more after a move.
 export async function api(method, path, options = {}) {
+  const base = connection.base;
   try {
-    return (await callNode(connection.base, method, path, options)).data;
+    return (await callNode(base, method, path, options)).data;
   } catch (error) {
     if (!(error instanceof Unreachable)) throw error;
-    const moved = await connection.onUnreachable();
+    let moved = connection.base !== base; // moved meanwhile (the event stream noticed first)
+    if (!moved) {
+      if (await answersReady(base)) throw error;
+      moved = await connection.onUnreachable();
+    }
     if (!moved || method !== 'GET') throw error;
     return (await callNode(connection.base, method, path, options)).data;
+  }
+}
+
+async function answersReady(base) {
+  try {
+    const response = await fetch(`${base}/ready`, { signal: AbortSignal.timeout(READY_TIMEOUT_MS), cache: 'no-store' });
+    return response.ok;
+  } catch {
+    return false;
   }
 }
 

@@ -16,38 +16,26 @@ const INPUTS = {
   priority: 'f-priority', paused: 'f-paused',
 };
 const PREVIEW_WAIT_MS = 250;
+const KEEP = 'Empty: the server default on a new job, the current value on an edit.';
 
 export function render(root, { jobId }) {
   const editing = Boolean(jobId);
   const form = h('form', { class: 'job-form', id: 'job-form', novalidate: true });
   const general = h('p', { class: 'error', id: 'f-errors' });
   root.append(h('h1', {}, editing ? `Edit ${jobId}` : 'New job'), general, form);
-  let original = null;
+  // One Idempotency-Key per form, kept until a save succeeds: clicking again after an answer
+  // was lost gets the job the first click created (200) instead of a second job.
+  const draft = { original: null, key: randomKey(), jobId };
 
   const preview = debounce(() => showPreview(form), PREVIEW_WAIT_MS);
   const start = (job) => {
-    original = job;
+    draft.original = job;
     buildForm(form, job, editing, preview);
     showPreview(form);
   };
-  form.addEventListener('submit', async (event) => {
+  form.addEventListener('submit', (event) => {
     event.preventDefault();
-    clearErrors(form, general);
-    const definition = collect(form, original, general);
-    if (!definition) return;
-    const button = form.querySelector('#f-submit');
-    button.disabled = true;
-    try {
-      const saved = editing
-        ? await api('PUT', `/api/v1/jobs/${enc(jobId)}`, { body: definition, headers: { 'If-Match': `"${original.version}"` } })
-        : await api('POST', '/api/v1/jobs', { body: definition, headers: { 'Idempotency-Key': randomKey() } });
-      toast(`${saved.id} ${editing ? 'saved' : 'created'}`);
-      location.hash = `#/jobs/${enc(saved.id)}`;
-    } catch (error) {
-      showErrors(form, general, error);
-    } finally {
-      button.disabled = false;
-    }
+    save(form, general, draft);
   });
 
   if (editing) {
@@ -56,6 +44,27 @@ export function render(root, { jobId }) {
     start(null);
   }
   return () => preview.cancel();
+}
+
+async function save(form, general, draft) {
+  clearErrors(form, general);
+  const definition = collect(form, draft.original, general);
+  if (!definition) return;
+  const button = form.querySelector('#f-submit');
+  button.disabled = true;
+  try {
+    const saved = draft.jobId
+      ? await api('PUT', `/api/v1/jobs/${enc(draft.jobId)}`,
+        { body: definition, headers: { 'If-Match': `"${draft.original.version}"` } })
+      : await api('POST', '/api/v1/jobs', { body: definition, headers: { 'Idempotency-Key': draft.key } });
+    draft.key = randomKey(); // saved: whatever this form sends next is another job
+    toast(`${saved.id} ${draft.jobId ? 'saved' : 'created'}`);
+    location.hash = `#/jobs/${enc(saved.id)}`;
+  } catch (error) {
+    showErrors(form, general, error);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function buildForm(form, job, editing, preview) {
@@ -81,15 +90,16 @@ function buildForm(form, job, editing, preview) {
       Object.entries(w.headers || {}).map(([k, v]) => `${k}: ${v}`).join('\n')), 'One "Name: value" per line.'),
     field('Body (JSON)', h('textarea', { id: 'f-body', rows: 4, placeholder: '{"report": "daily"}' },
       w.body === undefined || w.body === null ? '' : JSON.stringify(w.body, null, 2))),
-    field('Timeout (s)', text('f-timeout', w.timeout_s ?? 30, { type: 'number', min: 0.1, step: 'any' })),
-    field('Attempts', text('f-attempts', job?.retry?.max_attempts ?? 3, { type: 'number', min: 1 })),
-    field('Backoff (s)', text('f-backoff', job?.retry?.backoff_s ?? 1, { type: 'number', min: 0, step: 'any' })),
+    field('Timeout (s)', text('f-timeout', w.timeout_s ?? 30, { type: 'number', min: 0.1, step: 'any' }), KEEP),
+    field('Attempts', text('f-attempts', job?.retry?.max_attempts ?? 3, { type: 'number', min: 1 }), KEEP),
+    field('Backoff (s)', text('f-backoff', job?.retry?.backoff_s ?? 1, { type: 'number', min: 0, step: 'any' }), KEEP),
     field('Delivery', choice('f-delivery', ['at_least_once', 'at_most_once'], job?.delivery)),
     field('Overlap', choice('f-concurrency', ['allow', 'forbid', 'replace'], job?.concurrency)),
     field('Missed fires', choice('f-misfire', ['run_once', 'run_all', 'skip'], job?.misfire)),
     field('Priority', choice('f-priority', ['normal', 'low', 'high', 'critical'], job?.priority)),
-    field('Tags', text('f-tags', Object.entries(job?.tags || {}).map(([k, v]) => `${k}:${v}`).join(' '),
-      { placeholder: 'env:prod team:billing' }), 'key:value, separated by spaces.'),
+    field('Tags', h('textarea', { id: 'f-tags', rows: 3, placeholder: 'env: prod\nowner: billing team' },
+      tagsText(job?.tags)),
+      'One "key: value" per line (the value may hold spaces, commas and colons), or a JSON object.'),
     field('Paused', h('input', { id: 'f-paused', type: 'checkbox', checked: Boolean(job?.paused) })),
     [h('span'), h('div', { class: 'actions' },
       h('button', { id: 'f-submit', type: 'submit', class: 'primary' }, editing ? 'Save' : 'Create job'),
@@ -131,14 +141,18 @@ async function showPreview(form) {
   }
 }
 
-// The definition to send, or null (with the errors shown) when a box cannot be read.
+// The definition to send, or null (with the errors shown) when a box cannot be read. It starts
+// from the job as loaded, so what the form does not show (retry.backoff_max_s, the masked
+// signing secret, which the server reads as "keep the stored one") goes back as it came; an
+// empty number box leaves its field out (the server's default, or the loaded value).
 function collect(form, original, general) {
   const value = (id) => form.querySelector(`#${id}`).value.trim();
   const base = original ? Object.fromEntries(Object.entries(original).filter(([k]) => !READ_ONLY.includes(k))) : {};
-  const webhook = { ...(base.webhook || {}), url: value('f-url'), method: value('f-method'),
-    timeout_s: Number(value('f-timeout')) };
   const problems = [];
-  webhook.headers = parseHeaders(value('f-headers'), problems);
+  const numbers = (pairs) => Object.fromEntries(pairs.map(([key, id]) => [key, readNumber(form, id, problems)])
+    .filter(([, n]) => n !== undefined));
+  const webhook = { ...(base.webhook || {}), url: value('f-url'), method: value('f-method'),
+    ...numbers([['timeout_s', 'f-timeout']]), headers: parseHeaders(value('f-headers'), problems) };
   const body = value('f-body');
   try {
     if (body) webhook.body = JSON.parse(body);
@@ -146,16 +160,26 @@ function collect(form, original, general) {
   } catch (error) {
     problems.push(['f-body', `not JSON: ${error.message}`]);
   }
-  const tags = parseTags(value('f-tags'), problems);
   const definition = { ...base, schedule: value('f-schedule') || null, timezone: value('f-timezone') || 'UTC', webhook,
-    retry: { ...(base.retry || {}), max_attempts: Number(value('f-attempts')), backoff_s: Number(value('f-backoff')) },
+    retry: { ...(base.retry || {}), ...numbers([['max_attempts', 'f-attempts'], ['backoff_s', 'f-backoff']]) },
     depends_on: value('f-depends').split(',').map((s) => s.trim()).filter(Boolean), trigger_rule: value('f-rule'),
     delivery: value('f-delivery'), concurrency: value('f-concurrency'), misfire: value('f-misfire'),
-    priority: value('f-priority'), tags, paused: form.querySelector('#f-paused').checked };
+    priority: value('f-priority'), tags: parseTags(value('f-tags'), problems),
+    paused: form.querySelector('#f-paused').checked };
   if (value('f-id')) definition.id = value('f-id');
   for (const [id, message] of problems) setError(form, id, message);
   if (problems.length) general.textContent = 'Some fields need a fix (see below).';
   return problems.length ? null : definition;
+}
+
+// A number box: undefined when empty; a problem when what was typed is no number.
+function readNumber(form, id, problems) {
+  const input = form.querySelector(`#${id}`);
+  if (input.validity.badInput) {
+    problems.push([id, 'not a number']);
+    return undefined;
+  }
+  return input.value.trim() === '' ? undefined : Number(input.value);
 }
 
 function parseHeaders(text, problems) {
@@ -168,14 +192,39 @@ function parseHeaders(text, problems) {
   return headers;
 }
 
+// Tags as one "key: value" per line (split at the first colon). Tags that lines cannot carry
+// as they are (a colon or a leading "{" in a key, a line break, spaces at either end) are
+// shown as a JSON object instead, which is read back as JSON.
+function tagsText(tags = {}) {
+  const entries = Object.entries(tags);
+  const plain = entries.every(([k, v]) => !k.includes(':') && !k.startsWith('{') && k === k.trim() && v === v.trim()
+    && !/[\r\n]/.test(k + v));
+  return plain ? entries.map(([k, v]) => `${k}: ${v}`).join('\n') : JSON.stringify(tags, null, 2);
+}
+
 function parseTags(text, problems) {
+  if (text.startsWith('{')) return parseJsonTags(text, problems);
   const tags = {};
-  for (const pair of text.split(/[\s,]+/).filter(Boolean)) {
-    const colon = pair.indexOf(':');
-    if (colon < 1) problems.push(['f-tags', `"${pair}" is not key:value`]);
-    else tags[pair.slice(0, colon)] = pair.slice(colon + 1);
+  for (const line of text.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const colon = line.indexOf(':');
+    const key = line.slice(0, Math.max(colon, 0)).trim();
+    if (!key) problems.push(['f-tags', `"${line}" is not "key: value"`]);
+    else if (Object.hasOwn(tags, key)) problems.push(['f-tags', `tag "${key}" is given twice`]);
+    else tags[key] = line.slice(colon + 1).trim();
   }
   return tags;
+}
+
+function parseJsonTags(text, problems) {
+  try {
+    const tags = JSON.parse(text);
+    if (tags && typeof tags === 'object' && !Array.isArray(tags)
+      && Object.values(tags).every((v) => typeof v === 'string')) return tags;
+  } catch {
+    // said below
+  }
+  problems.push(['f-tags', 'starts with "{" but is not a JSON object of strings']);
+  return {};
 }
 
 function setError(form, inputId, message) {

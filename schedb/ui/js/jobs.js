@@ -12,69 +12,47 @@ const FILTERS = ['q', 'team', 'tag', 'status', 'next', 'sort'];
 
 export function render(root, { query: params }) {
   const filters = Object.fromEntries(FILTERS.map((k) => [k, params.get(k) || '']));
-  const page = { cursors: [''], shown: new Set(), loading: false };
-  const el = {
-    rows: h('tbody'),
-    count: h('span', { id: 'jobs-count' }, '…'),
-    timing: h('span', { id: 'jobs-timing', class: 'muted' }),
-    prev: h('button', { id: 'jobs-prev', type: 'button', disabled: true }, '‹ Previous'),
-    next: h('button', { id: 'jobs-next', type: 'button', disabled: true }, 'Next ›'),
-    error: h('p', { class: 'error', id: 'jobs-error' }),
-  };
+  // cursors: the `after` of each page up to the one shown; wanted: those of the page asked for
+  // last (committed to cursors when its answer comes). loading: the operator moved to another
+  // page or filter and its answer has not come yet (Previous and Next wait for it). ticket:
+  // the number of the newest request; an older answer arriving after it is dropped.
+  const page = { cursors: [''], wanted: [''], nextCursor: null, shown: new Set(), loading: false, ticket: 0 };
+  const el = elements();
 
-  const load = async () => {
+  const load = async (cursors = page.wanted) => {
+    const ticket = ++page.ticket;
+    page.wanted = cursors;
     const started = performance.now();
-    const after = page.cursors[page.cursors.length - 1];
     let answer;
     try {
-      answer = await get(`/api/v1/jobs${query({ ...apiFilters(filters), limit: PAGE, total: 'true', after })}`);
+      answer = await get(`/api/v1/jobs${query({ ...apiFilters(filters), limit: PAGE, total: 'true', after: cursors.at(-1) })}`);
     } catch (error) {
+      if (ticket !== page.ticket) return;
       el.error.textContent = describeError(error);
+      page.wanted = page.cursors; // still on the page shown
+      settle(page, el, false);
       return;
     }
-    const fetched = performance.now();
-    el.error.textContent = '';
-    page.shown = new Set(answer.jobs.map((j) => j.id));
-    page.nextCursor = answer.next_after;
-    const now = Date.now();
-    replace(el.rows, ...(answer.jobs.length ? answer.jobs.map((job) => jobRow(job, now))
-      : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No job matches.'))]));
-    const first = (page.cursors.length - 1) * PAGE;
-    el.count.textContent = answer.jobs.length
-      ? `${number(first + 1)}–${number(first + answer.jobs.length)} of ${number(answer.total)}` : `0 of ${number(answer.total)}`;
-    el.prev.disabled = page.cursors.length <= 1;
-    el.next.disabled = !answer.next_after;
-    const drawn = performance.now();
-    el.timing.textContent = `loaded in ${Math.round(drawn - started)} ms (API ${Math.round(fetched - started)} ms)`;
-    el.timing.dataset.ms = String(Math.round(drawn - started));
+    if (ticket !== page.ticket) return; // a newer filter or page was asked for meanwhile
+    page.cursors = cursors;
+    showPage(page, el, answer, started);
+    settle(page, el, false);
   };
-
+  const move = (cursors) => {
+    settle(page, el, true);
+    load(cursors);
+  };
   const refilter = () => {
-    page.cursors = [''];
     history.replaceState(null, '', `#/jobs${query(filters)}`);
-    load();
+    move(['']);
   };
   const typed = debounce(refilter, 250);
-  const input = (name, label, attrs = {}) => h('label', {}, label, h('input', {
-    id: `job-${name}`, type: 'search', value: filters[name], ...attrs,
-    oninput: (e) => { filters[name] = e.target.value.trim(); typed(); },
-  }));
-  const select = (name, label, options) => h('label', {}, label, h('select', {
-    id: `job-${name}`, onchange: (e) => { filters[name] = e.target.value; refilter(); },
-  }, Object.entries(options).map(([value, text]) => h('option', { value, selected: value === filters[name] }, text))));
 
-  el.prev.addEventListener('click', () => { page.cursors.pop(); load(); });
-  el.next.addEventListener('click', () => { page.cursors.push(page.nextCursor); load(); });
-
+  el.prev.addEventListener('click', () => move(page.cursors.slice(0, -1)));
+  el.next.addEventListener('click', () => move([...page.cursors, page.nextCursor]));
   root.append(
     h('h1', {}, 'Jobs', h('a', { href: '#/new', class: 'badge' }, '+ New job')),
-    h('div', { class: 'filters' },
-      input('q', 'Search id', { placeholder: 'part of a job id', size: 24 }),
-      input('team', 'Team', { placeholder: 'any', size: 10 }),
-      input('tag', 'Tag', { placeholder: 'key:value', size: 14 }),
-      select('status', 'Status', { '': 'any', active: 'active', paused: 'paused', orphaned: 'orphaned' }),
-      select('next', 'Next fire', NEXT_WINDOWS),
-      select('sort', 'Order', { '': 'by id', next_fire: 'by next fire' })),
+    filterBar(filters, typed, refilter),
     el.error,
     h('table', { id: 'jobs' }, h('thead', {}, h('tr', {},
       ['Job', 'Status', 'Schedule', 'Time zone', 'Next fire', 'Team', 'Tags'].map((t) => h('th', {}, t)))), el.rows),
@@ -83,14 +61,66 @@ export function render(root, { query: params }) {
 
   // Live: a change to a job shown (or a new one, which may belong on this page) reloads the
   // page, at most once a second; an execution moves a shown job's next fire.
-  const reload = throttle(load, 1000);
+  const reload = throttle(() => load(), 1000);
   const offs = [
     on('jobs', () => reload()),
     on('executions', (event) => { if (event.executions.some((x) => page.shown.has(x.job_id))) reload(); }),
     on('resync', reload), on('poll', reload),
   ];
-  load();
+  move(['']);
   return () => { offs.forEach((off) => off()); reload.cancel(); typed.cancel(); };
+}
+
+function elements() {
+  return {
+    rows: h('tbody'),
+    count: h('span', { id: 'jobs-count' }, '…'),
+    timing: h('span', { id: 'jobs-timing', class: 'muted' }),
+    prev: h('button', { id: 'jobs-prev', type: 'button', disabled: true }, '‹ Previous'),
+    next: h('button', { id: 'jobs-next', type: 'button', disabled: true }, 'Next ›'),
+    error: h('p', { class: 'error', id: 'jobs-error' }),
+  };
+}
+
+// The newest answer drawn: its rows, "51–100 of 10,000", how long it took.
+function showPage(page, el, answer, started) {
+  const fetched = performance.now();
+  el.error.textContent = '';
+  page.shown = new Set(answer.jobs.map((j) => j.id));
+  page.nextCursor = answer.next_after || null;
+  const now = Date.now();
+  replace(el.rows, ...(answer.jobs.length ? answer.jobs.map((job) => jobRow(job, now))
+    : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No job matches.'))]));
+  const first = (page.cursors.length - 1) * PAGE;
+  el.count.textContent = answer.jobs.length
+    ? `${number(first + 1)}–${number(first + answer.jobs.length)} of ${number(answer.total)}` : `0 of ${number(answer.total)}`;
+  const drawn = performance.now();
+  el.timing.textContent = `loaded in ${Math.round(drawn - started)} ms (API ${Math.round(fetched - started)} ms)`;
+  el.timing.dataset.ms = String(Math.round(drawn - started));
+}
+
+// Previous and Next, disabled while a move waits for its answer (a double click would skip a page).
+function settle(page, el, loading) {
+  page.loading = loading;
+  el.prev.disabled = page.loading || page.cursors.length <= 1;
+  el.next.disabled = page.loading || !page.nextCursor;
+}
+
+function filterBar(filters, typed, refilter) {
+  const input = (name, label, attrs = {}) => h('label', {}, label, h('input', {
+    id: `job-${name}`, type: 'search', value: filters[name], ...attrs,
+    oninput: (e) => { filters[name] = e.target.value.trim(); typed(); },
+  }));
+  const select = (name, label, options) => h('label', {}, label, h('select', {
+    id: `job-${name}`, onchange: (e) => { filters[name] = e.target.value; refilter(); },
+  }, Object.entries(options).map(([value, text]) => h('option', { value, selected: value === filters[name] }, text))));
+  return h('div', { class: 'filters' },
+    input('q', 'Search id', { placeholder: 'part of a job id', size: 24 }),
+    input('team', 'Team', { placeholder: 'any', size: 10 }),
+    input('tag', 'Tag', { placeholder: 'key:value', size: 14 }),
+    select('status', 'Status', { '': 'any', active: 'active', paused: 'paused', orphaned: 'orphaned' }),
+    select('next', 'Next fire', NEXT_WINDOWS),
+    select('sort', 'Order', { '': 'by id', next_fire: 'by next fire' }));
 }
 
 function apiFilters(filters) {

@@ -26,11 +26,24 @@ function route() {
   for (const [pattern, pick] of ROUTES) {
     const match = hash.match(pattern);
     if (!match) continue;
-    const [nav, view, params] = pick(match);
-    show(nav, view, params, hash);
+    let picked;
+    try {
+      picked = pick(match);
+    } catch (error) {
+      if (!(error instanceof URIError)) throw error;
+      break; // a malformed escape (#/jobs/%E0%A4%A): no page of ours
+    }
+    show(...picked, hash);
     return;
   }
-  replace($('#view'), h('p', {}, 'No such page. ', h('a', { href: '#/cluster' }, 'Back to the cluster.')));
+  notFound();
+}
+
+function notFound() {
+  if (current.cleanup) current.cleanup();
+  current = { cleanup: null, hash: null };
+  for (const a of document.querySelectorAll('[data-nav]')) a.classList.remove('active');
+  replace($('#view'), h('p', { id: 'not-found' }, 'No such page. ', h('a', { href: '#/cluster' }, 'Back to the cluster.')));
 }
 
 function show(nav, view, params, hash) {
@@ -77,6 +90,7 @@ async function logIn() {
 }
 
 function logOut() {
+  live.stop(); // the stream was opened with the key that is going
   apiKey.clear();
   session.whoami = null;
   $('#whoami').textContent = '';
