@@ -18,8 +18,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from schedb.harness import Receiver
+
+# The module-scoped three-node cluster and webhook receiver the integration tests share.
+from tests.integration.conftest import cluster, receiver  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +115,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def confirm(page: Any) -> None:
+    """Answer the console's confirmation dialog with yes."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#confirm")).to_be_visible()
+    page.click("#confirm-ok")
+
+
+def deliveries_of(webhook_receiver: Receiver, job_id: str) -> list[dict[str, Any]]:
+    return [d for d in webhook_receiver.deliveries() if d["job_id"] == job_id]

@@ -6,42 +6,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from schedb.devcluster import http
 from schedb.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
-from tests.integration.conftest import running_cluster
+from tests.browser.conftest import confirm, deliveries_of
 from tests.integration.workload import wait_for
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(Path(tmp_path_factory.mktemp("console"))) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    rec = Receiver(tmp_path_factory.mktemp("console-receiver"))
-    try:
-        yield rec
-    finally:
-        rec.stop()
-
-
-def deliveries_of(receiver: Receiver, job_id: str) -> list[dict[str, Any]]:
-    return [d for d in receiver.deliveries() if d["job_id"] == job_id]
-
-
-def confirm(page: Page) -> None:
-    expect(page.locator("#confirm")).to_be_visible()
-    page.click("#confirm-ok")
 
 
 def test_create_a_job_through_the_form_and_watch_it_run_live(page: Page, cluster: Cluster, receiver: Receiver) -> None:

@@ -8,38 +8,19 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from schedb.devcluster import http
 from schedb.harness import Cluster, Receiver
 from schedb.webhook import sign
-from tests.browser.conftest import VIEWPORT, csp_refusals, shown
-from tests.integration.conftest import running_cluster
+from tests.browser.conftest import VIEWPORT, confirm, csp_refusals, deliveries_of, shown
 from tests.integration.workload import wait_for
 
 SECRET = "a-signing-secret-of-32-characters"
 NEVER = "0 0 1 1 *"  # once a year: no fire during a test
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(Path(tmp_path_factory.mktemp("console-forms"))) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    rec = Receiver(tmp_path_factory.mktemp("console-forms-receiver"))
-    try:
-        yield rec
-    finally:
-        rec.stop()
 
 
 def api(cluster: Cluster, method: str, path: str, body: Any = None, node: int = 0) -> tuple[int, Any]:
@@ -47,13 +28,18 @@ def api(cluster: Cluster, method: str, path: str, body: Any = None, node: int = 
     return status, answer
 
 
-def deliveries_of(receiver: Receiver, job_id: str) -> list[dict[str, Any]]:
-    return [d for d in receiver.deliveries() if d["job_id"] == job_id]
-
-
-def confirm(page: Page) -> None:
-    expect(page.locator("#confirm")).to_be_visible()
-    page.click("#confirm-ok")
+def dead_letters(cluster: Cluster, receiver: Receiver, job_id: str, count: int) -> list[str]:
+    """`count` dead letters of a new job at once: a backfill of `count` yearly occurrences, each
+    failing its only attempt. The job's webhook then works, so that replays succeed."""
+    body = {"id": job_id, "schedule": NEVER, "retry": {"max_attempts": 1},
+            "webhook": {"url": receiver.url + "?fail=always"}}
+    assert api(cluster, "POST", "/api/v1/jobs", body)[0] == 201
+    years = {"start": "2001-01-01T00:00:00Z", "end": f"{2000 + count}-01-01T00:00:00Z"}
+    assert api(cluster, "POST", f"/api/v1/jobs/{job_id}/backfill", years)[1]["fires"] == count
+    dead = f"/api/v1/dlq?job_id={job_id}"
+    wait_for(lambda: api(cluster, "GET", dead)[1]["total"] == count, 20, f"{count} dead letters")
+    assert api(cluster, "PATCH", f"/api/v1/jobs/{job_id}", {"webhook": {"url": receiver.url}})[0] == 200
+    return [d["fire_id"] for d in api(cluster, "GET", dead)[1]["dead_letters"]]
 
 
 def test_an_edit_keeps_what_the_form_does_not_show(page: Page, cluster: Cluster, receiver: Receiver) -> None:
@@ -170,15 +156,8 @@ def test_resume_run_now_and_delete_from_the_job_page(page: Page, cluster: Cluste
 
 def test_replaying_many_dead_letters_keeps_the_failed_ones_ticked(page: Page, cluster: Cluster,
                                                                   receiver: Receiver) -> None:
-    body = {"id": "many-dead", "schedule": "@every 1s", "retry": {"max_attempts": 1},
-            "webhook": {"url": receiver.url + "?fail=always"}}
-    assert api(cluster, "POST", "/api/v1/jobs", body)[0] == 201
+    letters = dead_letters(cluster, receiver, "many-dead", 4)
     dead = "/api/v1/dlq?job_id=many-dead"
-    wait_for(lambda: api(cluster, "GET", dead)[1]["total"] >= 4, 20, "four dead letters")
-    patch = {"schedule": NEVER, "webhook": {"url": receiver.url}}  # no more fires; the next calls succeed
-    assert api(cluster, "PATCH", "/api/v1/jobs/many-dead", patch)[0] == 200
-    time.sleep(2)  # a fire already handed out may still die
-    letters = [d["fire_id"] for d in api(cluster, "GET", dead)[1]["dead_letters"]]
 
     page.goto(cluster.nodes[1].url + "/ui/#/dlq")
     page.fill("#dlq-job", "many-dead")
@@ -217,14 +196,7 @@ def test_replaying_many_dead_letters_keeps_the_failed_ones_ticked(page: Page, cl
 
 def test_show_more_dead_letters_up_to_the_most_one_answer_holds(page: Page, cluster: Cluster,
                                                                 receiver: Receiver) -> None:
-    body = {"id": "lots-dead", "schedule": "*/1 * * * * *", "retry": {"max_attempts": 1},
-            "webhook": {"url": receiver.url + "?fail=always"}}
-    assert api(cluster, "POST", "/api/v1/jobs", body)[0] == 201
-    dead = "/api/v1/dlq?job_id=lots-dead"
-    wait_for(lambda: api(cluster, "GET", dead)[1]["total"] >= 6, 30, "six dead letters")
-    assert api(cluster, "PATCH", "/api/v1/jobs/lots-dead", {"schedule": NEVER})[0] == 200
-    time.sleep(2)  # a fire already handed out may still die
-    total = api(cluster, "GET", dead)[1]["total"]
+    total = len(dead_letters(cluster, receiver, "lots-dead", 6))
 
     # Thousands of dead letters in miniature: each limit the page asks for (200, 400 ... 1000)
     # is cut by 200 on the way (1, 2 ... 5).

@@ -69,7 +69,7 @@ export async function api(method, path, options = {}) {
     if (!(error instanceof Unreachable)) throw error;
     let moved = connection.base !== base; // moved meanwhile (the event stream noticed first)
     if (!moved) {
-      if (await answersReady(base)) throw error;
+      if (await answers(base)) throw error;
       moved = await connection.onUnreachable();
     }
     if (!moved || method !== 'GET') throw error;
@@ -77,9 +77,10 @@ export async function api(method, path, options = {}) {
   }
 }
 
-async function answersReady(base) {
+// Does the node at `origin` answer `path` (/ready: caught up with a leader; /health: alive)?
+export async function answers(origin, path = '/ready', timeoutMs = READY_TIMEOUT_MS) {
   try {
-    const response = await fetch(`${base}/ready`, { signal: AbortSignal.timeout(READY_TIMEOUT_MS), cache: 'no-store' });
+    const response = await fetch(origin + path, { signal: AbortSignal.timeout(timeoutMs), cache: 'no-store' });
     return response.ok;
   } catch {
     return false;

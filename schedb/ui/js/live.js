@@ -10,7 +10,7 @@
 // again later); if the node does not answer, the console moves to another node it learnt
 // from the cluster view, shows that in the banner, and carries on there.
 // `?transport=poll` in the page URL forces polling (for proxies that buffer event streams).
-import { authHeaders, connection } from './api.js';
+import { answers, authHeaders, connection } from './api.js';
 import { $ } from './dom.js';
 
 const bus = new EventTarget();
@@ -18,7 +18,6 @@ const POLL_MS = 3000;
 const RECONNECT_MS = 1000;
 const STREAM_RETRY_MS = 30000;
 const SILENCE_MS = 25000; // the server pings every 10 s: this long without a byte means a dead node
-const HEALTH_TIMEOUT_MS = 1500;
 
 const link = {
   nodes: new Map(), // node id → origin, from the cluster view
@@ -169,7 +168,7 @@ export function originOf(httpAddr) {
 async function streamLost() {
   link.stream = null;
   setMode('connecting');
-  if (await healthy(connection.base)) {
+  if (await answers(connection.base)) {
     link.failures += 1;
     if (link.failures >= 3) {
       startPolling();
@@ -209,15 +208,6 @@ function stopPolling() {
   link.pollTimer = null;
 }
 
-async function healthy(origin, path = '/ready') {
-  try {
-    const response = await fetch(origin + path, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS), cache: 'no-store' });
-    return response.ok;
-  } catch {
-    return false;
-  }
-}
-
 // Resolves true once the console talks to another node (false: it is back on the same one).
 export function failover() {
   if (!link.failing) link.failing = moveToAnotherNode().finally(() => { link.failing = null; });
@@ -234,7 +224,7 @@ async function moveToAnotherNode() {
     // that answers at all (/health) will do: with no quorum, none is ready.
     const candidates = [...knownNodes().filter((n) => n.origin !== lost.base), { id: lost.id, origin: lost.base }];
     for (const node of candidates) {
-      if (await healthy(node.origin, round < 5 ? '/ready' : '/health')) {
+      if (await answers(node.origin, round < 5 ? '/ready' : '/health')) {
         arrive(lost, node);
         return node.origin !== lost.base;
       }
