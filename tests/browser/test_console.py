@@ -105,3 +105,16 @@ def test_polling_instead_of_the_event_stream(page: Page, cluster: Cluster, recei
     page.goto(cluster.nodes[0].url + "/ui/?transport=poll#/cluster")
     expect(page.locator("#members tr[data-node]")).to_have_count(3)
     expect(page.locator("#leader")).to_have_text(cluster.leader().node_id)
+
+
+def test_a_registered_job_shows_its_service_and_its_workflow_preview(page: Page, cluster: Cluster,
+                                                                      receiver: Receiver) -> None:
+    declared = {"service": "inventory", "jobs": [{"name": "sync", "schedule": "0 2 * * *", "description": "sync stock",
+                                                  "callback_url": receiver.url}]}
+    assert http("POST", cluster.nodes[0].url + "/api/v1/registrations", declared)[0] in (200, 201)
+    page.goto(cluster.nodes[2].url + "/ui/#/jobs?status=paused&q=inventory")
+    expect(page.locator("#jobs tr[data-job='inventory.sync'] .state")).to_have_text("paused")  # disabled at first
+    page.click("#jobs a:text('inventory.sync')")
+    expect(page.locator("#job-registration")).to_contain_text("Registered by service inventory as sync: sync stock")
+    expect(page.locator("#job-words")).to_contain_text("At 02:00")
+    expect(page.locator("#job-next-fires li")).to_have_count(5)

@@ -85,6 +85,7 @@ function elements(jobId) {
     words: h('p', { id: 'job-words' }),
     next: h('ol', { id: 'job-next-fires', class: 'mono' }),
     stats: h('p', { id: 'job-stats', class: 'muted' }),
+    registration: h('p', { id: 'job-registration', class: 'muted' }),
     definition: h('pre', { id: 'job-def' }),
     chart,
     rows: h('tbody'),
@@ -100,7 +101,7 @@ function layout(el) {
   return [el.title, el.actions, el.error,
     h('div', { class: 'grid' },
       h('div', { class: 'panel' }, h('h2', {}, 'Schedule'), el.words, h('div', { class: 'muted' }, 'Next fires'),
-        el.next, el.stats),
+        el.next, el.stats, el.registration),
       h('div', { class: 'panel' }, h('h2', {}, 'Delay and duration of the last calls'), legend, el.chart)),
     h('div', { class: 'panel' }, h('h2', {}, 'Executions'), h('table', { id: 'executions' },
       h('thead', {}, h('tr', {}, columns.map((t) => h('th', {}, t)))), el.rows)),
@@ -205,6 +206,18 @@ function drawJob(el, job) {
   replace(el.next, ...(preview?.next || []).map((at) => h('li', {}, time(at))));
   const { schedule_preview: _, ...definition } = job;
   el.definition.textContent = JSON.stringify(definition, null, 2);
+  el.registration.textContent = registrationText(job.registration, job.schedule);
+}
+
+// A service's job (POST /api/v1/registrations): who declared it, and whether an operator's
+// schedule overrides the declared one.
+function registrationText(r, schedule) {
+  if (!r) return '';
+  const override = r.schedule_override ? ` An operator's schedule (${schedule}) overrides it.` : '';
+  const orphaned = r.orphaned ? ' The service no longer declares it (orphaned).' : '';
+  const about = r.description ? `: ${r.description}` : '';
+  return `Registered by service ${r.service} as ${r.name}${about}. Declared schedule: ${r.default_schedule ?? 'none'}.`
+    + override + orphaned;
 }
 
 function executionRow(x) {
