@@ -8,6 +8,12 @@ import { badge, h, number, replace, time } from './dom.js';
 import { on, originOf } from './live.js';
 
 const MEMBER_POLL_MS = 3000;
+const COLUMNS = [
+  ['Node'], ['API address'], ['Role', "the member's own view of its role"],
+  ['Health', 'does this browser reach the member'], ['Raft link', 'as the node this page talks to sees it'],
+  ['Log (applied / commit)', "the member's own indexes"], ['Lag', 'entries behind the leader, as the leader sees it'],
+  ['Jobs executing', 'jobs with fires handed to this member now (the lookahead), and its share of them'],
+  ['Webhooks in flight', 'calls the member is making now']];
 const HISTORY_MAX = 20;
 const leaderHistory = []; // {at, from, to, term}, kept for the life of the page
 let lastLeader;
@@ -38,8 +44,7 @@ export function render(root, { session }) {
     h('h1', {}, 'Cluster'), el.cards, el.error,
     h('div', { class: 'panel' }, h('h2', {}, 'Members'),
       h('table', { id: 'members' }, h('thead', {}, h('tr', {},
-        ['Node', 'API address', 'Role', 'Health', 'Raft link', 'Log (applied / commit)', 'Lag',
-          'Jobs executing', 'Webhooks in flight'].map((t) => h('th', {}, t)))), el.members)),
+        COLUMNS.map(([t, title]) => h('th', { title }, t)))), el.members)),
     h('div', { class: 'panel' }, h('h2', {}, 'Leader changes seen by this console'), el.history),
   );
 
