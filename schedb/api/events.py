@@ -96,7 +96,8 @@ class EventFeed:
     # -- subscribers (loop) ---------------------------------------------------------
 
     def subscribe(self, actor: dict[str, Any], transport: asyncio.BaseTransport | None) -> Subscriber:
-        same_key = sum(1 for s in self._subscribers if s.actor.get("key") == actor.get("key"))
+        key = actor.get("key")  # "" with auth off: one shared caller, bounded by SUBSCRIBERS_MAX only
+        same_key = sum(1 for s in self._subscribers if key and s.actor.get("key") == key)
         if len(self._subscribers) >= SUBSCRIBERS_MAX or same_key >= SUBSCRIBERS_PER_KEY_MAX:
             raise Problem(503, "Too many listeners", f"at most {SUBSCRIBERS_MAX} event streams per node, "
                           f"{SUBSCRIBERS_PER_KEY_MAX} per key", kind="too-many-listeners", headers={"Retry-After": "5"})

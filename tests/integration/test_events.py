@@ -4,6 +4,7 @@ another team's), and that a revoked key's stream ends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from schedb.api.events import EventFeed, Subscriber
+from schedb.api.events import SUBSCRIBERS_PER_KEY_MAX, EventFeed, Subscriber
 from schedb.commands import CreateJob, CreateJobs, DeleteJob, decode, encode
 from schedb.devcluster import http
 from schedb.harness import Cluster, NodeProc, Receiver
@@ -35,6 +36,7 @@ class Stream:
     def __init__(self, node: NodeProc, key: str) -> None:
         self.conn = HTTPConnection("127.0.0.1", node.http_port, timeout=30)
         self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {key}"})
+        self.sock = self.conn.sock  # http.client lets go of it once the response is being read
         self.response = self.conn.getresponse()
         self.events: list[dict[str, Any]] = []
         self.ended = threading.Event()
@@ -54,6 +56,9 @@ class Stream:
         return [e for e in list(self.events) if e["type"] == kind]
 
     def close(self) -> None:
+        # Shut the socket first: closing the response waits for the reader's readline otherwise.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.conn.close()
 
 
@@ -146,3 +151,19 @@ def test_odd_commands_never_raise_in_the_apply_loop() -> None:
                     CreateJob(1, {"id": "ok"}), DeleteJob(1, "gone")):
         replica.command_listeners[0](command)
     assert list(feed._touched) == [None, None, ("ok",), ("gone",)]
+
+
+def test_one_key_cannot_take_every_stream_of_a_node(secure: Cluster) -> None:
+    greedy, other = make_key(secure, "d", "viewer")["key"], make_key(secure, "e", "viewer")["key"]
+    streams = [Stream(secure.nodes[0], greedy) for _ in range(SUBSCRIBERS_PER_KEY_MAX)]
+    try:
+        assert all(s.response.status == 200 for s in streams)
+        status, headers, problem = http("GET", secure.nodes[0].url + "/api/v1/events",
+                                        headers={"Authorization": f"Bearer {greedy}"})
+        assert status == 503 and problem["type"].endswith("too-many-listeners") and headers["Retry-After"]
+        fair = Stream(secure.nodes[0], other)  # another key still gets one
+        assert fair.response.status == 200
+        fair.close()
+    finally:
+        for stream in streams:
+            stream.close()
