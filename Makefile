@@ -24,9 +24,10 @@ stop:
 status: $(STAMP)
 	$(PY) scripts/localcluster.py status
 
+# Two test files at a time; a module's tests share one cluster, so they stay on one worker.
 test: $(STAMP)
 	$(PY) -m ruff check schedb scripts tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py
