@@ -11,6 +11,7 @@ import pytest
 
 from schedb.devcluster import free_port, http
 from schedb.harness import Cluster
+from tests.integration.workload import wait_for
 
 JOB = {"schedule": "0 0 1 1 *", "webhook": {"url": "http://127.0.0.1:1/never"}}
 
@@ -138,7 +139,9 @@ def test_bulk_create_validates_everything_first_and_reports_each_job(cluster: Cl
     code, _, result = http("POST", url + "/api/v1/jobs/bulk", {"jobs": jobs})
     assert code == 200 and (result["created"], result["failed"]) == (500, 1)
     assert result["items"][-1] == {"id": "bulk-taken", "status": 409, "detail": "job 'bulk-taken' already exists"}
-    assert http("GET", cluster.nodes[2].url + "/api/v1/jobs/bulk-499")[0] == 200
+    assert http("GET", url + "/api/v1/jobs/bulk-499")[0] == 200  # applied on the node that answered
+    # and on the others once the commit reaches them (they may be a moment behind)
+    wait_for(lambda: http("GET", cluster.nodes[2].url + "/api/v1/jobs/bulk-499")[0] == 200, 5, "bulk-499 on node3")
 
 
 def test_membership_changes_refuse_bad_input_and_change_nothing(cluster: Cluster) -> None:

@@ -28,6 +28,7 @@ export function render(root, { jobId }) {
       return;
     }
     el.error.textContent = '';
+    if (!el.title.isConnected) replace(root, ...layout(el)); // shown as gone, then it came (a lagging node)
     drawJob(el, job);
     replace(el.actions, ...actionButtons(job, act));
   };
