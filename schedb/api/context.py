@@ -62,14 +62,32 @@ def _unavailable(exc: SubmitError) -> Problem:
                    headers=headers)
 
 
+def invalid_query(name: str, detail: str, message: str) -> Problem:
+    return Problem(400, "Invalid query", detail, kind="invalid-query", errors=[{"field": name, "message": message}])
+
+
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
     if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)) or not low <= int(text) <= high:
-        raise Problem(400, "Invalid query", f"{name} must be an integer from {low} to {high}",
-                      kind="invalid-query", errors=[{"field": name, "message": f"integer {low}..{high}"}])
+        raise invalid_query(name, f"{name} must be an integer from {low} to {high}", f"integer {low}..{high}")
     return int(text)
+
+
+def query_flag(request: web.Request, name: str) -> bool | None:
+    """`true` or `false`; None when absent."""
+    text = request.query.get(name)
+    if text not in (None, "true", "false"):
+        raise invalid_query(name, f"{name} must be true or false", "true or false")
+    return None if text is None else text == "true"
+
+
+def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    text = request.query.get(name)
+    if text is not None and text not in choices:
+        raise invalid_query(name, f"{name} must be one of {', '.join(choices)}", f"one of {', '.join(choices)}")
+    return text
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from schedb import tenancy
 from schedb.api.auth import Actor, current_actor
-from schedb.api.context import NODE, json_response, query_int
+from schedb.api.context import NODE, invalid_query, json_response, query_choice, query_flag, query_int
 from schedb.api.jobs import LIST_LIMIT_MAX
 from schedb.api.problems import Problem
 from schedb.api.views import job_view, next_fire_ms
@@ -60,22 +60,7 @@ class JobQuery:
 
 
 def _invalid(field: str, message: str) -> Problem:
-    return Problem(400, "Invalid query", f"{field}: {message}", kind="invalid-query",
-                   errors=[{"field": field, "message": message}])
-
-
-def _flag(request: web.Request, name: str) -> bool | None:
-    text = request.query.get(name)
-    if text not in (None, "true", "false"):
-        raise _invalid(name, "true or false")
-    return None if text is None else text == "true"
-
-
-def _choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
-    text = request.query.get(name)
-    if text is not None and text not in choices:
-        raise _invalid(name, f"one of {', '.join(choices)}")
-    return text
+    return invalid_query(field, f"{field}: {message}", message)
 
 
 def _next_before(request: web.Request) -> int | None:
@@ -97,14 +82,14 @@ def parse_query(request: web.Request) -> JobQuery:
         raise _invalid("q", f"at most {Q_LEN_MAX} characters")
     tag = request.query.get("tag")
     tag_key, _, tag_value = (tag or "").partition(":")
-    sort = _choice(request, "sort", SORTS) or "id"
+    sort = query_choice(request, "sort", SORTS) or "id"
     after = request.query.get("after", "")
     return JobQuery(
         limit=query_int(request, "limit", 100, 1, LIST_LIMIT_MAX), team=request.query.get("team"),
-        tag=(tag_key, tag_value) if tag else None, paused=_flag(request, "paused"), q=q.lower(),
-        state=_choice(request, "status", JOB_STATES), next_before_ms=_next_before(request), sort=sort,
+        tag=(tag_key, tag_value) if tag else None, paused=query_flag(request, "paused"), q=q.lower(),
+        state=query_choice(request, "status", JOB_STATES), next_before_ms=_next_before(request), sort=sort,
         after=after if sort == "id" else "", cursor=decode_cursor(after) if sort != "id" and after else None,
-        total=bool(_flag(request, "total")))
+        total=bool(query_flag(request, "total")))
 
 
 def encode_cursor(key: SortKey) -> str:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from schedb import tenancy
 from schedb.api.auth import acting_team, current_actor, sees
-from schedb.api.context import NODE, json_response, propose, query_int
+from schedb.api.context import NODE, json_response, propose, query_choice, query_flag, query_int
 from schedb.api.problems import Problem, read_json
 from schedb.api.schedules import instants
 from schedb.api.targets import check_webhook
@@ -148,11 +148,8 @@ async def create_job(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     """?preview=true adds schedule_preview (a few hundred µs of croniter for some schedules)."""
-    preview = request.query.get("preview", "false")
-    if preview not in ("true", "false"):
-        raise Problem(400, "Invalid query", "preview must be true or false", kind="invalid-query",
-                      errors=[{"field": "preview", "message": "true or false"}])
-    return await _job_response(request.app[NODE], request.match_info["job_id"], preview=preview == "true")
+    preview = bool(query_flag(request, "preview"))
+    return await _job_response(request.app[NODE], request.match_info["job_id"], preview=preview)
 
 
 async def put_job(request: web.Request) -> web.Response:
@@ -216,20 +213,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 async def delete_job(request: web.Request) -> web.Response:
     """?force=true deletes a job others depend on (409 without); they lose the dependency."""
     node = request.app[NODE]
-    force = request.query.get("force", "false")
-    if force not in ("true", "false"):
-        raise Problem(400, "Invalid query", "force must be true or false", kind="invalid-query",
-                      errors=[{"field": "force", "message": "true or false"}])
-    await propose(node, DeleteJob(wall_ms(), request.match_info["job_id"], _if_match(request), force == "true"))
+    force = bool(query_flag(request, "force"))
+    await propose(node, DeleteJob(wall_ms(), request.match_info["job_id"], _if_match(request), force))
     return web.Response(status=204)
 
 
 def _status_filter(request: web.Request) -> str | None:
-    status = request.query.get("status")
-    if status is not None and status not in STATUSES:
-        raise Problem(400, "Invalid query", f"status must be one of {', '.join(STATUSES)}",
-                      kind="invalid-query", errors=[{"field": "status", "message": "unknown status"}])
-    return status
+    return query_choice(request, "status", STATUSES)
 
 
 async def job_executions(request: web.Request) -> web.Response:
