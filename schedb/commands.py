@@ -70,16 +70,24 @@ class DeleteJob(Command):
 
 @dataclass(frozen=True)
 class AssignFires(Command):
-    """The leader hands fires to executors.
+    """The leader hands fires to executors, and carries the leader's clock.
 
     items: [job_id, scheduled_ms, node_id], the next occurrence of a job from its slot;
     reassign: [fire_id, attempt, node_id], an existing fire (pending, or held by an
-    executor that died or whose lease ended) moved to a node.
+    executor that died or whose lease ended) moved to a node;
+    release: [fire_id, attempt, node_id], a fire that `leader_id` held as a follower and
+    never started, moved to a node as the same attempt (as DrainNode releases).
+
+    Only this command advances replicated time (State.apply): it is proposed by the
+    leader's dispatcher alone, with the leader's clock. With nothing in it, it is the
+    leader's clock tick.
     """
 
     TAG: ClassVar[int] = 5
     items: list[list[Any]]
     reassign: list[list[Any]] = field(default_factory=list)
+    release: list[list[Any]] = field(default_factory=list)
+    leader_id: str = ""
 
 
 @dataclass(frozen=True)

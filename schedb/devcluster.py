@@ -57,11 +57,13 @@ def write_config(path: Path, node_id: str, data_dir: Path, http_port: int, raft_
     return path
 
 
-def start_node(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_node(config_path: Path, log_path: Path, env: dict[str, str] | None = None,
+               prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """prefix: a wrapper command, e.g. ["faketime", "-f", "+1h"] for a node whose clock is off."""
     log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "schedb", "node", "--config", str(config_path)],
+            [*(prefix or []), sys.executable, "-m", "schedb", "node", "--config", str(config_path)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **(env or {})},
         )

@@ -40,6 +40,9 @@ log = structlog.get_logger("schedb.dispatcher")
 FOLLOWER_LAG_MAX = 1_000
 ASSIGN_BATCH_MAX = 2_000
 LEASE_SCAN_INTERVAL_S = 1.0
+# Replicated time trails the leader's clock by at most this much on an idle cluster; less than
+# state.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock is not refused.
+CLOCK_TICK_S = 0.3
 
 
 def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
@@ -53,9 +56,9 @@ def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, replica: Replica, started_here: Callable[[str, int], bool],
+    def __init__(self, config: Config, replica: Replica, started_here: Callable[[dict[str, Any]], str],
                  metrics: NodeMetrics) -> None:
-        """started_here(fire_id, attempt): whether this node's executor already started it."""
+        """started_here(fire): whether this node's executor started it: started, unstarted or unknown."""
         self._config = config
         self._metrics = metrics
         self._replica = replica
@@ -63,6 +66,7 @@ class Dispatcher:
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
         self._leader_since = 0.0
         self._next_lease_scan = 0.0
+        self._next_tick = 0.0
 
     async def run(self) -> None:
         interval_s = self._config.scheduler.dispatch_interval_s
@@ -97,19 +101,24 @@ class Dispatcher:
         now_ms = wall_ms()
         nodes = self._replica.read(lambda s: dict(s.nodes))
         candidates = self.executors(nodes)
-        if not candidates:
+        items: list[list[Any]] = []
+        reassign: list[list[Any]] = []
+        release: list[list[Any]] = []
+        if candidates:
+            evacuate = self._nodes_to_evacuate(nodes, candidates)
+            scan_leases = time.monotonic() >= self._next_lease_scan
+            if scan_leases:
+                self._next_lease_scan = time.monotonic() + LEASE_SCAN_INTERVAL_S
+            items, reassign, release = self._replica.read(
+                lambda s: self._plan(s, now_ms, candidates, evacuate, scan_leases))
+        if not items and not reassign and not release and time.monotonic() < self._next_tick:
             return 0
-        evacuate = self._nodes_to_evacuate(nodes, candidates)
-        scan_leases = time.monotonic() >= self._next_lease_scan
-        if scan_leases:
-            self._next_lease_scan = time.monotonic() + LEASE_SCAN_INTERVAL_S
-        items, reassign = self._replica.read(
-            lambda s: self._plan(s, now_ms, candidates, evacuate, scan_leases))
-        if not items and not reassign:
-            return 0
-        result = await self._replica.submit(AssignFires(now_ms, items, reassign))
+        # Nothing to assign still ticks the replicated clock (only the leader's assignments move it).
+        self._next_tick = time.monotonic() + CLOCK_TICK_S
+        result = await self._replica.submit(AssignFires(now_ms, items, reassign, release,
+                                                        leader_id=self._config.node.id))
         if result.get("reassigned"):
-            log.info("fires_moved", moved=result["reassigned"], evacuated=sorted(evacuate))
+            log.info("fires_moved", moved=result["reassigned"])
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
 
     def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> set[str]:
@@ -127,7 +136,7 @@ class Dispatcher:
         return out
 
     def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: set[str],
-              scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]]]:
+              scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
         until_ms = now_ms + self._lookahead_ms
         items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)]
                  for job_id, scheduled_ms in state.due_jobs(until_ms, ASSIGN_BATCH_MAX)]
@@ -135,15 +144,20 @@ class Dispatcher:
         for fire in state.book.pending_fires():
             if fire["due_ms"] <= until_ms:
                 moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
+        release: list[list[Any]] = []
         for node_id in sorted(evacuate):
             for fire in state.book.of_node(node_id):
-                if node_id == self._config.node.id and self._started_here(fire["fire_id"], fire["attempt"]):
+                move = [fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
+                started = self._started_here(fire) if node_id == self._config.node.id else "unknown"
+                if started == "started":
                     continue  # started before this node led: it finishes and reports it
-                moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
+                # Never started here: the same attempt goes on (an at-most-once fire is not lost).
+                (release if started == "unstarted" else moves).append(move)
         if scan_leases:
             moves += self._expired_leases(state, now_ms, candidates, evacuate)
         room = max(0, ASSIGN_BATCH_MAX - len(items))
-        return items, moves[:room]
+        release = release[:room]
+        return items, moves[:room - len(release)], release
 
     def _expired_leases(self, state: State, now_ms: int, candidates: list[str],
                         evacuate: set[str]) -> list[list[Any]]:

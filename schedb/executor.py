@@ -92,9 +92,16 @@ class Executor:
     def draining(self) -> bool:
         return self._draining
 
-    def has_started(self, fire_id: str, attempt: int) -> bool:
-        """Did this node start that attempt (running, or its outcome waiting to commit)?"""
-        return (fire_id, attempt) in self._running or (fire_id, attempt) in self._outcomes
+    def start_state(self, fire: dict[str, Any]) -> str:
+        """Has this node started that attempt? "started" (running, or its outcome waiting to
+        commit), "unstarted", or "unknown": given to this node and due before it (re)started,
+        so its previous run may have started it."""
+        key = (fire["fire_id"], fire["attempt"])
+        if key in self._running or key in self._outcomes:
+            return "started"
+        if fire["due_ms"] < self._started_ms and fire["assigned_ms"] < self._started_ms:
+            return "unknown"
+        return "unstarted"
 
     @property
     def scheduled(self) -> int:
@@ -168,7 +175,7 @@ class Executor:
         have been started by the node's previous run, whose outcome never committed. It must
         not be called again: it is left alone until its lease ends, and the leader then records
         it as `unknown` (executor_lost). An at-least-once fire is simply delivered again."""
-        if fire["due_ms"] >= self._started_ms or fire["assigned_ms"] >= self._started_ms:
+        if self.start_state(fire) != "unknown":
             return False
         job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
         return job is not None and job["spec"]["delivery"] == "at_most_once"

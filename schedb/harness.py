@@ -27,6 +27,8 @@ class NodeProc:
     http_port: int
     raft_port: int
     proc: subprocess.Popen[bytes] | None = None
+    # A wrapper the node runs under, e.g. ["faketime", "-f", "+1h"]: set before start().
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -74,7 +76,7 @@ class Cluster:
 
     def start(self, nodes: list[NodeProc] | None = None) -> None:
         for node in nodes or self.nodes:
-            node.proc = start_node(node.config, node.log, self.env)
+            node.proc = start_node(node.config, node.log, self.env, node.prefix)
 
     def wait_ready(self, nodes: list[NodeProc] | None = None, timeout_s: float = 60.0) -> None:
         nodes = nodes or self.nodes

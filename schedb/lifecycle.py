@@ -78,15 +78,33 @@ def drain_node(state: State, cmd: DrainNode) -> Result:
 
 def assign_fires(state: State, cmd: AssignFires) -> Result:
     batch = state.limits.assign_batch_max
-    if not (isinstance(cmd.items, list) and isinstance(cmd.reassign, list)) or \
-            len(cmd.items) + len(cmd.reassign) > batch:
+    if not (isinstance(cmd.items, list) and isinstance(cmd.reassign, list) and isinstance(cmd.release, list)) or \
+            len(cmd.items) + len(cmd.reassign) + len(cmd.release) > batch:
         return {"error": "invalid", "detail": "items must be lists within the batch bound"}
     outcomes = [_assign_one(state, item) for item in cmd.items]
+    released = sum(1 for item in cmd.release if _release_one(state, cmd.leader_id, item))
     moved = sum(1 for item in cmd.reassign if _reassign_one(state, item))
     assigned = outcomes.count("assigned")
     state.counters["fires_assigned"] += assigned
-    state.counters["assign_stale"] += outcomes.count("stale") + len(cmd.reassign) - moved
-    return {"ok": True, "assigned": assigned, "reassigned": moved, "throttled": outcomes.count("throttled")}
+    state.counters["assign_stale"] += outcomes.count("stale") + len(cmd.reassign) - moved + len(cmd.release) - released
+    return {"ok": True, "assigned": assigned, "reassigned": moved + released, "throttled": outcomes.count("throttled")}
+
+
+def _release_one(state: State, leader_id: str, item: Any) -> bool:
+    """A fire the new leader held as a follower and never started goes to another node as the
+    same attempt: nothing was delivered, so even an at-most-once fire may still run."""
+    if not (isinstance(item, list) and len(item) == 3):
+        return False
+    fire_id, attempt, node_id = item
+    fire = state.book.get(fire_id) if isinstance(fire_id, str) else None
+    if fire is None or not leader_id or fire["node"] != leader_id or fire["attempt"] != attempt:
+        return False
+    if node_id not in state.nodes or node_id == leader_id:
+        return False
+    state.book.move(fire, node_id)
+    fire["assigned_ms"] = state.now_ms
+    state.set_lease(fire)
+    return True
 
 
 def _assign_one(state: State, item: Any) -> str:
@@ -234,12 +252,14 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         usage["bytes_sent"] += max(0, outcome.bytes_sent)
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
         return True
-    if outcome.status in ("skipped", "missed"):
+    if outcome.status == "succeeded":  # the first success ends the fire, from any attempt
+        state.end_fire(outcome.fire_id, "succeeded")
+    elif outcome.attempt != fire["attempt"]:
+        pass  # an older attempt that failed or was not started says nothing about the current one
+    elif outcome.status in ("skipped", "missed"):
         state.counters["fires_skipped" if outcome.status == "skipped" else "fires_missed"] += 1
         state.end_fire(outcome.fire_id, "skipped")
-    elif outcome.status == "succeeded":
-        state.end_fire(outcome.fire_id, "succeeded")
-    elif outcome.attempt == fire["attempt"]:  # an older attempt failing changes nothing
+    else:
         _retry_or_bury(state, fire, outcome)
     return True
 

@@ -76,7 +76,7 @@ class Node:
         self.replica = Replica(self.config, loop, self._on_state_change, self.metrics)
         self.executor = Executor(self.config, self.replica, self._session, self.metrics, self.egress,
                                  self.secret_box)
-        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.has_started, self.metrics)
+        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics)
         self.metrics.watch(lambda: self.replica.read(_state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
                  "register": self._register()}

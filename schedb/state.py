@@ -2,9 +2,9 @@
 
 Rules (the contract with raft.py, as in hashicorp/raft's FSM):
 - `apply(command)` is deterministic: no clock, no randomness, no I/O, no logging.
-  Time enters only as `command.now_ms`; the state's clock is the largest
-  `now_ms` seen so far, so it never goes backwards even when nodes' clocks
-  disagree slightly.
+  Time enters only as `command.now_ms`. Replicated time (`now_ms`) is the
+  leader's: only its AssignFires advance it, never backwards; another node's
+  clock is an input that cannot move it (see _command_time).
 - A bad command is rejected with the same result on every node and changes
   nothing. Results are plain dicts: {"ok": True, ...} or {"error": code, ...}.
 - Everything is bounded: history per job, recent executions, dead letters,
@@ -52,6 +52,9 @@ from schedb.schedule import parse_schedule
 from schedb.slots import SlotIndex
 
 IDEMPOTENCY_KEY_LEN_MAX = 200
+# How far past replicated time a command other than the leader's AssignFires may be applied
+# (_command_time): more than the leader's tick interval, far less than any schedule's period.
+PROPOSER_LEAD_MS_MAX = 1_000
 CORRELATION_ID_LEN_MAX = 128
 Result = dict[str, Any]
 
@@ -126,14 +129,30 @@ class State:
                 not isinstance(command.actor, dict):
             self.counters["commands_rejected"] += 1
             return {"error": "invalid", "detail": "now_ms must be an integer and actor an object"}
-        self.now_ms = max(self.now_ms, command.now_ms)
-        result = _HANDLERS[type(command)](self, command)
+        at_ms = _command_time(command, self.now_ms)
+        if at_ms is None:
+            result: Result = {"error": "clock_ahead", "detail": "the proposing node's clock is ahead of the "
+                              "leader's by more than the bound; it refuses to change the cluster until it agrees"}
+        else:
+            result = self._apply_at(command, at_ms)
         if "error" in result:
             self.counters["commands_rejected"] += 1
             self.counters["quota_refusals"] += result["error"] == "quota"
         if command.actor:
             tenancy.audit(self, command, result)
         return result
+
+    def _apply_at(self, command: Command, now_ms: int) -> Result:
+        """Run the command's handler at `now_ms`. Only the leader's AssignFires moves replicated
+        time for good; any other command sees its own time only while it is applied."""
+        if isinstance(command, AssignFires):
+            self.now_ms = now_ms
+            return _HANDLERS[AssignFires](self, command)
+        replicated_ms, self.now_ms = self.now_ms, now_ms
+        try:
+            return _HANDLERS[type(command)](self, command)
+        finally:
+            self.now_ms = replicated_ms
 
     # -- reads (callers hold the lock that serializes them with apply) --------
 
@@ -301,11 +320,21 @@ class State:
 
     def new_fire(self, job_id: str, scheduled_ms: int, node: str, *, trigger: str, attempt: int = 1,
                  correlation_id: Any = "", run_id: str = "", params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """trigger: schedule, manual:<key>, replay, backfill or dependency:<run id>."""
-        fire = {"fire_id": fire_id_of(job_id, scheduled_ms), "job_id": job_id, "scheduled_ms": scheduled_ms,
+        """trigger: schedule, manual:<key>, replay, backfill or dependency:<run id>.
+
+        A fire taken back earlier (pause, reschedule) with the same id comes back to life here:
+        its webhook may have started, so the new fire continues its attempt numbers and knows
+        what was reported. One fire id is one fire, whatever happened to it in between."""
+        fire_id = fire_id_of(job_id, scheduled_ms)
+        reported: list[int] = []
+        twin = self.book.withdrawn.pop(fire_id, None)
+        if twin is not None:
+            attempt = max(attempt, twin["attempt"] + 1)
+            reported = list(twin["reported"])
+        fire = {"fire_id": fire_id, "job_id": job_id, "scheduled_ms": scheduled_ms,
                 "attempt": attempt, "attempt_base": attempt - 1, "node": node, "assigned_ms": self.now_ms,
                 "due_ms": scheduled_ms if trigger == "schedule" else max(scheduled_ms, self.now_ms),
-                "lease_end_ms": 0, "reported": [], "trigger": trigger, "run_id": run_id,
+                "lease_end_ms": 0, "reported": reported, "trigger": trigger, "run_id": run_id,
                 "correlation_id": str(correlation_id)[:CORRELATION_ID_LEN_MAX]}
         if params:
             fire["params"] = params
@@ -354,6 +383,25 @@ class State:
         if job["next_fire_ms"] is not None:
             self.slots.remove(job_id, job["next_fire_ms"])
             job["next_fire_ms"] = None
+
+def _command_time(command: Command, replicated_ms: int) -> int | None:
+    """The time a command is applied at, or None to refuse it.
+
+    Replicated time is the leader's: the leader's AssignFires advances it (never backwards).
+    Any other command may be proposed through any node, whose clock is only an input. A clock
+    behind replicated time gets replicated time. One ahead by up to PROPOSER_LEAD_MS_MAX (more
+    than the leader's tick, by which replicated time may trail) is used for that command only.
+    Further ahead, an operator's command is refused (its node's clock is wrong: a job created
+    through it would first fire far in the future), and the cluster's own reports (outcomes,
+    a drain, a node's registration) are clamped, so that nothing they carry is lost."""
+    if isinstance(command, AssignFires):
+        return max(replicated_ms, command.now_ms)
+    if command.now_ms <= replicated_ms + PROPOSER_LEAD_MS_MAX:
+        return max(replicated_ms, command.now_ms)
+    if isinstance(command, CompleteFires | DrainNode | RegisterNode):
+        return replicated_ms + PROPOSER_LEAD_MS_MAX
+    return None
+
 
 def _next_fire(spec: dict[str, Any], after_ms: int) -> int | None:
     """A job's first fire after after_ms, or None (paused, or a schedule with no fire left)."""

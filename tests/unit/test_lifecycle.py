@@ -20,7 +20,7 @@ from schedb.commands import (
 )
 from schedb.retry import backoff_ms
 from schedb.state import State
-from tests.unit.test_state import T0, cluster_state, ok, spec
+from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
 FIRE = f"job:{T0 + 1000}"
 
@@ -38,7 +38,7 @@ def assigned_state(**job: Any) -> State:
 
 def test_a_failed_attempt_is_retried_on_the_same_executor_after_a_backoff() -> None:
     state = assigned_state(retry={"max_attempts": 3, "backoff_s": 2, "backoff_max_s": 60})
-    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    at(state, CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
     fire = state.book.fires[FIRE]
     assert fire["attempt"] == 2 and fire["node"] == "node2"
     assert fire["due_ms"] == T0 + 1100 + backoff_ms(FIRE, 1, 2, 60)
@@ -57,20 +57,20 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
 
 def test_exhausted_attempts_go_to_the_dead_letter_queue_and_replay_brings_them_back() -> None:
     state = assigned_state(retry={"max_attempts": 2, "backoff_s": 1, "backoff_max_s": 5})
-    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
-    state.apply(CompleteFires(T0 + 3000, "node2", [failed(FIRE, 2)]))
+    at(state, CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    at(state, CompleteFires(T0 + 3000, "node2", [failed(FIRE, 2)]))
     assert FIRE not in state.book.fires and state.jobs["job"]["active_fires"] == []
     letter = state.dead_letters[FIRE]
     assert letter["attempts"] == 2 and letter["last_error"] == "HTTP 500"
-    assert state.apply(ReplayDeadLetter(T0 + 5000, FIRE)) == {"ok": True, "fire_id": FIRE}
+    assert at(state, ReplayDeadLetter(T0 + 5000, FIRE)) == {"ok": True, "fire_id": FIRE}
     fire = state.book.fires[FIRE]
     assert fire["attempt"] == 3 and fire["node"] == "" and fire["trigger"] == "replay"
     assert state.book.pending == {FIRE: None} and state.dead_letters == {}
-    state.apply(AssignFires(T0 + 5000, [], [[FIRE, 3, "node3"]]))
+    at(state, AssignFires(T0 + 5000, [], [[FIRE, 3, "node3"]]))
     assert state.book.fires[FIRE]["attempt"] == 3 and state.book.fires[FIRE]["node"] == "node3"
-    state.apply(CompleteFires(T0 + 5100, "node3", [ok(FIRE, attempt=3)]))
+    at(state, CompleteFires(T0 + 5100, "node3", [ok(FIRE, attempt=3)]))
     assert [e["attempt"] for e in state.history["job"]] == [1, 2, 3]
-    assert state.apply(ReplayDeadLetter(T0, FIRE))["error"] == "not_found"
+    assert at(state, ReplayDeadLetter(T0, FIRE))["error"] == "not_found"
 
 
 def test_drop_dead_letter() -> None:
@@ -111,40 +111,40 @@ def test_stale_moves_are_no_ops() -> None:
 
 def test_trigger_makes_a_pending_fire_due_now() -> None:
     state = cluster_state()
-    state.apply(CreateJob(T0, spec(schedule="@yearly")))
-    first = state.apply(TriggerJob(T0 + 1234, "job"))
-    assert state.apply(TriggerJob(T0 + 1234, "job"))["error"] == "conflict"  # the first is due
-    second = state.apply(TriggerJob(T0 + 1234, "job", force=True))
+    at(state, CreateJob(T0, spec(schedule="@yearly")))
+    first = at(state, TriggerJob(T0 + 1234, "job"))
+    assert at(state, TriggerJob(T0 + 1234, "job"))["error"] == "conflict"  # the first is due
+    second = at(state, TriggerJob(T0 + 1234, "job", force=True))
     assert first["fire_id"] == f"job:{T0 + 1234}" and second["fire_id"] == f"job:{T0 + 1235}"
     fire = state.book.fires[first["fire_id"]]
     assert fire["node"] == "" and fire["due_ms"] == T0 + 1234 and fire["trigger"] == "manual:api"
-    assert state.apply(TriggerJob(T0, "ghost"))["error"] == "not_found"
+    assert at(state, TriggerJob(T0, "ghost"))["error"] == "not_found"
 
 
 def test_pause_withdraws_retries_and_pending_fires_too() -> None:
     state = assigned_state()
-    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))  # a retry is now waiting
-    state.apply(TriggerJob(T0 + 1200, "job"))
-    state.apply(ReplaceJob(T0 + 1300, spec(paused=True)))
+    at(state, CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))  # a retry is now waiting
+    at(state, TriggerJob(T0 + 1200, "job"))
+    at(state, ReplaceJob(T0 + 1300, spec(paused=True)))
     assert state.book.fires == {} and state.jobs["job"]["active_fires"] == []
 
 
 def test_delete_cancels_fires_and_dead_letters() -> None:
     state = assigned_state(retry={"max_attempts": 1})
-    state.apply(CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
-    state.apply(TriggerJob(T0 + 1200, "job"))
-    state.apply(DeleteJob(T0 + 1300, "job"))
+    at(state, CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))
+    at(state, TriggerJob(T0 + 1200, "job"))
+    at(state, DeleteJob(T0 + 1300, "job"))
     assert state.book.fires == {} and state.dead_letters == {} and state.book.pending == {}
 
 
 def test_idempotent_create_returns_the_first_job_until_the_key_expires() -> None:
     state = cluster_state()
-    assert state.apply(CreateJob(T0, spec("first"), "key-1")) == {"ok": True, "job_id": "first"}
-    again = state.apply(CreateJob(T0 + 10, spec("second"), "key-1"))
+    assert at(state, CreateJob(T0, spec("first"), "key-1")) == {"ok": True, "job_id": "first"}
+    again = at(state, CreateJob(T0 + 10, spec("second"), "key-1"))
     assert again == {"ok": True, "job_id": "first", "replayed": True} and "second" not in state.jobs
     ttl = state.limits.idempotency_ttl_ms
-    assert state.apply(CreateJob(T0 + ttl + 1, spec("second"), "key-1")) == {"ok": True, "job_id": "second"}
-    assert state.apply(CreateJob(T0, spec("third"), "k" * 500))["error"] == "invalid"
+    assert at(state, CreateJob(T0 + ttl + 1, spec("second"), "key-1")) == {"ok": True, "job_id": "second"}
+    assert at(state, CreateJob(T0, spec("third"), "k" * 500))["error"] == "invalid"
 
 
 def test_at_most_once_never_retries_and_never_moves_a_fire_that_may_have_started() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from schedb.commands import RegisterJobs, ReplaceJob
 from schedb.state import State
-from tests.unit.test_state import T0, cluster_state
+from tests.unit.test_state import T0, at, cluster_state
 
 
 def entry(name: str, schedule: str = "0 2 * * *", **extra: Any) -> dict[str, Any]:
@@ -72,5 +72,5 @@ def test_enabling_a_registered_job_catches_up_nothing() -> None:
     register(state, entry("hourly", "0 * * * *"))
     later = T0 + 3 * 86_400_000
     enabled = {**state.jobs["billing.hourly"]["spec"], "paused": False}
-    assert state.apply(ReplaceJob(later, enabled))["ok"]
+    assert at(state, ReplaceJob(later, enabled))["ok"]
     assert "billing.hourly" not in state.history and state.jobs["billing.hourly"]["next_fire_ms"] > later

@@ -6,6 +6,7 @@ from typing import Any
 
 from schedb.commands import (
     AssignFires,
+    Command,
     CompleteFires,
     CreateJob,
     CreateJobs,
@@ -26,9 +27,17 @@ def spec(job_id: str = "job", schedule: str = "@every 1s", **extra: Any) -> dict
 
 def cluster_state(limits: StateLimits | None = None) -> State:
     state = State(limits)
+    state.apply(AssignFires(T0, []))  # the leader's clock tick: only the leader moves replicated time
     for n in (2, 3):
         assert state.apply(RegisterNode(T0, f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}")) == {"ok": True}
     return state
+
+
+def at(state: State, command: Command) -> dict[str, Any]:
+    """Apply a command as a node proposes it at its time, after the leader's tick of that time
+    (only the leader's AssignFires moves replicated time; state._command_time)."""
+    state.apply(AssignFires(command.now_ms, []))
+    return state.apply(command)
 
 
 def ok(outcome_fire: str, attempt: int = 1, at: int = T0) -> list[Any]:
@@ -118,12 +127,12 @@ def test_history_is_bounded_per_job_and_overall() -> None:
 
 def test_pause_drops_fires_not_yet_due_and_resume_applies_the_misfire_policy() -> None:
     state = cluster_state()
-    state.apply(CreateJob(T0, spec()))
-    state.apply(AssignFires(T0 + 100, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node2"]]))
-    state.apply(ReplaceJob(T0 + 1500, spec(paused=True)))
+    at(state, CreateJob(T0, spec()))
+    at(state, AssignFires(T0 + 100, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node2"]]))
+    at(state, ReplaceJob(T0 + 1500, spec(paused=True)))
     assert list(state.book.fires) == [f"job:{T0 + 1000}"]  # due already: it may be running
     assert state.jobs["job"]["next_fire_ms"] is None and state.slots.keys == []
-    state.apply(ReplaceJob(T0 + 9_400, spec(paused=False)))
+    at(state, ReplaceJob(T0 + 9_400, spec(paused=False)))
     # run_once: the latest occurrence due while paused fires once; 2 s .. 8 s are recorded as skipped.
     assert state.jobs["job"]["next_fire_ms"] == T0 + 9_000
     skipped = [(e["scheduled_ms"] - T0, e["status"], e["reason"]) for e in state.history["job"]]
@@ -133,8 +142,8 @@ def test_pause_drops_fires_not_yet_due_and_resume_applies_the_misfire_policy() -
 
 def test_resume_with_skip_waits_for_the_next_occurrence() -> None:
     state = cluster_state()
-    state.apply(CreateJob(T0, spec(misfire="skip", paused=True)))
-    state.apply(ReplaceJob(T0 + 5_500, spec(misfire="skip")))
+    at(state, CreateJob(T0, spec(misfire="skip", paused=True)))
+    at(state, ReplaceJob(T0 + 5_500, spec(misfire="skip")))
     assert state.jobs["job"]["next_fire_ms"] == T0 + 6_000 and len(state.history["job"]) == 5
 
 
@@ -197,9 +206,27 @@ def test_one_shot_job_leaves_the_slots_after_its_fire() -> None:
 
 def test_clock_never_goes_backwards() -> None:
     state = cluster_state()
-    state.apply(CreateJob(T0 + 5000, spec("a")))
+    at(state, CreateJob(T0 + 5000, spec("a")))
+    state.apply(AssignFires(T0 + 4000, []))  # a leader whose clock is a little behind the last one
     state.apply(CreateJob(T0, spec("b")))  # a node with a slower clock proposed this
     assert state.now_ms == T0 + 5000 and state.jobs["b"]["created_ms"] == T0 + 5000
+
+
+def test_only_the_leaders_assignments_move_replicated_time() -> None:
+    """Defect 3 of issue 16: a node an hour ahead moved replicated time for good (even by a
+    rejected outcome batch), and every job then counted as missed on the next assignment."""
+    state = cluster_state()
+    hour_ms = 3_600_000
+    rejected = state.apply(CompleteFires(T0 + hour_ms, "ghost", []))
+    assert rejected["error"] == "invalid" and state.now_ms == T0
+    assert state.apply(CompleteFires(T0 + hour_ms, "node2", []))["ok"] and state.now_ms == T0
+    assert state.apply(CreateJob(T0 + hour_ms, spec("ahead")))["error"] == "clock_ahead"
+    assert "ahead" not in state.jobs and state.now_ms == T0
+    state.apply(CreateJob(T0 + 600, spec("slightly-ahead")))  # within the bound: its own time, once
+    assert state.jobs["slightly-ahead"]["created_ms"] == T0 + 600 and state.now_ms == T0
+    assert state.jobs["slightly-ahead"]["next_fire_ms"] == T0 + 1000
+    state.apply(AssignFires(T0 + 1000, [["slightly-ahead", T0 + 1000, "node2"]]))
+    assert state.now_ms == T0 + 1000 and state.counters["fires_missed"] == 0
 
 
 def test_due_jobs_walks_slots_in_time_order_with_a_limit() -> None:

@@ -1,0 +1,100 @@
+"""One fire id is one fire, whatever happens to it: pause and resume, a late report of an old
+attempt, a new leader that held fires as a follower (issue 16, defects 1, 7 and 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedb.commands import AssignFires, CompleteFires, CreateJob, Outcome, ReplaceJob
+from schedb.state import State
+from tests.unit.test_state import T0, at, cluster_state, ok, spec
+
+FIRE = f"job:{T0 + 10_000}"
+
+
+def skipped(fire_id: str, attempt: int) -> list[Any]:
+    return Outcome(fire_id, attempt, "skipped", 0, T0, T0, "skipped_overlap: older still running").to_list()
+
+
+def assigned(**job: Any) -> State:
+    """A job `*/10 * * * * *` whose fire at T0+10 s sits on node2, 3 s before it is due."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec(schedule="*/10 * * * * *", **job)))
+    at(state, AssignFires(T0 + 7_000, [["job", T0 + 10_000, "node2"]]))
+    assert FIRE in state.book.fires
+    return state
+
+
+def test_pause_and_resume_inside_the_lookahead_keep_one_fire() -> None:
+    """Defect 1: the withdrawn twin stayed behind while assign re-created the same fire id; the
+    outcome then ended the twin, the live fire never ended, and it moved as attempt 2."""
+    state = assigned()
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="*/10 * * * * *", paused=True)))
+    at(state, ReplaceJob(T0 + 7_200, spec(schedule="*/10 * * * * *")))
+    assert state.apply(AssignFires(T0 + 7_300, [["job", T0 + 10_000, "node3"]]))["assigned"] == 1
+    fire = state.book.fires[FIRE]
+    assert fire["attempt"] == 2 and fire["node"] == "node3"  # the twin's attempt 1 may have started
+    assert FIRE not in state.book.withdrawn
+    assert at(state, CompleteFires(T0 + 10_050, "node3", [ok(FIRE, attempt=2, at=T0 + 10_000)]))["committed"] == 1
+    assert FIRE not in state.book.fires and state.jobs["job"]["active_fires"] == []
+    # A late success of the first attempt, or a second report of the second, is a duplicate.
+    late = at(state, CompleteFires(T0 + 10_100, "node2", [ok(FIRE, attempt=1), ok(FIRE, attempt=2)]))
+    assert late["committed"] == 0
+    assert [e["status"] for e in state.history["job"] if e["fire_id"] == FIRE] == ["succeeded"]
+
+
+def test_the_twins_success_ends_the_revived_fire() -> None:
+    """The withdrawn attempt ran after all (its executor's clock was a little ahead): its
+    success is the fire's, and the revived attempt has nothing left to do."""
+    state = assigned()
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="*/10 * * * * *", paused=True)))
+    at(state, ReplaceJob(T0 + 7_200, spec(schedule="*/10 * * * * *")))
+    state.apply(AssignFires(T0 + 7_300, [["job", T0 + 10_000, "node3"]]))
+    assert at(state, CompleteFires(T0 + 10_050, "node2", [ok(FIRE, attempt=1)]))["committed"] == 1
+    assert FIRE not in state.book.fires
+    assert at(state, CompleteFires(T0 + 10_100, "node3", [ok(FIRE, attempt=2)]))["committed"] == 0
+
+
+def test_a_time_zone_change_that_keeps_the_instant_keeps_one_fire() -> None:
+    state = assigned()
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="*/10 * * * * *", timezone="Europe/Berlin")))
+    state.apply(AssignFires(T0 + 7_300, [["job", T0 + 10_000, "node2"]]))
+    assert state.book.fires[FIRE]["attempt"] == 2 and FIRE not in state.book.withdrawn
+    assert at(state, CompleteFires(T0 + 10_050, "node2", [ok(FIRE, attempt=2)]))["committed"] == 1
+    assert FIRE not in state.book.fires
+
+
+def test_a_late_skip_of_an_old_attempt_does_not_end_the_current_one() -> None:
+    """Defect 7: a skipped/missed report for attempt 1 ended attempt 2's fire: its retry was
+    dropped and no dead letter written."""
+    state = assigned(retry={"max_attempts": 3, "backoff_s": 1, "backoff_max_s": 5})
+    state.apply(AssignFires(T0 + 20_000, [], [[FIRE, 1, "node3"]]))  # node2 went silent
+    assert state.book.fires[FIRE]["attempt"] == 2
+    assert at(state, CompleteFires(T0 + 20_100, "node2", [skipped(FIRE, 1)]))["committed"] == 1
+    fire = state.book.fires[FIRE]
+    assert (fire["attempt"], fire["node"]) == (2, "node3") and state.counters["fires_skipped"] == 0
+    # The current attempt's own skip still ends it.
+    assert at(state, CompleteFires(T0 + 20_200, "node3", [skipped(FIRE, 2)]))["committed"] == 1
+    assert FIRE not in state.book.fires
+
+
+def test_a_new_leader_releases_fires_it_never_started_as_the_same_attempt() -> None:
+    """Defect 8: a new leader buried the at-most-once fires it held as a follower as `unknown`,
+    though it never started them. Released, they run elsewhere as the same attempt."""
+    state = assigned(delivery="at_most_once")
+    moved = state.apply(AssignFires(T0 + 10_500, [], [], [[FIRE, 1, "node3"]], leader_id="node2"))
+    assert moved["reassigned"] == 1
+    fire = state.book.fires[FIRE]
+    assert (fire["attempt"], fire["node"]) == (1, "node3") and state.dead_letters == {}
+    assert state.counters["at_most_once_abandoned"] == 0
+
+
+def test_only_the_leaders_own_fires_are_released() -> None:
+    state = assigned(delivery="at_most_once")
+    for release, leader in (([[FIRE, 1, "node3"]], "node3"), ([[FIRE, 1, "node3"]], ""),
+                            ([[FIRE, 2, "node3"]], "node2"), ([[FIRE, 1, "ghost"]], "node2"), (["junk"], "node2")):
+        assert state.apply(AssignFires(T0 + 10_500, [], [], release, leader_id=leader))["reassigned"] == 0
+    assert state.book.fires[FIRE]["node"] == "node2"
+    # Moved as an ordinary reassignment instead, the fire may have been delivered: unknown.
+    state.apply(AssignFires(T0 + 10_600, [], [[FIRE, 1, "node3"]]))
+    assert FIRE not in state.book.fires and state.dead_letters[FIRE]["last_status"] == "unknown"
