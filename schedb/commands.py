@@ -215,6 +215,15 @@ class SetDefaultQuotas(Command):
 
 
 @dataclass(frozen=True)
+class SetLimits(Command):
+    """The state's configurable bounds (schedb.limits.CONFIGURABLE): the leader proposes its
+    config's [scheduler] values, so every node applies the same ones."""
+
+    TAG: ClassVar[int] = 20
+    limits: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PutSecret(Command):
     """Create or replace a team's secret, already sealed (AES-GCM) by the proposing node."""
 
@@ -245,7 +254,7 @@ COMMAND_TYPES: dict[int, type[Command]] = {
     cls.TAG: cls for cls in (RegisterNode, CreateJob, ReplaceJob, DeleteJob, AssignFires, CompleteFires,
                              TriggerJob, ReplayDeadLetter, DropDeadLetter, BackfillJob, DrainNode, CreateJobs,
                              CreateApiKey, RevokeApiKey, SetQuotas, PutSecret, DeleteSecret, SetDefaultQuotas,
-                             RegisterJobs)
+                             RegisterJobs, SetLimits)
 }
 
 

@@ -70,7 +70,6 @@ class Executor:
         self._held: dict[FireKey, dict[str, Any]] = {}
         self._running: dict[FireKey, asyncio.Task[None]] = {}
         self._running_fires: dict[FireKey, dict[str, Any]] = {}
-        self._grace_ms = int(config.scheduler.misfire_grace_s * 1000)
         metrics.inflight.set_function(lambda: len(self._running))
         self._outcomes: dict[FireKey, Outcome] = {}
         self._outcome_ready = asyncio.Event()
@@ -241,7 +240,7 @@ class Executor:
         last check against a stale view, e.g. one built before a snapshot replaced the state)."""
         if not self._still_ours(state, fire):
             return None
-        return verdict(state, fire, wall_ms(), self._grace_ms)
+        return verdict(state, fire, wall_ms(), state.limits.misfire_grace_ms)  # the replicated bound
 
     def _still_ours(self, state: State, fire: dict[str, Any]) -> bool:
         current = state.book.get(fire["fire_id"])

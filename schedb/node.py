@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from schedb import secretbox
-from schedb.commands import RegisterNode, SetDefaultQuotas
+from schedb import limits, secretbox
+from schedb.commands import RegisterNode, SetDefaultQuotas, SetLimits
 from schedb.config import Config, ConfigError, parse_address
 from schedb.dispatcher import Dispatcher
 from schedb.egress import EgressPolicy
@@ -107,7 +107,7 @@ class Node:
         since a replay shows the past; not while this node is itself shutting down."""
         while True:
             if self.replica.caught_up() and self.replica.is_leader():
-                await self._propose_default_quotas()
+                await self._propose_config_defaults()
             if self.replica.caught_up() and not self.executor.draining and not self.is_registered():
                 command = RegisterNode(wall_ms(), self.node_id, self.config.raft.listen, self.config.http.listen)
                 try:
@@ -120,17 +120,22 @@ class Node:
                     log.info("node_registration_retry", reason=exc.reason)
             await asyncio.sleep(REGISTER_RETRY_S)
 
-    async def _propose_default_quotas(self) -> None:
-        """The config's [quotas] become every team's defaults through the log, so every node
-        applies the same ones. With configs that differ, the current leader's win."""
-        wanted = dataclasses.asdict(self.config.quotas)
-        if self.replica.read(lambda s: s.default_quotas) == wanted:
-            return
-        try:
-            await self.replica.submit(SetDefaultQuotas(wall_ms(), wanted))
-            log.info("default_quotas_set", **wanted)
-        except SubmitError as exc:
-            log.info("default_quotas_retry", reason=exc.reason)
+    async def _propose_config_defaults(self) -> None:
+        """The config's [quotas] (every team's defaults) and the state's bounds from [scheduler]
+        go through the log, so every node applies the same ones. With configs that differ, the
+        current leader's win."""
+        quotas = dataclasses.asdict(self.config.quotas)
+        bounds = _limits_of(self.config)
+        now_quotas, now_bounds = self.replica.read(lambda s: (s.default_quotas, limits.current(s)))
+        for differs, command in ((now_quotas != quotas, SetDefaultQuotas(wall_ms(), quotas)),
+                                 (now_bounds != bounds, SetLimits(wall_ms(), bounds))):
+            if not differs:
+                continue
+            try:
+                result = await self.replica.submit(command)
+                log.info("config_defaults_set", command=type(command).__name__, error=result.get("detail"))
+            except SubmitError as exc:
+                log.info("config_defaults_retry", command=type(command).__name__, reason=exc.reason)
 
     async def stop(self) -> None:
         started = time.monotonic()
@@ -229,3 +234,11 @@ async def _listen(host: str, port: int) -> socket.socket:
 def run_node(config: Config) -> None:
     configure_logging(config.log.level, config.log.format, config.node.id)
     asyncio.run(serve(config))
+
+
+def _limits_of(config: Config) -> dict[str, int]:
+    """The state's configurable bounds (schedb.limits) as this node's config sets them."""
+    s = config.scheduler
+    return {"history_per_job": s.history_per_job, "recent_executions": s.recent_executions,
+            "misfire_grace_ms": int(s.misfire_grace_s * 1000), "catch_up_window_ms": int(s.catch_up_window_s * 1000),
+            "idempotency_ttl_ms": int(s.idempotency_ttl_s * 1000), "slot_jobs_max": s.slot_jobs_max}

@@ -30,10 +30,14 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from schedb.commands import Command, UndecodableCommand, decode, encode
 from schedb.config import Config
 from schedb.metrics import NodeMetrics
-from schedb.state import Result, State, StateLimits
+from schedb.state import Result, State
 
 log = structlog.get_logger("schedb.raft")
 EXIT_CORRUPT_LOG = 70
+EXIT_APPLY_FAILED = 71
+# Silence from the leader longer than this (ten heartbeats) is a gap after which the fence
+# waits for the log to be applied (_Node.fence_until_applied).
+LEADER_GAP_S = 1.0
 
 
 class SubmitError(RuntimeError):
@@ -76,8 +80,14 @@ class StateHolder(SyncObjConsumer):
             # Skipping an entry would let this node diverge from the others for ever.
             log.critical("undecodable_log_entry", error=str(exc))
             os._exit(EXIT_CORRUPT_LOG)
-        with self.lock:
-            result = self.state.apply(command)
+        try:
+            with self.lock:
+                result = self.state.apply(command)
+        except Exception:
+            # pysyncobj would apply the entry again on every tick, for ever, while the node
+            # reports ready; and a half-applied entry may have left the state unlike the others'.
+            log.critical("apply_failed", command=type(command).__name__, exc_info=True)
+            os._exit(EXIT_APPLY_FAILED)
         self._on_applied(command)
         return result
 
@@ -93,6 +103,7 @@ class _Node(SyncObj):
     def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: StateHolder,
                  join: bool) -> None:
         self.leader_heard_at = 0.0
+        self.fence_until_applied = 0  # the commit index learnt after the last gap (leader_heard_within)
         self.follower_acks: dict[str, tuple[float, int]] = {}
         self._joining = join
         super().__init__(self_addr, peers, conf, consumers=[holder])
@@ -108,7 +119,14 @@ class _Node(SyncObj):
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
-            self.leader_heard_at = time.monotonic()
+            now = time.monotonic()
+            if now - self.leader_heard_at > LEADER_GAP_S:
+                # Heard again after a gap (a freeze, a partition, a start): this message's entries
+                # are not applied yet, and what it commits may move this node's fires. The fence
+                # holds until the log is applied that far. Set before leader_heard_at, which the
+                # executor reads first.
+                self.fence_until_applied = max(self.fence_until_applied, int(message.get("commit_index", 0)))
+            self.leader_heard_at = now
         elif kind == "next_node_idx":
             match = message["next_node_idx"] - 1 if message.get("success") else -1
             previous = self.follower_acks.get(node.id, (0.0, 0))[1]
@@ -143,12 +161,9 @@ class Replica:
         # state); the console's event feed listens here. Listeners must be quick and not block.
         self.command_listeners: list[Callable[[Command | None], None]] = []
         self._pending = asyncio.Semaphore(config.http.pending_commands_max)
-        s = config.scheduler
-        limits = StateLimits(history_per_job=s.history_per_job, recent_executions=s.recent_executions,
-                             misfire_grace_ms=int(s.misfire_grace_s * 1000),
-                             catch_up_window_ms=int(s.catch_up_window_s * 1000),
-                             idempotency_ttl_ms=int(s.idempotency_ttl_s * 1000), slot_jobs_max=s.slot_jobs_max)
-        self.holder = StateHolder(State(limits), self._applied)
+        # The state starts with the default bounds; the leader's config values follow through
+        # the log (SetLimits), so that every node applies the same ones.
+        self.holder = StateHolder(State(), self._applied)
         self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder,
                            join=config.raft.join)
         os.register_at_fork(after_in_child=self._close_raft_listener)
@@ -233,10 +248,16 @@ class Replica:
         return bool(self._node.hasQuorum)
 
     def leader_heard_within(self, seconds: float) -> bool:
-        """The executor's fence: has a leader (or this node as leader) spoken lately?"""
-        if self._node._isLeader():
+        """The executor's fence: has a leader (or this node as leader) spoken lately, and has this
+        node applied the log up to the commit index it learnt when it heard a leader again after a
+        gap? A follower frozen (SIGSTOP) past the fence hears the leader the moment it thaws, while
+        its state still gives it fires that moved away meanwhile: it must not fire from that view."""
+        node = self._node
+        if node._isLeader():
             return True
-        return time.monotonic() - self._node.leader_heard_at < seconds
+        if time.monotonic() - node.leader_heard_at >= seconds:
+            return False
+        return node.raftLastApplied >= node.fence_until_applied
 
     def members(self) -> list[str]:
         """Raft addresses of the other members, as this node's log has them now."""

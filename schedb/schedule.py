@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import threading
+import zoneinfo
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -43,6 +44,12 @@ from croniter import croniter
 from croniter.croniter import CroniterError
 
 from schedb.timefmt import rfc3339_to_ms
+
+# Time zones come from the pinned tzdata package only, never from the host's database: a host's
+# /usr/share/zoneinfo has other versions and other names (posix/*, right/*), so two nodes would
+# accept different zones or compute different fire times, and their states would differ.
+zoneinfo.reset_tzpath(to=[])
+ZoneInfo.clear_cache()
 
 ALIASES = {
     "@yearly": "0 0 1 1 *",

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from schedb import lifecycle, registry, tenancy, workflow
+from schedb import lifecycle, limits, registry, tenancy, workflow
 from schedb.commands import (
     AssignFires,
     BackfillJob,
@@ -43,6 +43,7 @@ from schedb.commands import (
     ReplayDeadLetter,
     RevokeApiKey,
     SetDefaultQuotas,
+    SetLimits,
     SetQuotas,
     TriggerJob,
 )
@@ -434,6 +435,7 @@ _HANDLERS: dict[type[Command], Callable[[State, Any], Result]] = {
     RevokeApiKey: tenancy.revoke_api_key,
     SetQuotas: tenancy.set_quotas,
     SetDefaultQuotas: tenancy.set_default_quotas,
+    SetLimits: limits.set_limits,
     RegisterJobs: registry.register_jobs,
     PutSecret: tenancy.put_secret,
     DeleteSecret: tenancy.delete_secret,
