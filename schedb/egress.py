@@ -3,6 +3,12 @@ call cloud metadata (169.254.169.254), internal services, or the cluster's own A
 
 The policy judges resolved IP addresses, never names (a name is only as safe as its addresses). At delivery
 `GuardedResolver` filters exactly the addresses aiohttp connects to, so DNS cannot change between check and use.
+
+The host judged is the one aiohttp connects to: yarl's normalised `raw_host`, not the text of the URL. yarl
+maps fullwidth, mathematical and segmented digits to ASCII ones (UTS 46), so 127.0.0.1 written in fullwidth
+digits reaches 127.0.0.1, while getaddrinfo fails on the text as written. A host written in non-ASCII must
+also be a proper IDNA name (every non-ASCII label an A-label, "xn--..."), and never digits alone, of any
+script: those read as an IP address to people and to some software.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable
-from urllib.parse import urlsplit
 
+import idna
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -29,8 +36,9 @@ _ALSO_PRIVATE = (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("64
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _RESOLVE_TIMEOUT_S = 2.0
 _CLUSTER_NAME_TTL_S = 10.0
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.IGNORECASE)
+# What IDNA (UTS 46) reads as a label separator: the full stop and its ideographic and fullwidth forms.
+_IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
 
 
 class EgressRefused(Exception):
@@ -84,16 +92,42 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
-def _url_host_port(url: str) -> tuple[str, int]:
-    """Host and port a URL connects to; EgressRefused for a URL without either (nothing to judge)."""
+def connect_target(url: str) -> tuple[str, int]:
+    """The host and port aiohttp connects to for this URL (yarl's normalised host: an ASCII name, an
+    A-label name or an IP address); EgressRefused for a URL without either, or with a host that is
+    not a proper IDNA name."""
     try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-    except ValueError:
-        host, port = None, None
-    if not host or port is None:
+        parsed = yarl.URL(url)
+        scheme, host, port = parsed.scheme, parsed.raw_host, parsed.port
+        written = yarl.URL(url, encoded=True).raw_host  # the host as the URL spells it
+    except (ValueError, TypeError):  # yarl refuses what it cannot normalise; so would the client
+        scheme, host, port, written = "", None, None, None
+    if not host or port is None or scheme not in ("http", "https"):
         raise EgressRefused(f"{url!r} is not an http(s) URL with a host")
+    if written and not written.isascii():
+        why = _international_reason(written, host)
+        if why:
+            raise EgressRefused(why)
     return host, port
+
+
+def _international_reason(written: str, host: str) -> str | None:
+    """Why a host written with non-ASCII characters is refused, or None for a proper IDNA name
+    that yarl (and so aiohttp) encodes as `host`."""
+    labels = _IDNA_DOTS.split(written)
+    if all(label.isdecimal() for label in labels if label):  # digits of any script: 127.0.0.1 to someone
+        return f"{written!r} is an IP address written with non-ASCII digits (write addresses in ASCII)"
+    try:
+        encoded = idna.encode(written, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        return f"{written!r} is not a valid internationalised host name (IDNA: {exc})"
+    a_labels = encoded.split(".")
+    if len(a_labels) != len(labels) or any(not label.isascii() and not a_label.startswith("xn--")
+                                           for label, a_label in zip(labels, a_labels, strict=True)):
+        return f"{written!r} is not a proper IDNA host name (a non-ASCII label must encode to an xn-- A-label)"
+    if encoded.lower() != host.lower():  # yarl fell back to another encoding: judge nothing it does not send
+        return f"{written!r} encodes to {encoded}, but the HTTP client would connect to {host}"
+    return None
 
 
 class EgressPolicy:
@@ -161,8 +195,10 @@ class EgressPolicy:
         return self._local_ips
 
     def check_literal(self, url: str) -> None:
-        """Judge a URL whose host is an IP literal; aiohttp skips the resolver (and so the guard) for those."""
-        host, port = _url_host_port(url)
+        """Judge the host aiohttp connects to when it is an IP literal (aiohttp skips the resolver, and so
+        the guard, for those), and refuse hosts the client would read otherwise than a resolver (connect_target).
+        Run at create and again before every delivery."""
+        host, port = connect_target(url)
         if _parse_ip(host) is not None:
             why = self.reason(host, port)
             if why:
@@ -175,7 +211,7 @@ class EgressPolicy:
         """Judge every address the URL's host resolves to now; a name that does not resolve passes
         (it may resolve later, and delivery checks again through GuardedResolver)."""
         self.check_literal(url)
-        host, port = _url_host_port(url)
+        host, port = connect_target(url)
         if _parse_ip(host) is not None:
             return
         loop = asyncio.get_running_loop()

@@ -72,6 +72,10 @@ DST_STEPS_MAX = 8
 
 _EVERY_PART = re.compile(r"(\d+)(d|h|m|s)")
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1000}
+# RFC 3339's date-time, and only it: datetime.fromisoformat also reads ISO 8601's week dates
+# (2026-W49-5), basic format (20261201T100000Z), hours alone and "+0100", which the API never promised.
+_AT_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 
 class ScheduleError(ValueError):
@@ -150,6 +154,8 @@ def _parse_every(spec: str) -> int:
 
 def _parse_at(spec: str) -> int:
     try:
+        if not _AT_TIME.fullmatch(spec):
+            raise ValueError(f"not an RFC 3339 date-time: {spec!r}")
         at_ms = rfc3339_to_ms(spec)
     except ValueError as exc:
         raise ScheduleError("@at needs an RFC 3339 time such as 2026-12-01T10:00:00Z") from exc

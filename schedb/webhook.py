@@ -87,7 +87,9 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
     report: dict[str, Any] = {}
     try:
         if egress is not None:
-            egress.check_literal(webhook["url"])  # a name is checked by the session's resolver
+            # The host aiohttp will connect to (yarl-normalised: fullwidth digits are ASCII ones), judged
+            # again here since the policy may have tightened; a name is checked by the session's resolver.
+            egress.check_literal(webhook["url"])
         timeout = aiohttp.ClientTimeout(total=webhook["timeout_s"])
         async with session.request(webhook["method"], webhook["url"], headers=headers, data=body,
                                    timeout=timeout, allow_redirects=False) as response:

@@ -97,7 +97,9 @@ def create_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.http.body_max_bytes,
                           # CORS outermost: a preflight is answered before routing errors and auth matter
                           middlewares=[cors.middleware(node), telemetry, problem_middleware,
-                                       _header_limit(node.config.http.headers_max), auth_middleware(node, permissions)])
+                                       _header_limit(node.config.http.headers_max), auth_middleware(node, permissions),
+                                       # after auth: a call without its key is told so (401) first
+                                       cors.require_json_or_client_header])
     app[NODE] = node
     app.on_response_prepare.append(cors.add_headers)  # also for a stream, whose headers leave before it ends
     permissions.update(console.install(app))

@@ -11,6 +11,13 @@ port" (a web page on attacker.example:8003 would then read the API); the operato
 names in `http.cors_origins`. Anything else gets no CORS headers: the browser keeps the answer
 from the page. No cookies are involved (keys travel in headers), so no credentials mode.
 
+A browser sends some cross-origin requests without asking first: "simple" ones (a form post, or a
+fetch with no body or a text/plain one), which change state before CORS keeps the answer from the
+page. With auth off nothing else would stop a web page from pausing or deleting jobs of a cluster on
+localhost, so `require_json_or_client_header` refuses a state-changing API call (415) unless its
+Content-Type is JSON or it carries a header no simple request can (X-Schedb-Client, X-Requested-With,
+or a key). Either one makes the browser ask first, and only the cluster's own origins pass.
+
 The middleware (outermost) answers preflights before routing and auth: a preflight carries no
 key, and aiohttp would answer an OPTIONS it has no route for with a 405. The headers of actual
 answers are added when the answer is prepared (`add_headers` on `on_response_prepare`), which
@@ -29,13 +36,19 @@ from schedb.node import Node
 from schedb.origins import Address, parse_member, parse_origin
 
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE"
-ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, If-Match, Idempotency-Key, X-Correlation-ID, Last-Event-ID"
+ALLOW_HEADERS = ("Authorization, X-API-Key, Content-Type, If-Match, Idempotency-Key, X-Correlation-ID, "
+                 "Last-Event-ID, X-Schedb-Client, X-Requested-With")
 EXPOSE_HEADERS = "ETag, Location, Retry-After, X-Correlation-ID"
 MAX_AGE_S = 600
 MEMBERS_TTL_S = 1.0  # a new member's origin is allowed within a second of its registration applying
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD = frozenset({"0.0.0.0", "::", ""})
 ALLOWED_ORIGIN = web.RequestKey("schedb.cors_origin", str)
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
+# Headers outside the CORS safelist: a page can send them to another origin only after a preflight.
+# X-Schedb-Forwarded: a node passing a membership change on to the leader (membership.py).
+CLIENT_HEADERS = ("X-Schedb-Client", "X-Requested-With", "Authorization", "X-API-Key", "X-Schedb-Forwarded")
 
 
 def allowed(origin: Address, members: frozenset[Address]) -> bool:
@@ -103,3 +116,18 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
     vary = response.headers.get("Vary", "")
     if "origin" not in vary.lower():
         response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+
+
+def _shows_a_client(request: web.Request) -> bool:
+    return request.content_type.lower() in JSON_TYPES or any(h in request.headers for h in CLIENT_HEADERS)
+
+
+@web.middleware
+async def require_json_or_client_header(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No state-changing API call a web page could send without a preflight (see the module docstring)."""
+    if request.method in STATE_CHANGING and request.path.startswith("/api/") and not _shows_a_client(request):
+        raise Problem(415, "Unsupported media type", "a state-changing call needs Content-Type: application/json "
+                      "or an X-Schedb-Client header (a web page cannot send either to another origin unasked)",
+                      kind="unsupported-media-type",
+                      errors=[{"field": "Content-Type", "message": "application/json, or send X-Schedb-Client"}])
+    return await handler(request)

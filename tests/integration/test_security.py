@@ -14,8 +14,10 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -277,3 +279,50 @@ def test_concurrent_webhooks_quota_serializes_a_teams_calls(
     for node, arrivals in by_node.items():  # one call at a time per executor: arrivals a hang apart
         gaps = [b - a for a, b in zip(sorted(arrivals), sorted(arrivals)[1:], strict=False)]
         assert all(gap >= 250 for gap in gaps), (node, gaps)
+
+
+def _raw(node_url: str, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> tuple[int, Any]:
+    """Exactly the headers given (urllib would add a form Content-Type to any body)."""
+    conn = HTTPConnection(urlsplit(node_url).netloc, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        answer = conn.getresponse()
+        text, content_type = answer.read(), answer.getheader("Content-Type", "")
+        return answer.status, (json.loads(text) if "json" in content_type and text else content_type)
+    finally:
+        conn.close()
+
+
+def test_a_web_page_cannot_change_a_cluster_without_auth(cluster: Cluster, receiver: Receiver) -> None:
+    """Auth off (the local cluster): what a foreign page may send without a CORS preflight (no body,
+    text/plain, a form) is refused on every state-changing call; JSON or a client header passes."""
+    url = cluster.nodes[0].url
+    assert http("POST", url + "/api/v1/jobs", job("csrf", receiver.url, paused=True))[0] == 201
+    origin = {"Origin": "http://attacker.example"}
+    simple = [("POST", "/api/v1/jobs/csrf/resume", {}, None),
+              ("POST", "/api/v1/jobs/csrf/trigger", {"Content-Type": "text/plain"}, b"{}"),
+              ("POST", "/api/v1/jobs/csrf/trigger", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=1"),
+              ("POST", "/api/v1/jobs", {"Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
+              ("DELETE", "/api/v1/jobs/csrf", {}, None),
+              ("POST", "/api/v1/cluster/leave", {}, None)]
+    for method, path, headers, body in simple:
+        status, problem = _raw(url, method, path, {**origin, **headers}, body)
+        assert status == 415, (method, path, headers, problem)
+        assert problem["status"] == 415 and problem["errors"][0]["field"] == "Content-Type", problem
+    status, _, still = http("GET", url + "/api/v1/jobs/csrf")
+    assert status == 200 and still["paused"] is True
+    assert http("GET", url + "/api/v1/jobs/csrf/executions")[2]["executions"] == []
+    for header in ({"X-Schedb-Client": "script"}, {"X-Requested-With": "XMLHttpRequest"},
+                   {"Content-Type": "application/json"}):
+        assert _raw(url, "POST", "/api/v1/jobs/csrf/pause", header)[0] == 200, header
+    preflight = {"Origin": cluster.nodes[1].url, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "x-schedb-client"}  # the console, calling another node
+    assert _raw(url, "OPTIONS", "/api/v1/jobs/csrf/pause", preflight)[0] == 204
+
+    def cli(*args: str) -> str:  # the command line sends JSON on every call
+        command = [sys.executable, "-m", "schedb", *args, "--url", cluster.nodes[2].url, "--json"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+
+    assert json.loads(cli("jobs", "resume", "csrf"))["paused"] is False
+    cli("jobs", "rm", "csrf")
+    assert http("GET", url + "/api/v1/jobs/csrf")[0] == 404

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import socket
+import sys
+import unicodedata
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
@@ -8,8 +10,11 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from schedb import egress
 from schedb.config import EgressSection
 from schedb.egress import EgressPolicy, EgressRefused, GuardedResolver
+from schedb.jobspec import validate_job
+from schedb.webhook import deliver, new_session
 
 CLUSTER = ["127.0.0.1:9001", "127.0.0.1:9101"]
 
@@ -193,3 +198,114 @@ async def test_ipv4_in_non_canonical_forms_is_refused(url: str) -> None:
     whatever they stand for, since resolvers and clients disagree on them."""
     with pytest.raises(EgressRefused, match="non-canonical"):
         await policy(allow_loopback=True, allow_private=True).check_url(url)
+
+
+def digit_sets() -> dict[int, str]:
+    """Every set of ten decimal digits Unicode has besides ASCII (Arabic-Indic, Devanagari, fullwidth,
+    mathematical, segmented U+1FBF0..., some fifty more), as "0123456789" in that set, keyed by the
+    code point of its zero: each digit's code point minus its value."""
+    found: dict[int, dict[int, str]] = {}
+    for code_point in range(sys.maxunicode + 1):
+        value = unicodedata.decimal(chr(code_point), None)
+        if value is not None:
+            found.setdefault(code_point - value, {})[value] = chr(code_point)
+    assert all(sorted(digits) == list(range(10)) for digits in found.values())  # blocks of ten, in order
+    return {zero: "".join(digits[v] for v in range(10)) for zero, digits in sorted(found.items()) if zero != ord("0")}
+
+
+def spelled(address: str, digits: str) -> str:
+    """An ASCII dotted address written with another set's digits."""
+    return address.translate(str.maketrans("0123456789", digits))
+
+
+def unicode_digit_hosts() -> list[str]:
+    """127.0.0.1 and 169.254.169.254 in every non-ASCII digit set."""
+    return [spelled(ip, digits) for digits in digit_sets().values() for ip in ("127.0.0.1", "169.254.169.254")]
+
+
+def test_the_digit_sets_are_all_there() -> None:
+    sets = digit_sets()
+    assert len(sets) >= 60  # Unicode 14 (Python 3.11) has 64 besides ASCII
+    for zero in (0x0660, 0x0966, 0xFF10, 0x1D7CE, 0x1FBF0):  # Arabic-Indic, Devanagari, fullwidth, math, segmented
+        assert sets[zero] == "".join(chr(zero + v) for v in range(10))
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["strict", "loopback-and-private-allowed"])
+async def test_ips_in_non_ascii_digits_are_refused_at_create(allowed: bool) -> None:
+    """What the API checks (check_url, run at create and update): every host is refused, whatever
+    the policy allows, since yarl reads some as 127.0.0.1 and getaddrinfo none of them."""
+    p = policy(allow_private=allowed, allow_loopback=allowed)
+    passed = []
+    for host in unicode_digit_hosts():
+        try:
+            await p.check_url(f"http://{host}:8080/hook")
+        except EgressRefused as exc:
+            assert host in exc.reason or "127.0.0.1" in exc.reason or "169.254.169.254" in exc.reason
+        else:
+            passed.append(host)
+    assert passed == []
+
+
+@pytest.fixture
+async def counting_server() -> AsyncIterator[tuple[int, list[str]]]:
+    """A receiver on 127.0.0.1: its port, and the Host header of every request it got."""
+    hits: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hits.append(request.host)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1], hits
+    finally:
+        await runner.cleanup()
+
+
+async def test_ips_in_non_ascii_digits_are_refused_at_delivery(counting_server: tuple[int, list[str]]) -> None:
+    """What the executor runs (webhook.deliver with the node's session and policy), for jobs that
+    passed an older check: none connects, although loopback is allowed and 127.0.0.1 itself works."""
+    port, hits = counting_server
+    p = policy(allow_loopback=True, allow_private=True)
+    fire = {"fire_id": "j:1", "job_id": "j", "scheduled_ms": 1, "attempt": 1}
+    session = new_session(8, p)
+    try:
+        async def attempt(host: str) -> tuple[str, str]:
+            spec = validate_job({"id": "j", "schedule": "@hourly",
+                                 "webhook": {"url": f"http://{host}:{port}/hook", "timeout_s": 0.5}})
+            outcome = await deliver(session, fire, spec, "node1", "corr", egress=p)
+            return outcome.status, outcome.error
+
+        assert await attempt("127.0.0.1") == ("succeeded", "")
+        outcomes = {host: await attempt(host) for host in unicode_digit_hosts()}
+    finally:
+        await session.close()
+    assert hits == [f"127.0.0.1:{port}"]
+    assert {host: o for host, o in outcomes.items() if o[0] != "failed" or "egress" not in o[1]} == {}
+
+
+@pytest.mark.parametrize("host", ["①②⑦.⓪.⓪.①", "¹²⁷.⁰.⁰.¹", "127。0。0。1", "127\uff0e0\uff0e0\uff0e1",
+                                  "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "١٢٧.example"])
+def test_hosts_that_are_not_proper_idna_are_refused(host: str) -> None:
+    """Circled and superscript digits, ideographic and fullwidth dots, fullwidth letters: the client
+    would map them to ASCII (no A-label), so they are refused as written; a right-to-left label that
+    breaks the IDNA bidi rule cannot be encoded at all."""
+    with pytest.raises(EgressRefused):
+        policy(allow_private=True, allow_loopback=True).check_literal(f"http://{host}/")
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("http://bücher.example/x", "xn--bcher-kva.example"),
+    ("https://user:pw@Bücher.Example:8443/", "xn--bcher-kva.example"),
+    ("http://faß.de./", "xn--fa-hia.de."),
+    ("http://xn--bcher-kva.example/", "xn--bcher-kva.example"),
+    ("http://Example.COM/", "example.com"),
+])
+async def test_proper_names_pass_as_the_client_sends_them(url: str, host: str) -> None:
+    """International names stay usable; the policy judges their A-label form after DNS."""
+    assert egress.connect_target(url)[0] == host
+    await policy().check_url(url)  # none of these resolves here: a name that does not resolve passes

@@ -54,6 +54,33 @@ def test_at_fires_once() -> None:
     assert at.next_after(at.at_ms) is None
 
 
+@pytest.mark.parametrize("text", [
+    "2026-W49-5T10:00:00Z",  # an ISO 8601 week date: Friday of week 49, which fromisoformat reads
+    "2026W495T10:00:00Z",
+    "2026-W49T10:00:00Z",
+    "20261201T100000Z",  # basic format
+    "2026-12-01T10Z",  # hours alone
+    "2026-12-01T10:00Z",  # no seconds
+    "2026-12-01T10:00:00,5Z",  # a comma before the fraction
+    "2026-12-01T10:00:00+0100",  # an offset without its colon
+    "2026-12-01T10:00:00+01",
+    "\uff12\uff10\uff12\uff16-12-01T10:00:00Z",  # fullwidth digits
+])
+def test_at_takes_rfc_3339_and_nothing_else_iso_8601_has(text: str) -> None:
+    with pytest.raises(ScheduleError, match="RFC 3339"):
+        parse_schedule(f"@at {text}")
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("2026-12-01T10:00:00Z", "2026-12-01T10:00:00.000Z"),
+    ("2026-12-01t10:00:00z", "2026-12-01T10:00:00.000Z"),
+    ("2026-12-01 10:00:00Z", "2026-12-01T10:00:00.000Z"),  # RFC 3339 allows a space for the T
+    ("2026-12-01T10:00:00.25-02:30", "2026-12-01T12:30:00.250Z"),
+])
+def test_at_takes_every_rfc_3339_form(text: str, utc: str) -> None:
+    assert ms_to_rfc3339(parse_schedule(f"@at {text}").at_ms) == utc
+
+
 def test_spring_forward_fires_at_first_valid_instant() -> None:
     # Europe/Berlin skips 02:00-03:00 on 2026-03-29.
     assert _next_n("30 2 * * *", "Europe/Berlin", "2026-03-27T12:00:00Z", 3) == [

@@ -40,6 +40,9 @@ export function authHeaders(extra = {}) {
 // may have committed before the node died, and the operator decides whether to repeat it).
 export async function callNode(base, method, path, { body, headers = {}, timeoutMs = TIMEOUT_MS } = {}) {
   const init = { method, headers: authHeaders(headers), signal: AbortSignal.timeout(timeoutMs), cache: 'no-store' };
+  // A state-changing call without a JSON body (pause, delete) must say it comes from a client:
+  // the API refuses what a foreign web page could send unasked (schedb/api/cors.py).
+  if (method !== 'GET') init.headers['X-Schedb-Client'] = 'console';
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
