@@ -10,6 +10,7 @@ half-configured.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import tomllib
@@ -57,6 +58,9 @@ class RaftSection:
     # A node joining a running cluster (`schedb cluster add`) stands for no election
     # before a leader has contacted it; see schedb.raft._Node.
     join: bool = False
+    # Encrypts and authenticates Raft traffic (the same on every node). pysyncobj decodes what
+    # arrives on the Raft port with pickle, so without it whoever reaches the port runs code on
+    # the node: required unless raft.listen is a loopback address (_check_raft_password).
     password: str = ""
     election_min_s: float = 0.4
     election_max_s: float = 1.2
@@ -129,6 +133,16 @@ class EgressSection:
 
 
 @dataclass(frozen=True)
+class ClockSection:
+    # A node whose clock is off the leader's by more than this stops executing and says so on
+    # /ready (schedb/clockwatch.py); a leader off a majority's stops assigning (as CockroachDB
+    # bounds clock offsets, 500 ms by default).
+    max_offset_ms: int = 500
+    # How often each node measures the others' clocks over their HTTP API.
+    probe_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
     format: str = "auto"  # auto | json | console
@@ -146,6 +160,7 @@ class Config:
     quotas: QuotasSection = field(default_factory=QuotasSection)
     secrets: SecretsSection = field(default_factory=SecretsSection)
     egress: EgressSection = field(default_factory=EgressSection)
+    clock: ClockSection = field(default_factory=ClockSection)
 
     @property
     def data_path(self) -> Path:
@@ -154,7 +169,8 @@ class Config:
 
 _SECTION_TYPES = {"node": NodeSection, "http": HttpSection, "raft": RaftSection,
                   "scheduler": SchedulerSection, "executor": ExecutorSection, "log": LogSection,
-                  "auth": AuthSection, "quotas": QuotasSection, "secrets": SecretsSection, "egress": EgressSection}
+                  "auth": AuthSection, "quotas": QuotasSection, "secrets": SecretsSection, "egress": EgressSection,
+                  "clock": ClockSection}
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
@@ -239,7 +255,7 @@ def _check(config: Config) -> None:
     if not parent.is_dir():
         raise ConfigError(f"node.data_dir: parent directory {parent} does not exist")
     parse_address("http.listen", config.http.listen)
-    parse_address("raft.listen", config.raft.listen)
+    _check_raft_password(config.raft)
     for peer in config.raft.peers:
         parse_address("raft.peers", peer)
     if config.raft.listen in config.raft.peers:
@@ -267,8 +283,29 @@ def _check(config: Config) -> None:
         raise ConfigError("log.level must be debug, info, warning or error")
 
 
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a port only this machine reaches. Other names are not
+    resolved here: what they stand for can change after the check."""
+    host = host.strip("[]").lower()
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_raft_password(raft: RaftSection) -> None:
+    host, _ = parse_address("raft.listen", raft.listen)
+    if not raft.password and not _is_loopback(host):
+        raise ConfigError(
+            f"raft.password is required when raft.listen ({raft.listen}) is not a loopback address: the Raft "
+            "port decodes what it receives with pickle, so without a password anyone who can reach it can run "
+            "code on this node. Set raft.password (or SCHEDB_RAFT_PASSWORD), the same on every node.")
+
+
 def _positive(config: Config) -> None:
-    for section_name in ("http", "raft", "scheduler", "executor", "quotas"):
+    for section_name in ("http", "raft", "scheduler", "executor", "quotas", "clock"):
         section = getattr(config, section_name)
         for fld in dataclasses.fields(section):
             value = getattr(section, fld.name)

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from schedb.clockwatch import ClockWatch
 from schedb.commands import AssignFires
 from schedb.config import Config
 from schedb.metrics import NodeMetrics
@@ -40,6 +41,7 @@ log = structlog.get_logger("schedb.dispatcher")
 FOLLOWER_LAG_MAX = 1_000
 ASSIGN_BATCH_MAX = 2_000
 LEASE_SCAN_INTERVAL_S = 1.0
+HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is disputed to hand over
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
 # state.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock is not refused.
 CLOCK_TICK_S = 0.3
@@ -57,12 +59,14 @@ def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
 
 class Dispatcher:
     def __init__(self, config: Config, replica: Replica, started_here: Callable[[dict[str, Any]], str],
-                 metrics: NodeMetrics) -> None:
+                 metrics: NodeMetrics, clock: ClockWatch | None = None) -> None:
         """started_here(fire): whether this node's executor started it: started, unstarted or unknown."""
         self._config = config
         self._metrics = metrics
         self._replica = replica
         self._started_here = started_here
+        self._clock = clock
+        self._next_handover = 0.0
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
         self._leader_since = 0.0
         self._next_lease_scan = 0.0
@@ -77,7 +81,7 @@ class Dispatcher:
                 log.info("leadership_changed", leader=leader)
                 self._metrics.leadership_changes.inc()
                 self._leader_since = time.monotonic() if leader else 0.0
-            if not leader:
+            if not leader or not self._clock_agreed():
                 continue
             try:
                 # Keep going while a full batch came back: catch up quickly after a failover.
@@ -86,15 +90,26 @@ class Dispatcher:
             except SubmitError as exc:
                 log.warning("assign_not_committed", reason=exc.reason)
 
+    def _clock_agreed(self) -> bool:
+        """This leader's clock becomes replicated time: it assigns nothing (and ticks nothing) unless
+        a majority of the cluster agrees with it, and hands its leadership on meanwhile."""
+        reason = self._clock.hold_reason() if self._clock is not None else ""
+        if reason and self._replica.has_peers() and time.monotonic() >= self._next_handover:
+            self._next_handover = time.monotonic() + HANDOVER_INTERVAL_S
+            log.warning("leader_clock_disputed", reason=reason, offsets=self._clock.offsets() if self._clock else None)
+            self._replica.transfer_leadership()
+        return not reason
+
     def executors(self, nodes: dict[str, dict[str, Any]]) -> list[str]:
-        """Node ids that may execute fires now: live followers that are not shutting down,
-        or this node when it has no peers."""
+        """Node ids that may execute fires now: live followers that are not shutting down and
+        whose clock is known to agree with this node's, or this node when it has no peers."""
         config = self._config
         if not self._replica.has_peers():
             return [config.node.id]
         live = set(self._replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
         return sorted(node_id for node_id, node in nodes.items()
-                      if node["raft_addr"] in live and node_id != config.node.id and not node.get("draining"))
+                      if node["raft_addr"] in live and node_id != config.node.id and not node.get("draining")
+                      and (self._clock is None or self._clock.in_bound(node_id)))
 
     async def dispatch_once(self) -> int:
         """Plan and propose one batch; returns how many fires were assigned or moved."""
@@ -122,13 +137,18 @@ class Dispatcher:
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
 
     def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> set[str]:
-        """This node (a leader hands its fires on) and followers silent for reassign_after_s."""
+        """This node (a leader hands its fires on), followers silent for reassign_after_s, and
+        followers whose clock is measured out of bound (they hold their fires)."""
         if not self._replica.has_peers():
             return set()
         out = {self._config.node.id}
         now = time.monotonic()
         for node_id, node in nodes.items():
             if node_id in candidates or node_id == self._config.node.id:
+                continue
+            if self._clock is not None and self._clock.offset_ms(node_id) is not None \
+                    and not self._clock.in_bound(node_id):
+                out.add(node_id)
                 continue
             silent_s = now - max(self._replica.last_ack(node["raft_addr"]), self._leader_since)
             if silent_s > self._config.scheduler.reassign_after_s:

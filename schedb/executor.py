@@ -33,6 +33,7 @@ import aiohttp
 import structlog
 
 from schedb import secretbox, tenancy
+from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.egress import EgressPolicy
@@ -56,8 +57,9 @@ HAND_BACK_PAUSE_S = 0.15
 class Executor:
     def __init__(self, config: Config, replica: Replica, session: aiohttp.ClientSession,
                  metrics: NodeMetrics, egress: EgressPolicy | None = None,
-                 secret_box: secretbox.SecretBox | None = None) -> None:
+                 secret_box: secretbox.SecretBox | None = None, clock: ClockWatch | None = None) -> None:
         self._config = config
+        self._clock = clock
         self._egress = egress
         self._secret_box = secret_box
         self._team_gates: dict[str, tuple[int, asyncio.Semaphore]] = {}
@@ -186,7 +188,8 @@ class Executor:
     def _hold_reason(self) -> str:
         """Why fires must wait now, or "": the state is still a replay (after a restart),
         this node leads a cluster with followers (the dispatcher hands its fires to
-        them), it is connected to no majority, or it is fenced off from any leader."""
+        them), it is connected to no majority, it is fenced off from any leader, or its
+        clock is not known to agree with the leader's."""
         if self._draining:
             return "draining"
         if not self._replica.caught_up():
@@ -199,7 +202,8 @@ class Executor:
             return "no_quorum"
         if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
             return "fenced"
-        return ""
+        # Timers run on this node's clock: far off the leader's, a fire would go out early or late.
+        return self._clock.hold_reason() if self._clock is not None else ""
 
     def _release_held(self) -> None:
         self._fence_timer = None

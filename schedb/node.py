@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from schedb import limits, secretbox
+from schedb.clockwatch import ClockWatch
 from schedb.commands import RegisterNode, SetDefaultQuotas, SetLimits
 from schedb.config import Config, ConfigError, parse_address
 from schedb.dispatcher import Dispatcher
@@ -74,12 +75,13 @@ class Node:
         loop = asyncio.get_running_loop()
         self._session = new_session(self.config.executor.max_inflight, self.egress)
         self.replica = Replica(self.config, loop, self._on_state_change, self.metrics)
+        self.clock = ClockWatch(self.config, self.replica)
         self.executor = Executor(self.config, self.replica, self._session, self.metrics, self.egress,
-                                 self.secret_box)
-        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics)
+                                 self.secret_box, self.clock)
+        self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)
         self.metrics.watch(lambda: self.replica.read(_state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
-                 "register": self._register()}
+                 "register": self._register(), "clock": self.clock.run()}
         self._tasks += [asyncio.create_task(coro, name=name) for name, coro in tasks.items()]
         log.info("node_started", raft=self.config.raft.listen, peers=self.config.raft.peers)
 

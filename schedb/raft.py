@@ -104,6 +104,7 @@ class _Node(SyncObj):
                  join: bool) -> None:
         self.leader_heard_at = 0.0
         self.fence_until_applied = 0  # the commit index learnt after the last gap (leader_heard_within)
+        self.may_lead = True  # set by the clock watch (Replica.set_may_lead)
         self.follower_acks: dict[str, tuple[float, int]] = {}
         self._joining = join
         super().__init__(self_addr, peers, conf, consumers=[holder])
@@ -114,6 +115,8 @@ class _Node(SyncObj):
                 self._joining = False
             else:
                 self._SyncObj__raftElectionDeadline = time.monotonic() + 3600.0
+        if not self.may_lead:  # its clock is off most members' (schedb.clockwatch): let another lead
+            self._SyncObj__raftElectionDeadline = time.monotonic() + self._SyncObj__conf.raftMaxTimeout
         SyncObj._onTick(self, timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
@@ -243,6 +246,10 @@ class Replica:
         Until then its state is a replay of the past: fires it shows may have moved since."""
         return bool(self._node.isReady())
 
+    def set_may_lead(self, may_lead: bool) -> None:
+        """Whether this node stands for election (False: its clock disagrees with most members')."""
+        self._node.may_lead = may_lead
+
     def has_quorum(self) -> bool:
         """Connected to a majority (TCP): without it nothing can commit."""
         return bool(self._node.hasQuorum)
@@ -359,6 +366,9 @@ def _syncobj_conf(config: Config) -> SyncObjConf:
     data = config.data_path
     data.mkdir(parents=True, exist_ok=True)
     return SyncObjConf(
+        # pysyncobj listens on every interface unless told: keep the Raft port on raft.listen only
+        # (a loopback one may run without raft.password, config._check_raft_password).
+        bindAddress=r.listen,
         journalFile=str(data / "raft.journal"),
         fullDumpFile=str(data / "raft.dump"),
         # One-at-a-time commits matter more to us than bulk throughput: we batch

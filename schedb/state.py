@@ -130,12 +130,7 @@ class State:
                 not isinstance(command.actor, dict):
             self.counters["commands_rejected"] += 1
             return {"error": "invalid", "detail": "now_ms must be an integer and actor an object"}
-        at_ms = _command_time(command, self.now_ms)
-        if at_ms is None:
-            result: Result = {"error": "clock_ahead", "detail": "the proposing node's clock is ahead of the "
-                              "leader's by more than the bound; it refuses to change the cluster until it agrees"}
-        else:
-            result = self._apply_at(command, at_ms)
+        result = self._apply_at(command, _command_time(command, self.now_ms))
         if "error" in result:
             self.counters["commands_rejected"] += 1
             self.counters["quota_refusals"] += result["error"] == "quota"
@@ -385,23 +380,21 @@ class State:
             self.slots.remove(job_id, job["next_fire_ms"])
             job["next_fire_ms"] = None
 
-def _command_time(command: Command, replicated_ms: int) -> int | None:
-    """The time a command is applied at, or None to refuse it.
+def _command_time(command: Command, replicated_ms: int) -> int:
+    """The time a command is applied at.
 
     Replicated time is the leader's: the leader's AssignFires advances it (never backwards).
     Any other command may be proposed through any node, whose clock is only an input. A clock
     behind replicated time gets replicated time. One ahead by up to PROPOSER_LEAD_MS_MAX (more
-    than the leader's tick, by which replicated time may trail) is used for that command only.
-    Further ahead, an operator's command is refused (its node's clock is wrong: a job created
-    through it would first fire far in the future), and the cluster's own reports (outcomes,
-    a drain, a node's registration) are clamped, so that nothing they carry is lost."""
+    than the leader's tick, by which replicated time may trail) is used for that command only,
+    so a job created through a follower starts from the instant it was created. A clock further
+    ahead is wrong (that node stops executing and is not ready, schedb.clockwatch): the command
+    gets replicated time, so that a job created through it does not first fire an hour out."""
     if isinstance(command, AssignFires):
         return max(replicated_ms, command.now_ms)
-    if command.now_ms <= replicated_ms + PROPOSER_LEAD_MS_MAX:
-        return max(replicated_ms, command.now_ms)
-    if isinstance(command, CompleteFires | DrainNode | RegisterNode):
-        return replicated_ms + PROPOSER_LEAD_MS_MAX
-    return None
+    if replicated_ms <= command.now_ms <= replicated_ms + PROPOSER_LEAD_MS_MAX:
+        return command.now_ms
+    return replicated_ms
 
 
 def _next_fire(spec: dict[str, Any], after_ms: int) -> int | None:

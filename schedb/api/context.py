@@ -19,9 +19,7 @@ RETRY_AFTER_S = "1"
 _RESULT_STATUS = {"invalid": (422, "Invalid job"), "not_found": (404, "Not found"),
                   "conflict": (409, "Conflict"), "precondition_failed": (412, "Precondition failed"),
                   "slot_full": (429, "Too many jobs in one second"), "forbidden": (403, "Forbidden"),
-                  "quota": (429, "Quota exceeded"),
-                  # this node's clock is ahead of the leader's beyond the bound (State._command_time)
-                  "clock_ahead": (503, "Clock out of bound")}
+                  "quota": (429, "Quota exceeded")}
 SLOT_RETRY_AFTER_S = "60"
 
 
@@ -44,8 +42,7 @@ async def propose(node: Node, command: Command) -> Result:
 
 def result_problem(result: Result) -> Problem:
     status, title = _RESULT_STATUS.get(result["error"], (400, "Rejected"))
-    headers = {"Retry-After": SLOT_RETRY_AFTER_S if status == 429 else RETRY_AFTER_S} if status in (429, 503) \
-        else None
+    headers = {"Retry-After": SLOT_RETRY_AFTER_S} if status == 429 else None
     errors = result.get("errors")
     if result["error"] == "quota":
         errors = [{"field": result.get("limit", ""), "message": "over quota"}]

@@ -21,7 +21,6 @@ hands leadership to a caught-up follower, which then carries out the removal.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from typing import Any
 
@@ -33,6 +32,7 @@ from schedb.api.context import NODE, json_response
 from schedb.api.problems import Problem, read_json
 from schedb.config import ConfigError, parse_address
 from schedb.node import SHUTDOWN_S, Node
+from schedb.peers import peer_tls, peer_url
 from schedb.raft import SubmitError
 
 log = structlog.get_logger("schedb.membership")
@@ -183,22 +183,12 @@ def _passed_on(request: web.Request) -> dict[str, str]:
     return {name: request.headers[name] for name in ("Authorization", "X-API-Key") if name in request.headers}
 
 
-def _scheme(node: Node) -> str:
-    return "https" if node.config.http.tls_cert_file else "http"
-
-
-def _peer_tls(node: Node) -> ssl.SSLContext | bool:
-    """How this node verifies another node's API (True: the system's CAs)."""
-    ca_file = node.config.http.tls_ca_file
-    return ssl.create_default_context(cafile=ca_file) if ca_file else True
-
-
 async def _drain(node: Node, http_addr: str, headers: dict[str, str]) -> dict[str, Any] | None:
     try:
         timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + 5)
         async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.post(f"{_scheme(node)}://{http_addr}/api/v1/cluster/leave", headers=headers,
-                             ssl=_peer_tls(node)) as resp:
+                session.post(peer_url(node.config, http_addr, "/api/v1/cluster/leave"), json={}, headers=headers,
+                             ssl=peer_tls(node.config)) as resp:
             return dict(await resp.json()) if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("member_not_drained", http_addr=http_addr, error=str(exc))
@@ -217,8 +207,8 @@ async def _forward(request: web.Request, node: Node, body: Any, again: bool = Fa
     timeout = aiohttp.ClientTimeout(total=SHUTDOWN_S + CHANGE_TIMEOUT_S + REGISTER_WAIT_S + 5)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
-                request.method, f"{_scheme(node)}://{http_addr}{request.path}", json=body,
-                headers={FORWARDED: "1", **_passed_on(request)}, ssl=_peer_tls(node)) as resp:
+                request.method, peer_url(node.config, http_addr, request.path), json=body,
+                headers={FORWARDED: "1", **_passed_on(request)}, ssl=peer_tls(node.config)) as resp:
             return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Problem(503, "Leader unreachable", f"forwarding to the leader at {http_addr} failed: {exc}",

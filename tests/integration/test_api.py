@@ -188,7 +188,9 @@ def test_health_and_ready(cluster: Cluster) -> None:
         assert http("GET", node.url + "/health")[0] == 200
         code, _, body = http("GET", node.url + "/ready")
         assert code == 200 and body["checks"] == {"caught_up": True, "has_leader": True, "registered": True,
-                                                  "executor_running": True}
+                                                  "executor_running": True, "clock_in_bound": True,
+                                                  "leader_time_current": True}
+        assert abs(body["clock_offset_from_leader_ms"]) <= 500 and "reason" not in body
 
 
 def test_openapi_describes_every_route_and_the_job_fields(cluster: Cluster) -> None:

@@ -70,3 +70,27 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml", {})
+
+
+def _raft_listen(address: str) -> str:
+    return GOOD.replace('listen = "127.0.0.1:9001"', f'listen = "{address}"')
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:9001", "10.0.0.5:9001", "[::]:9001", "[2001:db8::5]:9001",
+                                     "sched-1.example:9001", "127.0.0.1.nip.io:9001"])
+def test_a_raft_port_off_loopback_needs_a_password(tmp_path: Path, address: str) -> None:
+    """pysyncobj unpickles what arrives on the Raft port: without a password, anyone reaching it runs code."""
+    with pytest.raises(ConfigError, match=r"raft\.password is required when raft\.listen .* not a loopback"):
+        load_config(write(tmp_path, _raft_listen(address)), {})
+    with pytest.raises(ConfigError, match=r"raft\.password is required"):
+        load_config(write(tmp_path, GOOD), {"SCHEDB_RAFT_LISTEN": address})
+    config = load_config(write(tmp_path, _raft_listen(address)), {"SCHEDB_RAFT_PASSWORD": "a-shared-secret"})
+    assert config.raft.listen == address and config.raft.password == "a-shared-secret"
+    with_file = _raft_listen(address).replace("[raft]\n", '[raft]\npassword = "a-shared-secret"\n')
+    assert load_config(write(tmp_path, with_file), {}).raft.password == "a-shared-secret"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:9001", "127.0.0.2:9001", "localhost:9001", "LOCALHOST:9001",
+                                     "[::1]:9001", "::1:9001"])
+def test_a_loopback_raft_port_needs_no_password(tmp_path: Path, address: str) -> None:
+    assert load_config(write(tmp_path, _raft_listen(address)), {}).raft.password == ""

@@ -13,7 +13,8 @@ const COLUMNS = [
   ['Health', 'does this browser reach the member'], ['Raft link', 'as the node this page talks to sees it'],
   ['Log (applied / commit)', "the member's own indexes"], ['Lag', 'entries behind the leader, as the leader sees it'],
   ['Jobs executing', 'jobs with fires handed to this member now (the lookahead), and its share of them'],
-  ['Webhooks in flight', 'calls the member is making now']];
+  ['Webhooks in flight', 'calls the member is making now'],
+  ['Clock offset', "the member's clock minus the connected node's, measured over HTTP; out of bound it executes nothing"]];
 const HISTORY_MAX = 20;
 const leaderHistory = []; // {at, from, to, term}, kept for the life of the page
 let lastLeader;
@@ -130,7 +131,15 @@ function memberRow(m, cluster, own) {
     h('td', { class: 'num' }, answered ? `${number(mine.last_applied)} / ${number(mine.commit_index)}` : '—'),
     h('td', { class: 'num' }, lag),
     h('td', { class: 'num' }, `${number(m.jobs_assigned)} (${share})`),
-    h('td', { class: 'num in-flight' }, answered ? number(mine.executor.in_flight) : '—'));
+    h('td', { class: 'num in-flight' }, answered ? number(mine.executor.in_flight) : '—'),
+    h('td', { class: 'num clock-offset' }, clockOffset(m, cluster)));
+}
+
+function clockOffset(m, cluster) {
+  if (m.clock_offset_ms === null || m.clock_offset_ms === undefined) return '—';
+  const text = `${m.clock_offset_ms > 0 ? '+' : ''}${number(m.clock_offset_ms)} ms`;
+  const bound = cluster.clock?.max_offset_ms;
+  return bound !== undefined && Math.abs(m.clock_offset_ms) > bound ? badge(text, 'down') : text;
 }
 
 // How many log entries a member is behind the leader, as the leader sees it (the leader's
