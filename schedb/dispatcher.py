@@ -94,7 +94,9 @@ class Dispatcher:
         """This leader's clock becomes replicated time: it assigns nothing (and ticks nothing) unless
         a majority of the cluster agrees with it, and hands its leadership on meanwhile."""
         reason = self._clock.hold_reason() if self._clock is not None else ""
-        if reason and self._replica.has_peers() and time.monotonic() >= self._next_handover:
+        # Hand over only when most members are measured off: unmeasured yet (a start) just waits.
+        disputed = reason and self._clock is not None and not self._clock.may_lead()
+        if disputed and self._replica.has_peers() and time.monotonic() >= self._next_handover:
             self._next_handover = time.monotonic() + HANDOVER_INTERVAL_S
             log.warning("leader_clock_disputed", reason=reason, offsets=self._clock.offsets() if self._clock else None)
             self._replica.transfer_leadership()

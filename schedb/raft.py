@@ -101,9 +101,11 @@ class _Node(SyncObj):
     healthy leader (Raft's "disruptive server"; pysyncobj has no pre-vote)."""
 
     def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: StateHolder,
-                 join: bool) -> None:
+                 join: bool, long_gap_s: float) -> None:
         self.leader_heard_at = 0.0
         self.fence_until_applied = 0  # the commit index learnt after the last gap (leader_heard_within)
+        self.fresh_time_needed_ms = 0  # this node's wall clock when it heard a leader after a long gap
+        self._long_gap_s = long_gap_s
         self.may_lead = True  # set by the clock watch (Replica.set_may_lead)
         self.follower_acks: dict[str, tuple[float, int]] = {}
         self._joining = join
@@ -123,18 +125,32 @@ class _Node(SyncObj):
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             now = time.monotonic()
-            if now - self.leader_heard_at > LEADER_GAP_S:
+            gap_s = now - self.leader_heard_at
+            if gap_s > LEADER_GAP_S:
                 # Heard again after a gap (a freeze, a partition, a start): this message's entries
                 # are not applied yet, and what it commits may move this node's fires. The fence
                 # holds until the log is applied that far. Set before leader_heard_at, which the
                 # executor reads first.
                 self.fence_until_applied = max(self.fence_until_applied, int(message.get("commit_index", 0)))
+            if gap_s > self._long_gap_s:
+                # Long enough for the leader to have moved this node's fires. The message may have
+                # waited in the socket through a freeze, its commit index from before the moves:
+                # only leader time stamped after now proves the view is fresh (Replica.leader_heard_within).
+                self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, int(time.time() * 1000))
             self.leader_heard_at = now
         elif kind == "next_node_idx":
             match = message["next_node_idx"] - 1 if message.get("success") else -1
             previous = self.follower_acks.get(node.id, (0.0, 0))[1]
             self.follower_acks[node.id] = (time.monotonic(), max(previous, match))
+            self._forget_departed_acks()
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _forget_departed_acks(self) -> None:
+        """Acks of addresses that are no longer members go, as members come and go. A new dict:
+        other threads copy this one without a lock."""
+        ids = {member.id for member in self._SyncObj__otherNodes}  # a handful: cheap on every ack
+        if not ids.issuperset(self.follower_acks):
+            self.follower_acks = {addr: ack for addr, ack in self.follower_acks.items() if addr in ids}
 
 
 @dataclass(frozen=True)
@@ -168,7 +184,7 @@ class Replica:
         # the log (SetLimits), so that every node applies the same ones.
         self.holder = StateHolder(State(), self._applied)
         self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder,
-                           join=config.raft.join)
+                           join=config.raft.join, long_gap_s=config.scheduler.fence_s)
         os.register_at_fork(after_in_child=self._close_raft_listener)
 
     def _close_raft_listener(self) -> None:
@@ -255,16 +271,22 @@ class Replica:
         return bool(self._node.hasQuorum)
 
     def leader_heard_within(self, seconds: float) -> bool:
-        """The executor's fence: has a leader (or this node as leader) spoken lately, and has this
-        node applied the log up to the commit index it learnt when it heard a leader again after a
-        gap? A follower frozen (SIGSTOP) past the fence hears the leader the moment it thaws, while
-        its state still gives it fires that moved away meanwhile: it must not fire from that view."""
+        """The executor's fence: has a leader (or this node as leader) spoken lately, and is this
+        node's view fresh? A follower frozen (SIGSTOP) past the fence hears the leader the moment
+        it thaws, while its state still gives it fires that moved away meanwhile, and the first
+        messages it reads were sent during the freeze: it must not fire from that view."""
         node = self._node
         if node._isLeader():
             return True
         if time.monotonic() - node.leader_heard_at >= seconds:
             return False
-        return node.raftLastApplied >= node.fence_until_applied
+        if node.raftLastApplied < node.fence_until_applied:
+            return False
+        # After a gap longer than the fence, the applied state must carry leader time (its tick
+        # comes every ~0.3 s) stamped after this node heard the leader again, allowing for the
+        # leader's clock being up to clock.max_offset_ms behind this one's.
+        needed_ms = node.fresh_time_needed_ms
+        return not needed_ms or self.holder.state.now_ms >= needed_ms + self._config.clock.max_offset_ms
 
     def members(self) -> list[str]:
         """Raft addresses of the other members, as this node's log has them now."""

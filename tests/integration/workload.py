@@ -17,16 +17,26 @@ def scheduled_ms(delivery: dict) -> int:
     return int(delivery["fire_id"].rsplit(":", 1)[1])
 
 
-def load_jobs(receiver: Receiver, prefix: str, url: str, query: str = "") -> None:
+def load_jobs(receiver: Receiver, prefix: str, url: str, query: str = "", count: int = JOBS) -> None:
     """query: the receiver's per-job behaviour, e.g. "?hang=0.3" for slow webhooks."""
-    for i in range(JOBS):
+    for i in range(count):
         body = {"id": f"{prefix}-{i:02d}", "schedule": "@every 1s", "webhook": {"url": receiver.url + query}}
         assert http("POST", url + "/api/v1/jobs", body)[0] == 201
 
 
-def pause_jobs(url: str, prefix: str) -> None:
-    for i in range(JOBS):
+def pause_jobs(url: str, prefix: str, count: int = JOBS) -> None:
+    for i in range(count):
         assert http("POST", f"{url}/api/v1/jobs/{prefix}-{i:02d}/pause")[0] == 200
+
+
+def committed(url: str, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The execution records one node has applied for these jobs (its history ring: up to 100 each)."""
+    rows: list[dict[str, Any]] = []
+    for job_id in job_ids:
+        code, _, body = http("GET", f"{url}/api/v1/jobs/{job_id}/executions?limit=1000")
+        assert code == 200, f"{url}: executions of {job_id}: {code} {body}"
+        rows += body["executions"]
+    return rows
 
 
 def busiest_follower(cluster: Cluster, receiver: Receiver, prefix: str) -> NodeProc:
