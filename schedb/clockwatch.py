@@ -5,20 +5,25 @@ input. Yet an executor fires at instants read from its own clock, and the leader
 becomes replicated time, so a clock that is far off must stop mattering:
 
 - Every node measures every other member's clock each `clock.probe_interval_s`: GET
-  /health answers the member's wall clock; its offset is that minus the middle of the
-  request, with an error of at most half the round trip. Of the last few samples, the
-  one with the shortest round trip counts (as NTP's clock filter does).
+  /health answers the member's id, wall clock and whether it holds its fires for a clock
+  reason; the offset is its clock minus the middle of the request, with an error of at most
+  half the round trip. Of the last few samples, the one with the shortest round trip counts
+  (as NTP's clock filter does).
+- A step of this node's own wall clock (against its monotonic clock) forgets every sample:
+  nothing is judged on this clock again until it has been measured anew.
 - A follower executes only while its offset from the leader is known and within
-  `clock.max_offset_ms`. Otherwise its fires wait (the leader moves them elsewhere, as it
-  gives none to a follower it measures out of bound), and /ready says why.
-- A leader assigns, and so moves replicated time, only while a majority of the cluster,
-  itself included, agrees with its clock; otherwise it hands its leadership on.
+  `clock.max_offset_ms`. Otherwise its fires wait, /ready says why, and the leader, which
+  reads that hold in the follower's /health, gives it no fires and moves those not yet due.
+- A leader assigns, and so moves replicated time, only while more measured members agree
+  with its clock than disagree (at least one agreeing); it hands its leadership on when most
+  members are measured off.
 - A node whose clock is off most of the others does not stand for election.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -34,6 +39,9 @@ log = structlog.get_logger("schedb.clockwatch")
 SAMPLES = 5
 SAMPLE_TTL_S = 10.0
 PROBE_TIMEOUT_S = 1.0
+# A change of wall minus monotonic time larger than this between two looks is a step of the
+# wall clock (NTP slews at most 0.5 ms/s; an operator's `date -s` or a VM resume steps).
+STEP_MS = 100.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Sample:
     offset_ms: float  # the member's clock minus this node's
     rtt_ms: float
     at: float  # monotonic
+    holding: bool  # the member holds its fires for a clock reason (its own /health says so)
 
 
 class ClockWatch:
@@ -49,19 +58,27 @@ class ClockWatch:
         self._replica = replica
         self.max_offset_ms = config.clock.max_offset_ms
         self._samples: dict[str, deque[Sample]] = {}
+        self._tls: ssl.SSLContext | bool = peer_tls(config)
+        self._wall_minus_mono = _wall_minus_mono_ms()
         # Judged after each round of probes (_judge), so the executor's check per fire is cheap.
         self._follower_reason = "clock_unknown"
-        self._majority = False
+        self._agreed = False
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session:
             while True:
-                members = self._members()
-                for gone in set(self._samples) - set(members):
-                    del self._samples[gone]
-                await asyncio.gather(*(self._probe(session, node_id, addr) for node_id, addr in members.items()))
-                self._judge()
+                try:
+                    await self._round(session)
+                except Exception:  # a bug here must not freeze the verdicts: log it, measure again
+                    log.exception("clock_round_failed")
                 await asyncio.sleep(self._config.clock.probe_interval_s)
+
+    async def _round(self, session: aiohttp.ClientSession) -> None:
+        members = self._members()
+        for gone in set(self._samples) - set(members):
+            del self._samples[gone]
+        await asyncio.gather(*(self._probe(session, node_id, addr) for node_id, addr in members.items()))
+        self._judge()
 
     def _members(self) -> dict[str, str]:
         """node id -> API address of the other members (registered, and in the Raft membership)."""
@@ -74,29 +91,40 @@ class ClockWatch:
         started = time.monotonic()
         sent_ms = time.time() * 1000
         try:
-            async with session.get(peer_url(self._config, http_addr, "/health"), ssl=peer_tls(self._config)) as resp:
+            async with session.get(peer_url(self._config, http_addr, "/health"), ssl=self._tls) as resp:
                 body = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return
         rtt_ms = (time.monotonic() - started) * 1000
-        their_ms = body.get("now_ms") if isinstance(body, dict) else None
-        if not isinstance(their_ms, int | float):
+        if not isinstance(body, dict) or body.get("node_id") != node_id:
+            return  # another process answers at that address (or this one, behind 0.0.0.0): no sample
+        their_ms = body.get("now_ms")
+        if not isinstance(their_ms, int | float) or isinstance(their_ms, bool):
             return
-        sample = Sample(their_ms - (sent_ms + rtt_ms / 2), rtt_ms, time.monotonic())
+        sample = Sample(their_ms - (sent_ms + rtt_ms / 2), rtt_ms, time.monotonic(), bool(body.get("clock_hold")))
         self._samples.setdefault(node_id, deque(maxlen=SAMPLES)).append(sample)
 
     # -- what the offsets say --------------------------------------------------------
 
-    def offset_ms(self, node_id: str) -> int | None:
-        """node_id's clock minus this node's, from the recent sample with the shortest round trip."""
+    def _best(self, node_id: str) -> Sample | None:
         now = time.monotonic()
         fresh = [s for s in self._samples.get(node_id, ()) if now - s.at < SAMPLE_TTL_S]
-        return round(min(fresh, key=lambda s: s.rtt_ms).offset_ms) if fresh else None
+        return min(fresh, key=lambda s: s.rtt_ms) if fresh else None
+
+    def offset_ms(self, node_id: str) -> int | None:
+        """node_id's clock minus this node's, from the recent sample with the shortest round trip."""
+        best = self._best(node_id)
+        return round(best.offset_ms) if best else None
 
     def in_bound(self, node_id: str) -> bool:
         """Is node_id's clock known to agree with this node's?"""
         offset = self.offset_ms(node_id)
         return offset is not None and abs(offset) <= self.max_offset_ms
+
+    def may_execute(self, node_id: str) -> bool:
+        """May the leader give node_id fires: its clock agrees, and it does not itself hold them."""
+        samples = self._samples.get(node_id)
+        return self.in_bound(node_id) and bool(samples) and not samples[-1].holding
 
     def offsets(self) -> dict[str, int | None]:
         return {node_id: self.offset_ms(node_id) for node_id in sorted(self._members())}
@@ -105,43 +133,75 @@ class ClockWatch:
         leader = self._leader_id()
         return 0 if leader == self._config.node.id else (self.offset_ms(leader) if leader else None)
 
+    def leader_time_ms(self, own_ms: int) -> int:
+        """own_ms as the leader's clock reads it, when this node's clock is known to be out of
+        bound (an API command proposed here is stamped with it); otherwise own_ms."""
+        if self._follower_reason != "clock_offset" or self._replica.is_leader():
+            return own_ms
+        offset = self.leader_offset_ms()
+        return own_ms + offset if offset is not None else own_ms
+
     def hold_reason(self) -> str:
-        """Why this node's clock may not be used now, or "": a follower's offset from the leader
-        is unknown or out of bound; a leader's clock is not agreed on by a majority."""
+        """Why this node's clock may not be used now, or "": its wall clock stepped; a follower's
+        offset from the leader is unknown or out of bound; a leader's clock is not agreed on."""
+        self._check_step()
         if not self._replica.has_peers():
             return ""
         if self._replica.is_leader():
-            return "" if self._majority else "clock_offset"
+            return "" if self._agreed else "clock_unknown" if self._measured() == 0 else "clock_offset"
         return self._follower_reason
 
+    def _check_step(self) -> None:
+        now = _wall_minus_mono_ms()
+        if abs(now - self._wall_minus_mono) > STEP_MS:
+            log.warning("clock_stepped", by_ms=round(now - self._wall_minus_mono))
+            self._samples.clear()
+            self._follower_reason, self._agreed = "clock_unknown", False
+        self._wall_minus_mono = now
+
+    def _measured(self) -> int:
+        return sum(1 for node_id in self._members() if self.offset_ms(node_id) is not None)
+
     def _judge(self) -> None:
+        self._check_step()
+        leader = self._leader_id()
         offset = self.leader_offset_ms()
         follower_reason = "clock_unknown" if offset is None else (
             "" if abs(offset) <= self.max_offset_ms else "clock_offset")
-        majority = self.majority_agrees()
-        changed = (follower_reason, majority) != (self._follower_reason, self._majority)
-        self._follower_reason, self._majority = follower_reason, majority
+        if leader is None and self._follower_reason != "clock_unknown":
+            follower_reason = self._follower_reason  # an election: the last leader's verdict stands
+        agreed = self.majority_agrees()
+        changed = (follower_reason, agreed) != (self._follower_reason, self._agreed)
+        self._follower_reason, self._agreed = follower_reason, agreed
         self._replica.set_may_lead(self.may_lead())
         if changed:
-            (log.warning if follower_reason or not majority else log.info)(
+            (log.warning if follower_reason or not agreed else log.info)(
                 "clock_check", leader_offset_ms=offset, offsets=self.offsets(), max_offset_ms=self.max_offset_ms,
-                follower_reason=follower_reason or "in_bound", majority_agrees=majority)
+                follower_reason=follower_reason or "in_bound", leader_clock_agreed=agreed)
 
     def majority_agrees(self) -> bool:
-        """A majority of the cluster, this node included, has clocks within the bound of this one."""
-        agreeing = sum(1 for node_id in self._members() if self.in_bound(node_id))
-        cluster_size = len(self._replica.members()) + 1  # members not registered yet do not agree
-        return agreeing + 1 > cluster_size // 2
+        """More measured members agree with this clock than disagree (this node counts as agreeing),
+        and at least one does. Unmeasured members (new, down) count neither way."""
+        peers = self._members()
+        if not peers and not self._replica.has_peers():
+            return True
+        agreeing = sum(1 for node_id in peers if self.in_bound(node_id))
+        disagreeing = sum(1 for node_id in peers if self.offset_ms(node_id) is not None and not self.in_bound(node_id))
+        return agreeing >= 1 and agreeing + 1 > disagreeing
 
     def may_lead(self) -> bool:
-        """Stand for election unless most other members are measured out of bound (unknown
-        offsets do not count against it: a new cluster must elect before anyone registers)."""
+        """Stand for election unless most other members are measured out of bound. With one other
+        member, who is wrong cannot be told: both stand."""
         peers = self._members()
         off = sum(1 for node_id in peers if self.offset_ms(node_id) is not None and not self.in_bound(node_id))
-        return off <= len(peers) // 2
+        return len(peers) < 2 or off <= len(peers) // 2
 
     def _leader_id(self) -> str | None:
         if self._replica.is_leader():
             return self._config.node.id
         leader = self._replica.view().leader_addr
         return self._replica.read(lambda s: next((k for k, v in s.nodes.items() if v["raft_addr"] == leader), None))
+
+
+def _wall_minus_mono_ms() -> float:
+    return time.time() * 1000 - time.monotonic() * 1000

@@ -95,7 +95,7 @@ class Dispatcher:
         a majority of the cluster agrees with it, and hands its leadership on meanwhile."""
         reason = self._clock.hold_reason() if self._clock is not None else ""
         # Hand over only when most members are measured off: unmeasured yet (a start) just waits.
-        disputed = reason and self._clock is not None and not self._clock.may_lead()
+        disputed = reason == "clock_offset" and self._clock is not None and not self._clock.may_lead()
         if disputed and self._replica.has_peers() and time.monotonic() >= self._next_handover:
             self._next_handover = time.monotonic() + HANDOVER_INTERVAL_S
             log.warning("leader_clock_disputed", reason=reason, offsets=self._clock.offsets() if self._clock else None)
@@ -111,7 +111,7 @@ class Dispatcher:
         live = set(self._replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
         return sorted(node_id for node_id, node in nodes.items()
                       if node["raft_addr"] in live and node_id != config.node.id and not node.get("draining")
-                      and (self._clock is None or self._clock.in_bound(node_id)))
+                      and (self._clock is None or self._clock.may_execute(node_id)))
 
     async def dispatch_once(self) -> int:
         """Plan and propose one batch; returns how many fires were assigned or moved."""
@@ -139,18 +139,13 @@ class Dispatcher:
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
 
     def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> set[str]:
-        """This node (a leader hands its fires on), followers silent for reassign_after_s, and
-        followers whose clock is measured out of bound (they hold their fires)."""
+        """This node (a leader hands its fires on) and followers silent for reassign_after_s."""
         if not self._replica.has_peers():
             return set()
         out = {self._config.node.id}
         now = time.monotonic()
         for node_id, node in nodes.items():
             if node_id in candidates or node_id == self._config.node.id:
-                continue
-            if self._clock is not None and self._clock.offset_ms(node_id) is not None \
-                    and not self._clock.in_bound(node_id):
-                out.add(node_id)
                 continue
             silent_s = now - max(self._replica.last_ack(node["raft_addr"]), self._leader_since)
             if silent_s > self._config.scheduler.reassign_after_s:
@@ -175,11 +170,30 @@ class Dispatcher:
                     continue  # started before this node led: it finishes and reports it
                 # Never started here: the same attempt goes on (an at-most-once fire is not lost).
                 (release if started == "unstarted" else moves).append(move)
+        moves += self._not_due_of_clock_held(state, now_ms, candidates, evacuate)
         if scan_leases:
             moves += self._expired_leases(state, now_ms, candidates, evacuate)
         room = max(0, ASSIGN_BATCH_MAX - len(items))
         release = release[:room]
         return items, moves[:room - len(release)], release
+
+    def _not_due_of_clock_held(self, state: State, now_ms: int, candidates: list[str],
+                               evacuate: set[str]) -> list[list[Any]]:
+        """A live follower that holds its fires for its clock (or is measured off) has started
+        none due later than now plus the clock bound: those move. Earlier ones may be running
+        there; they are left to their outcome or their lease, so that nothing is called twice."""
+        if self._clock is None:
+            return []
+        not_before_ms = now_ms + self._clock.max_offset_ms
+        moves = []
+        for node_id in sorted(state.book.by_node):
+            if node_id in evacuate or node_id in candidates or node_id == self._config.node.id:
+                continue
+            if self._clock.may_execute(node_id) or self._clock.offset_ms(node_id) is None:
+                continue  # not measured: a new or silent node, whose fires the other rules cover
+            moves += [[fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
+                      for fire in state.book.of_node(node_id) if fire["due_ms"] > not_before_ms]
+        return moves
 
     def _expired_leases(self, state: State, now_ms: int, candidates: list[str],
                         evacuate: set[str]) -> list[list[Any]]:

@@ -27,6 +27,7 @@ because the state ignores a second outcome for the same (fire, attempt).
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -42,6 +43,7 @@ from schedb.metrics import NodeMetrics
 from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
 from schedb.state import State
+from schedb.teamgates import TeamGates
 from schedb.timers import DueTimers, FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
@@ -62,7 +64,7 @@ class Executor:
         self._clock = clock
         self._egress = egress
         self._secret_box = secret_box
-        self._team_gates: dict[str, tuple[int, asyncio.Semaphore]] = {}
+        self._team_gates = TeamGates()  # a gate per team with calls in flight, no more
         self._metrics = metrics
         self._node_id = config.node.id
         self._replica = replica
@@ -297,12 +299,9 @@ class Executor:
         webhook, values = secretbox.resolve(spec["webhook"], lookup)
         return {**spec, "webhook": webhook}, values
 
-    def _team_gate(self, team: str, limit: int) -> asyncio.Semaphore:
+    def _team_gate(self, team: str, limit: int) -> AbstractAsyncContextManager[None]:
         """The team's concurrent-webhooks quota on this node; a new limit applies to new calls."""
-        current = self._team_gates.get(team)
-        if current is None or current[0] != limit:
-            current = self._team_gates[team] = (limit, asyncio.Semaphore(limit))
-        return current[1]
+        return self._team_gates.hold(team, limit)
 
     def _report_skip(self, key: FireKey, fire: dict[str, Any], status: str, why: str) -> None:
         now_ms = wall_ms()

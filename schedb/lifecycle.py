@@ -14,11 +14,10 @@ rules hold (no clock but `command.now_ms`, no I/O).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from schedb import tenancy, workflow
+from schedb import history, misfire, tenancy, workflow
 from schedb.commands import (
     AssignFires,
     BackfillJob,
@@ -31,7 +30,6 @@ from schedb.commands import (
     outcome_from_list,
 )
 from schedb.fires import PENDING, Fire, fire_id_of
-from schedb.misfire import catch_up
 from schedb.report import clean_report
 from schedb.retry import backoff_ms
 from schedb.schedule import parse_schedule
@@ -47,6 +45,9 @@ CALLED_STATUSES = ("succeeded", "failed", "timed_out")  # the webhook was called
 ERROR_LEN_MAX = 512
 BACKFILL_FIRES_MAX = 1_000
 NODE_FIELD_LEN_MAX = 128
+# A pause or reschedule takes back the job's fires due later than this; sooner ones go ahead.
+# More than clock.max_offset_ms (at most 1 s) plus the time for the command to reach executors.
+WITHDRAW_SLACK_MS = 2_000
 
 
 def register_node(state: State, cmd: RegisterNode) -> Result:
@@ -117,10 +118,15 @@ def _assign_one(state: State, item: Any) -> str:
     if job is None or job["next_fire_ms"] != scheduled_ms or node_id not in state.nodes:
         return "stale"
     if scheduled_ms < state.now_ms - state.limits.misfire_grace_ms:
+        if not misfire.may_catch_up(state):  # this command's catch-up work is spent: the leader sends it again
+            state.counters["catch_ups_deferred"] += 1
+            return "stale"
         next_ms = apply_misfire_policy(state, job_id, scheduled_ms, "missed")
         if next_ms != scheduled_ms:
+            decide(job, next_ms - 1 if next_ms is not None else scheduled_ms)
             state.place(job_id, next_ms)
             return "missed"
+    decide(job, scheduled_ms)
     created = fire_id_of(job_id, scheduled_ms) not in state.book.fires  # a trigger may own this instant
     if created and not tenancy.take_fires(state, job["team"], 1, scheduled_ms):
         _throttle(state, job_id, scheduled_ms)
@@ -129,6 +135,11 @@ def _assign_one(state: State, item: Any) -> str:
         state.new_fire(job_id, scheduled_ms, node_id, trigger="schedule")
     state.schedule_from(job_id, scheduled_ms)
     return "assigned" if created else "stale"
+
+
+def decide(job: dict[str, Any], up_to_ms: int) -> None:
+    """Every occurrence of the job's schedule up to up_to_ms has been decided (see State.place)."""
+    job["decided_ms"] = max(job.get("decided_ms") or up_to_ms, up_to_ms)
 
 
 def _throttle(state: State, job_id: str, scheduled_ms: int) -> None:
@@ -151,33 +162,41 @@ def resume_misfires(state: State, job_id: str) -> None:
     spec = job["spec"]
     if spec["schedule"] is None:
         return
-    first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(job["paused_ms"] or state.now_ms)
+    after_ms = max(job["paused_ms"] or state.now_ms, job.get("decided_ms") or 0)  # decided ones were fired
+    first_ms = parse_schedule(spec["schedule"], spec["timezone"]).next_after(after_ms)
     if first_ms is not None and first_ms <= state.now_ms:
         state.place(job_id, apply_misfire_policy(state, job_id, first_ms, "skipped_paused"))
 
 
 def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> None:
-    """A rescheduled job keeps no scheduled fire that is not due yet; a paused job
-    keeps no fire at all that is not due yet (retries, triggers and replays included)."""
+    """A rescheduled job keeps no scheduled fire that is not due yet (by WITHDRAW_SLACK_MS); a
+    paused job keeps no fire at all that is not due yet (retries, triggers and replays included)."""
     for scheduled_ms in list(state.jobs[job_id]["active_fires"]):
         fire_id = fire_id_of(job_id, scheduled_ms)
         fire = state.book.fires[fire_id]
-        not_started = fire["due_ms"] > state.now_ms or fire["node"] == PENDING
+        # Due within the slack, it may have started on an executor whose clock is a little ahead
+        # (within clock.max_offset_ms), before this command reached it: it goes ahead.
+        not_started = fire["due_ms"] > state.now_ms + WITHDRAW_SLACK_MS or fire["node"] == PENDING
         if not_started and (everything or fire["trigger"] == "schedule"):
-            state.jobs[job_id]["active_fires"].remove(scheduled_ms)
+            job = state.jobs[job_id]
+            job["active_fires"].remove(scheduled_ms)
             state.book.withdraw(fire_id, state.limits.withdrawn_max)
+            if fire["trigger"] == "schedule" and job.get("decided_ms") is not None:
+                job["decided_ms"] = min(job["decided_ms"], scheduled_ms - 1)  # taken back: undecided
             if not workflow.root_withdrawn(state, fire):  # a run whose root never fired never happened
                 workflow.fire_ended(state, fire, "skipped")  # a step taken back: its run goes on
 
 
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:
-    """The job fell behind (first_ms is long past, or came due while it was paused): record
-    what its misfire policy skips, with `reason`, and return the occurrence to wait for."""
+    """The job fell behind (first_ms is long past, or came due while it was paused): count what
+    its misfire policy skips, record the first of them with `reason`, and return the occurrence
+    to wait for. Its work counts against the command's catch-up budget (misfire.may_catch_up)."""
     spec = state.jobs[job_id]["spec"]
-    decision = catch_up(parse_schedule(spec["schedule"], spec["timezone"]), first_ms, state.now_ms,
-                        spec["misfire"], state.limits.catch_up_window_ms)
+    decision = misfire.catch_up(parse_schedule(spec["schedule"], spec["timezone"]), first_ms, state.now_ms,
+                                spec["misfire"], state.limits.catch_up_window_ms, state.limits.missed_records_max)
+    misfire.spend(state, decision.work)
     state.counters["fires_missed" if reason == "missed" else "fires_skipped"] += decision.missed_total
-    for missed_ms in decision.missed_ms[-state.limits.missed_records_max:]:
+    for missed_ms in decision.missed_ms:
         record(state, job_id, missed_ms, 0, "", "missed" if reason == "missed" else "skipped", reason=reason)
     return decision.next_ms
 
@@ -251,6 +270,8 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         usage["webhook_ms"] += max(0, outcome.finished_ms - outcome.started_ms)
         usage["bytes_sent"] += max(0, outcome.bytes_sent)
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
+        if fire["trigger"] == "schedule":  # it ran after all: a resume must not place it again
+            decide(state.jobs[fire["job_id"]], fire["scheduled_ms"])
         return True
     if outcome.status == "succeeded":  # the first success ends the fire, from any attempt
         state.end_fire(outcome.fire_id, "succeeded")
@@ -287,10 +308,7 @@ def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: 
     }
     if report:
         execution["report"] = report
-    history = state.history.get(job_id)
-    if history is None:  # made at a job's first execution: an empty ring costs ~0.8 KB a job
-        history = state.history[job_id] = deque(maxlen=state.limits.history_per_job)
-    history.append(execution)
+    history.append(state, job_id, execution)  # the job's ring, within the cluster-wide bound
     state.recent.append(execution)
 
 

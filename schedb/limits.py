@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from schedb import history
 from schedb.commands import SetLimits
 
 if TYPE_CHECKING:
@@ -49,4 +50,5 @@ def set_limits(state: State, cmd: SetLimits) -> Result:
     if state.limits.history_per_job != old.history_per_job:
         for job_id in list(state.history):  # a job's ring keeps its newest records
             state.history[job_id] = deque(state.history[job_id], maxlen=state.limits.history_per_job)
+        history.recount(state)  # a shorter ring dropped records behind the cluster-wide count
     return {"ok": True}

@@ -109,6 +109,17 @@ class Schedule:
             return self.at_ms if self.at_ms <= at_ms else None
         return _cron_last(self, at_ms)
 
+    def count_between(self, start_ms: int, end_ms: int | None) -> int | None:
+        """How many fire instants lie in [start_ms, end_ms) (None: no end), counted without walking
+        them; None when only a walk could tell (cron: one croniter evaluation per instant)."""
+        if self.kind == "every" and end_ms is not None:
+            # the multiples of every_ms in [start, end): ceil(end / every) - ceil(start / every)
+            first_index, end_index = -(-start_ms // self.every_ms), -(-end_ms // self.every_ms)
+            return max(0, end_index - first_index)
+        if self.kind == "at":
+            return int(start_ms <= self.at_ms and (end_ms is None or self.at_ms < end_ms))
+        return None
+
 
 # Files of the zone database that stand for the host's own setting, not a zone: nodes on
 # differently configured hosts would compute different fire times from them.

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from schedb import lifecycle, limits, registry, tenancy, workflow
+from schedb import history, lifecycle, limits, misfire, registry, tenancy, workflow
 from schedb.commands import (
     AssignFires,
     BackfillJob,
@@ -90,12 +90,19 @@ class StateLimits:
     quota_teams_max: int = 10_000
     secrets_per_team_max: int = 1_000
     audit_records: int = 10_000
+    # All jobs' history together (schedb.history): ~730 B a record in memory, so ~150 MB, while
+    # each job keeps its newest few whatever the others do.
+    history_total_max: int = 200_000
+    history_min_per_job: int = 5
 
 
 class State:
     def __init__(self, limits: StateLimits | None = None) -> None:
         self.limits = limits or StateLimits()
         self.now_ms = 0
+        # Off until the first AssignFires of a leader of this version (it names itself): a log
+        # written before replicated time was the leader's replays as it applied then (_command_time).
+        self.leader_clock = False
         self.applied = 0
         self.jobs: dict[str, dict[str, Any]] = {}
         self.slots = SlotIndex()
@@ -112,15 +119,20 @@ class State:
              "idempotent_replays", "fires_throttled", "quota_refusals", "dependency_fires", "upstream_failed"), 0)
         tenancy.init_state(self)
         workflow.init_state(self)
+        history.init_state(self)
+        misfire.init_state(self)
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         """A snapshot of an older version lacks newer fields: its limits get the defaults of
         the bounds they lack, and the teams' fields are filled in (tenancy.upgrade)."""
         self.__dict__.update(data)
+        self.__dict__.setdefault("leader_clock", False)
         known = {f.name for f in fields(StateLimits)}
         self.limits = StateLimits(**{k: v for k, v in vars(self.limits).items() if k in known})
         tenancy.upgrade(self)
         workflow.upgrade(self)
+        history.upgrade(self)
+        misfire.init_state(self)
 
     # -- the one entry point -------------------------------------------------
 
@@ -130,7 +142,9 @@ class State:
                 not isinstance(command.actor, dict):
             self.counters["commands_rejected"] += 1
             return {"error": "invalid", "detail": "now_ms must be an integer and actor an object"}
-        result = self._apply_at(command, _command_time(command, self.now_ms))
+        if isinstance(command, AssignFires) and command.leader_id:
+            self.leader_clock = True
+        result = self._apply_at(command, _command_time(command, self.now_ms, self.leader_clock))
         if "error" in result:
             self.counters["commands_rejected"] += 1
             self.counters["quota_refusals"] += result["error"] == "quota"
@@ -141,9 +155,9 @@ class State:
     def _apply_at(self, command: Command, now_ms: int) -> Result:
         """Run the command's handler at `now_ms`. Only the leader's AssignFires moves replicated
         time for good; any other command sees its own time only while it is applied."""
-        if isinstance(command, AssignFires):
+        if isinstance(command, AssignFires) or not self.leader_clock:
             self.now_ms = now_ms
-            return _HANDLERS[AssignFires](self, command)
+            return _HANDLERS[type(command)](self, command)
         replicated_ms, self.now_ms = self.now_ms, now_ms
         try:
             return _HANDLERS[type(command)](self, command)
@@ -178,10 +192,12 @@ class State:
     def canonical_bytes(self) -> bytes:
         """A byte-exact rendering of the whole state, for determinism checks."""
         return msgpack.packb(
-            [self.now_ms, self.applied, self.jobs, self.slots.to_canonical(), self.book.to_canonical(),
+            [self.now_ms, self.leader_clock, self.applied, self.jobs, self.slots.to_canonical(),
+             self.book.to_canonical(),
              {k: list(v) for k, v in self.history.items()}, list(self.recent), self.dead_letters,
              self.idempotency, self.nodes, self.counters, self.api_keys, self.quotas, self.secrets, self.usage,
-             self.fire_windows, self.team_jobs, list(self.audit), self.default_quotas, self.dependents, self.runs],
+             self.fire_windows, self.team_jobs, list(self.audit), self.default_quotas, self.dependents, self.runs,
+             history.to_canonical(self), self.catch_up_work],
             use_bin_type=True,
         )
 
@@ -290,7 +306,8 @@ class State:
         for fire_id in [f for f, d in self.dead_letters.items() if d["job_id"] == cmd.job_id]:
             del self.dead_letters[fire_id]
         del self.jobs[cmd.job_id]
-        self.history.pop(cmd.job_id, None)
+        history.forget_job(self, cmd.job_id)
+        tenancy.forget_team_if_gone(self, job["team"])
         for changed in (cmd.job_id, *dependents):
             workflow.graph_changed(self, changed)
         return {"ok": True, "job_id": cmd.job_id}
@@ -369,8 +386,16 @@ class State:
         self.place(job_id, _next_fire(self.jobs[job_id]["spec"], after_ms))
 
     def place(self, job_id: str, next_ms: int | None) -> None:
+        """Put the job in the slot of next_ms. An occurrence already decided (fired, missed or
+        throttled: lifecycle.decide) is never placed again, so a resume or a reschedule cannot
+        fire it twice; only a fire taken back before it started (withdrawn) may come back."""
         self._unschedule(job_id)
-        self.jobs[job_id]["next_fire_ms"] = next_ms
+        job = self.jobs[job_id]
+        decided_ms = job.get("decided_ms")
+        if next_ms is not None and decided_ms is not None and next_ms <= decided_ms and \
+                fire_id_of(job_id, next_ms) not in self.book.withdrawn:
+            next_ms = _next_fire(job["spec"], decided_ms)
+        job["next_fire_ms"] = next_ms
         if next_ms is not None:
             self.slots.add(job_id, next_ms)
 
@@ -380,7 +405,7 @@ class State:
             self.slots.remove(job_id, job["next_fire_ms"])
             job["next_fire_ms"] = None
 
-def _command_time(command: Command, replicated_ms: int) -> int:
+def _command_time(command: Command, replicated_ms: int, leader_clock: bool) -> int:
     """The time a command is applied at.
 
     Replicated time is the leader's: the leader's AssignFires advances it (never backwards).
@@ -389,8 +414,12 @@ def _command_time(command: Command, replicated_ms: int) -> int:
     than the leader's tick, by which replicated time may trail) is used for that command only,
     so a job created through a follower starts from the instant it was created. A clock further
     ahead is wrong (that node stops executing and is not ready, schedb.clockwatch): the command
-    gets replicated time, so that a job created through it does not first fire an hour out."""
-    if isinstance(command, AssignFires):
+    gets replicated time, so that a job created through it does not first fire an hour out.
+
+    Before the first tick of a leader of this version (a new cluster's first second, or a log
+    of an older version replayed), every command moves time to the largest now_ms seen, as
+    older versions did: replicated time is not there yet to be trusted (0 in a new cluster)."""
+    if isinstance(command, AssignFires) or not leader_clock:
         return max(replicated_ms, command.now_ms)
     if replicated_ms <= command.now_ms <= replicated_ms + PROPOSER_LEAD_MS_MAX:
         return command.now_ms

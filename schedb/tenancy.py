@@ -123,6 +123,17 @@ def take_fires(state: State, team: str, count: int, at_ms: int) -> bool:
     return True
 
 
+def forget_team_if_gone(state: State, team: str) -> None:
+    """A team with no job, no live key, no quota and no secret of its own is gone: its per-team
+    entries go too, or they would pile up as teams come and go. Its usage starts over if it comes back."""
+    if state.team_jobs.get(team) or team in state.quotas or team in state.secrets:
+        return
+    if any(key["team"] == team and key["revoked_ms"] is None for key in state.api_keys.values()):
+        return
+    for per_team in (state.usage, state.fire_windows, state.team_jobs):
+        per_team.pop(team, None)
+
+
 def over_quota(state: State, team: str, limit: str, detail: str) -> Result:
     return {"error": "quota", "limit": limit, "detail": f"team {team!r} is over its {limit} quota "
             f"({quota(state, team)[limit]}): {detail}"}
@@ -170,6 +181,7 @@ def revoke_api_key(state: State, cmd: RevokeApiKey) -> Result:
     if key["revoked_ms"] is None:
         key["revoked_ms"] = state.now_ms
         state.key_hashes.pop(key["hash"], None)
+        forget_team_if_gone(state, key["team"])
     return {"ok": True, "key_id": cmd.key_id}
 
 
@@ -198,6 +210,7 @@ def set_quotas(state: State, cmd: SetQuotas) -> Result:
             own[name] = cmd.quotas[name]
     if not own:
         del state.quotas[cmd.team]
+        forget_team_if_gone(state, cmd.team)
     return {"ok": True, "quotas": quota(state, cmd.team)}
 
 
@@ -250,6 +263,7 @@ def delete_secret(state: State, cmd: DeleteSecret) -> Result:
         return {"error": "not_found", "detail": f"no secret {cmd.name!r}"}
     if not team_secrets:
         del state.secrets[cmd.team]
+        forget_team_if_gone(state, cmd.team)
     return {"ok": True}
 
 

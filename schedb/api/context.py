@@ -28,6 +28,8 @@ async def propose(node: Node, command: Command) -> Result:
     becomes the matching problem."""
     if not command.actor:
         command = dataclasses.replace(command, actor=current_actor.get())
+    # A node whose clock is measured off the leader's stamps what it proposes with the leader's time.
+    command = dataclasses.replace(command, now_ms=node.clock.leader_time_ms(command.now_ms))
     if not node.replica.has_capacity:
         raise Problem(429, "Too many pending commands", "the node has too many commands in flight",
                       kind="too-many-requests", headers={"Retry-After": RETRY_AFTER_S})

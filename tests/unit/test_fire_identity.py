@@ -98,3 +98,28 @@ def test_only_the_leaders_own_fires_are_released() -> None:
     # Moved as an ordinary reassignment instead, the fire may have been delivered: unknown.
     state.apply(AssignFires(T0 + 10_600, [], [[FIRE, 1, "node3"]]))
     assert FIRE not in state.book.fires and state.dead_letters[FIRE]["last_status"] == "unknown"
+
+
+def test_a_fire_that_ran_while_withdrawn_is_not_placed_again_on_resume() -> None:
+    """Hostile review: the pause reached the state just before the instant (leader time), the
+    executor had fired by its own clock, and its success took the twin away; the resume then
+    placed that instant again and it was delivered and committed a second time."""
+    state = assigned()
+    state.apply(AssignFires(T0 + 9_800, [], leader_id="node1"))
+    state.apply(ReplaceJob(T0 + 6_990, spec(schedule="*/10 * * * * *", paused=True)))  # a slow proposer
+    assert FIRE in state.book.fires  # due within the slack: it goes ahead
+    at(state, CompleteFires(T0 + 10_050, "node2", [ok(FIRE, 1, T0 + 10_000)]))
+    at(state, ReplaceJob(T0 + 12_000, spec(schedule="*/10 * * * * *")))
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 20_000
+    assert state.apply(AssignFires(T0 + 12_100, [["job", T0 + 10_000, "node3"]]))["assigned"] == 0
+    assert FIRE not in state.book.fires
+
+
+def test_a_withdrawn_fire_that_ran_anyway_is_decided() -> None:
+    state = assigned()
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="*/10 * * * * *", paused=True)))
+    assert FIRE in state.book.withdrawn  # 2.9 s before its instant: taken back
+    at(state, CompleteFires(T0 + 10_050, "node2", [ok(FIRE, 1, T0 + 10_000)]))  # its executor ran it
+    at(state, ReplaceJob(T0 + 10_100, spec(schedule="*/10 * * * * *")))
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 20_000
+    assert [e["status"] for e in state.history["job"]] == ["succeeded"]

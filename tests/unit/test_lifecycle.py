@@ -122,7 +122,7 @@ def test_trigger_makes_a_pending_fire_due_now() -> None:
 
 
 def test_pause_withdraws_retries_and_pending_fires_too() -> None:
-    state = assigned_state()
+    state = assigned_state(retry={"max_attempts": 3, "backoff_s": 10, "backoff_max_s": 60})
     at(state, CompleteFires(T0 + 1100, "node2", [failed(FIRE, 1)]))  # a retry is now waiting
     at(state, TriggerJob(T0 + 1200, "job"))
     at(state, ReplaceJob(T0 + 1300, spec(paused=True)))

@@ -27,7 +27,9 @@ def spec(job_id: str = "job", schedule: str = "@every 1s", **extra: Any) -> dict
 
 def cluster_state(limits: StateLimits | None = None) -> State:
     state = State(limits)
-    state.apply(AssignFires(T0, []))  # the leader's clock tick: only the leader moves replicated time
+    # The leader's clock tick (a leader of this version names itself): from now on only the
+    # leader moves replicated time.
+    state.apply(AssignFires(T0, [], leader_id="node1"))
     for n in (2, 3):
         assert state.apply(RegisterNode(T0, f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}")) == {"ok": True}
     return state
@@ -36,7 +38,7 @@ def cluster_state(limits: StateLimits | None = None) -> State:
 def at(state: State, command: Command) -> dict[str, Any]:
     """Apply a command as a node proposes it at its time, after the leader's tick of that time
     (only the leader's AssignFires moves replicated time; state._command_time)."""
-    state.apply(AssignFires(command.now_ms, []))
+    state.apply(AssignFires(command.now_ms, [], leader_id="node1"))
     return state.apply(command)
 
 
@@ -129,15 +131,18 @@ def test_pause_drops_fires_not_yet_due_and_resume_applies_the_misfire_policy() -
     state = cluster_state()
     at(state, CreateJob(T0, spec()))
     at(state, AssignFires(T0 + 100, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node2"]]))
+    at(state, AssignFires(T0 + 200, [["job", T0 + 3000, "node2"], ["job", T0 + 4000, "node2"]]))
     at(state, ReplaceJob(T0 + 1500, spec(paused=True)))
-    assert list(state.book.fires) == [f"job:{T0 + 1000}"]  # due already: it may be running
+    # Due already, or within the slack (an executor a little ahead may have started them): they go ahead.
+    assert list(state.book.fires) == [f"job:{T0 + ms}" for ms in (1000, 2000, 3000)]
+    assert list(state.book.withdrawn) == [f"job:{T0 + 4000}"]
     assert state.jobs["job"]["next_fire_ms"] is None and state.slots.keys == []
     at(state, ReplaceJob(T0 + 9_400, spec(paused=False)))
-    # run_once: the latest occurrence due while paused fires once; 2 s .. 8 s are recorded as skipped.
+    # run_once: the latest occurrence due while paused fires once; 4 s (taken back) .. 8 s are skipped.
     assert state.jobs["job"]["next_fire_ms"] == T0 + 9_000
     skipped = [(e["scheduled_ms"] - T0, e["status"], e["reason"]) for e in state.history["job"]]
-    assert skipped == [(ms, "skipped", "skipped_paused") for ms in range(2000, 9000, 1000)]
-    assert state.jobs["job"]["version"] == 3 and state.counters["fires_skipped"] == 7
+    assert skipped == [(ms, "skipped", "skipped_paused") for ms in range(4000, 9000, 1000)]
+    assert state.jobs["job"]["version"] == 3 and state.counters["fires_skipped"] == 5
 
 
 def test_resume_with_skip_waits_for_the_next_occurrence() -> None:
@@ -149,14 +154,31 @@ def test_resume_with_skip_waits_for_the_next_occurrence() -> None:
 
 def test_outcome_of_a_fire_withdrawn_while_it_ran_is_recorded_once() -> None:
     state = cluster_state()
-    state.apply(CreateJob(T0, spec()))
-    state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
-    state.apply(ReplaceJob(T0 + 999, spec(paused=True)))  # the executor fired at T0+1000 anyway
+    state.apply(CreateJob(T0, spec(schedule="@every 5s")))
+    state.apply(AssignFires(T0, [["job", T0 + 5000, "node2"]]))
+    state.apply(ReplaceJob(T0 + 2999, spec(schedule="@every 5s", paused=True)))  # the executor ran it anyway
     assert state.book.fires == {}
-    fire_id = f"job:{T0 + 1000}"
-    assert state.apply(CompleteFires(T0 + 1010, "node2", [ok(fire_id, at=T0 + 1000)]))["committed"] == 1
-    assert state.apply(CompleteFires(T0 + 1020, "node2", [ok(fire_id, at=T0 + 1000)]))["committed"] == 0
+    fire_id = f"job:{T0 + 5000}"
+    assert at(state, CompleteFires(T0 + 5010, "node2", [ok(fire_id, at=T0 + 5000)]))["committed"] == 1
+    assert at(state, CompleteFires(T0 + 5020, "node2", [ok(fire_id, at=T0 + 5000)]))["committed"] == 0
     assert [e["fire_id"] for e in state.history["job"]] == [fire_id] and state.book.withdrawn == {}
+    # Resumed, the job does not fire that instant again: it was decided.
+    at(state, ReplaceJob(T0 + 5030, spec(schedule="@every 5s")))
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 10_000
+
+
+def test_a_fire_due_within_the_slack_of_a_pause_goes_ahead_once() -> None:
+    """Reviewer's case: the pause reached the state (leader time) just before the instant while
+    an executor whose clock is a little ahead had already called the webhook."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec()))
+    state.apply(AssignFires(T0 + 100, [["job", T0 + 1000, "node2"]]))
+    at(state, ReplaceJob(T0 + 700, spec(paused=True)))
+    assert list(state.book.fires) == [f"job:{T0 + 1000}"] and state.book.withdrawn == {}
+    at(state, CompleteFires(T0 + 1010, "node2", [ok(f"job:{T0 + 1000}", at=T0 + 1000)]))
+    at(state, ReplaceJob(T0 + 1500, spec()))  # resumed: T0+1000 is not placed again
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 2000
+    assert [e["scheduled_ms"] for e in state.history["job"]] == [T0 + 1000]
 
 
 def test_replace_checks_the_version_and_keeps_timing_when_unchanged() -> None:
@@ -228,6 +250,19 @@ def test_only_the_leaders_assignments_move_replicated_time() -> None:
     assert state.jobs["slightly-ahead"]["next_fire_ms"] == T0 + 1000
     state.apply(AssignFires(T0 + 1000, [["slightly-ahead", T0 + 1000, "node2"]]))
     assert state.now_ms == T0 + 1000 and state.counters["fires_missed"] == 0
+
+
+def test_a_log_of_an_older_version_replays_as_it_applied_then() -> None:
+    """Before the first tick of a leader that names itself, time moves as it did before
+    (the largest now_ms seen): an older journal replays to the state it had, and a command of
+    a new cluster's first moments gets its own time, not 0."""
+    state = State()
+    state.apply(RegisterNode(T0, "node2", "127.0.0.1:9002", "127.0.0.1:8002"))
+    state.apply(CreateJob(T0 + 500, spec("early")))
+    assert state.now_ms == T0 + 500 and state.jobs["early"]["created_ms"] == T0 + 500
+    state.apply(AssignFires(T0 + 600, [], leader_id="node1"))
+    state.apply(CreateJob(T0 + 3_600_000, spec("ahead")))
+    assert state.now_ms == T0 + 600 and state.jobs["ahead"]["created_ms"] == T0 + 600
 
 
 def test_due_jobs_walks_slots_in_time_order_with_a_limit() -> None:
