@@ -29,8 +29,9 @@ test: $(STAMP)
 	$(PY) -m ruff check schedb scripts tests
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# One scenario, or several: make chaos ARGS="--scenario freeze" (scripts/chaos.py --list).
 chaos: $(STAMP)
-	$(PY) scripts/chaos.py
+	$(PY) scripts/chaos.py $(ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
