@@ -45,9 +45,10 @@ CALLED_STATUSES = ("succeeded", "failed", "timed_out")  # the webhook was called
 ERROR_LEN_MAX = 512
 BACKFILL_FIRES_MAX = 1_000
 NODE_FIELD_LEN_MAX = 128
-# A pause or reschedule takes back the job's fires due later than this; sooner ones go ahead.
-# More than clock.max_offset_ms (at most 1 s) plus the time for the command to reach executors.
-WITHDRAW_SLACK_MS = 2_000
+# A pause or reschedule takes back the job's fires due later than this; sooner ones go ahead:
+# an executor whose clock is ahead (by up to clock.max_offset_ms, which config keeps below
+# this) may have started one before the command reached it.
+WITHDRAW_SLACK_MS = 1_000
 
 
 def register_node(state: State, cmd: RegisterNode) -> Result:

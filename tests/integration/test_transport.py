@@ -308,7 +308,8 @@ def test_api_serves_tls_with_the_configured_certificate(tmp_path: Path) -> None:
             wait_ready([https_url], 60, pids=[node.pid], tls=trusted)
         except (TimeoutError, RuntimeError) as exc:
             raise AssertionError(f"{exc}\n{cluster.log_tail()}") from exc
-        assert get_json(https_url + "/health", tls=trusted) == (200, {"status": "ok", "node_id": node.node_id})
+        code, health = get_json(https_url + "/health", tls=trusted)
+        assert code == 200 and health["status"] == "ok" and health["node_id"] == node.node_id
         status, view = get_json(https_url + "/api/v1/cluster", tls=trusted)
         assert status == 200 and view["role"] == "leader"
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # really verified
