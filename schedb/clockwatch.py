@@ -84,7 +84,7 @@ class ClockWatch:
         """node id -> API address of the other members (registered, and in the Raft membership)."""
         raft_members = set(self._replica.members())
         nodes = self._replica.read(lambda s: {k: (v["raft_addr"], v["http_addr"]) for k, v in s.nodes.items()})
-        return {node_id: http for node_id, (raft, http) in nodes.items()
+        return {node_id: _reachable(http, raft) for node_id, (raft, http) in nodes.items()
                 if raft in raft_members and node_id != self._config.node.id}
 
     async def _probe(self, session: aiohttp.ClientSession, node_id: str, http_addr: str) -> None:
@@ -205,3 +205,11 @@ class ClockWatch:
 
 def _wall_minus_mono_ms() -> float:
     return time.time() * 1000 - time.monotonic() * 1000
+
+
+def _reachable(http_addr: str, raft_addr: str) -> str:
+    """A member that listens on a wildcard address (0.0.0.0:8001) is reached at its Raft host."""
+    host, _, port = http_addr.rpartition(":")
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        return f"{raft_addr.rpartition(':')[0]}:{port}"
+    return http_addr

@@ -41,6 +41,7 @@ log = structlog.get_logger("schedb.dispatcher")
 FOLLOWER_LAG_MAX = 1_000
 ASSIGN_BATCH_MAX = 2_000
 LEASE_SCAN_INTERVAL_S = 1.0
+LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
 HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is disputed to hand over
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
 # state.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock is not refused.
@@ -155,8 +156,12 @@ class Dispatcher:
     def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: set[str],
               scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
         until_ms = now_ms + self._lookahead_ms
-        items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)]
-                 for job_id, scheduled_ms in state.due_jobs(until_ms, ASSIGN_BATCH_MAX)]
+        # Late jobs (an outage) catch up a bounded number per batch (apply spends a bounded
+        # amount of catch-up work per command): they must not keep the jobs due now waiting.
+        late_before_ms = now_ms - state.limits.misfire_grace_ms
+        due = state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)
+        due += state.due_jobs(until_ms, ASSIGN_BATCH_MAX - len(due), from_ms=late_before_ms)
+        items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)] for job_id, scheduled_ms in due]
         moves: list[list[Any]] = []
         for fire in state.book.pending_fires():
             if fire["due_ms"] <= until_ms:

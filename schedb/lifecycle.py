@@ -124,7 +124,9 @@ def _assign_one(state: State, item: Any) -> str:
             return "stale"
         next_ms = apply_misfire_policy(state, job_id, scheduled_ms, "missed")
         if next_ms != scheduled_ms:
-            decide(job, next_ms - 1 if next_ms is not None else scheduled_ms)
+            # What the policy skipped is decided; never past now (a later schedule edit must
+            # not lose the new schedule's occurrences).
+            decide(job, min(next_ms - 1, state.now_ms) if next_ms is not None else scheduled_ms)
             state.place(job_id, next_ms)
             return "missed"
     decide(job, scheduled_ms)
@@ -182,8 +184,9 @@ def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> Non
             job = state.jobs[job_id]
             job["active_fires"].remove(scheduled_ms)
             state.book.withdraw(fire_id, state.limits.withdrawn_max)
-            if fire["trigger"] == "schedule" and job.get("decided_ms") is not None:
-                job["decided_ms"] = min(job["decided_ms"], scheduled_ms - 1)  # taken back: undecided
+            never_tried = fire["attempt"] == fire["attempt_base"] + 1 and not fire["reported"]
+            if fire["trigger"] == "schedule" and never_tried and job.get("decided_ms") is not None:
+                job["decided_ms"] = min(job["decided_ms"], scheduled_ms - 1)  # taken back untried: undecided
             if not workflow.root_withdrawn(state, fire):  # a run whose root never fired never happened
                 workflow.fire_ended(state, fire, "skipped")  # a step taken back: its run goes on
 

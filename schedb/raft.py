@@ -286,7 +286,11 @@ class Replica:
         # comes every ~0.3 s) stamped after this node heard the leader again, allowing for the
         # leader's clock being up to clock.max_offset_ms behind this one's.
         needed_ms = node.fresh_time_needed_ms
-        return not needed_ms or self.holder.state.now_ms >= needed_ms + self._config.clock.max_offset_ms
+        if needed_ms and self.holder.state.now_ms < needed_ms + self._config.clock.max_offset_ms:
+            return False
+        if node.fresh_time_needed_ms == needed_ms:  # satisfied: a clock corrected later must not keep it up
+            node.fresh_time_needed_ms = 0
+        return True
 
     def members(self) -> list[str]:
         """Raft addresses of the other members, as this node's log has them now."""

@@ -9,7 +9,7 @@ list, deterministic iteration order.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 
 
@@ -38,10 +38,12 @@ class SlotIndex:
             assert self.keys[index] == second, "slot keys out of sync with slots"
             del self.keys[index]
 
-    def up_to(self, until_ms: int) -> Iterator[str]:
-        """Job ids in slots whose second starts at or before until_ms, earliest first."""
+    def up_to(self, until_ms: int, from_ms: int | None = None) -> Iterator[str]:
+        """Job ids in slots whose second starts at or before until_ms (and, with from_ms, whose
+        second ends at or after from_ms), earliest first."""
         last_second = until_ms // 1000
-        for second in self.keys:
+        start = 0 if from_ms is None else bisect_left(self.keys, from_ms // 1000)
+        for second in self.keys[start:]:
             if second > last_second:
                 return
             yield from self.slots[second]

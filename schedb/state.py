@@ -166,12 +166,13 @@ class State:
 
     # -- reads (callers hold the lock that serializes them with apply) --------
 
-    def due_jobs(self, until_ms: int, limit: int) -> list[tuple[str, int]]:
-        """(job_id, next_fire_ms) of jobs whose next fire is at or before until_ms."""
+    def due_jobs(self, until_ms: int, limit: int, from_ms: int | None = None) -> list[tuple[str, int]]:
+        """(job_id, next_fire_ms) of jobs whose next fire is at or before until_ms (and at or
+        after from_ms, when given), earliest first."""
         out: list[tuple[str, int]] = []
-        for job_id in self.slots.up_to(until_ms):
+        for job_id in self.slots.up_to(until_ms, from_ms):
             next_ms = self.jobs[job_id]["next_fire_ms"]
-            if next_ms <= until_ms:
+            if next_ms <= until_ms and (from_ms is None or next_ms >= from_ms):
                 out.append((job_id, next_ms))
                 if len(out) >= limit:
                     break
@@ -419,6 +420,8 @@ def _command_time(command: Command, replicated_ms: int, leader_clock: bool) -> i
     Before the first tick of a leader of this version (a new cluster's first second, or a log
     of an older version replayed), every command moves time to the largest now_ms seen, as
     older versions did: replicated time is not there yet to be trusted (0 in a new cluster)."""
+    if not leader_clock and isinstance(command, RegisterNode | SetLimits | SetDefaultQuotas):
+        return replicated_ms  # a node's own start-up, before any clock was judged: moves nothing
     if isinstance(command, AssignFires) or not leader_clock:
         return max(replicated_ms, command.now_ms)
     if replicated_ms <= command.now_ms <= replicated_ms + PROPOSER_LEAD_MS_MAX:

@@ -123,3 +123,46 @@ def test_a_withdrawn_fire_that_ran_anyway_is_decided() -> None:
     at(state, ReplaceJob(T0 + 10_100, spec(schedule="*/10 * * * * *")))
     assert state.jobs["job"]["next_fire_ms"] == T0 + 20_000
     assert [e["status"] for e in state.history["job"]] == ["succeeded"]
+
+
+def test_a_skipped_catch_up_does_not_decide_the_future() -> None:
+    """Second review: misfire=skip set decided_ms to the next hour - 1; a schedule edit then lost
+    every occurrence of the new schedule until then."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec(schedule="0 * * * *", misfire="skip")))
+    first = state.jobs["job"]["next_fire_ms"]
+    state.apply(AssignFires(first + 5_400_000, [["job", first, "node2"]]))  # 1.5 h late
+    at(state, ReplaceJob(first + 5_400_100, spec(schedule="*/10 * * * * *", misfire="skip")))
+    assert state.jobs["job"]["next_fire_ms"] - (first + 5_400_100) <= 10_000
+
+
+def test_withdrawing_a_retry_does_not_undecide_later_occurrences() -> None:
+    """Second review: a pause that took back occurrence 1's retry lowered decided_ms below
+    occurrence 2, which had run; the resume fired occurrence 2 again."""
+    from tests.unit.test_lifecycle import failed
+
+    state = assigned(retry={"max_attempts": 3, "backoff_s": 30, "backoff_max_s": 60})
+    at(state, CompleteFires(T0 + 10_100, "node2", [failed(FIRE, 1)]))  # its retry is due ~T0+40 s
+    second = f"job:{T0 + 20_000}"
+    state.apply(AssignFires(T0 + 17_000, [["job", T0 + 20_000, "node2"]]))
+    at(state, ReplaceJob(T0 + 19_500, spec(schedule="*/10 * * * * *", paused=True)))
+    assert second in state.book.fires  # within the slack: it goes ahead
+    at(state, CompleteFires(T0 + 20_050, "node2", [ok(second, 1, T0 + 20_000)]))
+    at(state, ReplaceJob(T0 + 21_000, spec(schedule="*/10 * * * * *")))
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 30_000
+    assert [e["status"] for e in state.history["job"] if e["fire_id"] == second] == ["succeeded"]
+
+
+def test_jobs_due_now_are_found_past_any_number_of_late_ones() -> None:
+    """Second review: the dispatcher planned the 2,000 earliest slots; behind an outage they were
+    all late, and a job due now waited until the catch-up was done."""
+    state = cluster_state()
+    for i in range(30):
+        at(state, CreateJob(T0, spec(f"late-{i:02d}", schedule="0 * * * *")))
+    late_ms = state.jobs["late-00"]["next_fire_ms"]
+    now_ms = late_ms + 17 * 3_600_000
+    state.apply(AssignFires(now_ms, [], leader_id="node1"))
+    at(state, CreateJob(now_ms, spec("now")))
+    assert len(state.due_jobs(now_ms + 5_000, 10)) == 10 and ("now", now_ms + 1000) not in state.due_jobs(
+        now_ms + 5_000, 10)
+    assert state.due_jobs(now_ms + 5_000, 10, from_ms=now_ms - 10_000) == [("now", now_ms + 1000)]
