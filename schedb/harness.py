@@ -40,6 +40,21 @@ class NodeProc:
         return self.proc.pid
 
 
+def children_of(pid: int) -> list[int]:
+    """The PIDs of a process's children (Linux /proc); [] once it is gone."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("python")
+    except OSError:
+        return False
+
+
 @dataclass
 class Cluster:
     """N nodes in tmp_dir; every process is stopped by PID in stop(), even after a failed test."""
@@ -87,6 +102,13 @@ class Cluster:
 
     def stop(self, nodes: list[NodeProc] | None = None, sig: int = signal.SIGTERM) -> None:
         for node in nodes or self.nodes:
+            if node.proc is not None and node.prefix and not _is_python(node.proc.pid):
+                # A wrapper such as faketime forks the node and does not pass signals on: the
+                # node is stopped by its own PID first. (A wrapper that execs, as setpriv does,
+                # is the node itself: its children are pysyncobj's snapshot forks.)
+                for child in children_of(node.proc.pid):
+                    if pid_alive(child):
+                        stop_pid(child, sig=sig)
             if node.proc is not None and pid_alive(node.proc.pid):
                 stop_pid(node.proc.pid, sig=sig)
             if node.proc is not None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from chaoskit.common import Ctx, FaultNotApplied, Measured, cluster_view, now_ms, restart
 from chaoskit.ledger import create_job
-from schedb.devcluster import get_json, pid_alive, stop_pid, wait_ready
-from schedb.harness import Cluster, NodeProc
+from schedb.devcluster import get_json, wait_ready
+from schedb.harness import Cluster, NodeProc, children_of
 
 SKEW = ["faketime", "-f", "+1h"]  # FAKETIME_DONT_FAKE_MONOTONIC stays unset: it breaks time.sleep
 SKEW_S = 3600
@@ -42,7 +42,7 @@ def skewed_clock(ctx: Ctx) -> Measured:
         checks["jobs created through it (HTTP status: count)"] = dict(codes)
         checks.update(_watch(cluster, victim))
     finally:
-        stop_wrapped(cluster, victim)
+        cluster.stop([victim])
         victim.prefix = plain
     restart(cluster, [victim])
     return {"checks": checks, "quorum_kept": True}
@@ -88,30 +88,11 @@ def wrapped_pid(node: NodeProc, timeout_s: float = 10.0) -> int:
     """The node's own process: faketime forks it and waits, so NodeProc.pid is the wrapper's."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        children = _children(node.pid)
+        children = children_of(node.pid)
         if children:
             return children[0]
         time.sleep(0.05)
     raise FaultNotApplied(f"{node.node_id}: no process under its wrapper {node.pid}")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def stop_wrapped(cluster: Cluster, node: NodeProc) -> None:
-    """Stops the node under its faketime wrapper by PID (a signal to the wrapper would leave
-    it running), then the wrapper. Other nodes are stopped as usual: their own children are
-    pysyncobj's compaction forks, which they handle themselves."""
-    if node.proc is None:
-        return
-    for child in _children(node.pid) if node.prefix[:1] == SKEW[:1] else []:
-        if pid_alive(child):
-            stop_pid(child)
-    cluster.stop([node])
 
 
 def env_clock_offset_s(pid: int) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from schedb.devcluster import get_json, http, pid_alive, stop_pid, wait_ready
+from schedb.devcluster import get_json, http, wait_ready
 from schedb.harness import Cluster, NodeProc, Receiver
 from schedb.timefmt import rfc3339_to_ms
 from tests.integration.workload import (
@@ -182,23 +182,6 @@ SKEWED_SETTLE_S = 5.0  # what the skewed node may do before the others have meas
 RUN_S = 15.0
 
 
-def wrapped_children(node: NodeProc) -> list[int]:
-    """faketime forks the node and waits for it: NodeProc.pid is the wrapper's, not the node's."""
-    try:
-        return [int(c) for c in Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def stop_wrapped(cluster: Cluster, node: NodeProc) -> None:
-    """The node under the wrapper first (a signal to faketime is not passed on), then the wrapper."""
-    if node.proc is not None:
-        for child in wrapped_children(node):
-            if pid_alive(child):
-                stop_pid(child)
-    cluster.stop([node])
-
-
 @contextmanager
 def cluster_with_skewed_node(path: Path, skew: str) -> Iterator[tuple[Cluster, NodeProc]]:
     """Three nodes, the third under `faketime -f skew`. The two healthy ones start first and elect
@@ -215,8 +198,7 @@ def cluster_with_skewed_node(path: Path, skew: str) -> Iterator[tuple[Cluster, N
         wait_ready([skewed.url], pids=[skewed.pid], path="/health")
         yield cluster, skewed
     finally:
-        stop_wrapped(cluster, skewed)
-        cluster.stop()
+        cluster.stop()  # the skewed node by its own PID under faketime, then the rest
 
 
 def member(view: dict, node_id: str) -> dict:
