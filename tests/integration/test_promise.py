@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -216,6 +217,8 @@ def wait_joined(cluster: Cluster, skewed: NodeProc) -> None:
     wait_for(joined, 30, f"{skewed.node_id} to register and know the leader")
 
 
+@pytest.mark.skipif(shutil.which("faketime") is None and not os.environ.get("CI"),
+                    reason="Debian's faketime is not installed (apt-get install faketime); CI installs and requires it")
 @pytest.mark.parametrize(("skew", "offset_ms"), [("+1h", HOUR_MS), ("-1h", -HOUR_MS)], ids=["ahead", "behind"])
 def test_a_node_with_its_clock_an_hour_off_neither_stops_jobs_nor_fires(
         tmp_path: Path, receiver: Receiver, skew: str, offset_ms: int) -> None:
