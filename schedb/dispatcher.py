@@ -44,7 +44,7 @@ LEASE_SCAN_INTERVAL_S = 1.0
 LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
 HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is disputed to hand over
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
-# state.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock is not refused.
+# replicated_time.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock gets its own time.
 CLOCK_TICK_S = 0.3
 
 

@@ -11,7 +11,7 @@ win, as for the default quotas.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from schedb import history
@@ -19,6 +19,42 @@ from schedb.commands import SetLimits
 
 if TYPE_CHECKING:
     from schedb.state import Result, State
+
+@dataclass(frozen=True)
+class StateLimits:
+    """Bounds of the state; must be equal on every node of a cluster."""
+
+    history_per_job: int = 100
+    recent_executions: int = 10_000
+    assign_batch_max: int = 5_000
+    bulk_create_max: int = 1_000
+    complete_batch_max: int = 5_000
+    # Occurrences later than this (cluster down, overload, paused) are misfires,
+    # handled by the job's misfire policy (misfire.py); run_all catches up
+    # occurrences within the window.
+    misfire_grace_ms: int = 10_000
+    catch_up_window_ms: int = 3_600_000
+    missed_records_max: int = 100
+    withdrawn_max: int = 10_000
+    dead_letters_max: int = 10_000
+    idempotency_keys_max: int = 100_000
+    idempotency_ttl_ms: int = 86_400_000
+    # How long after an attempt is due (plus its timeout) its outcome may take to
+    # commit before the leader hands the fire to another executor.
+    lease_grace_ms: int = 15_000
+    # Backpressure: a create or reschedule whose first fire lands in a second that
+    # already holds this many jobs is refused (the API answers 429).
+    slot_jobs_max: int = 20_000
+    api_keys_max: int = 10_000
+    runs_max: int = 10_000
+    quota_teams_max: int = 10_000
+    secrets_per_team_max: int = 1_000
+    audit_records: int = 10_000
+    # All jobs' history together (schedb.history): ~730 B a record in memory, so ~150 MB, while
+    # each job keeps its newest few whatever the others do.
+    history_total_max: int = 200_000
+    history_min_per_job: int = 5
+
 
 # name -> (lowest, highest) accepted value
 CONFIGURABLE: dict[str, tuple[int, int]] = {

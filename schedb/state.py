@@ -4,7 +4,7 @@ Rules (the contract with raft.py, as in hashicorp/raft's FSM):
 - `apply(command)` is deterministic: no clock, no randomness, no I/O, no logging.
   Time enters only as `command.now_ms`. Replicated time (`now_ms`) is the
   leader's: only its AssignFires advance it, never backwards; another node's
-  clock is an input that cannot move it (see _command_time).
+  clock is an input that cannot move it (see schedb.replicated_time).
 - A bad command is rejected with the same result on every node and changes
   nothing. Results are plain dicts: {"ok": True, ...} or {"error": code, ...}.
 - Everything is bounded: history per job, recent executions, dead letters,
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import msgpack
@@ -49,51 +49,14 @@ from schedb.commands import (
 )
 from schedb.fires import PENDING, FireBook, fire_id_of
 from schedb.jobspec import InvalidJob, validate_job
+from schedb.limits import StateLimits
+from schedb.replicated_time import command_time
 from schedb.schedule import parse_schedule
 from schedb.slots import SlotIndex
 
 IDEMPOTENCY_KEY_LEN_MAX = 200
-# How far past replicated time a command other than the leader's AssignFires may be applied
-# (_command_time): more than the leader's tick interval, far less than any schedule's period.
-PROPOSER_LEAD_MS_MAX = 1_000
 CORRELATION_ID_LEN_MAX = 128
 Result = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StateLimits:
-    """Bounds of the state; must be equal on every node of a cluster."""
-
-    history_per_job: int = 100
-    recent_executions: int = 10_000
-    assign_batch_max: int = 5_000
-    bulk_create_max: int = 1_000
-    complete_batch_max: int = 5_000
-    # Occurrences later than this (cluster down, overload, paused) are misfires,
-    # handled by the job's misfire policy (misfire.py); run_all catches up
-    # occurrences within the window.
-    misfire_grace_ms: int = 10_000
-    catch_up_window_ms: int = 3_600_000
-    missed_records_max: int = 100
-    withdrawn_max: int = 10_000
-    dead_letters_max: int = 10_000
-    idempotency_keys_max: int = 100_000
-    idempotency_ttl_ms: int = 86_400_000
-    # How long after an attempt is due (plus its timeout) its outcome may take to
-    # commit before the leader hands the fire to another executor.
-    lease_grace_ms: int = 15_000
-    # Backpressure: a create or reschedule whose first fire lands in a second that
-    # already holds this many jobs is refused (the API answers 429).
-    slot_jobs_max: int = 20_000
-    api_keys_max: int = 10_000
-    runs_max: int = 10_000
-    quota_teams_max: int = 10_000
-    secrets_per_team_max: int = 1_000
-    audit_records: int = 10_000
-    # All jobs' history together (schedb.history): ~730 B a record in memory, so ~150 MB, while
-    # each job keeps its newest few whatever the others do.
-    history_total_max: int = 200_000
-    history_min_per_job: int = 5
 
 
 class State:
@@ -101,7 +64,7 @@ class State:
         self.limits = limits or StateLimits()
         self.now_ms = 0
         # Off until the first AssignFires of a leader of this version (it names itself): a log
-        # written before replicated time was the leader's replays as it applied then (_command_time).
+        # written before replicated time was the leader's replays as it applied then (schedb.replicated_time).
         self.leader_clock = False
         self.applied = 0
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -144,7 +107,7 @@ class State:
             return {"error": "invalid", "detail": "now_ms must be an integer and actor an object"}
         if isinstance(command, AssignFires) and command.leader_id:
             self.leader_clock = True
-        result = self._apply_at(command, _command_time(command, self.now_ms, self.leader_clock))
+        result = self._apply_at(command, command_time(command, self.now_ms, self.leader_clock))
         if "error" in result:
             self.counters["commands_rejected"] += 1
             self.counters["quota_refusals"] += result["error"] == "quota"
@@ -405,29 +368,6 @@ class State:
         if job["next_fire_ms"] is not None:
             self.slots.remove(job_id, job["next_fire_ms"])
             job["next_fire_ms"] = None
-
-def _command_time(command: Command, replicated_ms: int, leader_clock: bool) -> int:
-    """The time a command is applied at.
-
-    Replicated time is the leader's: the leader's AssignFires advances it (never backwards).
-    Any other command may be proposed through any node, whose clock is only an input. A clock
-    behind replicated time gets replicated time. One ahead by up to PROPOSER_LEAD_MS_MAX (more
-    than the leader's tick, by which replicated time may trail) is used for that command only,
-    so a job created through a follower starts from the instant it was created. A clock further
-    ahead is wrong (that node stops executing and is not ready, schedb.clockwatch): the command
-    gets replicated time, so that a job created through it does not first fire an hour out.
-
-    Before the first tick of a leader of this version (a new cluster's first second, or a log
-    of an older version replayed), every command moves time to the largest now_ms seen, as
-    older versions did: replicated time is not there yet to be trusted (0 in a new cluster)."""
-    if not leader_clock and isinstance(command, RegisterNode | SetLimits | SetDefaultQuotas):
-        return replicated_ms  # a node's own start-up, before any clock was judged: moves nothing
-    if isinstance(command, AssignFires) or not leader_clock:
-        return max(replicated_ms, command.now_ms)
-    if replicated_ms <= command.now_ms <= replicated_ms + PROPOSER_LEAD_MS_MAX:
-        return command.now_ms
-    return replicated_ms
-
 
 def _next_fire(spec: dict[str, Any], after_ms: int) -> int | None:
     """A job's first fire after after_ms, or None (paused, or a schedule with no fire left)."""

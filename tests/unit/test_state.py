@@ -37,7 +37,7 @@ def cluster_state(limits: StateLimits | None = None) -> State:
 
 def at(state: State, command: Command) -> dict[str, Any]:
     """Apply a command as a node proposes it at its time, after the leader's tick of that time
-    (only the leader's AssignFires moves replicated time; state._command_time)."""
+    (only the leader's AssignFires moves replicated time; schedb.replicated_time)."""
     state.apply(AssignFires(command.now_ms, [], leader_id="node1"))
     return state.apply(command)
 
