@@ -173,22 +173,24 @@ def resume_misfires(state: State, job_id: str) -> None:
 
 def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> None:
     """A rescheduled job keeps no scheduled fire that is not due yet (by WITHDRAW_SLACK_MS); a
-    paused job keeps no fire at all that is not due yet (retries, triggers and replays included)."""
-    for scheduled_ms in list(state.jobs[job_id]["active_fires"]):
+    paused job keeps no fire at all that is not due yet (retries, triggers and replays included).
+    What was taken back is no longer decided: the job's occurrences are decided up to now, or up
+    to the latest scheduled fire it keeps (State.place will not place those again)."""
+    job = state.jobs[job_id]
+    for scheduled_ms in list(job["active_fires"]):
         fire_id = fire_id_of(job_id, scheduled_ms)
         fire = state.book.fires[fire_id]
         # Due within the slack, it may have started on an executor whose clock is a little ahead
         # (within clock.max_offset_ms), before this command reached it: it goes ahead.
         not_started = fire["due_ms"] > state.now_ms + WITHDRAW_SLACK_MS or fire["node"] == PENDING
         if not_started and (everything or fire["trigger"] == "schedule"):
-            job = state.jobs[job_id]
             job["active_fires"].remove(scheduled_ms)
             state.book.withdraw(fire_id, state.limits.withdrawn_max)
-            never_tried = fire["attempt"] == fire["attempt_base"] + 1 and not fire["reported"]
-            if fire["trigger"] == "schedule" and never_tried and job.get("decided_ms") is not None:
-                job["decided_ms"] = min(job["decided_ms"], scheduled_ms - 1)  # taken back untried: undecided
             if not workflow.root_withdrawn(state, fire):  # a run whose root never fired never happened
                 workflow.fire_ended(state, fire, "skipped")  # a step taken back: its run goes on
+    if job.get("decided_ms") is not None:
+        kept = [ms for ms in job["active_fires"] if state.book.fires[fire_id_of(job_id, ms)]["trigger"] == "schedule"]
+        job["decided_ms"] = min(job["decided_ms"], max([state.now_ms, *kept]))
 
 
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: str) -> int | None:

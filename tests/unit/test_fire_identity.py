@@ -166,3 +166,11 @@ def test_jobs_due_now_are_found_past_any_number_of_late_ones() -> None:
     assert len(state.due_jobs(now_ms + 5_000, 10)) == 10 and ("now", now_ms + 1000) not in state.due_jobs(
         now_ms + 5_000, 10)
     assert state.due_jobs(now_ms + 5_000, 10, from_ms=now_ms - 10_000) == [("now", now_ms + 1000)]
+
+
+def test_a_schedule_edit_keeps_the_new_schedules_next_occurrences() -> None:
+    """The old schedule's fire taken back must not leave its instant decided: the new schedule's
+    occurrences before it would be skipped."""
+    state = assigned()  # `*/10`: the fire at T0+10 s is assigned, 3 s ahead
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="* * * * * *")))
+    assert FIRE in state.book.withdrawn and state.jobs["job"]["next_fire_ms"] == T0 + 8_000
