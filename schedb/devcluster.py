@@ -31,6 +31,16 @@ STOP_TIMEOUT_S = 15.0  # above a node's own shutdown bound (schedb.node.SHUTDOWN
 PORT_RANGE = (15_000, 32_000)
 
 
+def free_ports(count: int, taken: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """`count` distinct free ports, none of them in `taken` (two draws of free_port may match)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports and port not in taken:
+            ports.append(port)
+    return ports
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range."""
     for _ in range(1_000):

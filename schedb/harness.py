@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schedb.devcluster import free_port, get_json, pid_alive, start_node, stop_pid, wait_ready, write_config
+from schedb.devcluster import free_port, free_ports, get_json, pid_alive, start_node, stop_pid, wait_ready, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,15 +68,17 @@ class Cluster:
     nodes: list[NodeProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        http_ports = [free_port() for _ in range(self.size)]
-        raft_ports = [free_port() for _ in range(self.size)]
+        ports = free_ports(2 * self.size)
+        http_ports, raft_ports = ports[:self.size], ports[self.size:]
         for i in range(self.size):
             peers = [p for j, p in enumerate(raft_ports) if j != i]
             self._add_node(http_ports[i], raft_ports[i], peers, self.extra_config)
 
     def new_member(self) -> NodeProc:
         """Start one more node that will join this cluster (`raft.join`); stop() stops it too."""
-        node = self._add_node(free_port(), free_port(), [n.raft_port for n in self.nodes],
+        taken = {p for n in self.nodes for p in (n.http_port, n.raft_port)}
+        http_port, raft_port = free_ports(2, taken)
+        node = self._add_node(http_port, raft_port, [n.raft_port for n in self.nodes],
                               "join = true\n" + self.extra_config)
         self.start([node])
         wait_ready([node.url], pids=[node.pid], path="/health")  # alive; /ready needs it to be a member
