@@ -94,12 +94,14 @@ class Dispatcher:
     def _clock_agreed(self) -> bool:
         """This leader's clock becomes replicated time: it assigns nothing (and ticks nothing) unless
         a majority of the cluster agrees with it, and hands its leadership on meanwhile."""
-        reason = self._clock.hold_reason() if self._clock is not None else ""
+        if self._clock is None:
+            return True
+        reason = self._clock.hold_reason()
         # Hand over only when most members are measured off: unmeasured yet (a start) just waits.
-        disputed = reason == "clock_offset" and self._clock is not None and not self._clock.may_lead()
+        disputed = reason == "clock_offset" and not self._clock.may_lead()
         if disputed and self._replica.has_peers() and time.monotonic() >= self._next_handover:
             self._next_handover = time.monotonic() + HANDOVER_INTERVAL_S
-            log.warning("leader_clock_disputed", reason=reason, offsets=self._clock.offsets() if self._clock else None)
+            log.warning("leader_clock_disputed", reason=reason, offsets=self._clock.offsets())
             self._replica.transfer_leadership()
         return not reason
 

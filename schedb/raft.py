@@ -288,7 +288,7 @@ class Replica:
         needed_ms = node.fresh_time_needed_ms
         if needed_ms and self.holder.state.now_ms < needed_ms + self._config.clock.max_offset_ms:
             return False
-        if node.fresh_time_needed_ms == needed_ms:  # satisfied: a clock corrected later must not keep it up
+        if needed_ms and node.fresh_time_needed_ms == needed_ms:  # met: a clock corrected later must not keep it up
             node.fresh_time_needed_ms = 0
         return True
 
