@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The repository root (devkit: the cluster, receiver and process helpers, not shipped in the
+# wheel) and this directory (benchkit), whatever the current directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchkit import references, report, scenarios

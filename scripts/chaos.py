@@ -31,12 +31,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The repository root (devkit: the cluster, receiver and process helpers, not shipped in the
+# wheel) and this directory (chaoskit), whatever the current directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chaoskit import clock, firewall, ledger, network, process, storm
 from chaoskit.common import Ctx, FaultNotApplied, Measured, now_ms
 
-from schedb.harness import Cluster, Receiver
+from devkit.harness import Cluster, Receiver
 
 SETTLE_S = 8.0
 CHAOS_CONFIG = "\n[scheduler]\nhistory_per_job = 500\n"

@@ -8,7 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from schedb.devcluster import get_json, is_schedb_process, pid_alive, start_node, stop_pid, wait_ready
+# The repository root, for devkit (the process helpers, not shipped in the wheel), whatever the
+# current directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devkit.devcluster import get_json, is_schedb_process, pid_alive, start_node, stop_pid, wait_ready
 from schedb.secretbox import generate_key_text
 
 ROOT = Path(__file__).resolve().parent.parent

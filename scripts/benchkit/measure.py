@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from schedb.harness import Cluster, Receiver
+from devkit.harness import Cluster, Receiver
 
 BULK_BATCH = 1_000
 BULK_CONCURRENCY = 4

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 
 from benchkit.measure import CpuSampler, Ledger, deliveries_between, delivery_figures, now_ms, summary_ms
-from schedb.devcluster import stop_pid
-from schedb.harness import Receiver
+from devkit.devcluster import stop_pid
+from devkit.harness import Receiver
 
 HERE = Path(__file__).resolve().parent
 

@@ -28,7 +28,7 @@ from benchkit.measure import (
     scheduled_ms,
     summary_ms,
 )
-from schedb.harness import Cluster, Receiver
+from devkit.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
 
 STRAGGLER_S = 3.0

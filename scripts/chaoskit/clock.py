@@ -15,8 +15,8 @@ from typing import Any
 
 from chaoskit.common import Ctx, FaultNotApplied, Measured, cluster_view, now_ms, restart
 from chaoskit.ledger import create_job
-from schedb.devcluster import get_json, wait_ready
-from schedb.harness import Cluster, NodeProc, children_of
+from devkit.devcluster import get_json, wait_ready
+from devkit.harness import Cluster, NodeProc, children_of
 
 SKEW = ["faketime", "-f", "+1h"]  # FAKETIME_DONT_FAKE_MONOTONIC stays unset: it breaks time.sleep
 SKEW_S = 3600

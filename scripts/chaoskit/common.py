@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, NodeProc, Receiver
 
 # What a scenario measured: "elections" (seconds to a new leader), "commits_without_quorum",
 # "excluded" (fire ids the scenario legitimately cancelled), "checks" (how the fault was seen

@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 
-from schedb.harness import Cluster, NodeProc
+from devkit.harness import Cluster, NodeProc
 
 GID_BASE = 378_080  # arbitrary, far from distributions' system and user groups
 MARK_SHIFT = 24  # conntrack mark bits 24..: clear of the low bits other tools tend to use

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chaoskit.common import Ctx, Measured, now_ms
-from schedb.devcluster import http
+from devkit.devcluster import http
 
 EVERY_JOBS = 150
 CRON_JOBS = 50

@@ -10,7 +10,7 @@ from typing import Any
 
 from chaoskit.common import Ctx, FaultNotApplied, Measured, cluster_view, wait_new_leader
 from chaoskit.firewall import Firewall
-from schedb.harness import Cluster, NodeProc
+from devkit.harness import Cluster, NodeProc
 
 PARTITION_S = 12.0  # well past the fence (3 s) and the re-assignment (5 s)
 QUIET_S = 1.5  # what was in flight when the cut came may still commit

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chaoskit.common import Ctx, FaultNotApplied, Measured, cluster_view, restart, wait_new_leader
-from schedb.harness import NodeProc
+from devkit.harness import NodeProc
 
 FREEZE_S = 8.0  # past the fence (3 s) and the re-assignment (5 s): the leader moves its fires
 

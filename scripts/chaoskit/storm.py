@@ -10,7 +10,7 @@ from typing import Any
 
 from chaoskit.common import Ctx, FaultNotApplied, Measured, now_ms
 from chaoskit.ledger import create_job
-from schedb.devcluster import http
+from devkit.devcluster import http
 
 STORM_JOBS = 20
 ROUNDS = 3

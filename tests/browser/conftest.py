@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from schedb.harness import Receiver
+from devkit.harness import Receiver
 
 # The module-scoped three-node cluster and webhook receiver the integration tests share.
 from tests.integration.conftest import cluster, receiver  # noqa: F401

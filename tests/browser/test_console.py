@@ -9,8 +9,8 @@ import time
 
 from playwright.sync_api import Page, expect
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
 from tests.browser.conftest import confirm, deliveries_of
 from tests.integration.workload import wait_for

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from schedb.harness import Cluster
+from devkit.harness import Cluster
 from tests.browser.conftest import VIEWPORT, shown
 from tests.integration.conftest import running_cluster
 from tests.integration.keys import ADMIN_KEY, AUTH_ON, call, make_key

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, NodeProc, Receiver
 from tests.browser.conftest import ARTIFACTS
 from tests.integration.conftest import running_cluster
 

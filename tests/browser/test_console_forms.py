@@ -13,8 +13,8 @@ from urllib.parse import quote, unquote
 
 from playwright.sync_api import Browser, Page, Route, expect
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 from schedb.webhook import sign
 from tests.browser.conftest import VIEWPORT, confirm, csp_refusals, deliveries_of, shown
 from tests.integration.workload import wait_for

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from schedb.devcluster import http
+from devkit.devcluster import http
 from tests.browser.conftest import ARTIFACTS, shown
 from tests.integration.conftest import running_cluster
 

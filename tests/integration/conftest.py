@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from schedb.harness import Cluster, Receiver
+from devkit.harness import Cluster, Receiver
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from schedb.devcluster import http
-from schedb.harness import Cluster
+from devkit.devcluster import http
+from devkit.harness import Cluster
 
 ADMIN_KEY = "sk_admin_" + secrets.token_urlsafe(24)
 AUTH_ON = f'\n[auth]\nenabled = true\nadmin_key = "{ADMIN_KEY}"\n'

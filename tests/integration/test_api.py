@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from schedb.devcluster import free_port, http
-from schedb.harness import Cluster
+from devkit.devcluster import free_port, http
+from devkit.harness import Cluster
 from tests.integration.workload import wait_for
 
 JOB = {"schedule": "0 0 1 1 *", "webhook": {"url": "http://127.0.0.1:1/never"}}

@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from schedb.devcluster import free_port, http
-from schedb.harness import Cluster
+from devkit.devcluster import free_port, http
+from devkit.harness import Cluster
 from tests.integration.conftest import running_cluster
 from tests.integration.keys import ADMIN_KEY, AUTH_ON
 

@@ -10,8 +10,8 @@ import json
 import time
 from typing import Any
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 from schedb.lifecycle import WITHDRAW_SLACK_MS
 from schedb.timefmt import ms_to_rfc3339, rfc3339_to_ms
 from tests.integration.workload import wait_for

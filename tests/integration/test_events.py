@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from devkit.devcluster import http
+from devkit.harness import Cluster, NodeProc, Receiver
 from schedb.api.events import SUBSCRIBERS_PER_KEY_MAX, EventFeed, Subscriber
 from schedb.commands import CreateJob, CreateJobs, DeleteJob, decode, encode
-from schedb.devcluster import http
-from schedb.harness import Cluster, NodeProc, Receiver
 from tests.integration.conftest import running_cluster
 from tests.integration.keys import ADMIN_KEY, AUTH_ON, call, make_key
 from tests.integration.workload import wait_for

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, NodeProc, Receiver
 from schedb.timefmt import ms_to_rfc3339
 from tests.integration.workload import (
     JOBS,

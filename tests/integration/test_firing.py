@@ -11,8 +11,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 from schedb.timefmt import rfc3339_to_ms
 
 JOBS = 100

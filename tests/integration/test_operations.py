@@ -9,8 +9,8 @@ import sys
 import time
 from collections import Counter
 
-from schedb.devcluster import http, wait_ready
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import http, wait_ready
+from devkit.harness import Cluster, NodeProc, Receiver
 from tests.integration.workload import (
     JOBS,
     assert_every_second,

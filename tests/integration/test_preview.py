@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from schedb.devcluster import http
-from schedb.harness import Cluster
+from devkit.devcluster import http
+from devkit.harness import Cluster
 from schedb.timefmt import rfc3339_to_ms
 
 pytestmark = pytest.mark.integration

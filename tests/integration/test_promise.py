@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from schedb.devcluster import get_json, http, wait_ready
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import get_json, http, wait_ready
+from devkit.harness import Cluster, NodeProc, Receiver
 from schedb.timefmt import rfc3339_to_ms
 from tests.integration.workload import (
     JOBS,

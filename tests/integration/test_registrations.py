@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 from tests.integration.workload import wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 
 
 def _history(cluster: Cluster, job_ids: list[str]) -> dict[str, set[str]]:

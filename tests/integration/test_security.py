@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
 from schedb.secretbox import generate_key_text
 from tests.integration.conftest import running_cluster
 from tests.integration.keys import ADMIN_KEY, call

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from schedb.devcluster import http
-from schedb.harness import Cluster
+from devkit.devcluster import http
+from devkit.harness import Cluster
 from tests.unit.test_egress import digit_sets, unicode_digit_hosts
 
 pytestmark = pytest.mark.integration

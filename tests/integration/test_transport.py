@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from schedb.devcluster import free_port, get_json, http, start_node, wait_ready, write_config
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import free_port, get_json, http, start_node, wait_ready, write_config
+from devkit.harness import Cluster, NodeProc, Receiver
 from tests.integration.workload import assert_every_second, delivered_seconds, scheduled_ms
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from schedb.devcluster import http
-from schedb.harness import Cluster, NodeProc, Receiver
+from devkit.devcluster import http
+from devkit.harness import Cluster, NodeProc, Receiver
 
 JOBS = 20
 

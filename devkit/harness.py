@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schedb.devcluster import free_port, free_ports, get_json, pid_alive, start_node, stop_pid, wait_ready, write_config
+from devkit.devcluster import free_port, free_ports, get_json, pid_alive, start_node, stop_pid, wait_ready, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
+# Started by its file path, not the current directory (nor the package name: the repo root need
+# not be on the child's sys.path).
+RECEIVER = Path(__file__).resolve().with_name("receiver.py")
 
 
 @dataclass
@@ -144,7 +146,7 @@ class Cluster:
 
 
 class Receiver:
-    """scripts/receiver.py as a process; deliveries() reads its ledger."""
+    """devkit/receiver.py as a process; deliveries() reads its ledger."""
 
     def __init__(self, tmp_dir: Path) -> None:
         self.port = free_port()
@@ -152,7 +154,7 @@ class Receiver:
         self.log = tmp_dir / "receiver.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "scripts" / "receiver.py"), "--port", str(self.port),
+                [sys.executable, str(RECEIVER), "--port", str(self.port),
                  "--ledger", str(self.ledger)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             self._wait_listening(deadline=time.monotonic() + 15)

@@ -1,6 +1,9 @@
 """A webhook receiver that records every delivery, one JSON line each, to a ledger file.
 
-    python scripts/receiver.py --port 9999 --ledger deliveries.jsonl
+    .venv/bin/python devkit/receiver.py --port 9999 --ledger deliveries.jsonl
+
+(or `python -m devkit.receiver` from the repository root; it needs only aiohttp and the
+standard library). devkit.harness.Receiver starts it by this file's path.
 
 Each line: fire_id, job_id, attempt, node, scheduled_at, arrival_ms (receiver's
 clock, Unix ms), correlation_id, method, path. `--fail-rate` answers a share of
