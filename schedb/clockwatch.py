@@ -58,6 +58,7 @@ class ClockWatch:
         self._replica = replica
         self.max_offset_ms = config.clock.max_offset_ms
         self._samples: dict[str, deque[Sample]] = {}
+        self._refused: dict[str, float] = {}  # node id -> monotonic time of the first refusal in a row
         self._tls: ssl.SSLContext | bool = peer_tls(config)
         self._wall_minus_mono = _wall_minus_mono_ms()
         # Judged after each round of probes (_judge), so the executor's check per fire is cheap.
@@ -77,6 +78,8 @@ class ClockWatch:
         members = self._members()
         for gone in set(self._samples) - set(members):
             del self._samples[gone]
+        for gone in set(self._refused) - set(members):
+            del self._refused[gone]
         await asyncio.gather(*(self._probe(session, node_id, addr) for node_id, addr in members.items()))
         self._judge()
 
@@ -93,8 +96,13 @@ class ClockWatch:
         try:
             async with session.get(peer_url(self._config, http_addr, "/health"), ssl=self._tls) as resp:
                 body = await resp.json()
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                self._refused.setdefault(node_id, started)
+            return
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return
+        self._refused.pop(node_id, None)  # a process answers there
         rtt_ms = (time.monotonic() - started) * 1000
         if not isinstance(body, dict) or body.get("node_id") != node_id:
             return  # another process answers at that address (or this one, behind 0.0.0.0): no sample
@@ -115,6 +123,22 @@ class ClockWatch:
         """node_id's clock minus this node's, from the recent sample with the shortest round trip."""
         best = self._best(node_id)
         return round(best.offset_ms) if best else None
+
+    def refused_since(self, node_id: str) -> float | None:
+        """Monotonic time since which node_id's API port refuses connections (None: it answers,
+        or stays silent). A refusal proves its process is gone; silence proves nothing (a
+        partition, a frozen process). A firewall rule that REJECTs would fake it: use DROP."""
+        return self._refused.get(node_id)
+
+    def ahead_at_most_ms(self, node_id: str) -> float | None:
+        """How far node_id's clock can be ahead of this node's, by its best sample however old:
+        a silent member's samples stop coming, and its clock steps make it hold its own fires.
+        None when it was never measured (or this node's clock stepped since)."""
+        samples = self._samples.get(node_id)
+        if not samples:
+            return None
+        best = min(samples, key=lambda s: s.rtt_ms)
+        return best.offset_ms + best.rtt_ms / 2
 
     def in_bound(self, node_id: str) -> bool:
         """Is node_id's clock known to agree with this node's?"""

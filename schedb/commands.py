@@ -76,7 +76,9 @@ class AssignFires(Command):
     reassign: [fire_id, attempt, node_id], an existing fire (pending, or held by an
     executor that died or whose lease ended) moved to a node;
     release: [fire_id, attempt, node_id], a fire that `leader_id` held as a follower and
-    never started, moved to a node as the same attempt (as DrainNode releases).
+    never started, moved to a node as the same attempt (as DrainNode releases); or
+    [fire_id, attempt, node_id, holder], a fire of a silent follower `holder` that the
+    leader knows it cannot have started (due after its fence closed).
 
     Only this command advances replicated time (State.apply): it is proposed by the
     leader's dispatcher alone, with the leader's clock. With nothing in it, it is the

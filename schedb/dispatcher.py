@@ -5,10 +5,11 @@ Every `dispatch_interval_s` the leader plans one AssignFires command:
   executor picked by rendezvous hashing of the job id over the live followers;
 - pending fires (triggered, replayed) due within the window;
 - fires to move: those of an executor that has not acknowledged the log for
-  `reassign_after_s` (longer than the executor's own fence, so a cut-off
-  follower has stopped firing before its fires go elsewhere), those this node
-  holds from its time as a follower (a leader executes nothing while it has
-  followers), and those whose lease ended without an outcome.
+  `reassign_after_s` and that fell due after its fence closed (a cut-off
+  follower stops firing on its own after `fence_s`; what it may have delivered
+  before waits for its outcome, or for its lease), those this node holds from
+  its time as a follower (a leader executes nothing while it has followers),
+  and those whose lease ended without an outcome.
 
 Fires reach executors only through the committed log, so a stale leader
 cannot hand out anything: its proposal never commits, and an item that no
@@ -24,7 +25,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -46,6 +47,16 @@ HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is dis
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
 # replicated_time.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock gets its own time.
 CLOCK_TICK_S = 0.3
+# A silent follower heard the leader last at most a heartbeat and a round trip after its last
+# answer: beyond the heartbeat, this covers the round trip, an early timer and rounding.
+SILENT_SLACK_MS = 100
+
+
+class Silent(NamedTuple):
+    """A follower that has not answered the leader for reassign_after_s (Dispatcher._silent)."""
+
+    started_none_after_ms: int  # it cannot have started a fire due later (replicated time)
+    gone: bool  # its process is gone, so it will never report what it started before
 
 
 def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
@@ -141,21 +152,40 @@ class Dispatcher:
             log.info("fires_moved", moved=result["reassigned"])
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
 
-    def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> set[str]:
-        """This node (a leader hands its fires on) and followers silent for reassign_after_s."""
+    def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> dict[str, Silent | None]:
+        """This node (a leader hands its fires on: None) and followers silent for reassign_after_s."""
         if not self._replica.has_peers():
-            return set()
-        out = {self._config.node.id}
+            return {}
+        out: dict[str, Silent | None] = {self._config.node.id: None}
         now = time.monotonic()
         for node_id, node in nodes.items():
             if node_id in candidates or node_id == self._config.node.id:
                 continue
-            silent_s = now - max(self._replica.last_ack(node["raft_addr"]), self._leader_since)
-            if silent_s > self._config.scheduler.reassign_after_s:
-                out.add(node_id)
+            heard = max(self._replica.last_ack(node["raft_addr"]), self._leader_since)
+            if now - heard > self._config.scheduler.reassign_after_s:
+                out[node_id] = self._silent(node_id, heard, wall_ms() - round((now - heard) * 1000))
         return out
 
-    def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: set[str],
+    def _silent(self, node_id: str, heard: float, heard_ms: int) -> Silent:
+        """What a silent follower may have started. It answered here last at heard (heard_ms by
+        this node's clock), and heard a leader last no later than a heartbeat and a round trip
+        after that (for a new leader, no later than its election).
+        - Its process is gone (its port refused a connection since): it started nothing due later.
+        - Otherwise it may be cut off and still running: it starts a fire only while it has heard
+          a leader within fence_s, at the fire's due time by its own clock, so nothing due later
+          than its fence closed. A fire due earlier it may have delivered: that one waits for
+          its outcome, when the follower is back, or for its lease (moving it would call it twice)."""
+        scheduler, raft = self._config.scheduler, self._config.raft
+        slack_ms = raft.heartbeat_s * 1000 + SILENT_SLACK_MS
+        refused = self._clock.refused_since(node_id) if self._clock is not None else None
+        if refused is not None and refused > heard:
+            return Silent(heard_ms + int(slack_ms), gone=True)
+        ahead_ms = self._clock.ahead_at_most_ms(node_id) if self._clock is not None else None
+        if ahead_ms is None:
+            ahead_ms = self._config.clock.max_offset_ms
+        return Silent(heard_ms + int(scheduler.fence_s * 1000 + slack_ms + max(0.0, ahead_ms)), gone=False)
+
+    def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: dict[str, Silent | None],
               scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
         until_ms = now_ms + self._lookahead_ms
         # Late jobs (an outage) catch up a bounded number per batch (apply spends a bounded
@@ -169,23 +199,30 @@ class Dispatcher:
             if fire["due_ms"] <= until_ms:
                 moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
         release: list[list[Any]] = []
-        for node_id in sorted(evacuate):
+        for node_id, silent in sorted(evacuate.items()):
             for fire in state.book.of_node(node_id):
                 move = [fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
-                started = self._started_here(fire) if node_id == self._config.node.id else "unknown"
+                if silent is not None:  # a silent follower's (see _silent)
+                    if fire["due_ms"] > silent.started_none_after_ms:
+                        release.append([*move, node_id])
+                    elif silent.gone:
+                        moves.append(move)  # it may have been running when the process died: a new attempt
+                    continue
+                started = self._started_here(fire)
                 if started == "started":
                     continue  # started before this node led: it finishes and reports it
                 # Never started here: the same attempt goes on (an at-most-once fire is not lost).
                 (release if started == "unstarted" else moves).append(move)
         moves += self._not_due_of_clock_held(state, now_ms, candidates, evacuate)
         if scan_leases:
-            moves += self._expired_leases(state, now_ms, candidates, evacuate)
+            released = {item[0] for item in release}
+            moves += [m for m in self._expired_leases(state, now_ms, candidates) if m[0] not in released]
         room = max(0, ASSIGN_BATCH_MAX - len(items))
         release = release[:room]
         return items, moves[:room - len(release)], release
 
     def _not_due_of_clock_held(self, state: State, now_ms: int, candidates: list[str],
-                               evacuate: set[str]) -> list[list[Any]]:
+                               evacuate: dict[str, Silent | None]) -> list[list[Any]]:
         """A live follower that holds its fires for its clock (or is measured off) has started
         none due later than now plus the clock bound: those move. Earlier ones may be running
         there; they are left to their outcome or their lease, so that nothing is called twice."""
@@ -202,12 +239,12 @@ class Dispatcher:
                       for fire in state.book.of_node(node_id) if fire["due_ms"] > not_before_ms]
         return moves
 
-    def _expired_leases(self, state: State, now_ms: int, candidates: list[str],
-                        evacuate: set[str]) -> list[list[Any]]:
-        """Fires whose outcome should have committed long ago: try another executor."""
+    def _expired_leases(self, state: State, now_ms: int, candidates: list[str]) -> list[list[Any]]:
+        """Fires whose outcome should have committed long ago (a silent follower's included):
+        try another executor. Not this node's own: it finishes what it started."""
         moves = []
         for fire in state.book.fires.values():
-            if fire["node"] and fire["node"] not in evacuate and fire["lease_end_ms"] < now_ms:
+            if fire["node"] and fire["node"] != self._config.node.id and fire["lease_end_ms"] < now_ms:
                 others = [c for c in candidates if c != fire["node"]] or candidates
                 target = rendezvous_pick(fire["job_id"], others)
                 if target != fire["node"]:

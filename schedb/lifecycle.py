@@ -93,15 +93,18 @@ def assign_fires(state: State, cmd: AssignFires) -> Result:
 
 
 def _release_one(state: State, leader_id: str, item: Any) -> bool:
-    """A fire the new leader held as a follower and never started goes to another node as the
-    same attempt: nothing was delivered, so even an at-most-once fire may still run."""
-    if not (isinstance(item, list) and len(item) == 3):
+    """A fire its holder never started goes to another node as the same attempt: nothing was
+    delivered, so even an at-most-once fire may still run. The holder is the new leader itself
+    (it held the fire as a follower), or a silent follower named in the item, whose fence had
+    closed before the fire fell due (the leader's judgement: schedb.dispatcher)."""
+    if not (isinstance(item, list) and len(item) in (3, 4)):
         return False
-    fire_id, attempt, node_id = item
+    fire_id, attempt, node_id = item[:3]
+    holder = item[3] if len(item) == 4 else leader_id
     fire = state.book.get(fire_id) if isinstance(fire_id, str) else None
-    if fire is None or not leader_id or fire["node"] != leader_id or fire["attempt"] != attempt:
+    if fire is None or not holder or fire["node"] != holder or fire["attempt"] != attempt:
         return False
-    if node_id not in state.nodes or node_id == leader_id:
+    if node_id not in state.nodes or node_id == holder:
         return False
     state.book.move(fire, node_id)
     fire["assigned_ms"] = state.now_ms

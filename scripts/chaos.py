@@ -36,9 +36,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chaoskit import clock, firewall, ledger, network, process, storm
+from chaoskit import clock, ledger, network, process, storm
 from chaoskit.common import Ctx, FaultNotApplied, Measured, now_ms
 
+from devkit import firewall
 from devkit.harness import Cluster, Receiver
 
 SETTLE_S = 8.0

@@ -100,6 +100,20 @@ def test_only_the_leaders_own_fires_are_released() -> None:
     assert FIRE not in state.book.fires and state.dead_letters[FIRE]["last_status"] == "unknown"
 
 
+def test_a_silent_followers_fire_due_after_its_fence_closed_is_released_as_the_same_attempt() -> None:
+    """Partition: a follower cut off keeps delivering until its fence closes. The leader moves
+    only the fires due after that, naming their holder; they keep their attempt (nothing was
+    delivered), so an at-most-once fire still runs. A release naming the wrong holder is stale."""
+    state = assigned(delivery="at_most_once")
+    for item in ([FIRE, 1, "node3", "node3"], [FIRE, 1, "node3", ""], [FIRE, 1, "node2", "node2"],
+                 [FIRE, 2, "node3", "node2"], [FIRE, 1, "ghost", "node2"]):
+        assert state.apply(AssignFires(T0 + 20_000, [], [], [item], leader_id="node1"))["reassigned"] == 0, item
+    moved = state.apply(AssignFires(T0 + 20_000, [], [], [[FIRE, 1, "node3", "node2"]], leader_id="node1"))
+    assert moved["reassigned"] == 1
+    fire = state.book.fires[FIRE]
+    assert (fire["attempt"], fire["node"]) == (1, "node3") and state.dead_letters == {}
+
+
 def test_a_fire_that_ran_while_withdrawn_is_not_placed_again_on_resume() -> None:
     """Hostile review: the pause reached the state just before the instant (leader time), the
     executor had fired by its own clock, and its success took the twin away; the resume then
