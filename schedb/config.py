@@ -56,7 +56,7 @@ class RaftSection:
     listen: str = "127.0.0.1:9001"
     peers: list[str] = field(default_factory=list)
     # A node joining a running cluster (`schedb cluster add`) stands for no election
-    # before a leader has contacted it; see schedb.raft._Node.
+    # before a leader has contacted it; see schedb.raft_node.RaftNode.
     join: bool = False
     # Encrypts and authenticates Raft traffic (the same on every node). pysyncobj decodes what
     # arrives on the Raft port with pickle, so without it whoever reaches the port runs code on

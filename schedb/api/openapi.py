@@ -161,6 +161,21 @@ def _job_paths() -> dict[str, Any]:
             "Fire now, with optional params; 409 while a run of the job is in progress unless forced",
             {202: _answer("the fire is pending", "Triggered")}, 404, 409, 422, role=writer, params=(JOB_ID,),
             body=_body("TriggerInput")), "requestBody": {**_body("TriggerInput"), "required": False}}},
+        "/api/v1/jobs/{job_id}/pause": {"post": _op(
+            "Stop scheduling", {200: job}, 400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
+        "/api/v1/jobs/{job_id}/resume": {"post": _op(
+            "Restart scheduling (occurrences missed meanwhile follow the misfire policy)", {200: job},
+            400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
+        "/api/v1/jobs/{job_id}/backfill": {"post": _op(
+            "Fire the occurrences of a past range (at most 1,000)", {202: _answer("fires pending", "Backfill")},
+            404, role=writer, params=(JOB_ID,), body=_body("BackfillInput"))},
+    }
+
+
+def _run_paths() -> dict[str, Any]:
+    """Registrations, workflow runs, executions cluster-wide, schedule previews, dead letters."""
+    writer = "operator or admin"
+    return {
         "/api/v1/registrations": {
             "post": _op("A service declares its jobs: new ones start disabled, known ones keep the operator's "
                         "enable flag and schedule override, the rest are marked orphaned",
@@ -172,14 +187,6 @@ def _job_paths() -> dict[str, Any]:
                                     params=(LIMIT, JOB_FILTER))},
         "/api/v1/runs/{run_id}": {"get": _op("A workflow run: each step's state", {200: _answer("the run", "Run")},
                                              404, params=(_param("run_id", "path", {"type": "string"}),))},
-        "/api/v1/jobs/{job_id}/pause": {"post": _op(
-            "Stop scheduling", {200: job}, 400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
-        "/api/v1/jobs/{job_id}/resume": {"post": _op(
-            "Restart scheduling (occurrences missed meanwhile follow the misfire policy)", {200: job},
-            400, 404, 409, 412, 422, role=writer, params=(JOB_ID, IF_MATCH))},
-        "/api/v1/jobs/{job_id}/backfill": {"post": _op(
-            "Fire the occurrences of a past range (at most 1,000)", {202: _answer("fires pending", "Backfill")},
-            404, role=writer, params=(JOB_ID,), body=_body("BackfillInput"))},
         "/api/v1/executions": {"get": _op(
             "Recent executions cluster-wide, newest first", {200: _answer("executions", "ExecutionList")}, 400,
             params=(LIMIT, STATUS, JOB_FILTER))},
@@ -300,7 +307,7 @@ def document() -> dict[str, Any]:
                                 "on (auth.enabled), every route but /health, /ready and this document needs "
                                 "an API key; roles: viewer (read), operator (write its team), admin (everything)."},
         "security": [{"bearer": []}, {"apiKey": []}],
-        "paths": {**_job_paths(), **_team_paths(), **_cluster_paths()},
+        "paths": {**_job_paths(), **_run_paths(), **_team_paths(), **_cluster_paths()},
         "components": _components(),
     }
 

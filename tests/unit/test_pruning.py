@@ -14,7 +14,7 @@ from schedb.commands import AssignFires, CreateApiKey, CreateJob, DeleteJob, Rev
 from schedb.config import load_config
 from schedb.executor import Executor
 from schedb.metrics import NodeMetrics
-from schedb.raft import _Node
+from schedb.raft_node import RaftNode
 from schedb.state import State
 from tests.unit.test_state import T0, cluster_state, spec
 
@@ -86,7 +86,7 @@ class _Peer:
 
 def test_the_leader_forgets_the_acks_of_a_node_that_left(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SyncObj, "_SyncObj__onMessageReceived", lambda self, node, message: None)
-    node: Any = object.__new__(_Node)  # only what the ack bookkeeping reads: no sockets, no threads
+    node: Any = object.__new__(RaftNode)  # only what the ack bookkeeping reads: no sockets, no threads
     node.follower_acks = {}
     peers = {address: _Peer(address) for address in ("127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004")}
     ack = {"type": "next_node_idx", "next_node_idx": 8, "success": True}

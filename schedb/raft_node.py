@@ -1,0 +1,111 @@
+"""pysyncobj's node, with what schedb needs to know of the Raft traffic (tick thread):
+when this node last heard from a leader, and the commit index and leader time it must
+have applied after a gap (the executor's fence, schedb.raft.Replica.leader_heard_within);
+when each follower last acknowledged the log (the dispatcher's notion of "alive"); and
+whether this node may stand for election (a joining node, a clock that disagrees).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
+
+from schedb.config import Config
+
+# Silence from the leader longer than this (ten heartbeats) is a gap after which the fence
+# waits for the log to be applied (RaftNode.fence_until_applied).
+LEADER_GAP_S = 1.0
+
+
+class RaftNode(SyncObj):
+    """SyncObj that records contact times as Raft messages arrive (tick thread).
+
+    A joining node (`raft.join`) stands for no election until a leader has spoken
+    to it: the moment the cluster adds it, its long-passed election deadline would
+    otherwise make it call an election at once, and its higher term would depose a
+    healthy leader (Raft's "disruptive server"; pysyncobj has no pre-vote)."""
+
+    def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: SyncObjConsumer,
+                 join: bool, long_gap_s: float) -> None:
+        self.leader_heard_at = 0.0
+        self.fence_until_applied = 0  # the commit index learnt after the last gap (leader_heard_within)
+        self.fresh_time_needed_ms = 0  # this node's wall clock when it heard a leader after a long gap
+        self._long_gap_s = long_gap_s
+        self.may_lead = True  # set by the clock watch (Replica.set_may_lead)
+        self.follower_acks: dict[str, tuple[float, int]] = {}
+        self._joining = join
+        super().__init__(self_addr, peers, conf, consumers=[holder])
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        if self._joining:
+            if self.leader_heard_at:
+                self._joining = False
+            else:
+                self._SyncObj__raftElectionDeadline = time.monotonic() + 3600.0
+        if not self.may_lead:  # its clock is off most members' (schedb.clockwatch): let another lead
+            self._SyncObj__raftElectionDeadline = time.monotonic() + self._SyncObj__conf.raftMaxTimeout
+        SyncObj._onTick(self, timeToWait)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
+            now = time.monotonic()
+            gap_s = now - self.leader_heard_at
+            if gap_s > LEADER_GAP_S:
+                # Heard again after a gap (a freeze, a partition, a start): this message's entries
+                # are not applied yet, and what it commits may move this node's fires. The fence
+                # holds until the log is applied that far. Set before leader_heard_at, which the
+                # executor reads first.
+                self.fence_until_applied = max(self.fence_until_applied, int(message.get("commit_index", 0)))
+            if gap_s > self._long_gap_s:
+                # Long enough for the leader to have moved this node's fires. The message may have
+                # waited in the socket through a freeze, its commit index from before the moves:
+                # only leader time stamped after now proves the view is fresh (Replica.leader_heard_within).
+                self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, int(time.time() * 1000))
+            self.leader_heard_at = now
+        elif kind == "next_node_idx":
+            match = message["next_node_idx"] - 1 if message.get("success") else -1
+            previous = self.follower_acks.get(node.id, (0.0, 0))[1]
+            self.follower_acks[node.id] = (time.monotonic(), max(previous, match))
+            self._forget_departed_acks()
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _forget_departed_acks(self) -> None:
+        """Acks of addresses that are no longer members go, as members come and go. A new dict:
+        other threads copy this one without a lock."""
+        ids = {member.id for member in self._SyncObj__otherNodes}  # a handful: cheap on every ack
+        if not ids.issuperset(self.follower_acks):
+            self.follower_acks = {addr: ack for addr, ack in self.follower_acks.items() if addr in ids}
+
+
+def syncobj_conf(config: Config) -> SyncObjConf:
+    r = config.raft
+    data = config.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    return SyncObjConf(
+        # pysyncobj listens on every interface unless told: keep the Raft port on raft.listen only
+        # (a loopback one may run without raft.password, config._check_raft_password).
+        bindAddress=r.listen,
+        journalFile=str(data / "raft.journal"),
+        fullDumpFile=str(data / "raft.dump"),
+        # One-at-a-time commits matter more to us than bulk throughput: we batch
+        # fires into commands ourselves (DESIGN.md: ~0.3 ms vs ~100 ms per commit).
+        appendEntriesUseBatch=False,
+        appendEntriesPeriod=r.heartbeat_s,
+        raftMinTimeout=r.election_min_s,
+        raftMaxTimeout=r.election_max_s,
+        # Rely on Raft timeouts and TCP keepalive instead of pysyncobj's lazy idle check,
+        # which drops the first vote request on a stale link (slow elections).
+        connectionTimeout=3600.0,
+        connectionRetryTime=r.connection_retry_s,
+        leaderFallbackTimeout=r.leader_fallback_s,
+        logCompactionMinEntries=r.compaction_min_entries,
+        logCompactionMinTime=r.compaction_min_s,
+        commandsQueueSize=config.http.pending_commands_max * 4,
+        password=r.password or None,
+        # Members are added and removed through the log (schedb.membership); a restarted
+        # node takes the member set from its journal and dump, not from raft.peers.
+        dynamicMembershipChange=True,
+    )
