@@ -58,7 +58,7 @@ class ClockWatch:
         self._replica = replica
         self.max_offset_ms = config.clock.max_offset_ms
         self._samples: dict[str, deque[Sample]] = {}
-        self._refused: dict[str, float] = {}  # node id -> monotonic time of the first refusal in a row
+        self._refused: dict[str, float] = {}  # node id -> monotonic time of its latest refusal in a row
         self._tls: ssl.SSLContext | bool = peer_tls(config)
         self._wall_minus_mono = _wall_minus_mono_ms()
         # Judged after each round of probes (_judge), so the executor's check per fire is cheap.
@@ -98,7 +98,7 @@ class ClockWatch:
                 body = await resp.json()
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, ConnectionRefusedError):
-                self._refused.setdefault(node_id, started)
+                self._refused[node_id] = started
             return
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return
@@ -124,21 +124,22 @@ class ClockWatch:
         best = self._best(node_id)
         return round(best.offset_ms) if best else None
 
-    def refused_since(self, node_id: str) -> float | None:
-        """Monotonic time since which node_id's API port refuses connections (None: it answers,
-        or stays silent). A refusal proves its process is gone; silence proves nothing (a
-        partition, a frozen process). A firewall rule that REJECTs would fake it: use DROP."""
+    def refused_at(self, node_id: str) -> float | None:
+        """Monotonic time of the latest refusal of node_id's API port, while it keeps refusing
+        (None: it answers, or stays silent). A refusal after a node's last Raft answer proves
+        its process is gone; silence proves nothing (a partition, a frozen process). A firewall
+        rule that REJECTs would fake it: cut with DROP."""
         return self._refused.get(node_id)
 
     def ahead_at_most_ms(self, node_id: str) -> float | None:
-        """How far node_id's clock can be ahead of this node's, by its best sample however old:
-        a silent member's samples stop coming, and its clock steps make it hold its own fires.
-        None when it was never measured (or this node's clock stepped since)."""
+        """How far node_id's clock can be ahead of this node's by its recent samples, however old
+        (a silent member's samples stop coming): the largest upper bound of any of them, so that
+        a sample from before a step of its clock does not hide the step. None when it was never
+        measured (or this node's own clock stepped since)."""
         samples = self._samples.get(node_id)
         if not samples:
             return None
-        best = min(samples, key=lambda s: s.rtt_ms)
-        return best.offset_ms + best.rtt_ms / 2
+        return max(s.offset_ms + s.rtt_ms / 2 for s in samples)
 
     def in_bound(self, node_id: str) -> bool:
         """Is node_id's clock known to agree with this node's?"""

@@ -161,29 +161,32 @@ class Dispatcher:
         for node_id, node in nodes.items():
             if node_id in candidates or node_id == self._config.node.id:
                 continue
-            heard = max(self._replica.last_ack(node["raft_addr"]), self._leader_since)
-            if now - heard > self._config.scheduler.reassign_after_s:
-                out[node_id] = self._silent(node_id, heard, wall_ms() - round((now - heard) * 1000))
+            last_ack = self._replica.last_ack(node["raft_addr"])
+            if now - max(last_ack, self._leader_since) > self._config.scheduler.reassign_after_s:
+                out[node_id] = self._silent(node_id, last_ack, now)
         return out
 
-    def _silent(self, node_id: str, heard: float, heard_ms: int) -> Silent:
-        """What a silent follower may have started. It answered here last at heard (heard_ms by
-        this node's clock), and heard a leader last no later than a heartbeat and a round trip
-        after that (for a new leader, no later than its election).
-        - Its process is gone (its port refused a connection since): it started nothing due later.
-        - Otherwise it may be cut off and still running: it starts a fire only while it has heard
-          a leader within fence_s, at the fire's due time by its own clock, so nothing due later
-          than its fence closed. A fire due earlier it may have delivered: that one waits for
-          its outcome, when the follower is back, or for its lease (moving it would call it twice)."""
+    def _silent(self, node_id: str, last_ack: float, now: float) -> Silent:
+        """What a silent follower may have started (monotonic times).
+
+        It heard a leader last no later than a heartbeat and a round trip after its last answer
+        here. If it never answered this leader, it may have gone on hearing the deposed one
+        until that one stepped down (raft.leader_fallback_s after this one's election). It
+        starts a fire only while it has heard a leader within fence_s, at the fire's due time
+        by its own clock: so nothing due after its fence closed, in replicated time. A fire due
+        earlier it may have delivered. Cut off, it reports that when it is back: the fire waits
+        for that, or for its lease (moving it now would call it twice). Gone (its port refused
+        a connection since it last answered: the process died), it will never report: the fire
+        moves now as a new attempt (an at-most-once one is recorded unknown)."""
         scheduler, raft = self._config.scheduler, self._config.raft
-        slack_ms = raft.heartbeat_s * 1000 + SILENT_SLACK_MS
-        refused = self._clock.refused_since(node_id) if self._clock is not None else None
-        if refused is not None and refused > heard:
-            return Silent(heard_ms + int(slack_ms), gone=True)
+        heard = last_ack if last_ack >= self._leader_since else self._leader_since + raft.leader_fallback_s
         ahead_ms = self._clock.ahead_at_most_ms(node_id) if self._clock is not None else None
         if ahead_ms is None:
             ahead_ms = self._config.clock.max_offset_ms
-        return Silent(heard_ms + int(scheduler.fence_s * 1000 + slack_ms + max(0.0, ahead_ms)), gone=False)
+        fence_closed_ms = wall_ms() - round((now - heard) * 1000) + int(
+            (scheduler.fence_s + raft.heartbeat_s) * 1000 + SILENT_SLACK_MS + max(0.0, ahead_ms))
+        refused = self._clock.refused_at(node_id) if self._clock is not None else None
+        return Silent(fence_closed_ms, gone=refused is not None and refused > last_ack)
 
     def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: dict[str, Silent | None],
               scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
