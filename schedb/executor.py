@@ -37,10 +37,11 @@ from typing import Any
 import aiohttp
 import structlog
 
-from schedb import secretbox, tenancy
+from schedb import secretbox
 from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
+from schedb.delivery_view import DeliveryView, delivery_view, resolve_secrets
 from schedb.egress import EgressPolicy
 from schedb.gate import PriorityGate
 from schedb.local_fires import LocalFire, LocalFires, Phase, reconcile
@@ -53,13 +54,11 @@ from schedb.timers import FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
 log = structlog.get_logger("schedb.executor")
-DeliveryView = tuple[dict[str, Any], str, int, bool, dict[str, bytes]]
 FENCE_RECHECK_S = 0.1
 COMPLETE_TIMEOUT_S = 2.0
 RETRY_DELAY_S_MAX = 1.0
 HAND_BACK_ROUNDS = 3
 HAND_BACK_PAUSE_S = 0.15
-
 
 
 class Executor:
@@ -243,7 +242,7 @@ class Executor:
         decision = verdict(state, fire, wall_ms(), state.limits.misfire_grace_ms)  # the replicated bound
         if decision is None:
             return None
-        return decision, _delivery_view(state, fire["job_id"]) if decision.fire else None
+        return decision, delivery_view(state, fire["job_id"]) if decision.fire else None
 
     def _still_ours(self, state: State, fire: dict[str, Any]) -> bool:
         current = state.book.get(fire["fire_id"])
@@ -255,15 +254,14 @@ class Executor:
     async def _deliver(self, key: FireKey, fire: dict[str, Any], view: DeliveryView | None) -> None:
         if view is None:
             return
-        spec, team, team_limit, referenced, sealed = view
         correlation_id = fire.get("correlation_id") or new_correlation_id()
         try:
-            spec, secret_values = self._resolve_secrets(spec, team, referenced, sealed)
+            spec, secret_values = resolve_secrets(self._secret_box, view)
         except (secretbox.MissingSecret, secretbox.SecretUndecryptable, ValueError) as exc:
             now_ms = wall_ms()
             outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, f"secret: {exc}")
         else:
-            async with self._team_gate(team, team_limit), self._gate.place(spec["priority"]):
+            async with self._team_gate(view.team, view.team_limit), self._gate.place(spec["priority"]):
                 # The wait for a slot may outlast the fire's lease: if it moved to another node
                 # (or ended) meanwhile, calling now would deliver it twice.
                 if not self._replica.read(lambda s: self._still_ours(s, fire)):
@@ -279,21 +277,6 @@ class Executor:
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._fires.report(key, outcome)
         self._outcome_ready.set()
-
-    def _resolve_secrets(self, spec: dict[str, Any], team: str, referenced: bool,
-                         sealed: dict[str, bytes]) -> tuple[dict[str, Any], list[str]]:
-        """The spec with {{secrets/NAME}} replaced, and the plain values (to mask them)."""
-        if not referenced:
-            return spec, []
-        box = self._secret_box
-        if box is None:
-            raise ValueError("this node has no secrets key (secrets.key_file or SCHEDB_SECRETS_KEY)")
-
-        def lookup(name: str) -> str:
-            return box.open(team, name, sealed[name])  # KeyError: resolve() reports MissingSecret
-
-        webhook, values = secretbox.resolve(spec["webhook"], lookup)
-        return {**spec, "webhook": webhook}, values
 
     def _team_gate(self, team: str, limit: int) -> AbstractAsyncContextManager[None]:
         """The team's concurrent-webhooks quota on this node; a new limit applies to new calls."""
@@ -373,17 +356,3 @@ class Executor:
         self._fires.offer(waiting)
         self._handed_back += int(result.get("released", 0))
         return True
-
-
-def _delivery_view(state: State, job_id: str) -> DeliveryView | None:
-    """What a delivery needs from the state: the spec, the team, its concurrency quota, whether
-    the webhook references secrets, and the sealed ones it references (opened outside the lock).
-    The webhook is scanned for references here only."""
-    job = state.jobs.get(job_id)
-    if job is None:
-        return None
-    team = job["team"]
-    names = secretbox.references(job["spec"]["webhook"])
-    team_secrets = state.secrets.get(team, {})
-    sealed = {name: team_secrets[name]["sealed"] for name in names if name in team_secrets}
-    return job["spec"], team, tenancy.quota(state, team)["concurrent_webhooks"], bool(names), sealed
