@@ -31,6 +31,7 @@ state is the pure `reconcile` plus applying its plan.
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -178,7 +179,23 @@ class Executor:
         return job is not None and job["spec"]["delivery"] == "at_most_once"
 
     def _start(self, local: LocalFire) -> None:
-        self._fires.start(local.key, asyncio.create_task(self._run(local.key, local.fire)))
+        task = asyncio.create_task(self._run(local.key, local.fire))
+        task.add_done_callback(functools.partial(self._never_ran, local.key))
+        self._fires.start(local.key, task)
+
+    def _never_ran(self, key: FireKey, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never enters `_run` (asyncio throws into the
+        unstarted coroutine), e.g. replaced in the same step that released it: its skip is
+        reported here. Any task that did run has reported or finished in `_run` already."""
+        local = self._fires.get(key)
+        if local is None or local.task is not task:
+            return
+        if task.cancelled():
+            try:
+                task.result()
+            except asyncio.CancelledError as exc:
+                self._report_skip(key, local.fire, "skipped", _cancel_reason(exc))
+        self._fires.finish(key)
 
     def _hold_reason(self) -> str:
         """Why fires must wait now, or "": the state is still a replay (after a restart),
@@ -229,7 +246,7 @@ class Executor:
                     self._cancel(other_key, f"replaced: by {fire['fire_id']}")
             await self._deliver(key, fire, view)
         except asyncio.CancelledError as exc:
-            self._report_skip(key, fire, "skipped", str(exc.args[0] if exc.args else "replaced: cancelled"))
+            self._report_skip(key, fire, "skipped", _cancel_reason(exc))
         finally:
             self._fires.finish(key)
 
@@ -356,3 +373,8 @@ class Executor:
         self._fires.offer(waiting)
         self._handed_back += int(result.get("released", 0))
         return True
+
+
+def _cancel_reason(exc: asyncio.CancelledError) -> str:
+    return str(exc.args[0] if exc.args else "replaced: cancelled")
+

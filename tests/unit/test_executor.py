@@ -160,3 +160,23 @@ async def test_an_at_most_once_fire_due_before_a_restart_is_left_to_its_lease(
     replica.apply(DeleteJob(wall_ms(), "amo"))
     await until(lambda: len(executor._fires) == 0)
     assert delivered == []
+
+
+async def test_a_fire_replaced_before_its_task_first_ran_is_reported_skipped(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    """Two held fires of a `replace` job released by one state change: the newer one cancels
+    the older one's task in the same step, before that task ran its first line."""
+    executor = new_executor(tmp_path, replica)
+    replica.heard = False
+    older = assign(replica, "job", concurrency="replace")
+    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
+    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
+    newer = f"job:{scheduled_ms}"
+    await until(lambda: executor._fires.count(Phase.HELD) == 2)
+    replica.heard = True
+    executor.on_state_change()  # starts both, then cancels the older one as replaced
+    await until(lambda: executor.in_flight == 0)
+    assert delivered == [newer]
+    reported = {local.key: local.outcome for local in executor._fires.in_phase(Phase.REPORTED)}
+    assert {key: (outcome.status, outcome.error) for key, outcome in reported.items() if outcome} == {
+        (older, 1): ("skipped", f"replaced: by {newer}"), (newer, 1): ("succeeded", "")}
