@@ -22,29 +22,36 @@ follower (the leader executes nothing while it has followers).
 Outcomes are batched (~20 ms) into one CompleteFires command and re-submitted
 until they commit, across leader changes; a duplicate commit is harmless
 because the state ignores a second outcome for the same (fire, attempt).
+
+Each attempt this node holds is one record of a `LocalFires` table, in one phase
+(waiting, held, orphaned, running, reported: see local_fires.py); following the
+state is the pure `reconcile` plus applying its plan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import structlog
 
-from schedb import secretbox, tenancy
+from schedb import secretbox
 from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
+from schedb.delivery_view import DeliveryView, delivery_view, resolve_secrets
 from schedb.egress import EgressPolicy
 from schedb.gate import PriorityGate
+from schedb.local_fires import LocalFire, LocalFires, Phase, reconcile
 from schedb.metrics import NodeMetrics
 from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
 from schedb.state import State
 from schedb.teamgates import TeamGates
-from schedb.timers import DueTimers, FireKey
+from schedb.timers import FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms
 
 log = structlog.get_logger("schedb.executor")
@@ -53,7 +60,6 @@ COMPLETE_TIMEOUT_S = 2.0
 RETRY_DELAY_S_MAX = 1.0
 HAND_BACK_ROUNDS = 3
 HAND_BACK_PAUSE_S = 0.15
-
 
 
 class Executor:
@@ -70,26 +76,20 @@ class Executor:
         self._replica = replica
         self._session = session
         self._gate = PriorityGate(config.executor.max_inflight)
-        self._timers = DueTimers(self._due)
-        self._held: dict[FireKey, dict[str, Any]] = {}
-        self._running: dict[FireKey, asyncio.Task[None]] = {}
-        self._running_fires: dict[FireKey, dict[str, Any]] = {}
-        metrics.inflight.set_function(lambda: len(self._running))
-        self._outcomes: dict[FireKey, Outcome] = {}
+        self._fires = LocalFires(self._due)
+        metrics.inflight.set_function(lambda: self.in_flight)
         self._outcome_ready = asyncio.Event()
         self._fence_timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._drain_announced = False
         self._handed_back = 0
-        self._offered: set[FireKey] = set()
         self._seen_version = -1
         self._seen_generation = 0
         self._started_ms = wall_ms()
-        self._orphaned: dict[str, FireKey] = {}  # at-most-once fires a previous run may have started
 
     @property
     def in_flight(self) -> int:
-        return len(self._running)
+        return self._fires.count(Phase.RUNNING)
 
     @property
     def draining(self) -> bool:
@@ -99,8 +99,7 @@ class Executor:
         """Has this node started that attempt? "started" (running, or its outcome waiting to
         commit), "unstarted", or "unknown": given to this node and due before it (re)started,
         so its previous run may have started it."""
-        key = (fire["fire_id"], fire["attempt"])
-        if key in self._running or key in self._outcomes:
+        if self._fires.phase_of((fire["fire_id"], fire["attempt"])) in (Phase.RUNNING, Phase.REPORTED):
             return "started"
         if fire["due_ms"] < self._started_ms and fire["assigned_ms"] < self._started_ms:
             return "unknown"
@@ -108,7 +107,7 @@ class Executor:
 
     @property
     def scheduled(self) -> int:
-        return len(self._timers) + len(self._held)
+        return self._fires.count(Phase.WAITING, Phase.HELD)
 
     # -- reconcile timers with the state ----------------------------------------
 
@@ -123,55 +122,51 @@ class Executor:
         if self._replica.generation != self._seen_generation:  # a snapshot replaced the state
             self._seen_generation, self._seen_version = self._replica.generation, -1
         node_id, seen = self._node_id, self._seen_version
-        if self._replica.read(lambda s: s.book.version_of(node_id)) == seen:
+        changes = self._replica.read(
+            lambda s: None if s.book.version_of(node_id) == seen else s.fire_changes(node_id, seen))
+        if changes is None:
             return
-        self._seen_version, full, changed = self._replica.read(lambda s: s.fire_changes(node_id, seen))
-        if full:  # first look, or too far behind: anything not listed is no longer ours
-            changed.update({key[0]: None for key in (*self._timers, *self._held, *self._orphaned.values())
-                            if key[0] not in changed})
-        held = {key[0]: key for key in self._held}
-        for fire_id, fire in changed.items():
-            current = (fire_id, fire["attempt"]) if fire is not None else None
-            for key in (self._timers.key_of(fire_id), held.get(fire_id), self._orphaned.get(fire_id)):
-                if key is not None and key != current:
-                    self._timers.cancel(key)
-                    self._held.pop(key, None)
-                    self._orphaned.pop(fire_id, None)
-            if current is not None and fire is not None and current not in self._timers and \
-                    current not in self._held and current not in self._running and current not in self._outcomes \
-                    and self._orphaned.get(fire_id) != current:
-                self._timers.add(current, fire)
+        self._seen_version, full, changed = changes
+        # full: first look, or too far behind: a pending attempt of a fire not listed is no longer ours
+        plan = reconcile(self._fires.phases(None if full else changed), full, changed)
+        for key in plan.drop:
+            self._fires.drop(key)
+        for key, fire in plan.arm:
+            self._fires.arm(key, fire)
 
     def _cancel_replaced(self) -> None:
         """concurrency: replace, when the newer fire runs on another node than the older one."""
-        if not self._running_fires:
+        if not self._fires.count(Phase.RUNNING):
             return
         now_ms = wall_ms()
-        running = list(self._running_fires.items())
+        running = [(local.key, local.fire) for local in self._fires.in_phase(Phase.RUNNING)]
         replaced = self._replica.read(
             lambda s: [(key, newer) for key, fire in running if (newer := newer_fire_due(s, fire, now_ms))])
         for key, newer in replaced:
             self._cancel(key, f"replaced: by {newer}")
 
     def _cancel(self, key: FireKey, why: str) -> None:
-        task = self._running.get(key)
+        local = self._fires.get(key)
+        task = local.task if local is not None else None
         if task is not None and not task.done():
             task.cancel(why)
 
-    def _due(self, key: FireKey, fire: dict[str, Any]) -> None:
+    def _due(self, local: LocalFire) -> None:
+        """A waiting attempt's instant came: orphan, hold or start it."""
+        key, fire = local.key, local.fire
         if self._maybe_started_before_restart(fire):
             log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
                         attempt=fire["attempt"], reason="at_most_once, due before this node (re)started")
-            self._orphaned[key[0]] = key
+            self._fires.orphan(key)
             return
         reason = self._hold_reason()
         if reason:
             (log.warning if reason == "fenced" else log.info)(
                 "fire_held", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"], reason=reason)
-            self._held[key] = fire
+            self._fires.hold(key)
             self._arm_fence_recheck()
             return
-        self._start(key, fire)
+        self._start(local)
 
     def _maybe_started_before_restart(self, fire: dict[str, Any]) -> bool:
         """An at-most-once fire given to this node before it (re)started, and due by then, may
@@ -183,9 +178,24 @@ class Executor:
         job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
         return job is not None and job["spec"]["delivery"] == "at_most_once"
 
-    def _start(self, key: FireKey, fire: dict[str, Any]) -> None:
-        self._running_fires[key] = fire
-        self._running[key] = asyncio.create_task(self._run(key, fire))
+    def _start(self, local: LocalFire) -> None:
+        task = asyncio.create_task(self._run(local.key, local.fire))
+        task.add_done_callback(functools.partial(self._never_ran, local.key))
+        self._fires.start(local.key, task)
+
+    def _never_ran(self, key: FireKey, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never enters `_run` (asyncio throws into the
+        unstarted coroutine), e.g. replaced in the same step that released it: its skip is
+        reported here. Any task that did run has reported or finished in `_run` already."""
+        local = self._fires.get(key)
+        if local is None or local.task is not task:
+            return
+        if task.cancelled():
+            try:
+                task.result()
+            except asyncio.CancelledError as exc:
+                self._report_skip(key, local.fire, "skipped", _cancel_reason(exc))
+        self._fires.finish(key)
 
     def _hold_reason(self) -> str:
         """Why fires must wait now, or "": the state is still a replay (after a restart),
@@ -209,44 +219,47 @@ class Executor:
 
     def _release_held(self) -> None:
         self._fence_timer = None
-        if not self._held or self._hold_reason():
+        if not self._fires.count(Phase.HELD) or self._hold_reason():
             self._arm_fence_recheck()
             return
         self._reconcile()  # the recheck timer may run before the loop hears of the latest commands
-        held, self._held = self._held, {}
-        for key, fire in held.items():
-            self._start(key, fire)
+        for local in self._fires.in_phase(Phase.HELD):
+            self._start(local)
 
     def _arm_fence_recheck(self) -> None:
-        if self._held and self._fence_timer is None:
+        if self._fires.count(Phase.HELD) and self._fence_timer is None:
             self._fence_timer = asyncio.get_running_loop().call_later(FENCE_RECHECK_S, self._release_held)
 
     # -- one delivery -----------------------------------------------------------
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
-            decision = self._replica.read(lambda s: self._verdict(s, fire))
-            if decision is None:
+            decided = self._replica.read(lambda s: self._decide(s, fire))
+            if decided is None:
                 return  # the job was deleted, or the fire is no longer this node's: nothing to call
+            decision, view = decided
             if not decision.fire:
                 self._report_skip(key, fire, decision.status, f"{decision.reason}: {decision.detail}")
                 return
             for older in decision.replaces:
-                for other_key in [k for k in self._running if k[0] == older]:
+                for other_key in self._fires.running_of(older):
                     self._cancel(other_key, f"replaced: by {fire['fire_id']}")
-            await self._deliver(key, fire)
+            await self._deliver(key, fire, view)
         except asyncio.CancelledError as exc:
-            self._report_skip(key, fire, "skipped", str(exc.args[0] if exc.args else "replaced: cancelled"))
+            self._report_skip(key, fire, "skipped", _cancel_reason(exc))
         finally:
-            self._running.pop(key, None)
-            self._running_fires.pop(key, None)
+            self._fires.finish(key)
 
-    def _verdict(self, state: State, fire: dict[str, Any]) -> Verdict | None:
-        """Fire or skip; None when the state no longer gives this attempt to this node (a
-        last check against a stale view, e.g. one built before a snapshot replaced the state)."""
+    def _decide(self, state: State, fire: dict[str, Any]) -> tuple[Verdict, DeliveryView | None] | None:
+        """Fire or skip, and for a fire what its delivery needs, in one read; None when the
+        state no longer gives this attempt to this node (a last check against a stale view,
+        e.g. one built before a snapshot replaced the state) or the job is gone."""
         if not self._still_ours(state, fire):
             return None
-        return verdict(state, fire, wall_ms(), state.limits.misfire_grace_ms)  # the replicated bound
+        decision = verdict(state, fire, wall_ms(), state.limits.misfire_grace_ms)  # the replicated bound
+        if decision is None:
+            return None
+        return decision, delivery_view(state, fire["job_id"]) if decision.fire else None
 
     def _still_ours(self, state: State, fire: dict[str, Any]) -> bool:
         current = state.book.get(fire["fire_id"])
@@ -255,19 +268,17 @@ class Executor:
             return False
         return True
 
-    async def _deliver(self, key: FireKey, fire: dict[str, Any]) -> None:
-        view = self._replica.read(lambda s: _delivery_view(s, fire["job_id"]))
+    async def _deliver(self, key: FireKey, fire: dict[str, Any], view: DeliveryView | None) -> None:
         if view is None:
             return
-        spec, team, team_limit, referenced, sealed = view
         correlation_id = fire.get("correlation_id") or new_correlation_id()
         try:
-            spec, secret_values = self._resolve_secrets(spec, team, referenced, sealed)
+            spec, secret_values = resolve_secrets(self._secret_box, view)
         except (secretbox.MissingSecret, secretbox.SecretUndecryptable, ValueError) as exc:
             now_ms = wall_ms()
             outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, f"secret: {exc}")
         else:
-            async with self._team_gate(team, team_limit), self._gate.place(spec["priority"]):
+            async with self._team_gate(view.team, view.team_limit), self._gate.place(spec["priority"]):
                 # The wait for a slot may outlast the fire's lease: if it moved to another node
                 # (or ended) meanwhile, calling now would deliver it twice.
                 if not self._replica.read(lambda s: self._still_ours(s, fire)):
@@ -281,23 +292,8 @@ class Executor:
         self._metrics.fires.labels(outcome.status).inc()
         self._metrics.fire_delay.observe(max(0, outcome.started_ms - fire["due_ms"]) / 1000)
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
-        self._outcomes[key] = outcome
+        self._fires.report(key, outcome)
         self._outcome_ready.set()
-
-    def _resolve_secrets(self, spec: dict[str, Any], team: str, referenced: bool,
-                         sealed: dict[str, bytes]) -> tuple[dict[str, Any], list[str]]:
-        """The spec with {{secrets/NAME}} replaced, and the plain values (to mask them)."""
-        if not referenced:
-            return spec, []
-        box = self._secret_box
-        if box is None:
-            raise ValueError("this node has no secrets key (secrets.key_file or SCHEDB_SECRETS_KEY)")
-
-        def lookup(name: str) -> str:
-            return box.open(team, name, sealed[name])  # KeyError: resolve() reports MissingSecret
-
-        webhook, values = secretbox.resolve(spec["webhook"], lookup)
-        return {**spec, "webhook": webhook}, values
 
     def _team_gate(self, team: str, limit: int) -> AbstractAsyncContextManager[None]:
         """The team's concurrent-webhooks quota on this node; a new limit applies to new calls."""
@@ -308,7 +304,7 @@ class Executor:
         log.info("fire_skipped", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
                  status=status, why=why)
         self._metrics.fires.labels(status).inc()
-        self._outcomes[key] = Outcome(fire["fire_id"], fire["attempt"], status, 0, now_ms, now_ms, why)
+        self._fires.report(key, Outcome(fire["fire_id"], fire["attempt"], status, 0, now_ms, now_ms, why))
         self._outcome_ready.set()
 
     # -- outcomes → log ---------------------------------------------------------
@@ -328,18 +324,17 @@ class Executor:
             retry_s = min(RETRY_DELAY_S_MAX, retry_s * 2)
 
     async def _flush_once(self) -> bool:
-        keys = list(self._outcomes)[: self._config.executor.outcome_batch_max]
-        if not keys:
+        batch = self._fires.outcomes(self._config.executor.outcome_batch_max)
+        if not batch:
             return True
-        rows = [self._outcomes[k].to_list() for k in keys]
+        rows = [outcome.to_list() for _, outcome in batch]
         try:
             await self._replica.submit(CompleteFires(wall_ms(), self._node_id, rows), COMPLETE_TIMEOUT_S)
         except SubmitError as exc:
             log.warning("outcomes_not_committed", count=len(rows), reason=exc.reason)
             return False
-        for key in keys:
-            self._outcomes.pop(key, None)
-        if self._outcomes:
+        self._fires.committed(key for key, _ in batch)
+        if self._fires.count(Phase.REPORTED):
             self._outcome_ready.set()
         return True
 
@@ -351,19 +346,19 @@ class Executor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for _ in range(HAND_BACK_ROUNDS):  # fires assigned while the first round commits come back too
-            waiting = [key for key in (*self._timers, *self._held) if key not in self._offered]
+            waiting = self._fires.to_offer()
             if (self._drain_announced and not waiting) or loop.time() > deadline - COMPLETE_TIMEOUT_S:
                 break
             if not self._replica.has_peers() or not self._replica.has_quorum() or not await self._hand_back(waiting):
                 break
             await asyncio.sleep(HAND_BACK_PAUSE_S)
-        while (self._running or self._outcomes) and loop.time() < deadline:
-            if not self._running and not self._replica.has_quorum():
+        while self._fires.count(Phase.RUNNING, Phase.REPORTED) and loop.time() < deadline:
+            if not self._fires.count(Phase.RUNNING) and not self._replica.has_quorum():
                 break  # only outcomes are left, and nothing can commit them
             await asyncio.sleep(0.05)
-        self._timers.cancel_all()
-        summary = {"handed_back": self._handed_back, "unfinished": len(self._running),
-                   "uncommitted": len(self._outcomes)}
+        self._fires.drop_waiting()
+        summary = {"handed_back": self._handed_back, "unfinished": self._fires.count(Phase.RUNNING),
+                   "uncommitted": self._fires.count(Phase.REPORTED)}
         log.info("executor_drained", **summary)
         return summary
 
@@ -375,20 +370,11 @@ class Executor:
             log.warning("hand_back_not_committed", count=len(rows), reason=exc.reason)
             return False
         self._drain_announced = True
-        self._offered.update(waiting)
+        self._fires.offer(waiting)
         self._handed_back += int(result.get("released", 0))
         return True
 
 
-def _delivery_view(state: State, job_id: str) -> tuple[dict[str, Any], str, int, bool, dict[str, bytes]] | None:
-    """What a delivery needs from the state: the spec, the team, its concurrency quota, whether
-    the webhook references secrets, and the sealed ones it references (opened outside the lock).
-    The webhook is scanned for references here only."""
-    job = state.jobs.get(job_id)
-    if job is None:
-        return None
-    team = job["team"]
-    names = secretbox.references(job["spec"]["webhook"])
-    team_secrets = state.secrets.get(team, {})
-    sealed = {name: team_secrets[name]["sealed"] for name in names if name in team_secrets}
-    return job["spec"], team, tenancy.quota(state, team)["concurrent_webhooks"], bool(names), sealed
+def _cancel_reason(exc: asyncio.CancelledError) -> str:
+    return str(exc.args[0] if exc.args else "replaced: cancelled")
+

@@ -1,0 +1,182 @@
+"""The executor against a real state behind a fake replica (no Raft, no HTTP): what it does
+with the fires the state gives it, and how often it reads the state to deliver one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schedb import executor as executor_module
+from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode
+from schedb.config import load_config
+from schedb.executor import Executor
+from schedb.local_fires import Phase
+from schedb.metrics import NodeMetrics
+from schedb.state import State
+from schedb.webhook import wall_ms
+from tests.unit.test_state import spec
+
+NODE = "node2"
+
+
+class FakeReplica:
+    """A State applied in place; commits reach the executor as the raft adapter's would."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.generation = 0
+        self.reads = 0
+        self.heard = True  # from a leader within fence_s
+        self.executor: Executor | None = None
+
+    def read(self, fn: Any) -> Any:
+        self.reads += 1
+        return fn(self.state)
+
+    def apply(self, command: Command) -> dict[str, Any]:
+        """As the leader's tick and the command commit (replicated time moves only with the leader)."""
+        self.state.apply(AssignFires(command.now_ms, [], leader_id="node1"))
+        result = self.state.apply(command)
+        if self.executor is not None:
+            asyncio.get_running_loop().call_soon(self.executor.on_state_change)
+        return result
+
+    async def submit(self, command: Command, timeout_s: float | None = None) -> dict[str, Any]:
+        return self.apply(command)
+
+    def caught_up(self) -> bool:
+        return True
+
+    def is_leader(self) -> bool:
+        return False
+
+    def has_peers(self) -> bool:
+        return True
+
+    def has_quorum(self) -> bool:
+        return True
+
+    def leader_heard_within(self, seconds: float) -> bool:
+        return self.heard
+
+
+@pytest.fixture
+def replica() -> FakeReplica:
+    state = State()
+    state.apply(AssignFires(wall_ms(), [], leader_id="node1"))
+    for n in (2, 3):
+        state.apply(RegisterNode(wall_ms(), f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}"))
+    return FakeReplica(state)
+
+
+@pytest.fixture
+def delivered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The fire ids webhook.deliver was called for (it succeeds at once)."""
+    calls: list[str] = []
+
+    async def deliver(session: Any, fire: dict[str, Any], *args: Any) -> Outcome:
+        calls.append(fire["fire_id"])
+        return Outcome(fire["fire_id"], fire["attempt"], "succeeded", 200, wall_ms(), wall_ms())
+
+    monkeypatch.setattr(executor_module, "deliver", deliver)
+    return calls
+
+
+def new_executor(tmp_path: Path, replica: FakeReplica) -> Executor:
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(f'[node]\nid = "{NODE}"\ndata_dir = "{tmp_path}"\n')
+    executor = Executor(load_config(config_file, {}), replica, None, NodeMetrics())  # type: ignore[arg-type]
+    replica.executor = executor
+    return executor
+
+
+def assign(replica: FakeReplica, job_id: str, node: str = NODE, **extra: Any) -> str:
+    """A job whose next fire (within a second) goes to `node`: its fire id."""
+    assert replica.apply(CreateJob(wall_ms(), spec(job_id, **extra)))["ok"]
+    scheduled_ms = replica.state.jobs[job_id]["next_fire_ms"]
+    assert replica.apply(AssignFires(wall_ms(), [[job_id, scheduled_ms, node]]))["assigned"] == 1
+    return f"{job_id}:{scheduled_ms}"
+
+
+async def until(condition: Any, timeout_s: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_delivered_fire_costs_four_state_reads(tmp_path: Path, replica: FakeReplica,
+                                                       delivered: list[str]) -> None:
+    """One to see it assigned, one for the verdict and what the delivery needs, one after the
+    gate (is it still ours?), one to see it end once its outcome committed."""
+    executor = new_executor(tmp_path, replica)
+    assert replica.apply(CreateJob(wall_ms(), spec("job")))["ok"]
+    await asyncio.sleep(0.01)  # the executor looks at the change: none of its fires changed
+    replica.reads = 0
+    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
+    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
+    fire_id = f"job:{scheduled_ms}"
+    flusher = asyncio.create_task(executor.run_outcome_flusher())
+    try:
+        await until(lambda: fire_id not in replica.state.book.fires)
+        await asyncio.sleep(0.05)
+    finally:
+        flusher.cancel()
+    assert delivered == [fire_id] and len(executor._fires) == 0
+    assert replica.state.history["job"][-1]["status"] == "succeeded"
+    assert replica.reads == 4
+
+
+async def test_a_fenced_fire_is_held_then_started_and_one_moved_away_while_held_is_dropped(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    executor = new_executor(tmp_path, replica)
+    replica.heard = False  # cut off from any leader
+    kept, gone = assign(replica, "kept"), assign(replica, "gone")
+    await until(lambda: executor._fires.count(Phase.HELD) == 2)
+    assert executor.scheduled == 2 and executor.in_flight == 0 and delivered == []
+    replica.apply(DeleteJob(wall_ms(), "gone"))
+    await until(lambda: executor.scheduled == 1)
+    replica.heard = True
+    await until(lambda: delivered == [kept])
+    await until(lambda: executor._fires.phases() == {(kept, 1): Phase.REPORTED})
+    assert gone not in delivered
+
+
+async def test_an_at_most_once_fire_due_before_a_restart_is_left_to_its_lease(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    fire_id = assign(replica, "amo", delivery="at_most_once")
+    await until(lambda: wall_ms() > replica.state.book.fires[fire_id]["due_ms"])
+    executor = new_executor(tmp_path, replica)  # (re)started after the fire was due here
+    executor.on_state_change()
+    await until(lambda: executor._fires.phases() == {(fire_id, 1): Phase.ORPHANED})
+    replica.generation += 1  # a snapshot replaced the state: the full set lists it again
+    executor.on_state_change()
+    assert executor._fires.phases() == {(fire_id, 1): Phase.ORPHANED} and executor.scheduled == 0
+    assert executor.start_state(replica.state.book.fires[fire_id]) == "unknown"
+    replica.apply(CompleteFires(wall_ms(), NODE, []))  # nothing for it; then it ends (its lease, say)
+    replica.apply(DeleteJob(wall_ms(), "amo"))
+    await until(lambda: len(executor._fires) == 0)
+    assert delivered == []
+
+
+async def test_a_fire_replaced_before_its_task_first_ran_is_reported_skipped(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    """Two held fires of a `replace` job released by one state change: the newer one cancels
+    the older one's task in the same step, before that task ran its first line."""
+    executor = new_executor(tmp_path, replica)
+    replica.heard = False
+    older = assign(replica, "job", concurrency="replace")
+    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
+    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
+    newer = f"job:{scheduled_ms}"
+    await until(lambda: executor._fires.count(Phase.HELD) == 2)
+    replica.heard = True
+    executor.on_state_change()  # starts both, then cancels the older one as replaced
+    await until(lambda: executor.in_flight == 0)
+    assert delivered == [newer]
+    reported = {local.key: local.outcome for local in executor._fires.in_phase(Phase.REPORTED)}
+    assert {key: (outcome.status, outcome.error) for key, outcome in reported.items() if outcome} == {
+        (older, 1): ("skipped", f"replaced: by {newer}"), (newer, 1): ("succeeded", "")}
