@@ -218,7 +218,7 @@ class SetDefaultQuotas(Command):
 
 @dataclass(frozen=True)
 class SetLimits(Command):
-    """The state's configurable bounds (schedb.limits.CONFIGURABLE): the leader proposes its
+    """The state's configurable bounds (schedb.fsm.limits.CONFIGURABLE): the leader proposes its
     config's [scheduler] values, so every node applies the same ones."""
 
     TAG: ClassVar[int] = 20

@@ -33,16 +33,17 @@ from typing import Any
 import aiohttp
 import structlog
 
-from schedb import secretbox, tenancy
+from schedb import secretbox
 from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.egress import EgressPolicy
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
 from schedb.gate import PriorityGate
 from schedb.metrics import NodeMetrics
 from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
-from schedb.state import State
 from schedb.teamgates import TeamGates
 from schedb.timers import DueTimers, FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms

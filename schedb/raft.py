@@ -29,8 +29,11 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from schedb.commands import Command, UndecodableCommand, decode, encode
 from schedb.config import Config
+from schedb.fsm import snapshot_compat
+from schedb.fsm.core import State
+from schedb.fsm.machine import StateMachine
+from schedb.fsm.model import Result
 from schedb.metrics import NodeMetrics
-from schedb.state import Result, State
 
 log = structlog.get_logger("schedb.raft")
 EXIT_CORRUPT_LOG = 70
@@ -57,7 +60,8 @@ _FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()
 class StateHolder(SyncObjConsumer):
     """Holds the State; pysyncobj snapshots every attribute set after super().__init__()."""
 
-    def __init__(self, state: State, on_applied: Callable[[Command | None], None]) -> None:
+    def __init__(self, state: StateMachine, on_applied: Callable[[Command | None], None]) -> None:
+        snapshot_compat.register()  # before pysyncobj may load a snapshot pickled by an older version
         self.lock = threading.Lock()
         self._on_applied = on_applied
         # Bumped when pysyncobj replaces the state wholesale (a snapshot loaded at start or
@@ -182,7 +186,7 @@ class Replica:
         self._pending = asyncio.Semaphore(config.http.pending_commands_max)
         # The state starts with the default bounds; the leader's config values follow through
         # the log (SetLimits), so that every node applies the same ones.
-        self.holder = StateHolder(State(), self._applied)
+        self.holder = StateHolder(StateMachine(), self._applied)
         self._node = _Node(config.raft.listen, list(config.raft.peers), _syncobj_conf(config), self.holder,
                            join=config.raft.join, long_gap_s=config.scheduler.fence_s)
         os.register_at_fork(after_in_child=self._close_raft_listener)
