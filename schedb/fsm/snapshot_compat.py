@@ -32,10 +32,12 @@ OLD_CLASS_PATHS: dict[tuple[str, str], type] = {
 
 
 def register() -> None:
-    """Make every old class path resolvable by pickle (idempotent)."""
+    """Make every old class path resolve to the class that moved (idempotent)."""
     for (module_name, class_name), cls in OLD_CLASS_PATHS.items():
         module = sys.modules.get(module_name)
-        if module is None:
-            module = types.ModuleType(module_name, "An unpickling stand-in (schedb.fsm.snapshot_compat)")
-            sys.modules[module_name] = module
+        if getattr(module, "__doc__", None) != _STAND_IN:
+            module = sys.modules[module_name] = types.ModuleType(module_name, _STAND_IN)
         setattr(module, class_name, cls)
+
+
+_STAND_IN = "An unpickling stand-in for a module before schedb.fsm (schedb.fsm.snapshot_compat)"
