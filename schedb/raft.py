@@ -4,10 +4,10 @@ and the node's asyncio loop.
 - `Replica.submit(command)` (asyncio side) proposes a command and awaits its
   commit with a timeout of our own: a command forwarded by a follower may
   never get its callback if the leader dies.
-- `StateHolder.apply_command` (tick thread) decodes one log entry and applies
-  it to the State under a lock; readers on the asyncio side take the same
-  lock. It then wakes the asyncio side (coalesced) so the executor can look at
-  the new state.
+- `StateHolder.apply_command` (tick thread, schedb.applier) decodes one log
+  entry and applies it to the State under a lock; readers on the asyncio side
+  take the same lock. It then wakes the asyncio side (coalesced) so the
+  executor can look at the new state.
 - `Replica` also tracks contact: when this node last heard from a leader
   (the executor's fence) and when each follower last acknowledged the log
   (the dispatcher's notion of "alive").
@@ -25,19 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
-from schedb.commands import Command, UndecodableCommand, decode, encode
+from schedb.applier import StateHolder
+from schedb.commands import Command, encode
 from schedb.config import Config
-from schedb.fsm import snapshot_compat
 from schedb.fsm.core import State
 from schedb.fsm.machine import StateMachine
 from schedb.fsm.model import Result
 from schedb.metrics import NodeMetrics
 
 log = structlog.get_logger("schedb.raft")
-EXIT_CORRUPT_LOG = 70
-EXIT_APPLY_FAILED = 71
 # Silence from the leader longer than this (ten heartbeats) is a gap after which the fence
 # waits for the log to be applied (_Node.fence_until_applied).
 LEADER_GAP_S = 1.0
@@ -55,45 +53,6 @@ class SubmitError(RuntimeError):
 
 
 _FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()}
-
-
-class StateHolder(SyncObjConsumer):
-    """Holds the State; pysyncobj snapshots every attribute set after super().__init__()."""
-
-    def __init__(self, state: StateMachine, on_applied: Callable[[Command | None], None]) -> None:
-        snapshot_compat.register()  # before pysyncobj may load a snapshot pickled by an older version
-        self.lock = threading.Lock()
-        self._on_applied = on_applied
-        # Bumped when pysyncobj replaces the state wholesale (a snapshot loaded at start or
-        # sent by the leader): readers that follow changes incrementally start over.
-        self.generation = 0
-        super().__init__()
-        self.state = state
-
-    def _deserialize(self, data: Any) -> None:  # pysyncobj's snapshot hook (tick thread)
-        with self.lock:
-            super()._deserialize(data)
-            self.generation += 1
-        self._on_applied(None)
-
-    @replicated
-    def apply_command(self, data: bytes) -> Result:
-        try:
-            command = decode(data)
-        except UndecodableCommand as exc:
-            # Skipping an entry would let this node diverge from the others for ever.
-            log.critical("undecodable_log_entry", error=str(exc))
-            os._exit(EXIT_CORRUPT_LOG)
-        try:
-            with self.lock:
-                result = self.state.apply(command)
-        except Exception:
-            # pysyncobj would apply the entry again on every tick, for ever, while the node
-            # reports ready; and a half-applied entry may have left the state unlike the others'.
-            log.critical("apply_failed", command=type(command).__name__, exc_info=True)
-            os._exit(EXIT_APPLY_FAILED)
-        self._on_applied(command)
-        return result
 
 
 class _Node(SyncObj):

@@ -6,7 +6,7 @@ those were schedb.state.State, schedb.fires.FireBook, schedb.slots.SlotIndex and
 schedb.limits.StateLimits. pysyncobj unpickles with the standard pickle module, whose
 lookup we cannot hook, so `register()` puts a stand-in module under each old name in
 sys.modules, holding only the class that moved. It is called once before pysyncobj may
-load a snapshot (schedb.raft.StateHolder), and by tests that load one. Nothing imports
+load a snapshot (schedb.applier.StateHolder), and by tests that load one. Nothing imports
 these names (tests/unit/test_layering.py refuses an import of a module that does not
 exist as a file); a pickled State then loads through StateMachine.__setstate__
 (schedb.fsm.upgrade). Drop an entry only when no snapshot of a version before 2 can remain.

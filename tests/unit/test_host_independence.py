@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from schedb.applier import EXIT_APPLY_FAILED
 from schedb.commands import CreateJob, SetLimits
 from schedb.fsm import limits
 from schedb.jobspec import InvalidJob, validate_job
-from schedb.raft import EXIT_APPLY_FAILED
 from tests.unit.test_state import T0, at, cluster_state, spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_an_exception_inside_apply_stops_the_node_loudly(tmp_path: Path) -> None
     script = tmp_path / "apply_fails.py"
     script.write_text(textwrap.dedent("""
         from schedb.commands import CreateJob, encode
-        from schedb.raft import StateHolder
+        from schedb.applier import StateHolder
         from schedb.fsm.machine import StateMachine
 
         class FailingState(StateMachine):

@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fsm checks", ("schedb.fsm.invariants", "schedb.fsm.snapshot_compat")),
     ("node support", ("schedb.origins", "schedb.config", "schedb.logs", "schedb.metrics", "schedb.peers",
                       "schedb.egress", "schedb.secretbox", "schedb.describe", "schedb.gate", "schedb.teamgates")),
-    ("replication", ("schedb.raft",)),
+    ("replication", ("schedb.applier", "schedb.raft")),
     ("runtime", ("schedb.clockwatch", "schedb.webhook", "schedb.timers", "schedb.policies", "schedb.dispatcher",
                  "schedb.executor")),
     ("node", ("schedb.node",)),

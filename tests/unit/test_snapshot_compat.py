@@ -108,7 +108,7 @@ except ModuleNotFoundError as exc:
 else:
     print("without: loaded")
 from schedb.fsm.machine import StateMachine
-from schedb.raft import StateHolder
+from schedb.applier import StateHolder
 StateHolder(StateMachine(), lambda command: None)
 print("with:", type(pickle.loads(data)["state"]).__name__)
 """
