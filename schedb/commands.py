@@ -80,7 +80,7 @@ class AssignFires(Command):
     [fire_id, attempt, node_id, holder], a fire of a silent follower `holder` that the
     leader knows it cannot have started (due after its fence closed).
 
-    Only this command advances replicated time (State.apply): it is proposed by the
+    Only this command advances replicated time (StateMachine.apply): it is proposed by the
     leader's dispatcher alone, with the leader's clock. With nothing in it, it is the
     leader's clock tick.
     """

@@ -275,7 +275,7 @@ def _check(config: Config) -> None:
         raise ConfigError("http.tls_cert_file and http.tls_key_file must be set together")
     if config.auth.enabled and not config.auth.admin_team:
         raise ConfigError("auth.admin_team must not be empty")
-    if not config.clock.max_offset_ms < 1000:  # lifecycle.WITHDRAW_SLACK_MS covers the offset
+    if not config.clock.max_offset_ms < 1000:  # schedb.fsm.occurrences.WITHDRAW_SLACK_MS covers the offset
         raise ConfigError("clock.max_offset_ms must be below 1000")
     if config.log.format not in ("auto", "json", "console"):
         raise ConfigError("log.format must be auto, json or console")

@@ -23,7 +23,7 @@ class StateLimits:
     bulk_create_max: int = 1_000
     complete_batch_max: int = 5_000
     # Occurrences later than this (cluster down, overload, paused) are misfires,
-    # handled by the job's misfire policy (misfire.py); run_all catches up
+    # handled by the job's misfire policy (schedb.fsm.misfire); run_all catches up
     # occurrences within the window.
     misfire_grace_ms: int = 10_000
     catch_up_window_ms: int = 3_600_000
@@ -43,7 +43,7 @@ class StateLimits:
     quota_teams_max: int = 10_000
     secrets_per_team_max: int = 1_000
     audit_records: int = 10_000
-    # All jobs' history together (schedb.history): ~730 B a record in memory, so ~150 MB, while
+    # All jobs' history together (schedb.fsm.history): ~730 B a record in memory, so ~150 MB, while
     # each job keeps its newest few whatever the others do.
     history_total_max: int = 200_000
     history_min_per_job: int = 5

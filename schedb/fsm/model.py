@@ -6,9 +6,10 @@ them, key for key. The enums name the strings those dicts hold; a StrEnum member
 and hashes equal to its string. Store the plain string, never a member (`str(member)` or an
 f-string gives it): a member in the state would change the snapshot's pickle
 (schedb.fsm.invariants checks the state holds only plain values).
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: TypedDict reads NotRequired from evaluated
+annotations (tests/unit/test_model.py checks the records against the state's dicts).
+"""
 
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict

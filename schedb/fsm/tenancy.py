@@ -8,7 +8,7 @@ the handlers above this module; the team's usage counters are State.usage_of.
 - An API key is stored as the SHA-256 of the token only; the token itself is
   shown once to its creator and never enters the log.
 - A secret is stored sealed (AES-GCM, by the API node that received it; see
-  secretbox.py): the state never holds a plain value.
+  schedb.secretbox): the state never holds a plain value.
 - Quotas are the cluster's defaults (proposed by the leader from its config's
   [quotas], so every node applies the same) unless an admin set a team's own.
 - Every command proposed through the API carries its actor (key, team, role,

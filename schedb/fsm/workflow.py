@@ -38,7 +38,6 @@ from schedb.fsm.model import (
 )
 from schedb.jobspec import BODY_DEPTH_MAX, json_depth
 
-RULES = tuple(TriggerRule)
 RUN_STEPS_MAX = 1_000
 PARAMS_BYTES_MAX = 4_096
 
