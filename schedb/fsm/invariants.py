@@ -37,6 +37,13 @@ def violations(state: State) -> list[str]:
     return [problem for rule in RULES for problem in rule(state)]
 
 
+def fields_are_the_declared_ones(state: State) -> Iterable[str]:
+    """The State has exactly the fields schedb.fsm.core declares: no handler adds one."""
+    declared, present = set(State.__annotations__), set(vars(state))
+    if present != declared:
+        yield f"fields: {sorted(present - declared)} not declared, {sorted(declared - present)} missing"
+
+
 def fires_match_their_jobs(state: State) -> Iterable[str]:
     """Every active fire of a job is in the book, once, and every fire in the book is one of
     its job's active fires."""
@@ -222,7 +229,8 @@ def _first_not_plain(value: Any) -> Any:
 
 
 RULES: tuple[Callable[[State], Iterable[str]], ...] = (
-    fires_match_their_jobs, book_indexes_agree, fires_are_held_by_known_nodes, fires_are_well_formed,
-    withdrawn_fires_are_not_live, jobs_sit_in_their_slot, scheduled_fires_are_decided, history_within_bounds,
-    bounded_collections, derived_fields_agree, runs_follow_their_fires, counters_are_counts, values_are_plain,
+    fields_are_the_declared_ones, fires_match_their_jobs, book_indexes_agree, fires_are_held_by_known_nodes,
+    fires_are_well_formed, withdrawn_fires_are_not_live, jobs_sit_in_their_slot, scheduled_fires_are_decided,
+    history_within_bounds, bounded_collections, derived_fields_agree, runs_follow_their_fires, counters_are_counts,
+    values_are_plain,
 )

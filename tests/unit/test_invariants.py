@@ -118,6 +118,7 @@ def test_the_checks_see_a_broken_state() -> None:
         "in its job's active fires 0x": lambda s: s.jobs[s.book.fires[fire_id]["job_id"]]["active_fires"].clear(),
         "held by unregistered node": lambda s: s.nodes.clear(),
         "holds a StepStatus": lambda s: s.counters.update(x=StepStatus.RUNNING),  # type: ignore[arg-type]
+        "not declared": lambda s: setattr(s, "runs_by_job", {}),
     }
     for expected, breakage in breakages.items():
         broken = pickle.loads(pickle.dumps(state))
