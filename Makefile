@@ -74,8 +74,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) scripts/bench.py --quick
 
+# ruff, then the import layers (tests/unit/test_layering.py: imports point down, the state
+# machine imports only pure helpers).
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m pytest -q tests/unit/test_layering.py
 
 clean: stop
 	rm -rf .data .run

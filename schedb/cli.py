@@ -107,7 +107,7 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None, tim
 
 def _run_node(args: argparse.Namespace) -> int:
     from schedb.config import ConfigError, load_config
-    from schedb.node import run_node
+    from schedb.serve import run_node
 
     try:
         run_node(load_config(args.config))

@@ -1,6 +1,6 @@
 """Clock offsets between members, measured over HTTP, and what they allow.
 
-Replicated time belongs to the leader (schedb.replicated_time): a node's clock is only an
+Replicated time belongs to the leader (schedb.fsm.replicated_time): a node's clock is only an
 input. Yet an executor fires at instants read from its own clock, and the leader's clock
 becomes replicated time, so a clock that is far off must stop mattering:
 

@@ -80,7 +80,7 @@ class AssignFires(Command):
     [fire_id, attempt, node_id, holder], a fire of a silent follower `holder` that the
     leader knows it cannot have started (due after its fence closed).
 
-    Only this command advances replicated time (State.apply): it is proposed by the
+    Only this command advances replicated time (StateMachine.apply): it is proposed by the
     leader's dispatcher alone, with the leader's clock. With nothing in it, it is the
     leader's clock tick.
     """
@@ -218,7 +218,7 @@ class SetDefaultQuotas(Command):
 
 @dataclass(frozen=True)
 class SetLimits(Command):
-    """The state's configurable bounds (schedb.limits.CONFIGURABLE): the leader proposes its
+    """The state's configurable bounds (schedb.fsm.limits.CONFIGURABLE): the leader proposes its
     config's [scheduler] values, so every node applies the same ones."""
 
     TAG: ClassVar[int] = 20

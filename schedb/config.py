@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schedb.fsm.limits import Quotas
 from schedb.origins import parse_origin
 
 
@@ -105,14 +106,11 @@ class AuthSection:
 
 
 @dataclass(frozen=True)
-class QuotasSection:
-    """Every team's limits unless an admin sets others at runtime (PUT /api/v1/teams/{team}/quotas)."""
-
-    max_jobs: int = 1_000_000
-    fires_per_minute: int = 600_000
-    concurrent_webhooks: int = 512
-    # Per node. A node answers a few thousand requests a second: the default only stops a flood.
-    api_rps: int = 10_000
+class QuotasSection(Quotas):
+    """Every team's limits unless an admin sets others at runtime (PUT /api/v1/teams/{team}/quotas).
+    The fields and defaults are the state machine's (schedb.fsm.limits.Quotas): the leader proposes
+    these values through the log (SetDefaultQuotas), and a state that has not had them yet uses
+    the same defaults."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +275,7 @@ def _check(config: Config) -> None:
         raise ConfigError("http.tls_cert_file and http.tls_key_file must be set together")
     if config.auth.enabled and not config.auth.admin_team:
         raise ConfigError("auth.admin_team must not be empty")
-    if not config.clock.max_offset_ms < 1000:  # lifecycle.WITHDRAW_SLACK_MS covers the offset
+    if not config.clock.max_offset_ms < 1000:  # schedb.fsm.occurrences.WITHDRAW_SLACK_MS covers the offset
         raise ConfigError("clock.max_offset_ms must be below 1000")
     if config.log.format not in ("auto", "json", "console"):
         raise ConfigError("log.format must be auto, json or console")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from schedb import secretbox, tenancy
-from schedb.state import State
+from schedb import secretbox
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
 
 
 class DeliveryView(NamedTuple):

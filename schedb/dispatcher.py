@@ -32,9 +32,9 @@ import structlog
 from schedb.clockwatch import ClockWatch
 from schedb.commands import AssignFires
 from schedb.config import Config
+from schedb.fsm.core import State
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
-from schedb.state import State
 from schedb.webhook import wall_ms
 
 log = structlog.get_logger("schedb.dispatcher")

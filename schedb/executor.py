@@ -44,12 +44,12 @@ from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.delivery_view import DeliveryView, delivery_view, resolve_secrets
 from schedb.egress import EgressPolicy
+from schedb.fsm.core import State
 from schedb.gate import PriorityGate
 from schedb.local_fires import LocalFire, LocalFires, Phase, reconcile
 from schedb.metrics import NodeMetrics
 from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
-from schedb.state import State
 from schedb.teamgates import TeamGates
 from schedb.timers import FireKey
 from schedb.webhook import deliver, new_correlation_id, wall_ms

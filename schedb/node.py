@@ -1,10 +1,9 @@
-"""The composition root: one schedb node from one config.
+"""One schedb node from one config: its parts, wired.
 
     config → Replica (pysyncobj + State) → Dispatcher (leader) + Executor (followers)
-           → HTTP API
 
-`run_node` is what `schedb node --config FILE` calls; tests start it as a real
-process the same way.
+The HTTP API (schedb.api) sits above this and talks to a Node; schedb.serve, the
+composition root, builds both.
 """
 
 from __future__ import annotations
@@ -12,28 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import os
-import signal
-import socket
-import ssl
 import time
 from typing import Any
 
 import structlog
-from aiohttp import web
 
-from schedb import limits, secretbox
+from schedb import secretbox
 from schedb.clockwatch import ClockWatch
 from schedb.commands import RegisterNode, SetDefaultQuotas, SetLimits
-from schedb.config import Config, ConfigError, parse_address
+from schedb.config import Config
 from schedb.dispatcher import Dispatcher
 from schedb.egress import EgressPolicy
 from schedb.executor import Executor
-from schedb.logs import configure_logging
+from schedb.fsm import limits
+from schedb.fsm.core import State
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
-from schedb.state import State
 from schedb.webhook import new_session, wall_ms
 
 log = structlog.get_logger("schedb.node")
@@ -42,7 +35,6 @@ REGISTER_RETRY_S = 0.5
 # their outcomes), well inside the 15 s that `make stop` and the test harness allow.
 SHUTDOWN_S = 8.0
 LEADERSHIP_HANDOVER_S = 2.0
-LISTEN_RETRY_S = 30.0
 
 
 class Node:
@@ -128,7 +120,7 @@ class Node:
         current leader's win."""
         quotas = dataclasses.asdict(self.config.quotas)
         bounds = _limits_of(self.config)
-        now_quotas, now_bounds = self.replica.read(lambda s: (s.default_quotas, limits.current(s)))
+        now_quotas, now_bounds = self.replica.read(lambda s: (s.default_quotas, limits.current(s.limits)))
         for differs, command in ((now_quotas != quotas, SetDefaultQuotas(wall_ms(), quotas)),
                                  (now_bounds != bounds, SetLimits(wall_ms(), bounds))):
             if not differs:
@@ -171,75 +163,8 @@ def _state_numbers(state: State) -> dict[str, Any]:
             "usage": {team: dict(usage) for team, usage in state.usage.items()}}
 
 
-async def serve(config: Config) -> None:
-    from schedb.api.app import create_app  # the API layer sits above the node
-
-    tls = tls_context(config)  # before anything starts: a bad cert must stop the node cleanly
-    sock = await _listen(*parse_address("http.listen", config.http.listen))
-    # pysyncobj forks a child to write each snapshot; it must not keep our port open,
-    # or a node restarted right after a SIGKILL could not listen again.
-    os.register_at_fork(after_in_child=sock.close)
-    node = Node(config)
-    await node.start()
-    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=tls).start()
-    log.info("http_listening", listen=config.http.listen, tls=tls is not None)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    log.info("node_stopping")
-    await runner.cleanup()
-    await node.stop()
-    log.info("node_stopped")
-
-
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The API's TLS context, or None for plain HTTP; raises ConfigError when the PEM files
-    cannot be read or do not match, so `schedb node` reports it instead of a traceback."""
-    http = config.http
-    if not http.tls_cert_file:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(http.tls_cert_file, http.tls_key_file)
-    except OSError as exc:  # ssl.SSLError is an OSError too
-        raise ConfigError(f"http.tls_cert_file {http.tls_cert_file!r} / http.tls_key_file {http.tls_key_file!r}: "
-                          f"cannot load the certificate and key: {exc}") from exc
-    return context
-
-
-async def _listen(host: str, port: int) -> socket.socket:
-    """The API's listening socket; retried for a while when the port is still held (by the
-    snapshot child of a node killed a moment ago, say)."""
-    deadline = time.monotonic() + LISTEN_RETRY_S
-    while True:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host.strip("[]"), port))
-        except OSError as exc:
-            sock.close()
-            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                raise
-            log.warning("http_port_busy", host=host, port=port)
-            await asyncio.sleep(0.5)
-            continue
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
-
-
-def run_node(config: Config) -> None:
-    configure_logging(config.log.level, config.log.format, config.node.id)
-    asyncio.run(serve(config))
-
-
 def _limits_of(config: Config) -> dict[str, int]:
-    """The state's configurable bounds (schedb.limits) as this node's config sets them."""
+    """The state's configurable bounds (schedb.fsm.limits) as this node's config sets them."""
     s = config.scheduler
     return {"history_per_job": s.history_per_job, "recent_executions": s.recent_executions,
             "misfire_grace_ms": int(s.misfire_grace_s * 1000), "catch_up_window_ms": int(s.catch_up_window_s * 1000),

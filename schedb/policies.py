@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schedb.fires import fire_id_of
-from schedb.state import State
+from schedb.fsm.core import State
+from schedb.fsm.fires import fire_id_of
 
 
 @dataclass(frozen=True)

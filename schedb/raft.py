@@ -4,10 +4,10 @@ and the node's asyncio loop.
 - `Replica.submit(command)` (asyncio side) proposes a command and awaits its
   commit with a timeout of our own: a command forwarded by a follower may
   never get its callback if the leader dies.
-- `StateHolder.apply_command` (tick thread) decodes one log entry and applies
-  it to the State under a lock; readers on the asyncio side take the same
-  lock. It then wakes the asyncio side (coalesced) so the executor can look at
-  the new state.
+- `StateHolder.apply_command` (tick thread, schedb.applier) decodes one log
+  entry and applies it to the State under a lock; readers on the asyncio side
+  take the same lock. It then wakes the asyncio side (coalesced) so the
+  executor can look at the new state.
 - `Replica` also tracks contact: when this node last heard from a leader
   (the executor's fence) and when each follower last acknowledged the log
   (the dispatcher's notion of "alive").
@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj
 
-from schedb.commands import Command, UndecodableCommand, decode, encode
+from schedb.applier import StateHolder
+from schedb.commands import Command, encode
 from schedb.config import Config
+from schedb.fsm.core import State
+from schedb.fsm.machine import StateMachine
+from schedb.fsm.model import Result
 from schedb.metrics import NodeMetrics
 from schedb.raft_node import RaftNode, syncobj_conf
-from schedb.state import Result, State
 
 log = structlog.get_logger("schedb.raft")
-EXIT_CORRUPT_LOG = 70
-EXIT_APPLY_FAILED = 71
 
 
 class SubmitError(RuntimeError):
@@ -52,42 +53,6 @@ class SubmitError(RuntimeError):
 _FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()}
 
 
-class StateHolder(SyncObjConsumer):
-    """Holds the State; pysyncobj snapshots every attribute set after super().__init__()."""
-
-    def __init__(self, state: State, on_applied: Callable[[Command | None], None]) -> None:
-        self.lock = threading.Lock()
-        self._on_applied = on_applied
-        # Bumped when pysyncobj replaces the state wholesale (a snapshot loaded at start or
-        # sent by the leader): readers that follow changes incrementally start over.
-        self.generation = 0
-        super().__init__()
-        self.state = state
-
-    def _deserialize(self, data: Any) -> None:  # pysyncobj's snapshot hook (tick thread)
-        with self.lock:
-            super()._deserialize(data)
-            self.generation += 1
-        self._on_applied(None)
-
-    @replicated
-    def apply_command(self, data: bytes) -> Result:
-        try:
-            command = decode(data)
-        except UndecodableCommand as exc:
-            # Skipping an entry would let this node diverge from the others for ever.
-            log.critical("undecodable_log_entry", error=str(exc))
-            os._exit(EXIT_CORRUPT_LOG)
-        try:
-            with self.lock:
-                result = self.state.apply(command)
-        except Exception:
-            # pysyncobj would apply the entry again on every tick, for ever, while the node
-            # reports ready; and a half-applied entry may have left the state unlike the others'.
-            log.critical("apply_failed", command=type(command).__name__, exc_info=True)
-            os._exit(EXIT_APPLY_FAILED)
-        self._on_applied(command)
-        return result
 
 
 @dataclass(frozen=True)
@@ -119,7 +84,7 @@ class Replica:
         self._pending = asyncio.Semaphore(config.http.pending_commands_max)
         # The state starts with the default bounds; the leader's config values follow through
         # the log (SetLimits), so that every node applies the same ones.
-        self.holder = StateHolder(State(), self._applied)
+        self.holder = StateHolder(StateMachine(), self._applied)
         self._node = RaftNode(config.raft.listen, list(config.raft.peers), syncobj_conf(config), self.holder,
                            join=config.raft.join, long_gap_s=config.scheduler.fence_s)
         os.register_at_fork(after_in_child=self._close_raft_listener)

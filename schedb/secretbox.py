@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from yarl import URL
 
 from schedb.config import SecretsSection
+from schedb.fsm.tenancy import NAME_PATTERN
 from schedb.jobspec import SECRET_REFERENCE
-from schedb.tenancy import NAME_PATTERN
 
-SECRET_NAME_PATTERN = NAME_PATTERN  # the form of team names (tenancy.py)
+SECRET_NAME_PATTERN = NAME_PATTERN  # the form of team names (schedb.fsm.tenancy)
 SECRET_VALUE_BYTES_MAX = 4096
 REFERENCE = SECRET_REFERENCE
 MASK = "********"

@@ -26,8 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.problems import Handler, Problem
+from schedb.fsm import tenancy
 from schedb.node import Node
 
 PUBLIC, READ, WRITE, ADMIN = "public", "read", "write", "admin"

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from schedb.api.context import NODE, json_response
 from schedb.dispatcher import FOLLOWER_LAG_MAX
+from schedb.fsm.core import State
 from schedb.node import Node
-from schedb.state import State
 from schedb.webhook import wall_ms
 
 

@@ -10,9 +10,9 @@ from aiohttp import web
 from schedb.api.auth import current_actor
 from schedb.api.problems import Problem
 from schedb.commands import Command
+from schedb.fsm.model import Result
 from schedb.node import Node
 from schedb.raft import SubmitError
-from schedb.state import Result
 
 NODE = web.AppKey("node", Node)
 RETRY_AFTER_S = "1"

@@ -7,7 +7,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.auth import current_actor
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.jobs import LIST_LIMIT_MAX, patch_fields
@@ -15,7 +14,8 @@ from schedb.api.problems import Problem, read_json
 from schedb.api.telemetry import CORRELATION_ID
 from schedb.api.views import time_or_none
 from schedb.commands import BackfillJob, DropDeadLetter, ReplayDeadLetter, TriggerJob
-from schedb.state import State
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
 from schedb.timefmt import rfc3339_to_ms
 from schedb.webhook import wall_ms
 

@@ -33,13 +33,13 @@ from typing import Any
 
 import structlog
 
-from schedb import tenancy
 from schedb.api.cluster import cluster_status
 from schedb.api.problems import Problem
 from schedb.api.views import execution_view
 from schedb.commands import Command, CreateJob, CreateJobs, DeleteJob, RegisterJobs, ReplaceJob
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
 from schedb.node import Node
-from schedb.state import State
 
 log = structlog.get_logger("schedb.events")
 SUBSCRIBERS_MAX = 64

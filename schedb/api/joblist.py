@@ -23,13 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.auth import Actor, current_actor
 from schedb.api.context import NODE, invalid_query, json_response, query_choice, query_flag, query_int
 from schedb.api.jobs import LIST_LIMIT_MAX
 from schedb.api.problems import Problem
 from schedb.api.views import job_view, next_fire_ms
-from schedb.state import State
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
 from schedb.timefmt import rfc3339_to_ms
 from schedb.webhook import wall_ms
 

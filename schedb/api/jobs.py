@@ -8,7 +8,6 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.auth import acting_team, current_actor, sees
 from schedb.api.context import NODE, json_response, propose, query_choice, query_flag, query_int
 from schedb.api.problems import Problem, read_json
@@ -17,10 +16,12 @@ from schedb.api.targets import check_webhook
 from schedb.api.views import SECRET_MASK, etag, execution_view, job_view
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.describe import describe
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
+from schedb.fsm.jobs import IDEMPOTENCY_KEY_LEN_MAX
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
 from schedb.schedule import parse_schedule
-from schedb.state import IDEMPOTENCY_KEY_LEN_MAX, State
 from schedb.timefmt import ms_to_rfc3339
 from schedb.webhook import wall_ms
 

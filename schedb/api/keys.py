@@ -10,13 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.auth import current_actor, token_hash
 from schedb.api.context import NODE, json_response, propose
 from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
 from schedb.commands import CreateApiKey, RevokeApiKey
-from schedb.state import State
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
 from schedb.webhook import wall_ms
 
 KEY_FIELDS = ("team", "role", "name")

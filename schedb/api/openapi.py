@@ -18,8 +18,8 @@ from schedb.api.jobs import LIST_LIMIT_MAX, STATUSES
 from schedb.api.openapi_schemas import NAME_PATTERN, ref, schemas
 from schedb.api.stats import WINDOW_S_DEFAULT, WINDOW_S_MAX
 from schedb.api.teams import AUDIT_LIMIT_MAX
+from schedb.fsm.jobs import IDEMPOTENCY_KEY_LEN_MAX
 from schedb.jobspec import JOB_ID_PATTERN
-from schedb.state import IDEMPOTENCY_KEY_LEN_MAX
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"

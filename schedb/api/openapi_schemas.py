@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb import jobspec, report, secretbox, tenancy
+from schedb import jobspec, report, secretbox
 from schedb.api import schedules
 from schedb.api.jobs import STATUSES
 from schedb.api.stats import PERCENTILES, WINDOW_S_MAX
 from schedb.api.views import SECRET_MASK
+from schedb.fsm import tenancy
+from schedb.fsm.limits import QUOTA_NAMES
+from schedb.fsm.model import USAGE_FIELDS
 
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
@@ -196,7 +199,7 @@ def _job_stats() -> dict[str, Any]:
 
 def _tenancy() -> dict[str, Any]:
     team = {"type": "string", "pattern": NAME_PATTERN}
-    quotas = obj({name: COUNT for name in tenancy.QUOTA_NAMES})
+    quotas = obj({name: COUNT for name in QUOTA_NAMES})
     key = {"id": STR, "team": STR, "role": {"enum": list(tenancy.ROLES)}, "name": STR,
            "created_at": TIME, "revoked_at": TIME_OR_NULL, "created_by": STR_OR_NULL}
     secret = {"team": STR, "name": STR, "version": INT, "created_at": TIME, "updated_at": TIME}
@@ -219,10 +222,10 @@ def _tenancy() -> dict[str, Any]:
         "Quotas": quotas,
         "QuotasInput": {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
             name: {"type": ["integer", "null"], "minimum": 1, "maximum": tenancy.QUOTA_MAX}
-            for name in tenancy.QUOTA_NAMES}, "description": "null: back to the config's default"},
+            for name in QUOTA_NAMES}, "description": "null: back to the config's default"},
         "TeamQuotas": obj({"team": STR, "quotas": ref("Quotas"), "set_for_team": {"type": "array", "items": STR}}),
         "TeamQuotasSet": obj({"team": STR, "quotas": ref("Quotas")}),
-        "Usage": obj({"team": STR, "usage": obj({name: COUNT for name in tenancy.USAGE_FIELDS}), "jobs": COUNT,
+        "Usage": obj({"team": STR, "usage": obj({name: COUNT for name in USAGE_FIELDS}), "jobs": COUNT,
                       "fires_this_minute": COUNT, "secrets": COUNT, "quotas": ref("Quotas")}),
         "AuditList": list_of("records", audit),
     }

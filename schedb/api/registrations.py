@@ -7,15 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.auth import acting_team, current_actor
 from schedb.api.context import NODE, json_response, propose
 from schedb.api.problems import Problem, read_json
 from schedb.api.targets import check_webhook
 from schedb.api.views import job_view
 from schedb.commands import RegisterJobs
-from schedb.registry import JOBS_PER_SERVICE_MAX
-from schedb.state import State
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
+from schedb.fsm.registry import JOBS_PER_SERVICE_MAX
 from schedb.webhook import wall_ms
 
 

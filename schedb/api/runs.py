@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy, workflow
 from schedb.api.auth import current_actor
 from schedb.api.context import NODE, json_response, query_int
 from schedb.api.problems import Problem
 from schedb.api.views import time_or_none
-from schedb.state import State
+from schedb.fsm import tenancy, workflow
+from schedb.fsm.core import State
 
 RUNS_LIMIT_MAX = 1_000
 

@@ -20,9 +20,9 @@ from schedb.api.context import NODE, json_response, query_int
 from schedb.api.jobs import STATUSES
 from schedb.api.problems import Problem
 from schedb.api.views import time_or_none
-from schedb.lifecycle import CALLED_STATUSES
+from schedb.fsm.core import State
+from schedb.fsm.model import CALLED_STATUSES
 from schedb.report import ITEM_FIELDS
-from schedb.state import State
 from schedb.webhook import wall_ms
 
 WINDOW_S_DEFAULT = 86_400

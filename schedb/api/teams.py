@@ -6,13 +6,15 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb import tenancy
 from schedb.api.auth import require_team
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
 from schedb.commands import SetQuotas
-from schedb.state import State
+from schedb.fsm import tenancy
+from schedb.fsm.core import State
+from schedb.fsm.limits import QUOTA_NAMES
+from schedb.fsm.model import USAGE_FIELDS
 from schedb.webhook import wall_ms
 
 AUDIT_LIMIT_MAX = 1_000
@@ -34,7 +36,7 @@ async def get_usage(request: web.Request) -> web.Response:
     def read(state: State) -> dict[str, Any]:
         window = state.fire_windows.get(team, [0, 0])
         this_minute = window[1] if window[0] == now_ms // tenancy.MINUTE_MS else 0
-        return {"team": team, "usage": dict(state.usage.get(team) or dict.fromkeys(tenancy.USAGE_FIELDS, 0)),
+        return {"team": team, "usage": dict(state.usage.get(team) or dict.fromkeys(USAGE_FIELDS, 0)),
                 "jobs": state.team_jobs.get(team, 0), "fires_this_minute": this_minute,
                 "secrets": len(state.secrets.get(team, ())), "quotas": tenancy.quota(state, team)}
 
@@ -53,7 +55,7 @@ async def put_quotas(request: web.Request) -> web.Response:
     team = _team(request)
     body = await read_json(request)
     if not isinstance(body, dict) or not body:
-        message = f"send an object with some of {', '.join(tenancy.QUOTA_NAMES)}"
+        message = f"send an object with some of {', '.join(QUOTA_NAMES)}"
         raise Problem(422, "Invalid quotas", message, kind="invalid", errors=[{"field": "", "message": message}])
     result = await propose(request.app[NODE], SetQuotas(wall_ms(), team, body))
     return json_response({"team": team, "quotas": result["quotas"]})

@@ -12,7 +12,7 @@ from typing import Any
 
 from devkit.devcluster import http
 from devkit.harness import Cluster, Receiver
-from schedb.lifecycle import WITHDRAW_SLACK_MS
+from schedb.fsm.occurrences import WITHDRAW_SLACK_MS
 from schedb.timefmt import ms_to_rfc3339, rfc3339_to_ms
 from tests.integration.workload import wait_for
 

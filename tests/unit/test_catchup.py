@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from schedb import misfire
 from schedb.commands import AssignFires, Command, CreateJob, ReplaceJob
 from schedb.dispatcher import ASSIGN_BATCH_MAX
+from schedb.fsm import misfire
+from schedb.fsm.machine import StateMachine
 from schedb.schedule import Schedule, parse_schedule
-from schedb.state import State
 from schedb.timefmt import rfc3339_to_ms
 from tests.unit.test_state import T0, cluster_state, spec
 
@@ -43,30 +43,30 @@ def evaluations(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     yield counts
 
 
-def at(state: State, command: Command) -> dict[str, Any]:
+def at(state: StateMachine, command: Command) -> dict[str, Any]:
     """Apply a command after the leader's clock tick of its time (only the leader moves replicated time)."""
     state.apply(AssignFires(command.now_ms, []))
     return state.apply(command)
 
 
-def late_jobs(schedule: str, policy: str = "run_once") -> State:
+def late_jobs(schedule: str, policy: str = "run_once") -> StateMachine:
     state = cluster_state()
     for i in range(JOBS):
         assert state.apply(CreateJob(T0, spec(f"job{i:03d}", schedule, misfire=policy)))["ok"]
     return state
 
 
-def dispatch(state: State, now_ms: int) -> dict[str, Any]:
+def dispatch(state: StateMachine, now_ms: int) -> dict[str, Any]:
     """What the leader's dispatcher proposes: every job due within the lookahead, in one batch."""
     items = [[job_id, ms, "node2"] for job_id, ms in state.due_jobs(now_ms + 5_000, ASSIGN_BATCH_MAX)]
     return state.apply(AssignFires(now_ms, items))
 
 
-def still_late(state: State) -> int:
+def still_late(state: StateMachine) -> int:
     return sum(1 for _, ms in state.due_jobs(LATE, JOBS) if ms < LATE - state.limits.misfire_grace_ms)
 
 
-def missed_records(state: State, job_id: str) -> list[int]:
+def missed_records(state: StateMachine, job_id: str) -> list[int]:
     return [(e["scheduled_ms"] - T0) // MINUTE for e in state.history[job_id] if e["status"] == "missed"]
 
 

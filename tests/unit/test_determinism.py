@@ -24,7 +24,8 @@ from schedb.commands import (
     decode,
     encode,
 )
-from schedb.state import State, StateLimits
+from schedb.fsm.limits import StateLimits
+from schedb.fsm.machine import StateMachine
 
 T0 = 1_800_000_000_000
 JOB_IDS = st.sampled_from(["a", "b", "c", "d"])
@@ -80,7 +81,7 @@ def commands(draw: st.DrawFn) -> list[Command]:
 @given(script=commands())
 def test_same_commands_same_bytes(script: list[Command]) -> None:
     limits = StateLimits(history_per_job=3, recent_executions=5)
-    first, second = State(limits), State(limits)
+    first, second = StateMachine(limits), StateMachine(limits)
     results_first = [first.apply(decode(encode(c))) for c in script]
     results_second = [second.apply(decode(encode(c))) for c in script]
     assert results_first == results_second
@@ -90,7 +91,7 @@ def test_same_commands_same_bytes(script: list[Command]) -> None:
     assert restored.canonical_bytes() == first.canonical_bytes()
 
 
-def _check_invariants(state: State) -> None:
+def _check_invariants(state: StateMachine) -> None:
     for job_id, job in state.jobs.items():
         in_slot = job_id in state.slots.slots.get((job["next_fire_ms"] or 0) // 1000, {})
         assert in_slot == (job["next_fire_ms"] is not None)

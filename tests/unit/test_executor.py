@@ -13,9 +13,9 @@ from schedb import executor as executor_module
 from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode
 from schedb.config import load_config
 from schedb.executor import Executor
+from schedb.fsm.machine import StateMachine
 from schedb.local_fires import Phase
 from schedb.metrics import NodeMetrics
-from schedb.state import State
 from schedb.webhook import wall_ms
 from tests.unit.test_state import spec
 
@@ -25,7 +25,7 @@ NODE = "node2"
 class FakeReplica:
     """A State applied in place; commits reach the executor as the raft adapter's would."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: StateMachine) -> None:
         self.state = state
         self.generation = 0
         self.reads = 0
@@ -65,7 +65,7 @@ class FakeReplica:
 
 @pytest.fixture
 def replica() -> FakeReplica:
-    state = State()
+    state = StateMachine()
     state.apply(AssignFires(wall_ms(), [], leader_id="node1"))
     for n in (2, 3):
         state.apply(RegisterNode(wall_ms(), f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedb.commands import AssignFires, CompleteFires, CreateJob, Outcome, ReplaceJob
-from schedb.state import State
+from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
 FIRE = f"job:{T0 + 10_000}"
@@ -16,7 +16,7 @@ def skipped(fire_id: str, attempt: int) -> list[Any]:
     return Outcome(fire_id, attempt, "skipped", 0, T0, T0, "skipped_overlap: older still running").to_list()
 
 
-def assigned(**job: Any) -> State:
+def assigned(**job: Any) -> StateMachine:
     """A job `*/10 * * * * *` whose fire at T0+10 s sits on node2, 3 s before it is due."""
     state = cluster_state()
     at(state, CreateJob(T0, spec(schedule="*/10 * * * * *", **job)))

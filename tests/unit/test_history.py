@@ -9,33 +9,34 @@ from typing import Any
 
 from hypothesis import given, settings
 
-from schedb import lifecycle
-from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob
-from schedb.state import State, StateLimits
+from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob, SetLimits
+from schedb.fsm import history
+from schedb.fsm.limits import StateLimits, current
+from schedb.fsm.machine import StateMachine
 from tests.unit.test_determinism import commands
 from tests.unit.test_state import T0, cluster_state, ok, spec
 
-STALE_SLACK = 1_024  # schedb.history: how many stale index entries may wait beyond twice the records
+STALE_SLACK = 1_024  # schedb.fsm.history: how many stale index entries may wait beyond twice the records
 
 
-def jobs_state(*job_ids: str, **limits: Any) -> State:
+def jobs_state(*job_ids: str, **limits: Any) -> StateMachine:
     state = cluster_state(StateLimits(**limits))
     for job_id in job_ids:
         assert state.apply(CreateJob(T0, spec(job_id)))["ok"]
     return state
 
 
-def write(state: State, job_id: str, *offsets: int) -> None:
+def write(state: StateMachine, job_id: str, *offsets: int) -> None:
     """One record per offset, as an outcome's apply writes it (scheduled at T0 + offset)."""
     for offset in offsets:
-        lifecycle.record(state, job_id, T0 + offset, 1, "node2", "succeeded", http_status=200)
+        history.record(state, job_id, T0 + offset, 1, "node2", "succeeded", http_status=200)
 
 
-def kept(state: State) -> dict[str, list[int]]:
+def kept(state: StateMachine) -> dict[str, list[int]]:
     return {job_id: [e["scheduled_ms"] - T0 for e in ring] for job_id, ring in state.history.items()}
 
 
-def index_size(state: State) -> int:
+def index_size(state: StateMachine) -> int:
     return len(state.history_order)
 
 
@@ -86,13 +87,10 @@ def test_a_job_created_again_under_a_deleted_ones_id_is_not_aged_by_its_entries(
 
 
 def test_a_shorter_history_per_job_keeps_the_count_right() -> None:
-    from schedb.commands import SetLimits  # (imported here: this file also runs against older versions)
-    from schedb.limits import current
-
     state = jobs_state("a", "b", history_total_max=10, history_min_per_job=1)
     write(state, "a", *range(5))
     write(state, "b", *range(100, 105))
-    limits = {**current(state), "history_per_job": 2}
+    limits = {**current(state.limits), "history_per_job": 2}
     assert state.apply(SetLimits(T0, limits))["ok"]
     assert state.history_total == 4
     write(state, "a", *range(5, 11))  # 2 + 2 records: nothing more goes
@@ -135,7 +133,7 @@ def test_two_states_fed_the_same_commands_are_equal_and_survive_a_snapshot() -> 
 @given(script=commands())
 def test_any_commands_keep_the_bound_and_the_index_consistent(script: list[Command]) -> None:
     limits = StateLimits(history_per_job=3, recent_executions=5, history_total_max=4, history_min_per_job=1)
-    first, second = State(limits), State(limits)
+    first, second = StateMachine(limits), StateMachine(limits)
     for command in script:
         assert first.apply(command) == second.apply(command)
     assert first.canonical_bytes() == second.canonical_bytes()
@@ -151,13 +149,14 @@ def test_a_snapshot_from_before_the_bound_is_indexed_oldest_first() -> None:
     state.now_ms = T0 + 5
     write(state, "a", 0, 1)  # committed earlier than b's record
     data = dict(state.__dict__)
-    for name in ("history_order", "history_next", "history_written", "history_total", "catch_up_work"):
+    for name in ("snapshot_version", "history_order", "history_next", "history_written", "history_total",
+                 "catch_up_work"):
         del data[name]
     old_limits = StateLimits.__new__(StateLimits)  # pickled by a version without the newer bounds
     old_limits.__dict__.update({k: v for k, v in vars(state.limits).items()
                                 if k not in ("history_total_max", "history_min_per_job")})
     data["limits"] = old_limits
-    restored = State.__new__(State)
+    restored = StateMachine.__new__(StateMachine)
     restored.__setstate__(data)
     assert restored.limits.history_total_max == StateLimits().history_total_max
     assert list(restored.history_order) == [("a", 1), ("a", 2), ("b", 0)]
@@ -171,6 +170,6 @@ def test_by_default_the_whole_history_stays_within_a_few_hundred_megabytes() -> 
     state = cluster_state()
     for n in range(100):  # 2,100 jobs with full rings: 210,000 records, ~150 MB
         for i in range(2_100):
-            lifecycle.record(state, f"job{i}", T0 + n, 1, "node2", "succeeded", http_status=200)
+            history.record(state, f"job{i}", T0 + n, 1, "node2", "succeeded", http_status=200)
     assert sum(len(ring) for ring in state.history.values()) == 200_000
     assert min(len(ring) for ring in state.history.values()) >= 5

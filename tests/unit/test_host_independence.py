@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from schedb import limits
+from schedb.applier import EXIT_APPLY_FAILED
 from schedb.commands import CreateJob, SetLimits
+from schedb.fsm import limits
 from schedb.jobspec import InvalidJob, validate_job
-from schedb.raft import EXIT_APPLY_FAILED
 from tests.unit.test_state import T0, at, cluster_state, spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_zones_of_tzdata_are_accepted() -> None:
 
 
 def bounds(**changes: int) -> dict[str, int]:
-    return {**limits.current(cluster_state()), **changes}
+    return {**limits.current(cluster_state().limits), **changes}
 
 
 def test_bounds_come_through_the_log_so_every_node_applies_the_same() -> None:
@@ -68,10 +68,10 @@ def test_an_exception_inside_apply_stops_the_node_loudly(tmp_path: Path) -> None
     script = tmp_path / "apply_fails.py"
     script.write_text(textwrap.dedent("""
         from schedb.commands import CreateJob, encode
-        from schedb.raft import StateHolder
-        from schedb.state import State
+        from schedb.applier import StateHolder
+        from schedb.fsm.machine import StateMachine
 
-        class FailingState(State):
+        class FailingState(StateMachine):
             def apply(self, command):
                 raise RuntimeError("a bug in a handler")
 

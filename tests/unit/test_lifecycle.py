@@ -18,8 +18,8 @@ from schedb.commands import (
     ReplayDeadLetter,
     TriggerJob,
 )
+from schedb.fsm.machine import StateMachine
 from schedb.retry import backoff_ms
-from schedb.state import State
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
 FIRE = f"job:{T0 + 1000}"
@@ -29,7 +29,7 @@ def failed(fire_id: str, attempt: int, retry_after_ms: int = 0) -> list[Any]:
     return Outcome(fire_id, attempt, "failed", 500, T0, T0 + 5, "HTTP 500", retry_after_ms).to_list()
 
 
-def assigned_state(**job: Any) -> State:
+def assigned_state(**job: Any) -> StateMachine:
     state = cluster_state()
     state.apply(CreateJob(T0, spec(**job)))
     state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from schedb.commands import AssignFires, CreateJob, DeleteJob
+from schedb.fsm.machine import StateMachine
 from schedb.policies import newer_fire_due, verdict
-from schedb.state import State
 from tests.unit.test_state import T0, cluster_state, spec
 
 GRACE_MS = 10_000
 
 
-def two_fires(**job: Any) -> State:
+def two_fires(**job: Any) -> StateMachine:
     state = cluster_state()
     state.apply(CreateJob(T0, spec(**job)))
     state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))
@@ -20,7 +20,7 @@ def two_fires(**job: Any) -> State:
     return state
 
 
-def fire(state: State, second: int) -> dict[str, Any]:
+def fire(state: StateMachine, second: int) -> dict[str, Any]:
     return state.book.fires[f"job:{T0 + second * 1000}"]
 
 

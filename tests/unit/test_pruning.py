@@ -13,15 +13,15 @@ from pysyncobj import SyncObj
 from schedb.commands import AssignFires, CreateApiKey, CreateJob, DeleteJob, RevokeApiKey, SetQuotas
 from schedb.config import load_config
 from schedb.executor import Executor
+from schedb.fsm.machine import StateMachine
 from schedb.metrics import NodeMetrics
 from schedb.raft_node import RaftNode
-from schedb.state import State
 from tests.unit.test_state import T0, cluster_state, spec
 
 ADMIN = {"key": "k-admin", "team": "ops", "role": "admin", "remote": "127.0.0.1"}
 
 
-def fired_job(state: State, team: str) -> str:
+def fired_job(state: StateMachine, team: str) -> str:
     """A job of the team that fired once: the team has usage and a fire window."""
     job_id = f"job-{team}"
     assert state.apply(CreateJob(T0, spec(job_id), team=team, actor=ADMIN))["ok"]
@@ -29,7 +29,7 @@ def fired_job(state: State, team: str) -> str:
     return job_id
 
 
-def per_team(state: State) -> dict[str, set[str]]:
+def per_team(state: StateMachine) -> dict[str, set[str]]:
     return {"usage": set(state.usage), "fire_windows": set(state.fire_windows), "team_jobs": set(state.team_jobs)}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedb.commands import RegisterJobs, ReplaceJob
-from schedb.state import State
+from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state
 
 
@@ -13,7 +13,7 @@ def entry(name: str, schedule: str = "0 2 * * *", **extra: Any) -> dict[str, Any
     return {"name": name, "schedule": schedule, "callback_url": f"http://127.0.0.1:9999/{name}", **extra}
 
 
-def register(state: State, *entries: dict[str, Any]) -> dict[str, Any]:
+def register(state: StateMachine, *entries: dict[str, Any]) -> dict[str, Any]:
     result = state.apply(RegisterJobs(T0, "billing", list(entries)))
     assert result["ok"], result
     return result

@@ -7,14 +7,14 @@ from typing import Any
 from schedb.api.stats import percentile, summarize
 from schedb.api.views import execution_view
 from schedb.commands import AssignFires, CompleteFires, CreateJob, Outcome, decode, encode, outcome_from_list
-from schedb.state import State
+from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, cluster_state, spec
 
 FIRE = f"job:{T0 + 1000}"
 REPORT = {"items_processed": 10, "items_succeeded": 8, "items_failed": 2, "message": "8 of 10 rows"}
 
 
-def assigned() -> State:
+def assigned() -> StateMachine:
     state = cluster_state()
     state.apply(CreateJob(T0, spec(retry={"max_attempts": 3, "backoff_s": 1, "backoff_max_s": 5})))
     state.apply(AssignFires(T0, [["job", T0 + 1000, "node2"]]))

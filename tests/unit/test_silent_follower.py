@@ -15,8 +15,8 @@ from schedb import dispatcher
 from schedb.commands import AssignFires, CreateJob
 from schedb.config import Config, ExecutorSection, HttpSection, LogSection, NodeSection, RaftSection, SchedulerSection
 from schedb.dispatcher import Dispatcher
+from schedb.fsm.core import State
 from schedb.metrics import NodeMetrics
-from schedb.state import State
 from tests.unit.test_state import T0, at, cluster_state, spec
 
 F_ADDR = "127.0.0.1:9002"  # node2, the follower that falls silent

@@ -15,8 +15,9 @@ from schedb.commands import (
     RegisterNode,
     ReplaceJob,
 )
+from schedb.fsm.limits import StateLimits
+from schedb.fsm.machine import StateMachine
 from schedb.jobspec import validate_job
-from schedb.state import State, StateLimits
 
 T0 = 1_800_000_000_000  # a whole second
 
@@ -25,8 +26,8 @@ def spec(job_id: str = "job", schedule: str = "@every 1s", **extra: Any) -> dict
     return validate_job({"id": job_id, "schedule": schedule, "webhook": {"url": "http://127.0.0.1/h"}, **extra})
 
 
-def cluster_state(limits: StateLimits | None = None) -> State:
-    state = State(limits)
+def cluster_state(limits: StateLimits | None = None) -> StateMachine:
+    state = StateMachine(limits)
     # The leader's clock tick (a leader of this version names itself): from now on only the
     # leader moves replicated time.
     state.apply(AssignFires(T0, [], leader_id="node1"))
@@ -35,9 +36,9 @@ def cluster_state(limits: StateLimits | None = None) -> State:
     return state
 
 
-def at(state: State, command: Command) -> dict[str, Any]:
+def at(state: StateMachine, command: Command) -> dict[str, Any]:
     """Apply a command as a node proposes it at its time, after the leader's tick of that time
-    (only the leader's AssignFires moves replicated time; schedb.replicated_time)."""
+    (only the leader's AssignFires moves replicated time; schedb.fsm.replicated_time)."""
     state.apply(AssignFires(command.now_ms, [], leader_id="node1"))
     return state.apply(command)
 
@@ -256,7 +257,7 @@ def test_a_log_of_an_older_version_replays_as_it_applied_then() -> None:
     """Before the first tick of a leader that names itself, time moves as it did before
     (the largest now_ms seen): an older journal replays to the state it had, and a command of
     a new cluster's first moments gets its own time, not 0."""
-    state = State()
+    state = StateMachine()
     state.apply(RegisterNode(T0, "node2", "127.0.0.1:9002", "127.0.0.1:8002"))
     state.apply(CreateJob(T0 + 500, spec("early")))
     assert state.now_ms == T0 + 500 and state.jobs["early"]["created_ms"] == T0 + 500

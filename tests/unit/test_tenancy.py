@@ -24,7 +24,8 @@ from schedb.commands import (
     SetQuotas,
     TriggerJob,
 )
-from schedb.state import State, StateLimits
+from schedb.fsm.limits import StateLimits
+from schedb.fsm.machine import StateMachine
 from schedb.timefmt import ms_to_rfc3339
 from tests.unit.test_state import T0, cluster_state, spec
 
@@ -34,7 +35,7 @@ BOB = {"key": "k-bob", "team": "b", "role": "operator", "remote": "127.0.0.1"}
 HASH = "ab" * 32
 
 
-def two_teams() -> State:
+def two_teams() -> StateMachine:
     state = cluster_state()
     assert state.apply(CreateJob(T0, spec("ja"), team="a", actor=ALICE))["ok"]
     assert state.apply(CreateJob(T0, spec("jb"), team="b", actor=BOB))["ok"]
@@ -127,7 +128,7 @@ def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team()
     state.apply(CreateJob(T0, spec("old")))
     data = dict(state.__dict__)
     for name in ("api_keys", "key_hashes", "quotas", "secrets", "usage", "fire_windows", "team_jobs", "audit",
-                 "audit_seq", "dependents", "runs"):
+                 "audit_seq", "dependents", "runs", "snapshot_version"):
         del data[name]
     del data["jobs"]["old"]["team"]
     for field in ("depends_on", "trigger_rule"):  # from before workflows
@@ -136,7 +137,7 @@ def test_a_snapshot_from_before_teams_loads_with_every_job_in_the_default_team()
     old_limits.__dict__.update({"history_per_job": 7, "recent_executions": 10_000})
     data["limits"] = old_limits
     data.pop("default_quotas")
-    restored = State.__new__(State)
+    restored = StateMachine.__new__(StateMachine)
     restored.__setstate__(data)
     assert restored.jobs["old"]["team"] == "default" and restored.team_jobs == {"default": 1}
     assert restored.limits.history_per_job == 7 and restored.limits.api_keys_max == StateLimits().api_keys_max

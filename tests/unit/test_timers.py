@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from schedb.fires import PENDING, FireBook
+from schedb.fsm.fires import PENDING, FireBook
 from schedb.timers import DueTimers
 from schedb.webhook import wall_ms
 

@@ -14,8 +14,8 @@ from schedb.commands import (
     ReplayDeadLetter,
     TriggerJob,
 )
+from schedb.fsm.machine import StateMachine
 from schedb.jobspec import validate_job
-from schedb.state import State
 from tests.unit.test_state import T0, cluster_state
 
 
@@ -29,14 +29,14 @@ def job(job_id: str, *upstreams: str, rule: str = "all_succeeded", **extra: Any)
     return validate_job(raw)
 
 
-def diamond(rule: str = "all_succeeded") -> State:
+def diamond(rule: str = "all_succeeded") -> StateMachine:
     state = cluster_state()
     for spec in (job("a"), job("b", "a"), job("c", "a"), job("d", "b", "c", rule=rule)):
         assert state.apply(CreateJob(T0, spec))["ok"], spec
     return state
 
 
-def finish(state: State, job_id: str, status: str = "succeeded", at: int = T0 + 100) -> str:
+def finish(state: StateMachine, job_id: str, status: str = "succeeded", at: int = T0 + 100) -> str:
     """Hand the job's pending fire to node2 and report its outcome; returns the fire id."""
     fire = next(f for f in state.book.fires.values() if f["job_id"] == job_id)
     state.apply(AssignFires(at, [], reassign=[[fire["fire_id"], fire["attempt"], "node2"]]))
@@ -45,7 +45,7 @@ def finish(state: State, job_id: str, status: str = "succeeded", at: int = T0 + 
     return fire["fire_id"]
 
 
-def pending_jobs(state: State) -> list[str]:
+def pending_jobs(state: StateMachine) -> list[str]:
     return sorted(f["job_id"] for f in state.book.fires.values())
 
 

@@ -1,4 +1,4 @@
-"""The state's bounds that an operator may configure, replicated through the log.
+"""The state's bounds and the teams' default quotas, replicated through the log.
 
 Limits shape what apply does (how much history a job keeps, when a fire is a
 misfire, how many jobs fit in a second), so every node must apply the same
@@ -10,15 +10,8 @@ win, as for the default quotas.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, fields
 
-from schedb import history
-from schedb.commands import SetLimits
-
-if TYPE_CHECKING:
-    from schedb.state import Result, State
 
 @dataclass(frozen=True)
 class StateLimits:
@@ -30,7 +23,7 @@ class StateLimits:
     bulk_create_max: int = 1_000
     complete_batch_max: int = 5_000
     # Occurrences later than this (cluster down, overload, paused) are misfires,
-    # handled by the job's misfire policy (misfire.py); run_all catches up
+    # handled by the job's misfire policy (schedb.fsm.misfire); run_all catches up
     # occurrences within the window.
     misfire_grace_ms: int = 10_000
     catch_up_window_ms: int = 3_600_000
@@ -50,7 +43,7 @@ class StateLimits:
     quota_teams_max: int = 10_000
     secrets_per_team_max: int = 1_000
     audit_records: int = 10_000
-    # All jobs' history together (schedb.history): ~730 B a record in memory, so ~150 MB, while
+    # All jobs' history together (schedb.fsm.history): ~730 B a record in memory, so ~150 MB, while
     # each job keeps its newest few whatever the others do.
     history_total_max: int = 200_000
     history_min_per_job: int = 5
@@ -67,24 +60,23 @@ CONFIGURABLE: dict[str, tuple[int, int]] = {
 }
 
 
-def current(state: State) -> dict[str, int]:
-    return {name: getattr(state.limits, name) for name in CONFIGURABLE}
+def current(limits: StateLimits) -> dict[str, int]:
+    """The configurable bounds, as SetLimits carries them."""
+    return {name: getattr(limits, name) for name in CONFIGURABLE}
 
 
-def set_limits(state: State, cmd: SetLimits) -> Result:
-    if not isinstance(cmd.limits, dict) or set(cmd.limits) != set(CONFIGURABLE):
-        return {"error": "invalid", "detail": f"limits must name exactly {', '.join(CONFIGURABLE)}"}
-    for name, (low, high) in CONFIGURABLE.items():
-        value = cmd.limits[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            return {"error": "invalid", "detail": f"{name} must be an integer from {low} to {high}",
-                    "errors": [{"field": name, "message": f"integer {low}..{high}"}]}
-    old: Any = state.limits
-    state.limits = replace(old, **{name: cmd.limits[name] for name in CONFIGURABLE})
-    if state.limits.recent_executions != old.recent_executions:
-        state.recent = deque(state.recent, maxlen=state.limits.recent_executions)
-    if state.limits.history_per_job != old.history_per_job:
-        for job_id in list(state.history):  # a job's ring keeps its newest records
-            state.history[job_id] = deque(state.history[job_id], maxlen=state.limits.history_per_job)
-        history.recount(state)  # a shorter ring dropped records behind the cluster-wide count
-    return {"ok": True}
+@dataclass(frozen=True)
+class Quotas:
+    """A team's limits. These defaults are every team's until the leader proposes its config's
+    [quotas] (SetDefaultQuotas; schedb.config's QuotasSection is this with the config's docs):
+    apply never reads a node's config."""
+
+    max_jobs: int = 1_000_000
+    fires_per_minute: int = 600_000
+    concurrent_webhooks: int = 512
+    # Per node. A node answers a few thousand requests a second: the default only stops a flood.
+    api_rps: int = 10_000
+
+
+QUOTA_NAMES = tuple(f.name for f in fields(Quotas))
+BUILTIN_QUOTAS = asdict(Quotas())

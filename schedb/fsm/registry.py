@@ -9,23 +9,24 @@ decide when they run.
   that differs from the declared default);
 - no longer declared: marked `orphaned`, not deleted.
 
-Deterministic like the rest of the state machine; the job handlers of state.py
-do the creating and replacing, so a registered job is an ordinary job.
+Deterministic like the rest of the state machine; the job handlers
+(schedb.fsm.jobs) do the creating and replacing, so a registered job is an
+ordinary job.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
 from schedb.commands import CreateJob, RegisterJobs, ReplaceJob
+from schedb.fsm import jobs
+from schedb.fsm.core import State
+from schedb.fsm.model import Registration, Result
+from schedb.fsm.tenancy import DEFAULT_TEAM, invalid
 from schedb.jobspec import BODY_DEPTH_MAX, InvalidJob, json_depth, validate_job
-from schedb.tenancy import invalid
-
-if TYPE_CHECKING:
-    from schedb.state import Result, State
 
 SERVICE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")  # no dot: job ids are <service>.<name>
 ENTRY_FIELDS = ("name", "schedule", "timezone", "description", "callback_url", "parameters_schema")
@@ -48,15 +49,15 @@ def register_jobs(state: State, cmd: RegisterJobs) -> Result:
     for job_id, job in state.jobs.items():  # insertion order: the same on every node
         registration = job.get("registration")
         if registration and registration["service"] == cmd.service and job_id not in declared \
-                and job["team"] == (cmd.team or "default") and not registration["orphaned"]:
+                and job["team"] == (cmd.team or DEFAULT_TEAM) and not registration["orphaned"]:
             registration["orphaned"] = True
             orphaned.append(job_id)
     return {"ok": True, "results": results, "orphaned": sorted(orphaned)}
 
 
-def _specs(cmd: RegisterJobs) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], Result | None]:
+def _specs(cmd: RegisterJobs) -> tuple[list[tuple[dict[str, Any], Registration]], Result | None]:
     """Every entry as a job spec and its registration record, or the first problem."""
-    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    out: list[tuple[dict[str, Any], Registration]] = []
     for i, entry in enumerate(cmd.jobs):
         if not isinstance(entry, dict) or set(entry) - set(ENTRY_FIELDS):
             return [], invalid(f"jobs[{i}]", f"an object with some of {', '.join(ENTRY_FIELDS)}")
@@ -85,29 +86,21 @@ def _specs(cmd: RegisterJobs) -> tuple[list[tuple[dict[str, Any], dict[str, Any]
     return out, None
 
 
-def _register_one(state: State, cmd: RegisterJobs, spec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+def _register_one(state: State, cmd: RegisterJobs, spec: dict[str, Any], meta: Registration) -> dict[str, Any]:
     job = state.jobs.get(spec["id"])
     if job is None:
-        result = state.create_job(CreateJob(cmd.now_ms, spec, team=cmd.team, actor=cmd.actor))
+        result = jobs.create_job(state, CreateJob(cmd.now_ms, spec, team=cmd.team, actor=cmd.actor))
     elif job.get("registration") is None or job["registration"]["service"] != cmd.service:
         result = {"error": "conflict", "detail": f"job {spec['id']!r} exists and is not {cmd.service}'s"}
     else:
         override = job["registration"]["schedule_override"]
         kept = {**job["spec"], "schedule": override or spec["schedule"], "timezone": spec["timezone"],
                 "webhook": {**job["spec"]["webhook"], "url": spec["webhook"]["url"]}}
-        result = state.replace_job(ReplaceJob(cmd.now_ms, kept, actor=cmd.actor))
+        result = jobs.replace_job(state, ReplaceJob(cmd.now_ms, kept, actor=cmd.actor))
         meta["schedule_override"] = override
     if "error" not in result:
         state.jobs[spec["id"]]["registration"] = meta
         if job is None:  # never enabled yet: enabling it later catches up nothing
             state.jobs[spec["id"]]["paused_ms"] = None
     return {"job_id": spec["id"], "error": result.get("error"), "detail": result.get("detail")}
-
-
-def note_override(job: dict[str, Any]) -> None:
-    """After an operator's change: a schedule other than the declared default is an override."""
-    registration = job.get("registration")
-    if registration is not None:
-        schedule = job["spec"]["schedule"]
-        registration["schedule_override"] = None if schedule == registration["default_schedule"] else schedule
 

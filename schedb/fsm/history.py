@@ -1,4 +1,4 @@
-"""Execution history: a ring per job, and a bound on all the rings together.
+"""Execution history: the records (`record`), a ring per job, and a bound on all the rings together.
 
 Each job keeps its newest `history_per_job` records. Across jobs the cluster
 keeps at most `history_total_max`: past it, the oldest records go first,
@@ -24,26 +24,43 @@ How, deterministically and in O(1) amortised per record:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from schedb.state import State
+from schedb.fsm.core import State
+from schedb.fsm.fires import fire_id_of
+from schedb.fsm.model import Execution, Trigger
 
 STALE_SLACK = 1_024
+ERROR_LEN_MAX = 512
 
 
-def init_state(state: State) -> None:
-    state.history_order = deque()  # (job_id, seq) in the order records were written
-    state.history_next = {}  # job_id -> seq of the job's next record
-    state.history_written = 0  # records ever written: where a new ring starts numbering
-    state.history_total = 0  # records in all rings
+def record(state: State, job_id: str, scheduled_ms: int, attempt: int, node_id: str, status: str, *,
+           http_status: int = 0, started_ms: int | None = None, finished_ms: int | None = None,
+           error: str = "", reason: str = "", trigger: str = Trigger.SCHEDULE, report: dict | None = None) -> None:
+    """Append one execution record to the job's history and the cluster-wide list; a run report
+    (already checked, schedb.report) only when there is one. status: an ExecutionStatus; reason:
+    a Reason or ""."""
+    started = state.now_ms if started_ms is None else started_ms
+    finished = state.now_ms if finished_ms is None else finished_ms
+    execution: Execution = {
+        "fire_id": fire_id_of(job_id, scheduled_ms), "job_id": job_id, "scheduled_ms": scheduled_ms,
+        "attempt": attempt, "node": node_id, "status": str(status), "http_status": http_status,
+        "started_ms": started, "finished_ms": finished, "duration_ms": max(0, finished - started),
+        "error": str(error)[:ERROR_LEN_MAX], "committed_ms": state.now_ms, "trigger": str(trigger),
+        "reason": str(reason),
+    }
+    if report:
+        execution["report"] = report
+    append(state, job_id, execution)  # the job's ring, within the cluster-wide bound
+    state.recent.append(execution)
 
 
-def upgrade(state: State) -> None:
-    """A snapshot from before the cluster-wide bound: index its rings, oldest commit first."""
-    if hasattr(state, "history_order"):
-        return
-    init_state(state)
+def reindex(state: State) -> None:
+    """A snapshot from before the cluster-wide bound (schedb.fsm.upgrade): index its rings,
+    oldest commit first."""
+    state.history_order = deque()
+    state.history_next = {}
+    state.history_written = 0
+    state.history_total = 0
     entries: list[tuple[int, int, str]] = []
     for job_id, ring in state.history.items():
         start = state.history_written
@@ -54,11 +71,7 @@ def upgrade(state: State) -> None:
     state.history_order.extend((job_id, seq) for _, seq, job_id in entries)
 
 
-def to_canonical(state: State) -> list[Any]:
-    return [list(state.history_order), state.history_next, state.history_written, state.history_total]
-
-
-def append(state: State, job_id: str, execution: dict[str, Any]) -> None:
+def append(state: State, job_id: str, execution: Execution) -> None:
     """Add a record to the job's ring (made at its first record: an empty ring costs ~0.8 KB),
     then evict the cluster's oldest records past history_total_max."""
     ring = state.history.get(job_id)
@@ -85,7 +98,7 @@ def forget_job(state: State, job_id: str) -> None:
 
 
 def recount(state: State) -> None:
-    """After the rings were rebuilt with another history_per_job (limits.set_limits)."""
+    """After the rings were rebuilt with another history_per_job (schedb.fsm.settings)."""
     state.history_total = sum(len(ring) for ring in state.history.values())
 
 

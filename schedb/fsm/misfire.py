@@ -26,19 +26,16 @@ job that may be hours or years behind, so the gap is never walked:
 Each catch-up reports its `work`, a count (never a time: apply must be
 deterministic) of schedule evaluations and records weighted by what they cost
 here, in about microseconds. One command spends at most COMMAND_WORK_MAX of it
-plus one job's worth (`may_catch_up`): a late job past that is left unchanged,
-and the leader's dispatcher sends it again in its next round.
+plus one job's worth (State.may_catch_up, which keeps the count in the state): a
+late job past that is left unchanged, and the leader's dispatcher sends it again
+in its next round.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from schedb.schedule import Schedule
-
-if TYPE_CHECKING:
-    from schedb.state import State
 
 # Weights of the work (measured on the reference machine): a cron next_after is 50-90 µs, a cron
 # last_at_or_before 120-390 µs; @every and @at are arithmetic; a record written is ~3 µs.
@@ -113,27 +110,3 @@ def _first_missed(meter: _Meter, first_ms: int, end_ms: int | None, limit: int) 
         listed.append(current)
         current = meter.next_after(current)
     return listed, False
-
-
-# -- the work one command spends catching up (kept in the state: apply is deterministic) ---------
-
-
-def init_state(state: State) -> None:
-    """[the command it was spent in (state.applied), work spent]; fills in an older snapshot too."""
-    if not hasattr(state, "catch_up_work"):
-        state.catch_up_work = [0, 0]
-    state.counters.setdefault("catch_ups_deferred", 0)
-
-
-def may_catch_up(state: State) -> bool:
-    """Whether the command being applied may start another job's catch-up (the first always may)."""
-    return _spent(state) < COMMAND_WORK_MAX
-
-
-def spend(state: State, work: int) -> None:
-    state.catch_up_work = [state.applied, _spent(state) + work]
-
-
-def _spent(state: State) -> int:
-    command, work = state.catch_up_work
-    return work if command == state.applied else 0

@@ -1,12 +1,14 @@
 """Teams inside the replicated state: API keys, quotas, secrets, usage and the audit log.
 
-Functions of (state, command), called by State.apply like lifecycle.py, under
-the same rules: deterministic, no clock but `command.now_ms`, no I/O.
+Functions of (state, command), called by apply (schedb.fsm.machine) like the
+other handlers, under the same rules: deterministic, no clock but
+`command.now_ms`, no I/O. Reads of a team's quota and fire window are used by
+the handlers above this module; the team's usage counters are State.usage_of.
 
 - An API key is stored as the SHA-256 of the token only; the token itself is
   shown once to its creator and never enters the log.
 - A secret is stored sealed (AES-GCM, by the API node that received it; see
-  secretbox.py): the state never holds a plain value.
+  schedb.secretbox): the state never holds a plain value.
 - Quotas are the cluster's defaults (proposed by the leader from its config's
   [quotas], so every node applies the same) unless an admin set a team's own.
 - Every command proposed through the API carries its actor (key, team, role,
@@ -15,10 +17,8 @@ the same rules: deterministic, no clock but `command.now_ms`, no I/O.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from schedb.commands import (
     Command,
@@ -29,52 +29,20 @@ from schedb.commands import (
     SetDefaultQuotas,
     SetQuotas,
 )
-from schedb.config import QuotasSection
-
-if TYPE_CHECKING:
-    from schedb.state import Result, State
+from schedb.fsm.core import State
+from schedb.fsm.limits import QUOTA_NAMES
+from schedb.fsm.model import ApiKey, Job, Result
 
 ROLES = ("admin", "operator", "viewer")
-QUOTA_NAMES = ("max_jobs", "fires_per_minute", "concurrent_webhooks", "api_rps")
-# Until the leader has proposed its config's [quotas]: the config's own defaults.
-BUILTIN_QUOTAS = dataclasses.asdict(QuotasSection())
 QUOTA_MAX = 1_000_000_000
-DEFAULT_TEAM = "default"
+DEFAULT_TEAM = "default"  # the team of a job created without one (and of every job of an old snapshot)
 # Teams and secret names; used with fullmatch ("$" would let a trailing newline through).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12,32}")
 KEY_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 KEY_LABEL_LEN_MAX = 128
 SEALED_BYTES_MAX = 8_192
-USAGE_FIELDS = ("fires", "attempts", "webhook_ms", "bytes_sent", "throttled")
 MINUTE_MS = 60_000
-
-
-def init_state(state: State) -> None:
-    """The teams' part of a new State."""
-    state.api_keys = {}  # key id -> {id, hash, team, role, name, created_ms, revoked_ms, created_by}
-    state.key_hashes = {}  # sha256 of a live key's token -> key id
-    state.quotas = {}  # team -> the quotas an admin set for it
-    state.default_quotas = dict(BUILTIN_QUOTAS)  # every team's, unless set for it (the leader's config)
-    state.secrets = {}  # team -> name -> {sealed, created_ms, updated_ms, version}
-    state.usage = {}  # team -> USAGE_FIELDS
-    state.fire_windows = {}  # team -> [minute, fires in it]
-    state.team_jobs = {}  # team -> jobs it has
-    state.audit = deque(maxlen=state.limits.audit_records)
-    state.audit_seq = 0
-
-
-def upgrade(state: State) -> None:
-    """A snapshot from before teams existed: every job joins the default team."""
-    if not hasattr(state, "api_keys"):
-        init_state(state)
-        for job in state.jobs.values():
-            job.setdefault("team", DEFAULT_TEAM)
-            state.team_jobs[DEFAULT_TEAM] = state.team_jobs.get(DEFAULT_TEAM, 0) + 1
-    if not hasattr(state, "default_quotas"):
-        state.default_quotas = dict(BUILTIN_QUOTAS)
-    state.counters.setdefault("fires_throttled", 0)
-    state.counters.setdefault("quota_refusals", 0)
 
 
 def create_refusal(state: State, actor: dict[str, Any], team: str) -> Result | None:
@@ -95,19 +63,12 @@ def is_admin(actor: dict[str, Any]) -> bool:
     return not actor or actor.get("role") == "admin"
 
 
-def can_touch(actor: dict[str, Any], job: dict[str, Any]) -> bool:
+def can_touch(actor: dict[str, Any], job: Job) -> bool:
     return is_admin(actor) or job.get("team", DEFAULT_TEAM) == actor.get("team")
 
 
 def quota(state: State, team: str) -> dict[str, int]:
     return {**state.default_quotas, **state.quotas.get(team, {})}
-
-
-def usage_of(state: State, team: str) -> dict[str, int]:
-    usage = state.usage.get(team)
-    if usage is None:
-        usage = state.usage[team] = dict.fromkeys(USAGE_FIELDS, 0)
-    return usage
 
 
 def take_fires(state: State, team: str, count: int, at_ms: int) -> bool:
@@ -185,9 +146,9 @@ def revoke_api_key(state: State, cmd: RevokeApiKey) -> Result:
     return {"ok": True, "key_id": cmd.key_id}
 
 
-def key_by_hash(state: State, key_hash: str) -> dict[str, Any] | None:
+def key_by_hash(state: State, key_hash: str) -> ApiKey | None:
     key_id = state.key_hashes.get(key_hash)
-    return None if key_id is None else dict(state.api_keys[key_id])
+    return None if key_id is None else ApiKey(**state.api_keys[key_id])
 
 
 # -- quotas and secrets --------------------------------------------------------

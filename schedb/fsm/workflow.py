@@ -9,47 +9,37 @@ the run have settled either fires (a pending fire with trigger
 which settles it for its own dependents in turn. Upstreams outside the run
 (not downstream of its root) are not waited for.
 
-Like lifecycle.py: functions of the state, deterministic (every set is walked
-in sorted order), no clock but `state.now_ms`, bounded (runs_max).
+Every fire is created and ended through `new_fire` and `end_fire` here, so the
+runs hear of it (the State's primitives below do the book-keeping). Like the
+other handlers: functions of the state, deterministic (every set is walked in
+sorted order), no clock but `state.now_ms`, bounded (runs_max).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
-from schedb import tenancy
-from schedb.fires import PENDING, fire_id_of
+from schedb.fsm import history, tenancy
+from schedb.fsm.core import State
+from schedb.fsm.fires import PENDING, fire_id_of
+from schedb.fsm.model import (
+    SETTLED,
+    ExecutionStatus,
+    Fire,
+    Reason,
+    Result,
+    Run,
+    Step,
+    StepStatus,
+    Trigger,
+    TriggerRule,
+)
 from schedb.jobspec import BODY_DEPTH_MAX, json_depth
 
-if TYPE_CHECKING:
-    from schedb.state import Result, State
-
-RULES = ("all_succeeded", "all_done", "any_succeeded")
-SETTLED = ("succeeded", "failed", "skipped", "upstream_failed", "deleted")
-WAITING, RUNNING = "waiting", "running"
 RUN_STEPS_MAX = 1_000
 PARAMS_BYTES_MAX = 4_096
-
-
-def init_state(state: State) -> None:
-    state.dependents = {}  # upstream job id -> sorted ids of the jobs that depend on it
-    state.runs = {}  # run id -> {run_id, root, team, started_ms, finished_ms, steps: {job_id: step}}
-    state.finished_runs = {}  # run ids in the order they finished: the first to go
-
-
-def upgrade(state: State) -> None:
-    """A snapshot from before workflows: no runs yet, and its jobs depend on nothing."""
-    if not hasattr(state, "runs"):
-        init_state(state)
-        for job in state.jobs.values():
-            job["spec"].setdefault("depends_on", [])
-            job["spec"].setdefault("trigger_rule", RULES[0])
-        for counter in ("dependency_fires", "upstream_failed"):
-            state.counters.setdefault(counter, 0)
-    if not hasattr(state, "finished_runs"):
-        state.finished_runs = {r: None for r, run in state.runs.items() if run["finished_ms"] is not None}
 
 
 # -- the graph -------------------------------------------------------------------
@@ -122,16 +112,33 @@ def unlink_deleted(state: State, job_id: str) -> list[str]:
     return dependents
 
 
-# -- runs ------------------------------------------------------------------------
+# -- fires and runs ----------------------------------------------------------------
 
 
-def fire_created(state: State, fire: dict[str, Any]) -> None:
-    """A fire of a job others depend on, outside a run, starts one."""
+def new_fire(state: State, job_id: str, scheduled_ms: int, node: str, *, trigger: str, attempt: int = 1,
+             correlation_id: Any = "", run_id: str = "", params: dict[str, Any] | None = None) -> Fire:
+    """Every new fire: State.add_fire, then its run starts (a fire of a job others depend on,
+    outside a run, starts one)."""
+    fire = state.add_fire(job_id, scheduled_ms, node, trigger=trigger, attempt=attempt,
+                          correlation_id=correlation_id, run_id=run_id, params=params)
+    _fire_created(state, fire)
+    return fire
+
+
+def end_fire(state: State, fire_id: str, result: StepStatus) -> Fire:
+    """Every fire that ends: State.remove_fire, then its run settles what now can be. result:
+    succeeded, failed, skipped or deleted (what a workflow step makes of it)."""
+    fire = state.remove_fire(fire_id)
+    _fire_ended(state, fire, result)
+    return fire
+
+
+def _fire_created(state: State, fire: Fire) -> None:
     job_id = fire["job_id"]
     if fire["run_id"] or not state.dependents.get(job_id):
         return
-    steps = {job: {"status": WAITING, "fire_id": None} for job in _downstream(state, job_id)}
-    steps[job_id] = {"status": RUNNING, "fire_id": fire["fire_id"]}
+    steps = {job: _step(StepStatus.WAITING, None) for job in _downstream(state, job_id)}
+    steps[job_id] = _step(StepStatus.RUNNING, fire["fire_id"])
     run_id = fire["fire_id"]
     if run_id in state.runs:  # a replay or backfill of the same instant: a run of its own
         run_id = f"{run_id}~{state.applied}"
@@ -139,6 +146,10 @@ def fire_created(state: State, fire: dict[str, Any]) -> None:
     state.runs[run_id] = {"run_id": run_id, "root": job_id, "team": state.jobs[job_id]["team"],
                           "started_ms": state.now_ms, "finished_ms": None, "steps": steps}
     _bound_runs(state)
+
+
+def _step(status: StepStatus, fire_id: str | None) -> Step:
+    return {"status": str(status), "fire_id": fire_id}
 
 
 def _downstream(state: State, root: str) -> list[str]:
@@ -161,29 +172,39 @@ def _bound_runs(state: State) -> None:
         del state.runs[oldest]
 
 
-def _finish(state: State, run: dict[str, Any]) -> None:
+def _finish(state: State, run: Run) -> None:
     if run["finished_ms"] is None and all(step["status"] in SETTLED for step in run["steps"].values()):
         run["finished_ms"] = state.now_ms
         state.finished_runs[run["run_id"]] = None
 
 
-def fire_ended(state: State, fire: dict[str, Any], result: str) -> None:
-    """A step's fire ended (succeeded, failed, skipped, deleted): settle what now can be."""
+def _fire_ended(state: State, fire: Fire, result: StepStatus) -> None:
     run = state.runs.get(fire.get("run_id") or "")
     step = run["steps"].get(fire["job_id"]) if run is not None else None
-    if run is None or step is None or step["status"] != RUNNING or step["fire_id"] != fire["fire_id"]:
+    if run is None or step is None or step["status"] != StepStatus.RUNNING or step["fire_id"] != fire["fire_id"]:
         return  # not (or no longer) this run's step
-    step["status"] = result
+    step["status"] = str(result)
     _settle_from(state, run, [fire["job_id"]])
 
 
-def _settle_from(state: State, run: dict[str, Any], settled: list[str]) -> None:
+def step_withdrawn(state: State, fire: Fire) -> None:
+    """A fire taken back before it was due (paused, rescheduled). The root of a run: the run
+    never happened, so it goes without deciding anything. Another step: it counts as skipped,
+    and its run goes on."""
+    run = state.runs.get(fire.get("run_id") or "")
+    if run is not None and run["steps"][run["root"]]["fire_id"] == fire["fire_id"]:
+        del state.runs[run["run_id"]]
+        return
+    _fire_ended(state, fire, StepStatus.SKIPPED)
+
+
+def _settle_from(state: State, run: Run, settled: list[str]) -> None:
     """Decide the waiting dependents of the settled steps, and theirs in turn."""
     while settled:
         upstream = settled.pop()
         for dependent in state.dependents.get(upstream, []):
             step = run["steps"].get(dependent)
-            decided = step is not None and step["status"] == WAITING and _decide(state, run, dependent)
+            decided = step is not None and step["status"] == StepStatus.WAITING and _decide(state, run, dependent)
             if decided and run["steps"][dependent]["status"] in SETTLED:  # upstream_failed, skipped, deleted
                 settled.append(dependent)
     _finish(state, run)
@@ -194,35 +215,26 @@ def graph_changed(state: State, job_id: str) -> None:
     again (a deleted one becomes `deleted`), or those runs would never finish."""
     for run in list(state.runs.values()):
         step = run["steps"].get(job_id)
-        if run["finished_ms"] is None and step is not None and step["status"] == WAITING \
+        if run["finished_ms"] is None and step is not None and step["status"] == StepStatus.WAITING \
                 and _decide(state, run, job_id) and run["steps"][job_id]["status"] in SETTLED:
             _settle_from(state, run, [job_id])
         _finish(state, run)
 
 
-def root_withdrawn(state: State, fire: dict[str, Any]) -> bool:
-    """The root of a run taken back before it was due (paused, rescheduled): the run never
-    happened, so it goes without deciding anything. True if the fire was a run's root."""
-    run = state.runs.get(fire.get("run_id") or "")
-    if run is None or run["steps"][run["root"]]["fire_id"] != fire["fire_id"]:
-        return False
-    del state.runs[run["run_id"]]
-    return True
-
-
-def _decide(state: State, run: dict[str, Any], job_id: str) -> bool:
+def _decide(state: State, run: Run, job_id: str) -> bool:
     """Fire the dependent, or mark it upstream_failed, if its upstreams allow; True if decided."""
     job = state.jobs.get(job_id)
     if job is None:
-        run["steps"][job_id]["status"] = "deleted"
+        run["steps"][job_id]["status"] = str(StepStatus.DELETED)
         return True
     ups = [run["steps"][u]["status"] for u in job["spec"]["depends_on"] if u in run["steps"]]
     done = all(s in SETTLED for s in ups)
-    ok = [s == "succeeded" for s in ups]
-    fire_now = {"all_succeeded": done and all(ok), "all_done": done, "any_succeeded": any(ok)}
+    ok = [s == StepStatus.SUCCEEDED for s in ups]
+    fire_now = {TriggerRule.ALL_SUCCEEDED: done and all(ok), TriggerRule.ALL_DONE: done,
+                TriggerRule.ANY_SUCCEEDED: any(ok)}
     verdict = fire_now[job["spec"]["trigger_rule"]]
     if verdict and (job["spec"]["paused"] or not tenancy.take_fires(state, job["team"], 1, state.now_ms)):
-        _not_run(state, run, job_id, "paused" if job["spec"]["paused"] else "fires_per_minute")
+        _not_run(state, run, job_id, Reason.PAUSED if job["spec"]["paused"] else Reason.FIRES_PER_MINUTE)
         return True
     if verdict:
         _fire_step(state, run, job_id)
@@ -233,33 +245,33 @@ def _decide(state: State, run: dict[str, Any], job_id: str) -> bool:
     return False
 
 
-def _fire_step(state: State, run: dict[str, Any], job_id: str) -> None:
+def _fire_step(state: State, run: Run, job_id: str) -> None:
     scheduled_ms = state.now_ms
     while fire_id_of(job_id, scheduled_ms) in state.book.fires:
         scheduled_ms += 1
-    fire = state.new_fire(job_id, scheduled_ms, PENDING, trigger=f"dependency:{run['run_id']}",
-                          run_id=run["run_id"])
-    run["steps"][job_id] = {"status": RUNNING, "fire_id": fire["fire_id"]}
+    fire = new_fire(state, job_id, scheduled_ms, PENDING, trigger=_trigger(run), run_id=run["run_id"])
+    run["steps"][job_id] = _step(StepStatus.RUNNING, fire["fire_id"])
     state.counters["dependency_fires"] += 1
 
 
-def _not_run(state: State, run: dict[str, Any], job_id: str, why: str) -> None:
+def _trigger(run: Run) -> str:
+    return f"{Trigger.DEPENDENCY}:{run['run_id']}"
+
+
+def _not_run(state: State, run: Run, job_id: str, why: Reason) -> None:
     """A step whose turn came while its job is paused (a disabled registered job, say), or its
     team is over the fires-per-minute quota: skipped, with a record, and the run goes on."""
-    from schedb.lifecycle import record  # lifecycle imports this module
+    run["steps"][job_id] = _step(StepStatus.SKIPPED, None)
+    status = ExecutionStatus.THROTTLED if why == Reason.FIRES_PER_MINUTE else ExecutionStatus.SKIPPED
+    history.record(state, job_id, state.now_ms, 0, "", status, reason=why,
+                   error=f"run {run['run_id']}: not run ({why})", trigger=_trigger(run))
 
-    run["steps"][job_id] = {"status": "skipped", "fire_id": None}
-    record(state, job_id, state.now_ms, 0, "", "throttled" if why == "fires_per_minute" else "skipped",
-           reason=why, error=f"run {run['run_id']}: not run ({why})", trigger=f"dependency:{run['run_id']}")
 
-
-def _upstream_failed(state: State, run: dict[str, Any], job_id: str, upstream_statuses: list[str]) -> None:
-    from schedb.lifecycle import record  # lifecycle imports this module
-
-    run["steps"][job_id] = {"status": "upstream_failed", "fire_id": None}
-    record(state, job_id, state.now_ms, 0, "", "upstream_failed", reason="upstream_failed",
-           error=f"run {run['run_id']}: upstreams ended {', '.join(sorted(set(upstream_statuses)))}",
-           trigger=f"dependency:{run['run_id']}")
+def _upstream_failed(state: State, run: Run, job_id: str, upstream_statuses: list[str]) -> None:
+    run["steps"][job_id] = _step(StepStatus.UPSTREAM_FAILED, None)
+    history.record(state, job_id, state.now_ms, 0, "", ExecutionStatus.UPSTREAM_FAILED,
+                   reason=Reason.UPSTREAM_FAILED, trigger=_trigger(run),
+                   error=f"run {run['run_id']}: upstreams ended {', '.join(sorted(set(upstream_statuses)))}")
     state.counters["upstream_failed"] += 1
 
 
@@ -280,11 +292,10 @@ def trigger_error(state: State, job_id: str, params: Any, force: Any) -> Result 
     return None
 
 
-def _open_runs(state: State, job_id: str) -> list[dict[str, Any]]:
+def _open_runs(state: State, job_id: str) -> list[Run]:
     return [run for run in state.runs.values() if run["root"] == job_id and run["finished_ms"] is None]
 
 
-def run_view(run: dict[str, Any]) -> dict[str, Any]:
+def run_view(run: Run) -> dict[str, Any]:
     return {"run_id": run["run_id"], "root": run["root"], "team": run["team"], "started_ms": run["started_ms"],
             "finished_ms": run["finished_ms"], "steps": {k: dict(v) for k, v in run["steps"].items()}}
-

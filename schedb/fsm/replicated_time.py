@@ -1,6 +1,6 @@
 """What time a command is applied at: replicated time belongs to the leader.
 
-Pure, like the state machine that calls it (State.apply): a node's clock enters only as the
+Pure, like the state machine that calls it (StateMachine.apply): a node's clock enters only as the
 `now_ms` a command carries, and only the leader's AssignFires moves replicated time.
 """
 

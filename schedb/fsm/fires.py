@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-Fire = dict[str, Any]
+from schedb.fsm.model import Fire
+
 PENDING = ""  # the node of a fire that no executor holds yet
 TOUCHED_MAX = 4_096  # changed fire ids kept per node; an executor further behind re-reads all (rare: it looks often)
 

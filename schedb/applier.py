@@ -1,0 +1,68 @@
+"""The State under pysyncobj: each committed log entry applied, and snapshots loaded.
+
+`StateHolder` is the pysyncobj consumer that holds the state machine (schedb.fsm.machine).
+Its one replicated method takes the encoded command (schedb.commands): an entry that cannot
+be decoded, or whose apply raises, stops the node with its own exit code, since skipping it
+or half-applying it would leave this node unlike the others for ever. pysyncobj snapshots
+the holder's attributes (its `state`) with pickle, and loads them through `_deserialize`;
+the class paths of snapshots written before schedb.fsm are registered first
+(schedb.fsm.snapshot_compat). Runs on pysyncobj's tick thread; schedb.raft owns the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from pysyncobj import SyncObjConsumer, replicated
+
+from schedb.commands import Command, UndecodableCommand, decode
+from schedb.fsm import snapshot_compat
+from schedb.fsm.machine import StateMachine
+from schedb.fsm.model import Result
+
+log = structlog.get_logger("schedb.raft")  # these lines have always been the Raft adapter's
+EXIT_CORRUPT_LOG = 70
+EXIT_APPLY_FAILED = 71
+
+
+class StateHolder(SyncObjConsumer):
+    """Holds the State; pysyncobj snapshots every attribute set after super().__init__()."""
+
+    def __init__(self, state: StateMachine, on_applied: Callable[[Command | None], None]) -> None:
+        snapshot_compat.register()  # before pysyncobj may load a snapshot pickled by an older version
+        self.lock = threading.Lock()
+        self._on_applied = on_applied
+        # Bumped when pysyncobj replaces the state wholesale (a snapshot loaded at start or
+        # sent by the leader): readers that follow changes incrementally start over.
+        self.generation = 0
+        super().__init__()
+        self.state = state
+
+    def _deserialize(self, data: Any) -> None:  # pysyncobj's snapshot hook (tick thread)
+        with self.lock:
+            super()._deserialize(data)
+            self.generation += 1
+        self._on_applied(None)
+
+    @replicated
+    def apply_command(self, data: bytes) -> Result:
+        try:
+            command = decode(data)
+        except UndecodableCommand as exc:
+            # Skipping an entry would let this node diverge from the others for ever.
+            log.critical("undecodable_log_entry", error=str(exc))
+            os._exit(EXIT_CORRUPT_LOG)
+        try:
+            with self.lock:
+                result = self.state.apply(command)
+        except Exception:
+            # pysyncobj would apply the entry again on every tick, for ever, while the node
+            # reports ready; and a half-applied entry may have left the state unlike the others'.
+            log.critical("apply_failed", command=type(command).__name__, exc_info=True)
+            os._exit(EXIT_APPLY_FAILED)
+        self._on_applied(command)
+        return result
