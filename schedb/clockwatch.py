@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections import deque
 from dataclasses import dataclass
 
 import aiohttp
 import structlog
 
+from schedb.clock import monotonic, wall_ms
 from schedb.config import Config
 from schedb.peers import peer_tls, peer_url
 from schedb.raft import Replica
@@ -91,8 +91,8 @@ class ClockWatch:
                 if raft in raft_members and node_id != self._config.node.id}
 
     async def _probe(self, session: aiohttp.ClientSession, node_id: str, http_addr: str) -> None:
-        started = time.monotonic()
-        sent_ms = time.time() * 1000
+        started = monotonic()
+        sent_ms = wall_ms()
         try:
             async with session.get(peer_url(self._config, http_addr, "/health"), ssl=self._tls) as resp:
                 body = await resp.json()
@@ -103,19 +103,19 @@ class ClockWatch:
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
             return
         self._refused.pop(node_id, None)  # a process answers there
-        rtt_ms = (time.monotonic() - started) * 1000
+        rtt_ms = (monotonic() - started) * 1000
         if not isinstance(body, dict) or body.get("node_id") != node_id:
             return  # another process answers at that address (or this one, behind 0.0.0.0): no sample
         their_ms = body.get("now_ms")
         if not isinstance(their_ms, int | float) or isinstance(their_ms, bool):
             return
-        sample = Sample(their_ms - (sent_ms + rtt_ms / 2), rtt_ms, time.monotonic(), bool(body.get("clock_hold")))
+        sample = Sample(their_ms - (sent_ms + rtt_ms / 2), rtt_ms, monotonic(), bool(body.get("clock_hold")))
         self._samples.setdefault(node_id, deque(maxlen=SAMPLES)).append(sample)
 
     # -- what the offsets say --------------------------------------------------------
 
     def _best(self, node_id: str) -> Sample | None:
-        now = time.monotonic()
+        now = monotonic()
         fresh = [s for s in self._samples.get(node_id, ()) if now - s.at < SAMPLE_TTL_S]
         return min(fresh, key=lambda s: s.rtt_ms) if fresh else None
 
@@ -229,7 +229,7 @@ class ClockWatch:
 
 
 def _wall_minus_mono_ms() -> float:
-    return time.time() * 1000 - time.monotonic() * 1000
+    return wall_ms() - monotonic() * 1000
 
 
 def _reachable(http_addr: str, raft_addr: str) -> str:

@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import structlog
 
+from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import AssignFires
 from schedb.config import Config
 from schedb.fsm.core import State
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
-from schedb.webhook import wall_ms
 
 log = structlog.get_logger("schedb.dispatcher")
 # A follower whose log lags further behind than this is not given new fires.
@@ -92,7 +91,7 @@ class Dispatcher:
             if leader != bool(self._leader_since):
                 log.info("leadership_changed", leader=leader)
                 self._metrics.leadership_changes.inc()
-                self._leader_since = time.monotonic() if leader else 0.0
+                self._leader_since = monotonic() if leader else 0.0
             if not leader or not self._clock_agreed():
                 continue
             try:
@@ -110,8 +109,8 @@ class Dispatcher:
         reason = self._clock.hold_reason()
         # Hand over only when most members are measured off: unmeasured yet (a start) just waits.
         disputed = reason == "clock_offset" and not self._clock.may_lead()
-        if disputed and self._replica.has_peers() and time.monotonic() >= self._next_handover:
-            self._next_handover = time.monotonic() + HANDOVER_INTERVAL_S
+        if disputed and self._replica.has_peers() and monotonic() >= self._next_handover:
+            self._next_handover = monotonic() + HANDOVER_INTERVAL_S
             log.warning("leader_clock_disputed", reason=reason, offsets=self._clock.offsets())
             self._replica.transfer_leadership()
         return not reason
@@ -137,15 +136,15 @@ class Dispatcher:
         release: list[list[Any]] = []
         if candidates:
             evacuate = self._nodes_to_evacuate(nodes, candidates)
-            scan_leases = time.monotonic() >= self._next_lease_scan
+            scan_leases = monotonic() >= self._next_lease_scan
             if scan_leases:
-                self._next_lease_scan = time.monotonic() + LEASE_SCAN_INTERVAL_S
+                self._next_lease_scan = monotonic() + LEASE_SCAN_INTERVAL_S
             items, reassign, release = self._replica.read(
                 lambda s: self._plan(s, now_ms, candidates, evacuate, scan_leases))
-        if not items and not reassign and not release and time.monotonic() < self._next_tick:
+        if not items and not reassign and not release and monotonic() < self._next_tick:
             return 0
         # Nothing to assign still ticks the replicated clock (only the leader's assignments move it).
-        self._next_tick = time.monotonic() + CLOCK_TICK_S
+        self._next_tick = monotonic() + CLOCK_TICK_S
         result = await self._replica.submit(AssignFires(now_ms, items, reassign, release,
                                                         leader_id=self._config.node.id))
         if result.get("reassigned"):
@@ -157,7 +156,7 @@ class Dispatcher:
         if not self._replica.has_peers():
             return {}
         out: dict[str, Silent | None] = {self._config.node.id: None}
-        now = time.monotonic()
+        now = monotonic()
         for node_id, node in nodes.items():
             if node_id in candidates or node_id == self._config.node.id:
                 continue

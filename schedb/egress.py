@@ -18,7 +18,6 @@ import errno
 import ipaddress
 import re
 import socket
-import time
 from collections.abc import Callable, Iterable
 
 import idna
@@ -26,6 +25,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from schedb.clock import monotonic
 from schedb.config import EgressSection
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -184,8 +184,8 @@ class EgressPolicy:
         if literal is not None:
             return frozenset({_embedded_ipv4(literal) or literal})
         cached = self._name_cache.get(host)
-        if cached is None or cached[0] <= time.monotonic():
-            cached = self._name_cache[host] = (time.monotonic() + _CLUSTER_NAME_TTL_S, _getaddrinfo_ips(host))
+        if cached is None or cached[0] <= monotonic():
+            cached = self._name_cache[host] = (monotonic() + _CLUSTER_NAME_TTL_S, _getaddrinfo_ips(host))
         return cached[1]
 
     def _this_machine(self) -> frozenset[IPAddress]:

@@ -39,6 +39,7 @@ import aiohttp
 import structlog
 
 from schedb import secretbox
+from schedb.clock import wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
@@ -52,7 +53,7 @@ from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
 from schedb.teamgates import TeamGates
 from schedb.timers import FireKey
-from schedb.webhook import deliver, new_correlation_id, wall_ms
+from schedb.webhook import deliver, new_correlation_id
 
 log = structlog.get_logger("schedb.executor")
 FENCE_RECHECK_S = 0.1

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 from typing import Any
 
 import structlog
 
 from schedb import secretbox
+from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import RegisterNode, SetDefaultQuotas, SetLimits
 from schedb.config import Config
@@ -27,7 +27,7 @@ from schedb.fsm import limits
 from schedb.fsm.core import State
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
-from schedb.webhook import new_session, wall_ms
+from schedb.webhook import new_session
 
 log = structlog.get_logger("schedb.node")
 REGISTER_RETRY_S = 0.5
@@ -132,9 +132,9 @@ class Node:
                 log.info("config_defaults_retry", command=type(command).__name__, reason=exc.reason)
 
     async def stop(self) -> None:
-        started = time.monotonic()
+        started = monotonic()
         await self.hand_over_leadership()
-        await self.executor.drain(SHUTDOWN_S - (time.monotonic() - started))
+        await self.executor.drain(SHUTDOWN_S - (monotonic() - started))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -147,9 +147,9 @@ class Node:
         """A leader about to go asks a caught-up follower to take over (Raft TimeoutNow), so the
         cluster skips the election timeout it would otherwise wait out. Retried while the
         followers catch up; bounded. Returns whether this node is a follower now."""
-        deadline = time.monotonic() + LEADERSHIP_HANDOVER_S
+        deadline = monotonic() + LEADERSHIP_HANDOVER_S
         while self.replica.is_leader() and self.replica.has_peers():
-            if time.monotonic() > deadline:
+            if monotonic() > deadline:
                 log.warning("leadership_not_handed_over")
                 return False
             self.replica.transfer_leadership()

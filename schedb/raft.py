@@ -28,6 +28,7 @@ import structlog
 from pysyncobj import FAIL_REASON, SyncObj
 
 from schedb.applier import StateHolder
+from schedb.clock import monotonic
 from schedb.commands import Command, encode
 from schedb.config import Config
 from schedb.fsm.core import State
@@ -180,7 +181,7 @@ class Replica:
         node = self._node
         if node._isLeader():
             return True
-        if time.monotonic() - node.leader_heard_at >= seconds:
+        if monotonic() - node.leader_heard_at >= seconds:
             return False
         if node.raftLastApplied < node.fence_until_applied:
             return False
@@ -209,7 +210,7 @@ class Replica:
     def live_followers(self, seconds: float, lag_max: int) -> list[str]:
         """Raft addresses of members that acknowledged the log within `seconds`
         and whose match index is within `lag_max` entries of the commit index."""
-        now = time.monotonic()
+        now = monotonic()
         commit = self._node.raftCommitIndex
         acks = dict(self._node.follower_acks)  # copy: the tick thread writes it
         members = set(self.members())
@@ -242,7 +243,7 @@ class Replica:
         status = _status_copy(node)
         role = {0: "follower", 1: "candidate", 2: "leader"}.get(status.get("state", 0), "follower")
         leader = status.get("leader")
-        now = time.monotonic()
+        now = monotonic()
         acks = dict(node.follower_acks)
         peers = {
             addr: {

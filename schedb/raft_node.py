@@ -7,11 +7,11 @@ whether this node may stand for election (a joining node, a clock that disagrees
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
 
+from schedb.clock import monotonic, wall_ms
 from schedb.config import Config
 
 # Silence from the leader longer than this (ten heartbeats) is a gap after which the fence
@@ -43,15 +43,15 @@ class RaftNode(SyncObj):
             if self.leader_heard_at:
                 self._joining = False
             else:
-                self._SyncObj__raftElectionDeadline = time.monotonic() + 3600.0
+                self._SyncObj__raftElectionDeadline = monotonic() + 3600.0
         if not self.may_lead:  # its clock is off most members' (schedb.clockwatch): let another lead
-            self._SyncObj__raftElectionDeadline = time.monotonic() + self._SyncObj__conf.raftMaxTimeout
+            self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__conf.raftMaxTimeout
         SyncObj._onTick(self, timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
-            now = time.monotonic()
+            now = monotonic()
             gap_s = now - self.leader_heard_at
             if gap_s > LEADER_GAP_S:
                 # Heard again after a gap (a freeze, a partition, a start): this message's entries
@@ -63,12 +63,12 @@ class RaftNode(SyncObj):
                 # Long enough for the leader to have moved this node's fires. The message may have
                 # waited in the socket through a freeze, its commit index from before the moves:
                 # only leader time stamped after now proves the view is fresh (Replica.leader_heard_within).
-                self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, int(time.time() * 1000))
+                self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, wall_ms())
             self.leader_heard_at = now
         elif kind == "next_node_idx":
             match = message["next_node_idx"] - 1 if message.get("success") else -1
             previous = self.follower_acks.get(node.id, (0.0, 0))[1]
-            self.follower_acks[node.id] = (time.monotonic(), max(previous, match))
+            self.follower_acks[node.id] = (monotonic(), max(previous, match))
             self._forget_departed_acks()
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 

@@ -14,12 +14,12 @@ import os
 import signal
 import socket
 import ssl
-import time
 
 import structlog
 from aiohttp import web
 
 from schedb.api.app import create_app
+from schedb.clock import monotonic
 from schedb.config import Config, ConfigError, parse_address
 from schedb.logs import configure_logging
 from schedb.node import Node
@@ -70,7 +70,7 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 async def _listen(host: str, port: int) -> socket.socket:
     """The API's listening socket; retried for a while when the port is still held (by the
     snapshot child of a node killed a moment ago, say)."""
-    deadline = time.monotonic() + LISTEN_RETRY_S
+    deadline = monotonic() + LISTEN_RETRY_S
     while True:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -78,7 +78,7 @@ async def _listen(host: str, port: int) -> socket.socket:
             sock.bind((host.strip("[]"), port))
         except OSError as exc:
             sock.close()
-            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+            if exc.errno != errno.EADDRINUSE or monotonic() > deadline:
                 raise
             log.warning("http_port_busy", host=host, port=port)
             await asyncio.sleep(0.5)

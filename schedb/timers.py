@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from schedb.webhook import wall_ms
+from schedb.clock import wall_ms
 
 FireKey = tuple[str, int]  # (fire_id, attempt)
 Fire = dict[str, Any]

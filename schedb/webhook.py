@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
+from schedb.clock import wall_ms, wall_s
 from schedb.commands import Outcome
 from schedb.egress import EgressPolicy, EgressRefused, GuardedResolver
 from schedb.report import extract_report
@@ -23,10 +23,6 @@ from schedb.timefmt import ms_to_rfc3339
 RESPONSE_READ_MAX = 64 * 1024
 ERROR_TEXT_MAX = 300
 RETRY_AFTER_S_MAX = 86_400
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def sign(secret: str, timestamp_s: int, body: bytes) -> str:
@@ -64,7 +60,7 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str, corr
         data = json.dumps(body, separators=(",", ":")).encode()
     secret = spec["webhook"].get("signing_secret")
     if secret:
-        headers["X-Schedb-Signature"] = sign(secret, int(time.time()) if now_s is None else now_s, data or b"")
+        headers["X-Schedb-Signature"] = sign(secret, int(wall_s()) if now_s is None else now_s, data or b"")
     return headers, data
 
 
@@ -95,7 +91,7 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
                                    timeout=timeout, allow_redirects=False) as response:
             http_status = response.status
             if http_status in (429, 503):
-                retry_after_ms = parse_retry_after_ms(response.headers.get("Retry-After", ""), time.time())
+                retry_after_ms = parse_retry_after_ms(response.headers.get("Retry-After", ""), wall_s())
             report = extract_report(await read_answer(response))
         if 200 <= http_status < 300:
             status = "succeeded"

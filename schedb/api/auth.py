@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
 
 from schedb.api.problems import Handler, Problem
+from schedb.clock import monotonic
 from schedb.fsm import tenancy
 from schedb.node import Node
 
@@ -135,7 +135,7 @@ class TeamRateLimiter:
         self._buckets: dict[str, list[float]] = {}  # team -> [tokens, last refill]
 
     def allow(self, team: str, rate: int) -> bool:
-        now = time.monotonic()
+        now = monotonic()
         bucket = self._buckets.get(team)
         if bucket is None:
             if len(self._buckets) >= self.TEAMS_MAX:

@@ -15,9 +15,9 @@ from schedb.api.context import NODE, json_response, propose
 from schedb.api.jobs import refuse_past_one_shot, validate_spec
 from schedb.api.problems import Problem, read_json
 from schedb.api.targets import check_webhook
+from schedb.clock import wall_ms
 from schedb.commands import CreateJobs
 from schedb.node import Node
-from schedb.webhook import wall_ms
 
 BULK_MAX = 1_000
 ERRORS_SHOWN_MAX = 100

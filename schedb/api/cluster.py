@@ -7,10 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from schedb.api.context import NODE, json_response
+from schedb.clock import wall_ms
 from schedb.dispatcher import FOLLOWER_LAG_MAX
 from schedb.fsm.core import State
 from schedb.node import Node
-from schedb.webhook import wall_ms
 
 
 def cluster_status(node: Node) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from schedb.api.jobs import LIST_LIMIT_MAX, patch_fields
 from schedb.api.problems import Problem, read_json
 from schedb.api.telemetry import CORRELATION_ID
 from schedb.api.views import time_or_none
+from schedb.clock import wall_ms
 from schedb.commands import BackfillJob, DropDeadLetter, ReplayDeadLetter, TriggerJob
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
 from schedb.timefmt import rfc3339_to_ms
-from schedb.webhook import wall_ms
 
 log = structlog.get_logger("schedb.api")
 

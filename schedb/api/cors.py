@@ -27,11 +27,10 @@ handler returns (Server-Sent Events).
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from schedb.api.problems import Handler, Problem, problem_response
+from schedb.clock import monotonic
 from schedb.node import Node
 from schedb.origins import Address, parse_member, parse_origin
 
@@ -71,7 +70,7 @@ class Origins:
         return address is not None and allowed(address, self._current())
 
     def _current(self) -> frozenset[Address]:
-        now = time.monotonic()
+        now = monotonic()
         if now - self._read_at >= MEMBERS_TTL_S:
             addrs = self._node.replica.read(lambda s: [n["http_addr"] for n in s.nodes.values()])
             http = self._node.config.http

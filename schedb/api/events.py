@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +35,7 @@ import structlog
 from schedb.api.cluster import cluster_status
 from schedb.api.problems import Problem
 from schedb.api.views import execution_view
+from schedb.clock import monotonic
 from schedb.commands import Command, CreateJob, CreateJobs, DeleteJob, RegisterJobs, ReplaceJob
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
@@ -149,7 +149,7 @@ class EventFeed:
         noted before this read is in it already; one after it is in `_touched`)."""
         self._drain_touched()
         self._node.replica.read(self._remember)
-        self._cluster_sig, self._cluster_at = self._cluster_signature(), time.monotonic()  # hello has it
+        self._cluster_sig, self._cluster_at = self._cluster_signature(), monotonic()  # hello has it
         self._task = asyncio.create_task(self._run(), name="event-feed")
 
     def _remember(self, state: State) -> None:
@@ -198,7 +198,7 @@ class EventFeed:
 
     def _cluster_events(self) -> list[Published]:
         sig = self._cluster_signature()
-        now = time.monotonic()
+        now = monotonic()
         if sig == self._cluster_sig and now - self._cluster_at < CLUSTER_EVERY_S:
             return []
         self._cluster_sig, self._cluster_at = sig, now

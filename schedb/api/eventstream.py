@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from aiohttp import web
 
@@ -20,6 +19,7 @@ from schedb.api.context import NODE
 from schedb.api.events import EventFeed, Subscriber, frame
 from schedb.api.problems import Problem
 from schedb.api.telemetry import CORRELATION_ID
+from schedb.clock import monotonic
 from schedb.node import Node
 
 PING_S = 10.0
@@ -48,13 +48,13 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _pump(node: Node, request: web.Request, subscriber: Subscriber, response: web.StreamResponse) -> None:
-    checked = wrote = time.monotonic()
+    checked = wrote = monotonic()
     while True:
         try:
             data = await asyncio.wait_for(subscriber.queue.get(), AUTH_CHECK_S)
         except TimeoutError:
             data = PING
-        now = time.monotonic()
+        now = monotonic()
         if now - checked >= AUTH_CHECK_S:  # on the clock: events may never pause
             checked = now
             if not _still_allowed(node, request):

@@ -28,10 +28,10 @@ from schedb.api.context import NODE, invalid_query, json_response, query_choice,
 from schedb.api.jobs import LIST_LIMIT_MAX
 from schedb.api.problems import Problem
 from schedb.api.views import job_view, next_fire_ms
+from schedb.clock import wall_ms
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
 from schedb.timefmt import rfc3339_to_ms
-from schedb.webhook import wall_ms
 
 Q_LEN_MAX = 200
 TIME_LEN_MAX = 64

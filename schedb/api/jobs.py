@@ -14,6 +14,7 @@ from schedb.api.problems import Problem, read_json
 from schedb.api.schedules import instants
 from schedb.api.targets import check_webhook
 from schedb.api.views import SECRET_MASK, etag, execution_view, job_view
+from schedb.clock import wall_ms
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.describe import describe
 from schedb.fsm import tenancy
@@ -23,7 +24,6 @@ from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
 from schedb.schedule import parse_schedule
 from schedb.timefmt import ms_to_rfc3339
-from schedb.webhook import wall_ms
 
 LIST_LIMIT_MAX = 1000
 PATCH_RETRIES = 3

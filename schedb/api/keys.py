@@ -14,10 +14,10 @@ from schedb.api.auth import current_actor, token_hash
 from schedb.api.context import NODE, json_response, propose
 from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
+from schedb.clock import wall_ms
 from schedb.commands import CreateApiKey, RevokeApiKey
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
-from schedb.webhook import wall_ms
 
 KEY_FIELDS = ("team", "role", "name")
 

@@ -21,7 +21,6 @@ hands leadership to a caught-up follower, which then carries out the removal.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -30,6 +29,7 @@ from aiohttp import web
 
 from schedb.api.context import NODE, json_response
 from schedb.api.problems import Problem, read_json
+from schedb.clock import monotonic
 from schedb.config import ConfigError, parse_address
 from schedb.node import SHUTDOWN_S, Node
 from schedb.peers import peer_tls, peer_url
@@ -131,12 +131,12 @@ async def _change(node: Node, action: str, addr: str) -> None:
 async def _listens(addr: str) -> bool:
     """Does something accept connections on addr (a node just started may bind a moment late)?"""
     host, port = parse_address("raft_addr", addr)
-    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    deadline = monotonic() + PROBE_TIMEOUT_S
     while True:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT_S)
         except (OSError, TimeoutError):
-            if time.monotonic() > deadline:
+            if monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
             continue
@@ -147,8 +147,8 @@ async def _listens(addr: str) -> bool:
 async def _wait_connected(node: Node, addr: str) -> bool:
     """pysyncobj counts a peer connected only once the encrypted handshake worked, so a node
     with another cluster secret never is."""
-    deadline = time.monotonic() + CONNECT_WAIT_S
-    while time.monotonic() < deadline:
+    deadline = monotonic() + CONNECT_WAIT_S
+    while monotonic() < deadline:
         peer = node.replica.view().peers.get(addr)
         if peer is not None and peer["connected"]:
             return True
@@ -157,8 +157,8 @@ async def _wait_connected(node: Node, addr: str) -> bool:
 
 
 async def _wait_registered(node: Node, addr: str) -> str | None:
-    deadline = time.monotonic() + REGISTER_WAIT_S
-    while time.monotonic() < deadline:
+    deadline = monotonic() + REGISTER_WAIT_S
+    while monotonic() < deadline:
         found = node.replica.read(lambda s: next(
             (k for k, v in s.nodes.items() if v["raft_addr"] == addr and not v.get("draining")), None))
         if found:
@@ -169,8 +169,8 @@ async def _wait_registered(node: Node, addr: str) -> str | None:
 
 async def _step_down(node: Node) -> None:
     if await node.hand_over_leadership():
-        deadline = time.monotonic() + TRANSFER_WAIT_S
-        while time.monotonic() < deadline:
+        deadline = monotonic() + TRANSFER_WAIT_S
+        while monotonic() < deadline:
             if node.replica.view().leader_addr:
                 return
             await asyncio.sleep(0.05)

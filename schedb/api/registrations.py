@@ -12,11 +12,11 @@ from schedb.api.context import NODE, json_response, propose
 from schedb.api.problems import Problem, read_json
 from schedb.api.targets import check_webhook
 from schedb.api.views import job_view
+from schedb.clock import wall_ms
 from schedb.commands import RegisterJobs
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
 from schedb.fsm.registry import JOBS_PER_SERVICE_MAX
-from schedb.webhook import wall_ms
 
 
 async def register(request: web.Request) -> web.Response:

@@ -15,10 +15,10 @@ from aiohttp import web
 
 from schedb.api.context import json_response
 from schedb.api.problems import Problem, read_json
+from schedb.clock import wall_ms
 from schedb.describe import describe
 from schedb.schedule import AT_MS_MAX, Schedule, ScheduleError, parse_schedule, parse_timezone
 from schedb.timefmt import ms_to_rfc3339, rfc3339_to_ms
-from schedb.webhook import wall_ms
 
 FIELDS = ("expression", "timezone", "count", "start")
 COUNT_DEFAULT = 5

@@ -15,9 +15,9 @@ from schedb.api.auth import acting_team
 from schedb.api.context import NODE, json_response, propose
 from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
+from schedb.clock import wall_ms
 from schedb.commands import DeleteSecret, PutSecret
 from schedb.node import Node
-from schedb.webhook import wall_ms
 
 SECRET_FIELDS = ("name", "value")
 

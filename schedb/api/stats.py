@@ -20,10 +20,10 @@ from schedb.api.context import NODE, json_response, query_int
 from schedb.api.jobs import STATUSES
 from schedb.api.problems import Problem
 from schedb.api.views import time_or_none
+from schedb.clock import wall_ms
 from schedb.fsm.core import State
 from schedb.fsm.model import CALLED_STATUSES
 from schedb.report import ITEM_FIELDS
-from schedb.webhook import wall_ms
 
 WINDOW_S_DEFAULT = 86_400
 WINDOW_S_MAX = 30 * 86_400

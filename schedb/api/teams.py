@@ -10,12 +10,12 @@ from schedb.api.auth import require_team
 from schedb.api.context import NODE, json_response, propose, query_int
 from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
+from schedb.clock import wall_ms
 from schedb.commands import SetQuotas
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
 from schedb.fsm.limits import QUOTA_NAMES
 from schedb.fsm.model import USAGE_FIELDS
-from schedb.webhook import wall_ms
 
 AUDIT_LIMIT_MAX = 1_000
 

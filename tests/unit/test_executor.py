@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from schedb import executor as executor_module
+from schedb.clock import wall_ms
 from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode
 from schedb.config import load_config
 from schedb.executor import Executor
 from schedb.fsm.machine import StateMachine
 from schedb.local_fires import Phase
 from schedb.metrics import NodeMetrics
-from schedb.webhook import wall_ms
 from tests.unit.test_state import spec
 
 NODE = "node2"

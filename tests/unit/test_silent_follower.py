@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from schedb import dispatcher
+from schedb import clock
+from schedb.clock import FakeClock
 from schedb.commands import AssignFires, CreateJob
 from schedb.config import Config, ExecutorSection, HttpSection, LogSection, NodeSection, RaftSection, SchedulerSection
 from schedb.dispatcher import Dispatcher
@@ -70,54 +71,53 @@ def held_by_node2(delivery: str, seconds: range) -> State:
     return state
 
 
-def plan_at(monkeypatch: pytest.MonkeyPatch, state: State, after_ack_s: float, probes: Probes,
-            leader_since: float = 1.0) -> dict[str, tuple[int, str]]:
+def plan_at(state: State, after_ack_s: float, probes: Probes, leader_since: float = 1.0) -> dict[str, tuple[int, str]]:
     """The leader's plan after_ack_s after node2's last answer, applied: fire second -> (attempt, node)."""
-    monkeypatch.setattr(dispatcher.time, "monotonic", lambda: MONO_ACK + after_ack_s)
-    monkeypatch.setattr(dispatcher, "wall_ms", lambda: T0 + int(after_ack_s * 1000))
+    now_ms = T0 + int(after_ack_s * 1000)
     config = Config(NodeSection("node1", Path("/nonexistent")), HttpSection(), RaftSection(), SchedulerSection(),
                     ExecutorSection(), LogSection())
-    leader = Dispatcher(config, Contacts(state), lambda fire: "unstarted", NodeMetrics(), probes)  # type: ignore[arg-type]
-    leader._leader_since = leader_since
-    held = {f["fire_id"] for f in state.book.of_node("node2")}
-    evacuate = leader._nodes_to_evacuate(dict(state.nodes), ["node3"])
-    items, moves, release = leader._plan(state, T0 + int(after_ack_s * 1000), ["node3"], evacuate, False)
-    state.apply(AssignFires(T0 + int(after_ack_s * 1000), items, moves, release, leader_id="node1"))
+    with clock.use(FakeClock(now_ms, MONO_ACK + after_ack_s)):
+        leader = Dispatcher(config, Contacts(state), lambda fire: "unstarted", NodeMetrics(), probes)  # type: ignore[arg-type]
+        leader._leader_since = leader_since
+        held = {f["fire_id"] for f in state.book.of_node("node2")}
+        evacuate = leader._nodes_to_evacuate(dict(state.nodes), ["node3"])
+        items, moves, release = leader._plan(state, now_ms, ["node3"], evacuate, False)
+    state.apply(AssignFires(now_ms, items, moves, release, leader_id="node1"))
     return {str((f["scheduled_ms"] - T0) // 1000): (f["attempt"], f["node"]) for f in state.book.fires.values()
             if f["fire_id"] in held and f["scheduled_ms"] - T0 <= 8000}
 
 
-def test_a_cut_off_followers_fires_due_before_its_fence_closed_stay_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cut_off_followers_fires_due_before_its_fence_closed_stay_with_it() -> None:
     """Fence 3 s + heartbeat 0.1 s + slack 0.1 s + its clock 0.4 s ahead: it may have started
     anything due up to T0 + 3.6 s. Those stay (it reports them when it is back); later ones go
     on elsewhere as the same attempt, an at-most-once one included."""
     state = held_by_node2("at_most_once", range(1, 9))
-    fires = plan_at(monkeypatch, state, 5.5, Probes(ahead_ms=400, refused_at=None))
+    fires = plan_at(state, 5.5, Probes(ahead_ms=400, refused_at=None))
     assert fires == {**{str(s): (1, "node2") for s in (1, 2, 3)}, **{str(s): (1, "node3") for s in range(4, 9)}}
     assert state.dead_letters == {}
 
 
-def test_a_gone_followers_fires_it_may_have_started_move_as_new_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gone_followers_fires_it_may_have_started_move_as_new_attempts() -> None:
     """Its port refused a connection after its last answer: the process died. A fire due before
     its fence closed may have been running (its clock 0.4 s ahead started the one due at
     T0 + 1 s before it last answered): not the same attempt again. At-most-once: unknown."""
     state = held_by_node2("at_most_once", range(1, 9))
-    fires = plan_at(monkeypatch, state, 5.5, Probes(ahead_ms=400, refused_at=MONO_ACK + 2.0))
+    fires = plan_at(state, 5.5, Probes(ahead_ms=400, refused_at=MONO_ACK + 2.0))
     assert fires == {str(s): (1, "node3") for s in range(4, 9)}
     assert sorted(state.dead_letters) == [f"job:{T0 + s * 1000}" for s in (1, 2, 3)]
     assert {d["last_status"] for d in state.dead_letters.values()} == {"unknown"}
 
 
-def test_an_at_least_once_fire_of_a_gone_follower_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_at_least_once_fire_of_a_gone_follower_is_delivered_again() -> None:
     state = held_by_node2("at_least_once", range(1, 5))
-    fires = plan_at(monkeypatch, state, 5.5, Probes(ahead_ms=0, refused_at=MONO_ACK + 2.0))
+    fires = plan_at(state, 5.5, Probes(ahead_ms=0, refused_at=MONO_ACK + 2.0))
     assert fires == {"1": (2, "node3"), "2": (2, "node3"), "3": (2, "node3"), "4": (1, "node3")}
 
 
-def test_a_refusal_before_its_last_answer_does_not_make_it_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refusal_before_its_last_answer_does_not_make_it_gone() -> None:
     """A node restarting: refused, then answered Raft again, then fell silent (cut off)."""
     state = held_by_node2("at_least_once", range(1, 5))
-    fires = plan_at(monkeypatch, state, 5.5, Probes(ahead_ms=0, refused_at=MONO_ACK - 1.0))
+    fires = plan_at(state, 5.5, Probes(ahead_ms=0, refused_at=MONO_ACK - 1.0))
     assert fires == {"1": (1, "node2"), "2": (1, "node2"), "3": (1, "node2"), "4": (1, "node3")}
 
 
@@ -128,6 +128,6 @@ def test_a_follower_that_never_answered_this_leader_may_have_heard_the_deposed_o
     state = held_by_node2("at_least_once", range(1, 9))
     contacts_never = MONO_ACK - 100.0  # its last answer went to the old leader
     monkeypatch.setattr(Contacts, "last_ack", lambda self, addr: contacts_never)
-    fires = plan_at(monkeypatch, state, 6.0, Probes(ahead_ms=0, refused_at=None), leader_since=MONO_ACK - 0.5)
+    fires = plan_at(state, 6.0, Probes(ahead_ms=0, refused_at=None), leader_since=MONO_ACK - 0.5)
     # fence closed no earlier than T0 - 0.5 + 3 (fallback) + 3 (fence) + 0.2 = T0 + 5.7 s
     assert fires == {**{str(s): (1, "node2") for s in range(1, 6)}, **{str(s): (1, "node3") for s in (6, 7, 8)}}

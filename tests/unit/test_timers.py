@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from schedb.clock import wall_ms
 from schedb.fsm.fires import PENDING, FireBook
 from schedb.timers import DueTimers
-from schedb.webhook import wall_ms
 
 
 async def test_fires_due_together_share_one_timer_and_none_runs_early() -> None:
