@@ -47,7 +47,7 @@ from schedb.delivery_view import DeliveryView, delivery_view, resolve_secrets
 from schedb.egress import EgressPolicy
 from schedb.fsm.core import State
 from schedb.gate import PriorityGate
-from schedb.local_fires import LocalFire, LocalFires, Phase, reconcile
+from schedb.local_fires import LocalFire, LocalFires, Phase, PhaseError, reconcile
 from schedb.metrics import NodeMetrics
 from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
@@ -57,6 +57,8 @@ from schedb.webhook import deliver, new_correlation_id
 
 log = structlog.get_logger("schedb.executor")
 FENCE_RECHECK_S = 0.1
+# Hold reasons under which this node's state may be behind the cluster's (a fire may have moved).
+STALE_VIEW = frozenset({"catching_up", "no_quorum", "fenced"})
 COMPLETE_TIMEOUT_S = 2.0
 RETRY_DELAY_S_MAX = 1.0
 HAND_BACK_ROUNDS = 3
@@ -127,13 +129,14 @@ class Executor:
             lambda s: None if s.book.version_of(node_id) == seen else s.fire_changes(node_id, seen))
         if changes is None:
             return
-        self._seen_version, full, changed = changes
+        version, full, changed = changes
         # full: first look, or too far behind: a pending attempt of a fire not listed is no longer ours
         plan = reconcile(self._fires.phases(None if full else changed), full, changed)
         for key in plan.drop:
             self._fires.drop(key)
         for key, fire in plan.arm:
             self._fires.arm(key, fire)
+        self._seen_version = version  # only once applied: a failure above means a full look next time
 
     def _cancel_replaced(self) -> None:
         """concurrency: replace, when the newer fire runs on another node than the older one."""
@@ -181,8 +184,12 @@ class Executor:
 
     def _start(self, local: LocalFire) -> None:
         task = asyncio.create_task(self._run(local.key, local.fire))
+        try:
+            self._fires.start(local.key, task)
+        except PhaseError:
+            task.cancel()  # not started yet (the loop has not run it): an untracked call must not go out
+            raise
         task.add_done_callback(functools.partial(self._never_ran, local.key))
-        self._fires.start(local.key, task)
 
     def _never_ran(self, key: FireKey, task: asyncio.Task[None]) -> None:
         """A task cancelled before its first step never enters `_run` (asyncio throws into the
@@ -191,7 +198,8 @@ class Executor:
         local = self._fires.get(key)
         if local is None or local.task is not task:
             return
-        if task.cancelled():
+        if task.cancelled() and self._replica.read(lambda s: self._still_ours(s, local.fire)):
+            # (Not ours any more, it is the new holder's to report, as _run would have found.)
             try:
                 task.result()
             except asyncio.CancelledError as exc:
@@ -281,7 +289,10 @@ class Executor:
         else:
             async with self._team_gate(view.team, view.team_limit), self._gate.place(spec["priority"]):
                 # The wait for a slot may outlast the fire's lease: if it moved to another node
-                # (or ended) meanwhile, calling now would deliver it twice.
+                # (or ended) meanwhile, calling now would deliver it twice. This node's view of
+                # that is only as good as its fence: cut off meanwhile, it waits to hear again.
+                while self._hold_reason() in STALE_VIEW:
+                    await asyncio.sleep(FENCE_RECHECK_S)
                 if not self._replica.read(lambda s: self._still_ours(s, fire)):
                     return
                 outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
@@ -347,7 +358,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for _ in range(HAND_BACK_ROUNDS):  # fires assigned while the first round commits come back too
-            waiting = self._fires.to_offer()
+            waiting = self._fires.to_offer(self._maybe_started_before_restart)
             if (self._drain_announced and not waiting) or loop.time() > deadline - COMPLETE_TIMEOUT_S:
                 break
             if not self._replica.has_peers() or not self._replica.has_quorum() or not await self._hand_back(waiting):

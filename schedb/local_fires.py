@@ -128,10 +128,11 @@ class LocalFires:
             out.append((local.key, local.outcome))
         return out
 
-    def to_offer(self) -> list[FireKey]:
-        """Waiting and held attempts not handed back yet."""
+    def to_offer(self, maybe_started: Callable[[Fire], bool]) -> list[FireKey]:
+        """Waiting and held attempts not handed back yet, but those a previous run of this node
+        may have started (maybe_started): handed back, they would run again as the same attempt."""
         return [local.key for phase in (Phase.WAITING, Phase.HELD) for local in self._by_phase[phase].values()
-                if not local.offered]
+                if not local.offered and not maybe_started(local.fire)]
 
     # -- transitions --------------------------------------------------------------
 

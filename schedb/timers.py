@@ -9,8 +9,11 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import structlog
+
 from schedb.clock import wall_ms
 
+log = structlog.get_logger("schedb.timers")
 FireKey = tuple[str, int]  # (fire_id, attempt)
 Fire = dict[str, Any]
 
@@ -74,4 +77,8 @@ class DueTimers:
         del self._handles[due_ms]
         for key in self._instants.pop(due_ms):
             del self._keys[key[0]]
-            self._on_due(key, self._fires.pop(key))
+            fire = self._fires.pop(key)
+            try:
+                self._on_due(key, fire)
+            except Exception:  # one fire's bug must not strand the others due at this instant
+                log.exception("due_callback_failed", fire_id=key[0], attempt=key[1])

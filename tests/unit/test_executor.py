@@ -180,3 +180,47 @@ async def test_a_fire_replaced_before_its_task_first_ran_is_reported_skipped(
     reported = {local.key: local.outcome for local in executor._fires.in_phase(Phase.REPORTED)}
     assert {key: (outcome.status, outcome.error) for key, outcome in reported.items() if outcome} == {
         (older, 1): ("skipped", f"replaced: by {newer}"), (newer, 1): ("succeeded", "")}
+
+
+async def test_a_never_run_task_of_a_fire_moved_away_reports_nothing(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    """Review: started (its task not yet run), then released to node3 as the same attempt and
+    cancelled as replaced in the same step: the skip would have ended node3's fire."""
+    executor = new_executor(tmp_path, replica)
+    replica.heard = False
+    older = assign(replica, "job", concurrency="replace")
+    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
+    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
+    newer = f"job:{scheduled_ms}"
+    await until(lambda: executor._fires.count(Phase.HELD) == 2)
+    replica.heard = True
+    executor._release_held()  # both tasks created, neither run yet
+    replica.state.apply(AssignFires(wall_ms(), [], release=[[older, 1, "node3", NODE]], leader_id="node1"))
+    executor._cancel(((older, 1)), f"replaced: by {newer}")
+    await until(lambda: executor.in_flight == 0)
+    reported = {local.key for local in executor._fires.in_phase(Phase.REPORTED)}
+    assert (older, 1) not in reported and replica.state.book.fires[older]["node"] == "node3"
+
+
+async def test_one_failing_due_callback_does_not_strand_the_others_due_then(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    """Review: an exception for the first fire due at an instant left the others due then with
+    no timer, waiting for ever, and a later drop of them failed in reconcile."""
+    executor = new_executor(tmp_path, replica)
+    a, b = assign(replica, "a"), assign(replica, "b")
+    await until(lambda: executor._fires.count(Phase.WAITING) == 2)
+    assert replica.state.book.fires[a]["due_ms"] == replica.state.book.fires[b]["due_ms"]
+    calls = {"n": 0}
+    hold_reason = executor._hold_reason
+
+    def fails_once() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug, once")
+        return hold_reason()
+
+    executor._hold_reason = fails_once  # type: ignore[method-assign]
+    await until(lambda: len(delivered) == 1, timeout_s=4.0)
+    replica.apply(DeleteJob(wall_ms(), "a"))
+    replica.apply(DeleteJob(wall_ms(), "b"))
+    await until(lambda: executor._fires.count(Phase.WAITING, Phase.HELD) == 0)

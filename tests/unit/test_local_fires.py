@@ -201,11 +201,18 @@ def test_outcomes_leave_in_the_order_they_were_reported_within_the_batch_bound()
 
 def test_a_handed_back_attempt_is_offered_once_even_after_it_is_held() -> None:
     table = table_in({("a", 1): WAIT, ("b", 1): HELD, ("c", 1): RUN})
-    assert table.fires.to_offer() == [("a", 1), ("b", 1)]
+    assert table.fires.to_offer(lambda fire: False) == [("a", 1), ("b", 1)]
     table.fires.offer([("a", 1), ("b", 1), ("gone", 1)])
     table.fires.arm(("d", 1), fire("d"))  # assigned while the hand-back committed
     table.due(("a", 1), "hold")
-    assert table.fires.to_offer() == [("d", 1)]
+    assert table.fires.to_offer(lambda fire: False) == [("d", 1)]
+
+
+def test_an_attempt_a_previous_run_may_have_started_is_not_handed_back() -> None:
+    """Review: an at-most-once fire due before a restart, still waiting for its timer, would go
+    back as "never started" and run elsewhere as the same attempt."""
+    table = table_in({("a", 1): WAIT, ("b", 1): HELD})
+    assert table.fires.to_offer(lambda f: f["fire_id"] == "a") == [("b", 1)]
 
 
 def test_check_finds_a_record_changed_behind_the_tables_back() -> None:
