@@ -75,8 +75,15 @@ def _assign_one(state: State, item: Any) -> str:
             decide(job, min(next_ms - 1, state.now_ms) if next_ms is not None else scheduled_ms)
             state.place(job_id, next_ms)
             return "missed"
+    fire_id = fire_id_of(job_id, scheduled_ms)
+    if scheduled_ms <= (job.get("decided_ms") or -1) and fire_id not in state.book.fires \
+            and fire_id not in state.book.withdrawn:
+        # Placed again while withdrawn, and decided since (its old attempt ran after all,
+        # complete_fires): no second fire for it. Any other placement is after decided_ms.
+        state.schedule_from(job_id, scheduled_ms)
+        return "stale"
     decide(job, scheduled_ms)
-    created = fire_id_of(job_id, scheduled_ms) not in state.book.fires  # a trigger may own this instant
+    created = fire_id not in state.book.fires  # a trigger may own this instant
     if created and not tenancy.take_fires(state, job["team"], 1, scheduled_ms):
         _throttle(state, job_id, scheduled_ms)
         return "throttled"

@@ -55,6 +55,21 @@ def test_the_twins_success_ends_the_revived_fire() -> None:
     assert at(state, CompleteFires(T0 + 10_100, "node3", [ok(FIRE, attempt=2)]))["committed"] == 0
 
 
+def test_a_success_of_the_withdrawn_twin_before_the_reassignment_leaves_no_second_fire() -> None:
+    """Review (fsm restructure): rescheduled to the same instants, the fire was withdrawn and
+    the job placed at that instant again; the old executor's success came in first (it was cut
+    off and fired inside its fence), and the leader's assignment then made a new attempt 1 of
+    the same fire id: delivered twice."""
+    state = assigned()
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="@every 10s")))  # the same instants
+    assert FIRE in state.book.withdrawn and state.jobs["job"]["next_fire_ms"] == T0 + 10_000
+    assert at(state, CompleteFires(T0 + 10_050, "node2", [ok(FIRE, attempt=1)]))["committed"] == 1
+    result = state.apply(AssignFires(T0 + 10_100, [["job", T0 + 10_000, "node3"]], leader_id="node1"))
+    assert result["assigned"] == 0 and FIRE not in state.book.fires
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 20_000
+    assert [e["status"] for e in state.history["job"] if e["fire_id"] == FIRE] == ["succeeded"]
+
+
 def test_a_time_zone_change_that_keeps_the_instant_keeps_one_fire() -> None:
     state = assigned()
     at(state, ReplaceJob(T0 + 7_100, spec(schedule="*/10 * * * * *", timezone="Europe/Berlin")))
