@@ -9,7 +9,8 @@ and the node's asyncio loop.
   runs a named query (schedb.fsm.queries, schedb.fire_queries) on the asyncio
   side under the same lock. It then notes the jobs the command touched (a
   bounded journal the event feed drains) and wakes the asyncio side (coalesced)
-  so the executor can look at the new state. Nothing else runs on the tick thread.
+  so the executor can look at the new state. No code of the API, executor or
+  dispatcher runs on the tick thread.
 - `Replica` also tracks contact: when this node last heard from a leader
   (the executor's fence) and when each follower last acknowledged the log
   (the dispatcher's notion of "alive").

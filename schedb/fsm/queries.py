@@ -13,6 +13,7 @@ schedb.fsm.feed_queries.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
 
@@ -25,12 +26,19 @@ Actor = dict[str, Any]  # who asks (schedb.api.auth): the records of other teams
 
 
 def plain_copy(value: T) -> T:
-    """A deep copy of a record: records hold only dicts, lists, tuples and immutable values."""
-    if isinstance(value, dict):
-        return cast(T, {key: plain_copy(item) for key, item in value.items()})
-    if isinstance(value, list | tuple):
-        return cast(T, type(value)(plain_copy(item) for item in value))
+    """A deep copy of a record: records hold only dicts, lists, tuples and immutable values.
+    (Several times quicker than copy.deepcopy: the job list copies up to a thousand jobs.)"""
+    kind = type(value)
+    if kind is dict:
+        items = cast(dict[Any, Any], value).items()
+        return cast(T, {k: v if type(v) in _ATOMS else plain_copy(v) for k, v in items})
+    if kind is list or kind is tuple:
+        return cast(T, kind(v if type(v) in _ATOMS else plain_copy(v) for v in cast(list[Any], value)))
+    assert not isinstance(value, dict | list | set | deque), f"a record holds a {kind.__name__}"
     return value
+
+
+_ATOMS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 def _copies(records: Iterable[T]) -> list[T]:
