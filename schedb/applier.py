@@ -6,20 +6,22 @@ be decoded, or whose apply raises, stops the node with its own exit code, since 
 or half-applying it would leave this node unlike the others for ever. pysyncobj snapshots
 the holder's attributes (its `state`) with pickle, and loads them through `_deserialize`;
 the class paths of snapshots written before schedb.fsm are registered first
-(schedb.fsm.snapshot_compat). Runs on pysyncobj's tick thread; schedb.raft owns the rest.
+(schedb.fsm.snapshot_compat). `TouchJournal` notes which jobs each applied command touched,
+for the console's event feed. Runs on pysyncobj's tick thread; schedb.raft owns the rest.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from pysyncobj import SyncObjConsumer, replicated
 
-from schedb.commands import Command, UndecodableCommand, decode
+from schedb.commands import Command, UndecodableCommand, decode, jobs_touched
 from schedb.fsm import snapshot_compat
 from schedb.fsm.machine import StateMachine
 from schedb.fsm.model import Result
@@ -27,6 +29,8 @@ from schedb.fsm.model import Result
 log = structlog.get_logger("schedb.raft")  # these lines have always been the Raft adapter's
 EXIT_CORRUPT_LOG = 70
 EXIT_APPLY_FAILED = 71
+TOUCHED_MAX = 10_000  # commands noted and not drained yet; past it: one None (resync)
+Touched = tuple[str, ...] | None  # the job ids one command touched (schedb.commands.jobs_touched); None: resync
 
 
 class StateHolder(SyncObjConsumer):
@@ -66,3 +70,34 @@ class StateHolder(SyncObjConsumer):
             os._exit(EXIT_APPLY_FAILED)
         self._on_applied(command)
         return result
+
+
+class TouchJournal:
+    """Which jobs the applied commands touched, in order, until the asyncio side drains them
+    (the event feed, four times a second while someone listens). None in it: a snapshot
+    replaced the state, a command's ids could not be told, or more commands came than it
+    holds: whoever drains it starts over from the state. Bounded: at most TOUCHED_MAX entries
+    and one None. Written on the tick thread, drained on the loop (deque appends and pops are
+    atomic)."""
+
+    def __init__(self) -> None:
+        self._entries: deque[Touched] = deque()
+
+    def note(self, command: Command | None) -> None:
+        """Quick, and never raises: it runs in the apply loop."""
+        if len(self._entries) >= TOUCHED_MAX or command is None:
+            if not self._entries or self._entries[-1] is not None:
+                self._entries.append(None)
+            return
+        try:
+            ids = jobs_touched(command)
+        except Exception:  # a command apply refused for its odd fields: look at everything again
+            ids = None
+        if ids != ():
+            self._entries.append(ids)
+
+    def drain(self) -> list[Touched]:
+        out = []
+        while self._entries:
+            out.append(self._entries.popleft())
+        return out

@@ -32,6 +32,7 @@ import structlog
 
 from schedb.clock import monotonic, wall_ms
 from schedb.config import Config
+from schedb.fsm import queries
 from schedb.peers import peer_tls, peer_url
 from schedb.raft import Replica
 
@@ -86,7 +87,7 @@ class ClockWatch:
     def _members(self) -> dict[str, str]:
         """node id -> API address of the other members (registered, and in the Raft membership)."""
         raft_members = set(self._replica.members())
-        nodes = self._replica.read(lambda s: {k: (v["raft_addr"], v["http_addr"]) for k, v in s.nodes.items()})
+        nodes = self._replica.read(queries.node_addresses)
         return {node_id: _reachable(http, raft) for node_id, (raft, http) in nodes.items()
                 if raft in raft_members and node_id != self._config.node.id}
 
@@ -225,7 +226,8 @@ class ClockWatch:
         if self._replica.is_leader():
             return self._config.node.id
         leader = self._replica.view().leader_addr
-        return self._replica.read(lambda s: next((k for k, v in s.nodes.items() if v["raft_addr"] == leader), None))
+        found = self._replica.read(queries.node_at, leader)
+        return found[0] if found else None
 
 
 def _wall_minus_mono_ms() -> float:

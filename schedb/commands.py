@@ -286,3 +286,19 @@ def decode(data: bytes) -> Command:
 
 def outcome_from_list(row: list[Any]) -> Outcome:
     return Outcome(*row)
+
+
+def jobs_touched(command: Command) -> tuple[str, ...] | None:
+    """The ids of the jobs a command may change; () for none; None: it cannot tell (its fields
+    are odd: apply refuses it). `service:<name>` stands for every job of a registering service."""
+    if isinstance(command, CreateJob | ReplaceJob):
+        return (str(command.spec["id"]),) if isinstance(command.spec, dict) and "id" in command.spec else None
+    if isinstance(command, DeleteJob):
+        return (str(command.job_id),)
+    if isinstance(command, CreateJobs):
+        if not isinstance(command.specs, list):
+            return None
+        return tuple(str(s["id"]) for s in command.specs if isinstance(s, dict) and "id" in s)
+    if isinstance(command, RegisterJobs):
+        return ("service:" + str(command.service),)
+    return ()

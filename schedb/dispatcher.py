@@ -22,9 +22,8 @@ already sit on the followers, which keep firing on time through the election.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import structlog
 
@@ -32,16 +31,15 @@ from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import AssignFires
 from schedb.config import Config
-from schedb.fsm.core import State
+from schedb.fire_queries import ASSIGN_BATCH_MAX, PlanInputs, Silent, plan_batch
+from schedb.fsm import queries
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
 
 log = structlog.get_logger("schedb.dispatcher")
 # A follower whose log lags further behind than this is not given new fires.
 FOLLOWER_LAG_MAX = 1_000
-ASSIGN_BATCH_MAX = 2_000
 LEASE_SCAN_INTERVAL_S = 1.0
-LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
 HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is disputed to hand over
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
 # replicated_time.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock gets its own time.
@@ -49,23 +47,6 @@ CLOCK_TICK_S = 0.3
 # A silent follower heard the leader last at most a heartbeat and a round trip after its last
 # answer: beyond the heartbeat, this covers the round trip, an early timer and rounding.
 SILENT_SLACK_MS = 100
-
-
-class Silent(NamedTuple):
-    """A follower that has not answered the leader for reassign_after_s (Dispatcher._silent)."""
-
-    started_none_after_ms: int  # it cannot have started a fire due later (replicated time)
-    gone: bool  # its process is gone, so it will never report what it started before
-
-
-def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
-    """The candidate with the highest hash of (candidate, job): stable as members come and go."""
-    assert candidates, "rendezvous_pick needs at least one candidate"
-
-    def score(node_id: str) -> bytes:
-        return hashlib.blake2b(f"{node_id}\x00{job_id}".encode(), digest_size=8).digest()
-
-    return max(candidates, key=score)
 
 
 class Dispatcher:
@@ -129,7 +110,7 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Plan and propose one batch; returns how many fires were assigned or moved."""
         now_ms = wall_ms()
-        nodes = self._replica.read(lambda s: dict(s.nodes))
+        nodes = self._replica.read(queries.nodes)
         candidates = self.executors(nodes)
         items: list[list[Any]] = []
         reassign: list[list[Any]] = []
@@ -139,8 +120,10 @@ class Dispatcher:
             scan_leases = monotonic() >= self._next_lease_scan
             if scan_leases:
                 self._next_lease_scan = monotonic() + LEASE_SCAN_INTERVAL_S
-            items, reassign, release = self._replica.read(
-                lambda s: self._plan(s, now_ms, candidates, evacuate, scan_leases))
+            batch = self._replica.read(plan_batch, self.plan_inputs(now_ms, candidates, evacuate, scan_leases))
+            for expired in batch.expired:
+                log.warning("lease_expired", **expired)
+            items, reassign, release = batch.items, batch.reassign, batch.release
         if not items and not reassign and not release and monotonic() < self._next_tick:
             return 0
         # Nothing to assign still ticks the replicated clock (only the leader's assignments move it).
@@ -187,70 +170,11 @@ class Dispatcher:
         refused = self._clock.refused_at(node_id) if self._clock is not None else None
         return Silent(fence_closed_ms, gone=refused is not None and refused > last_ack)
 
-    def _plan(self, state: State, now_ms: int, candidates: list[str], evacuate: dict[str, Silent | None],
-              scan_leases: bool) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
-        until_ms = now_ms + self._lookahead_ms
-        # Late jobs (an outage) catch up a bounded number per batch (apply spends a bounded
-        # amount of catch-up work per command): they must not keep the jobs due now waiting.
-        late_before_ms = now_ms - state.limits.misfire_grace_ms
-        due = state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)
-        due += state.due_jobs(until_ms, ASSIGN_BATCH_MAX - len(due), from_ms=late_before_ms)
-        items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)] for job_id, scheduled_ms in due]
-        moves: list[list[Any]] = []
-        for fire in state.book.pending_fires():
-            if fire["due_ms"] <= until_ms:
-                moves.append([fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)])
-        release: list[list[Any]] = []
-        for node_id, silent in sorted(evacuate.items()):
-            for fire in state.book.of_node(node_id):
-                move = [fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
-                if silent is not None:  # a silent follower's (see _silent)
-                    if fire["due_ms"] > silent.started_none_after_ms:
-                        release.append([*move, node_id])
-                    elif silent.gone:
-                        moves.append(move)  # it may have been running when the process died: a new attempt
-                    continue
-                started = self._started_here(fire)
-                if started == "started":
-                    continue  # started before this node led: it finishes and reports it
-                # Never started here: the same attempt goes on (an at-most-once fire is not lost).
-                (release if started == "unstarted" else moves).append(move)
-        moves += self._not_due_of_clock_held(state, now_ms, candidates, evacuate)
-        if scan_leases:
-            released = {item[0] for item in release}
-            moves += [m for m in self._expired_leases(state, now_ms, candidates) if m[0] not in released]
-        room = max(0, ASSIGN_BATCH_MAX - len(items))
-        release = release[:room]
-        return items, moves[:room - len(release)], release
-
-    def _not_due_of_clock_held(self, state: State, now_ms: int, candidates: list[str],
-                               evacuate: dict[str, Silent | None]) -> list[list[Any]]:
-        """A live follower that holds its fires for its clock (or is measured off) has started
-        none due later than now plus the clock bound: those move. Earlier ones may be running
-        there; they are left to their outcome or their lease, so that nothing is called twice."""
-        if self._clock is None:
-            return []
-        not_before_ms = now_ms + self._clock.max_offset_ms
-        moves = []
-        for node_id in sorted(state.book.by_node):
-            if node_id in evacuate or node_id in candidates or node_id == self._config.node.id:
-                continue
-            if self._clock.may_execute(node_id) or self._clock.offset_ms(node_id) is None:
-                continue  # not measured: a new or silent node, whose fires the other rules cover
-            moves += [[fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
-                      for fire in state.book.of_node(node_id) if fire["due_ms"] > not_before_ms]
-        return moves
-
-    def _expired_leases(self, state: State, now_ms: int, candidates: list[str]) -> list[list[Any]]:
-        """Fires whose outcome should have committed long ago (a silent follower's included):
-        try another executor. Not this node's own: it finishes what it started."""
-        moves = []
-        for fire in state.book.fires.values():
-            if fire["node"] and fire["node"] != self._config.node.id and fire["lease_end_ms"] < now_ms:
-                others = [c for c in candidates if c != fire["node"]] or candidates
-                target = rendezvous_pick(fire["job_id"], others)
-                if target != fire["node"]:
-                    moves.append([fire["fire_id"], fire["attempt"], target])
-                    log.warning("lease_expired", job_id=fire["job_id"], fire_id=fire["fire_id"],
-                                attempt=fire["attempt"], executor=fire["node"], to=target)
-        return moves
+    def plan_inputs(self, now_ms: int, candidates: list[str], evacuate: dict[str, Silent | None],
+                    scan_leases: bool) -> PlanInputs:
+        """What the plan of a batch (schedb.fire_queries.plan_batch) needs besides the state."""
+        clock = self._clock
+        clock_held = None if clock is None else \
+            lambda node_id: not (clock.may_execute(node_id) or clock.offset_ms(node_id) is None)
+        return PlanInputs(now_ms, self._lookahead_ms, self._config.node.id, candidates, evacuate, scan_leases,
+                          self._started_here, clock_held, clock.max_offset_ms if clock is not None else 0)

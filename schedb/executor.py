@@ -38,18 +38,17 @@ from typing import Any
 import aiohttp
 import structlog
 
-from schedb import secretbox
+from schedb import fire_queries, secretbox
 from schedb.clock import wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
-from schedb.delivery_view import DeliveryView, delivery_view, resolve_secrets
+from schedb.delivery_view import DeliveryView, resolve_secrets
 from schedb.egress import EgressPolicy
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.gate import PriorityGate
 from schedb.local_fires import LocalFire, LocalFires, Phase, PhaseError, reconcile
 from schedb.metrics import NodeMetrics
-from schedb.policies import Verdict, newer_fire_due, verdict
 from schedb.raft import Replica, SubmitError
 from schedb.teamgates import TeamGates
 from schedb.timers import FireKey
@@ -125,8 +124,7 @@ class Executor:
         if self._replica.generation != self._seen_generation:  # a snapshot replaced the state
             self._seen_generation, self._seen_version = self._replica.generation, -1
         node_id, seen = self._node_id, self._seen_version
-        changes = self._replica.read(
-            lambda s: None if s.book.version_of(node_id) == seen else s.fire_changes(node_id, seen))
+        changes = self._replica.read(queries.fire_changes, node_id, seen)
         if changes is None:
             return
         version, full, changed = changes
@@ -144,8 +142,7 @@ class Executor:
             return
         now_ms = wall_ms()
         running = [(local.key, local.fire) for local in self._fires.in_phase(Phase.RUNNING)]
-        replaced = self._replica.read(
-            lambda s: [(key, newer) for key, fire in running if (newer := newer_fire_due(s, fire, now_ms))])
+        replaced = self._replica.read(fire_queries.replaced_fires, running, now_ms)
         for key, newer in replaced:
             self._cancel(key, f"replaced: by {newer}")
 
@@ -179,8 +176,7 @@ class Executor:
         it as `unknown` (executor_lost). An at-least-once fire is simply delivered again."""
         if self.start_state(fire) != "unknown":
             return False
-        job = self._replica.read(lambda s: s.jobs.get(fire["job_id"]))
-        return job is not None and job["spec"]["delivery"] == "at_most_once"
+        return self._replica.read(queries.job_delivery, fire["job_id"]) == "at_most_once"
 
     def _start(self, local: LocalFire) -> None:
         task = asyncio.create_task(self._run(local.key, local.fire))
@@ -198,7 +194,7 @@ class Executor:
         local = self._fires.get(key)
         if local is None or local.task is not task:
             return
-        if task.cancelled() and self._replica.read(lambda s: self._still_ours(s, local.fire)):
+        if task.cancelled() and self._replica.read(fire_queries.still_ours, local.fire, self._node_id):
             # (Not ours any more, it is the new holder's to report, as _run would have found.)
             try:
                 task.result()
@@ -243,10 +239,12 @@ class Executor:
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
-            decided = self._replica.read(lambda s: self._decide(s, fire))
-            if decided is None:
+            decided = self._replica.read(fire_queries.decide_fire, fire, self._node_id, wall_ms())
+            if not decided.ours:
+                self._not_ours(fire)
+            if decided.verdict is None:
                 return  # the job was deleted, or the fire is no longer this node's: nothing to call
-            decision, view = decided
+            decision, view = decided.verdict, decided.view
             if not decision.fire:
                 self._report_skip(key, fire, decision.status, f"{decision.reason}: {decision.detail}")
                 return
@@ -259,23 +257,11 @@ class Executor:
         finally:
             self._fires.finish(key)
 
-    def _decide(self, state: State, fire: dict[str, Any]) -> tuple[Verdict, DeliveryView | None] | None:
-        """Fire or skip, and for a fire what its delivery needs, in one read; None when the
-        state no longer gives this attempt to this node (a last check against a stale view,
-        e.g. one built before a snapshot replaced the state) or the job is gone."""
-        if not self._still_ours(state, fire):
-            return None
-        decision = verdict(state, fire, wall_ms(), state.limits.misfire_grace_ms)  # the replicated bound
-        if decision is None:
-            return None
-        return decision, delivery_view(state, fire["job_id"]) if decision.fire else None
-
-    def _still_ours(self, state: State, fire: dict[str, Any]) -> bool:
-        current = state.book.get(fire["fire_id"])
-        if current is None or current["node"] != self._node_id or current["attempt"] != fire["attempt"]:
-            log.info("fire_not_ours", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
-            return False
-        return True
+    @staticmethod
+    def _not_ours(fire: dict[str, Any]) -> None:
+        """The state no longer gives this attempt to this node (a last check against a stale
+        view, e.g. one built before a snapshot replaced the state): nothing to call."""
+        log.info("fire_not_ours", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
 
     async def _deliver(self, key: FireKey, fire: dict[str, Any], view: DeliveryView | None) -> None:
         if view is None:
@@ -293,7 +279,8 @@ class Executor:
                 # that is only as good as its fence: cut off meanwhile, it waits to hear again.
                 while self._hold_reason() in STALE_VIEW:
                     await asyncio.sleep(FENCE_RECHECK_S)
-                if not self._replica.read(lambda s: self._still_ours(s, fire)):
+                if not self._replica.read(fire_queries.still_ours, fire, self._node_id):
+                    self._not_ours(fire)
                     return
                 outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
                                         secret_values)

@@ -23,8 +23,7 @@ from schedb.config import Config
 from schedb.dispatcher import Dispatcher
 from schedb.egress import EgressPolicy
 from schedb.executor import Executor
-from schedb.fsm import limits
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
 from schedb.webhook import new_session
@@ -56,7 +55,7 @@ class Node:
         own = [self.config.http.listen, self.config.raft.listen, *self.config.raft.peers]
         if not hasattr(self, "replica"):
             return own
-        members = self.replica.read(lambda s: [a for n in s.nodes.values() for a in (n["raft_addr"], n["http_addr"])])
+        members = [a for pair in self.replica.read(queries.node_addresses).values() for a in pair]
         return own + members
 
     @property
@@ -71,7 +70,7 @@ class Node:
         self.executor = Executor(self.config, self.replica, self._session, self.metrics, self.egress,
                                  self.secret_box, self.clock)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)
-        self.metrics.watch(lambda: self.replica.read(_state_numbers), lambda: vars(self.replica.view()))
+        self.metrics.watch(lambda: self.replica.read(queries.state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
                  "register": self._register(), "clock": self.clock.run()}
         self._tasks += [asyncio.create_task(coro, name=name) for name, coro in tasks.items()]
@@ -88,7 +87,7 @@ class Node:
     def is_registered(self) -> bool:
         """Registered with this node's addresses, and not marked draining by an earlier shutdown."""
         expected = (self.config.raft.listen, self.config.http.listen)
-        node = self.replica.read(lambda s: s.nodes.get(self.node_id))
+        node = self.replica.read(queries.node_record, self.node_id)
         return node is not None and (node["raft_addr"], node["http_addr"]) == expected and not node.get("draining")
 
     async def _register(self) -> None:
@@ -120,7 +119,7 @@ class Node:
         current leader's win."""
         quotas = dataclasses.asdict(self.config.quotas)
         bounds = _limits_of(self.config)
-        now_quotas, now_bounds = self.replica.read(lambda s: (s.default_quotas, limits.current(s.limits)))
+        now_quotas, now_bounds = self.replica.read(queries.config_defaults)
         for differs, command in ((now_quotas != quotas, SetDefaultQuotas(wall_ms(), quotas)),
                                  (now_bounds != bounds, SetLimits(wall_ms(), bounds))):
             if not differs:
@@ -155,12 +154,6 @@ class Node:
             self.replica.transfer_leadership()
             await asyncio.sleep(0.1)
         return True
-
-
-def _state_numbers(state: State) -> dict[str, Any]:
-    return {"jobs": len(state.jobs), "active_fires": len(state.book), "pending_fires": len(state.book.pending),
-            "dead_letters": len(state.dead_letters), "counters": dict(state.counters),
-            "usage": {team: dict(usage) for team, usage in state.usage.items()}}
 
 
 def _limits_of(config: Config) -> dict[str, int]:

@@ -5,9 +5,12 @@ and the node's asyncio loop.
   commit with a timeout of our own: a command forwarded by a follower may
   never get its callback if the leader dies.
 - `StateHolder.apply_command` (tick thread, schedb.applier) decodes one log
-  entry and applies it to the State under a lock; readers on the asyncio side
-  take the same lock. It then wakes the asyncio side (coalesced) so the
-  executor can look at the new state.
+  entry and applies it to the State under a lock; `Replica.read(query, *args)`
+  runs a named query (schedb.fsm.queries, schedb.fire_queries) on the asyncio
+  side under the same lock. It then notes the jobs the command touched (a
+  bounded journal the event feed drains) and wakes the asyncio side (coalesced)
+  so the executor can look at the new state. No code of the API, executor or
+  dispatcher runs on the tick thread.
 - `Replica` also tracks contact: when this node last heard from a leader
   (the executor's fence) and when each follower last acknowledged the log
   (the dispatcher's notion of "alive").
@@ -22,12 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj
 
-from schedb.applier import StateHolder
+from schedb.applier import StateHolder, Touched, TouchJournal
 from schedb.clock import monotonic
 from schedb.commands import Command, encode
 from schedb.config import Config
@@ -38,6 +41,8 @@ from schedb.metrics import NodeMetrics
 from schedb.raft_node import RaftNode, syncobj_conf
 
 log = structlog.get_logger("schedb.raft")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class SubmitError(RuntimeError):
@@ -79,9 +84,7 @@ class Replica:
         self._loop = loop
         self._on_change = on_change
         self._change_pending = threading.Event()
-        # Called on the tick thread with each applied command (None: a snapshot replaced the
-        # state); the console's event feed listens here. Listeners must be quick and not block.
-        self.command_listeners: list[Callable[[Command | None], None]] = []
+        self._touched = TouchJournal()  # noted on the tick thread, drained by the event feed
         self._pending = asyncio.Semaphore(config.http.pending_commands_max)
         # The state starts with the default bounds; the leader's config values follow through
         # the log (SetLimits), so that every node applies the same ones.
@@ -102,11 +105,8 @@ class Replica:
     # -- tick thread → loop ----------------------------------------------------
 
     def _applied(self, command: Command | None) -> None:
-        for listener in self.command_listeners:
-            try:
-                listener(command)
-            except Exception:  # the state has changed already: a listener's bug must not stop the apply loop
-                log.exception("command_listener_failed")
+        """Tick thread, after each apply (None: a snapshot replaced the state)."""
+        self._touched.note(command)
         if not self._change_pending.is_set():
             self._change_pending.set()
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down
@@ -147,10 +147,16 @@ class Replica:
 
     # -- reads ------------------------------------------------------------------
 
-    def read(self, fn: Callable[[State], Any]) -> Any:
-        """Run fn on the state while no command is being applied."""
+    def read(self, query: Callable[Concatenate[State, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a named query (schedb.fsm.queries, schedb.fire_queries) on the state while no
+        command is being applied; it returns a copy, used after the lock is released."""
         with self.holder.lock:
-            return fn(self.holder.state)
+            return query(self.holder.state, *args, **kwargs)
+
+    def drain_touched(self) -> list[Touched]:
+        """The job ids each command applied since the last drain touched, in order (None:
+        start over from the state; see schedb.applier.TouchJournal)."""
+        return self._touched.drain()
 
     @property
     def generation(self) -> int:

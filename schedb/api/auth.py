@@ -27,7 +27,7 @@ from aiohttp import web
 
 from schedb.api.problems import Handler, Problem
 from schedb.clock import monotonic
-from schedb.fsm import tenancy
+from schedb.fsm import queries, tenancy
 from schedb.node import Node
 
 PUBLIC, READ, WRITE, ADMIN = "public", "read", "write", "admin"
@@ -57,7 +57,7 @@ def auth_middleware(node: Node, permissions: dict[tuple[str, str], str]) -> Any:
         if actor["role"] not in ALLOWED_ROLES[needed]:
             raise Problem(403, "Forbidden", f"this needs the {' or '.join(ALLOWED_ROLES[needed])} role; "
                           f"the key is {actor['role']}", kind="forbidden")
-        team_quota = node.replica.read(lambda s: tenancy.quota(s, actor["team"]))
+        team_quota = node.replica.read(queries.team_quotas, actor["team"])
         if not limiter.allow(actor["team"], team_quota["api_rps"]):
             raise Problem(429, "Quota exceeded", f"team {actor['team']!r} is over its api_rps quota "
                           f"({team_quota['api_rps']} requests per second on each node)", kind="quota-exceeded",
@@ -80,7 +80,7 @@ def identify(node: Node, request: web.Request) -> Actor:
     admin_key = node.config.auth.admin_key
     if admin_key and hmac.compare_digest(digest, token_hash(admin_key)):
         return {"key": "config-admin", "team": node.config.auth.admin_team, "role": "admin", "remote": remote}
-    key = node.replica.read(lambda s: tenancy.key_by_hash(s, digest))
+    key = node.replica.read(queries.key_by_hash, digest)
     if key is None:
         raise _unauthorized("the API key is unknown or revoked")
     return {"key": key["id"], "team": key["team"], "role": key["role"], "remote": remote}

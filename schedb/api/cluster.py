@@ -9,7 +9,7 @@ from aiohttp import web
 from schedb.api.context import NODE, json_response
 from schedb.clock import wall_ms
 from schedb.dispatcher import FOLLOWER_LAG_MAX
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.node import Node
 
 
@@ -18,16 +18,7 @@ def cluster_status(node: Node) -> dict[str, Any]:
     shard: the fires it holds now (`active_fires`) and the distinct jobs they belong to."""
     view = node.replica.view()
     config = node.config
-
-    def snapshot(state: State) -> dict[str, Any]:
-        return {"nodes": {k: dict(v) for k, v in state.nodes.items()}, "jobs": len(state.jobs),
-                "active_fires": len(state.book), "counters": dict(state.counters),
-                "fires_by_node": {k: len(v) for k, v in state.book.by_node.items()},
-                "jobs_by_node": {k: len({state.book.fires[f]["job_id"] for f in v})
-                                 for k, v in state.book.by_node.items()},
-                "pending_fires": len(state.book.pending), "dead_letters": len(state.dead_letters)}
-
-    data = node.replica.read(snapshot)
+    data = node.replica.read(queries.cluster_counts)
     by_raft = {n["raft_addr"]: node_id for node_id, n in data["nodes"].items()}
     live = set(node.replica.live_followers(config.scheduler.follower_alive_s, FOLLOWER_LAG_MAX))
     held, shard = data["fires_by_node"], data["jobs_by_node"]
@@ -87,7 +78,7 @@ async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
     view = node.replica.view()
     clock_reason = node.clock.hold_reason()
-    replicated_ms = node.replica.read(lambda s: s.now_ms)
+    replicated_ms = node.replica.read(queries.replicated_now)
     checks = {"caught_up": view.ready, "has_leader": view.leader_addr is not None,
               "registered": node.is_registered(), "executor_running": node.executor_running(),
               "clock_in_bound": not clock_reason,

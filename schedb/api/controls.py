@@ -15,8 +15,7 @@ from schedb.api.telemetry import CORRELATION_ID
 from schedb.api.views import time_or_none
 from schedb.clock import wall_ms
 from schedb.commands import BackfillJob, DropDeadLetter, ReplayDeadLetter, TriggerJob
-from schedb.fsm import tenancy
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.timefmt import rfc3339_to_ms
 
 log = structlog.get_logger("schedb.api")
@@ -96,20 +95,8 @@ def dead_letter_view(letter: dict[str, Any]) -> dict[str, Any]:
 async def list_dead_letters(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     job_id = request.query.get("job_id")
-    actor = current_actor.get()
-
-    def pick(state: State) -> tuple[list[dict[str, Any]], int]:
-        out, total = [], 0
-        for letter in reversed(state.dead_letters.values()):
-            if (job_id is None or letter["job_id"] == job_id) and \
-                    tenancy.can_touch(actor, state.jobs[letter["job_id"]]):
-                total += 1
-                if len(out) < limit:
-                    out.append(dead_letter_view(letter))
-        return out, total
-
-    letters, total = request.app[NODE].replica.read(pick)
-    return json_response({"dead_letters": letters, "total": total})
+    letters, total = request.app[NODE].replica.read(queries.dead_letters, current_actor.get(), job_id, limit)
+    return json_response({"dead_letters": [dead_letter_view(letter) for letter in letters], "total": total})
 
 
 async def replay_dead_letter(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from schedb.api.problems import Handler, Problem, problem_response
 from schedb.clock import monotonic
+from schedb.fsm import queries
 from schedb.node import Node
 from schedb.origins import Address, parse_member, parse_origin
 
@@ -72,7 +73,7 @@ class Origins:
     def _current(self) -> frozenset[Address]:
         now = monotonic()
         if now - self._read_at >= MEMBERS_TTL_S:
-            addrs = self._node.replica.read(lambda s: [n["http_addr"] for n in s.nodes.values()])
+            addrs = [http for _, http in self._node.replica.read(queries.node_addresses).values()]
             http = self._node.config.http
             parsed = [*(parse_member(a) for a in (http.listen, *addrs)), *map(parse_origin, http.cors_origins)]
             self._members = frozenset(a for a in parsed if a is not None)

@@ -13,9 +13,11 @@ out to its subscribers, each filtered to what the subscriber's key may see:
 - `resync`: a snapshot replaced the state, or more happened than the feed follows
   one by one; the console fetches again what it shows.
 
-The job ids come from the commands as they apply (Replica.command_listeners,
-on the tick thread); everything else is compared with what the feed saw on its
-previous look, four times a second, and only while someone listens. An event is
+The job ids come from the commands as they apply: the replica journals them on
+the tick thread (schedb.applier.TouchJournal) and the feed drains the journal
+on the loop; nothing of the feed runs on the tick thread. Everything else is
+compared with what the feed saw on its previous look (schedb.fsm.feed_queries),
+four times a second, and only while someone listens. An event is
 encoded once, whoever receives it. Each subscriber has a bounded queue: one that
 falls behind is dropped (its connection aborted), and its console reconnects
 and fetches afresh.
@@ -26,9 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -36,9 +37,8 @@ from schedb.api.cluster import cluster_status
 from schedb.api.problems import Problem
 from schedb.api.views import execution_view
 from schedb.clock import monotonic
-from schedb.commands import Command, CreateJob, CreateJobs, DeleteJob, RegisterJobs, ReplaceJob
-from schedb.fsm import tenancy
-from schedb.fsm.core import State
+from schedb.fsm import feed_queries, tenancy
+from schedb.fsm.feed_queries import FeedBaseline, FeedChanges
 from schedb.node import Node
 
 log = structlog.get_logger("schedb.events")
@@ -50,7 +50,6 @@ CLUSTER_EVERY_S = 3.0
 IDS_MAX = 200  # ids in one `jobs` or `dead_letters` event; past it the console refetches
 EXECUTIONS_PER_EVENT = 200
 EXECUTIONS_PER_LOOK_MAX = 5_000  # more than that since the last look: `resync`
-TOUCHED_MAX = 10_000  # commands noted between two looks; past it: `resync`
 Event = dict[str, Any]
 Published = tuple[str | None, Event]  # (the team it is about, or None: the cluster; the event)
 
@@ -84,14 +83,11 @@ class EventFeed:
         self._node = node
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
-        # Written by the tick thread (deque appends are atomic), drained by the loop.
-        self._touched: deque[tuple[str, ...] | None] = deque()
         self._job_team: dict[str, str] = {}  # the team of each job, so a deleted job's team is known
         self._letter_team: dict[str, str] = {}
-        self._last_execution: dict[str, Any] | None = None
+        self._executions_written = 0  # execution records written as of the last look
         self._cluster_sig: tuple[Any, ...] = ()
         self._cluster_at = 0.0
-        node.replica.command_listeners.append(self._note)
 
     # -- subscribers (loop) ---------------------------------------------------------
 
@@ -102,7 +98,7 @@ class EventFeed:
             raise Problem(503, "Too many listeners", f"at most {SUBSCRIBERS_MAX} event streams per node, "
                           f"{SUBSCRIBERS_PER_KEY_MAX} per key", kind="too-many-listeners", headers={"Retry-After": "5"})
         subscriber = Subscriber(actor, transport=transport)
-        self._subscribers.add(subscriber)  # first: commands from now on are noted
+        self._subscribers.add(subscriber)
         if self._task is None:
             self._start()
         return subscriber
@@ -125,38 +121,18 @@ class EventFeed:
     def hello(self) -> bytes:
         return frame({"type": "hello", "cluster": cluster_status(self._node)})
 
-    # -- the tick thread ----------------------------------------------------------------
-
-    def _note(self, command: Command | None) -> None:
-        """Which jobs a command touches. Quick, and never raises: it runs in the apply loop."""
-        if not self._subscribers:
-            return
-        if len(self._touched) >= TOUCHED_MAX or command is None:
-            if not self._touched or self._touched[-1] is not None:
-                self._touched.append(None)  # resync (a snapshot, or more than the feed follows)
-            return
-        try:
-            ids = _touched_by(command)
-        except Exception:  # a command apply refused for its odd fields: look at everything again
-            ids = None
-        if ids != ():
-            self._touched.append(ids)
-
     # -- looking (loop) ----------------------------------------------------------------
 
     def _start(self) -> None:
         """The first subscriber came: what the state holds now is the starting point (a command
-        noted before this read is in it already; one after it is in `_touched`)."""
-        self._drain_touched()
-        self._node.replica.read(self._remember)
+        journaled before this read is in it already; one after it is in the journal)."""
+        self._node.replica.drain_touched()
+        self._remember(self._node.replica.read(feed_queries.feed_baseline))
         self._cluster_sig, self._cluster_at = self._cluster_signature(), monotonic()  # hello has it
         self._task = asyncio.create_task(self._run(), name="event-feed")
 
-    def _remember(self, state: State) -> None:
-        self._job_team = {job_id: job["team"] for job_id, job in state.jobs.items()}
-        self._letter_team = {fire_id: self._job_team.get(letter["job_id"], "")
-                             for fire_id, letter in state.dead_letters.items()}
-        self._last_execution = state.recent[-1] if state.recent else None
+    def _remember(self, baseline: FeedBaseline) -> None:
+        self._job_team, self._letter_team, self._executions_written = baseline
 
     async def _run(self) -> None:
         while self._subscribers:
@@ -177,19 +153,15 @@ class EventFeed:
                     log.info("event_listener_dropped", reason="fell behind", key=subscriber.actor.get("key"))
                     self._drop(subscriber)
 
-    def _drain_touched(self) -> list[tuple[str, ...] | None]:
-        out = []
-        while self._touched:
-            out.append(self._touched.popleft())
-        return out
-
     def _look(self) -> list[Published]:
         events = self._cluster_events()
-        touched = self._drain_touched()
+        touched = self._node.replica.drain_touched()
         if None in touched:
-            self._node.replica.read(self._remember)
+            self._remember(self._node.replica.read(feed_queries.feed_baseline))
             return [*events, (None, {"type": "resync"})]
-        return events + self._node.replica.read(lambda state: self._state_events(state, touched))
+        changes = self._node.replica.read(feed_queries.feed_changes, cast(list[tuple[str, ...]], touched),
+                                          self._letter_team, self._executions_written, EXECUTIONS_PER_LOOK_MAX)
+        return events + self._state_events(changes)
 
     def _cluster_signature(self) -> tuple[Any, ...]:
         view = self._node.replica.view()
@@ -204,79 +176,39 @@ class EventFeed:
         self._cluster_sig, self._cluster_at = sig, now
         return [(None, {"type": "cluster", "cluster": cluster_status(self._node)})]
 
-    def _state_events(self, state: State, touched: list[tuple[str, ...]]) -> list[Published]:
-        return [*self._job_events(state, touched), *self._execution_events(state), *self._letter_events(state)]
+    def _state_events(self, changes: FeedChanges) -> list[Published]:
+        self._executions_written = changes.executions_written
+        return [*self._job_events(changes), *self._execution_events(changes), *self._letter_events(changes)]
 
-    def _job_events(self, state: State, touched: list[tuple[str, ...]]) -> list[Published]:
+    def _job_events(self, changes: FeedChanges) -> list[Published]:
         by_team: dict[str, set[str]] = {}
-        for ids in touched:
-            for job_id in _expand(state, ids):
-                job = state.jobs.get(job_id)
-                team = job["team"] if job is not None else self._job_team.pop(job_id, None)
-                if job is not None:
-                    self._job_team[job_id] = job["team"]
-                if team is not None:
-                    by_team.setdefault(team, set()).add(job_id)
+        for job_id, team_now in changes.jobs:
+            team = team_now if team_now is not None else self._job_team.pop(job_id, None)
+            if team_now is not None:
+                self._job_team[job_id] = team_now
+            if team is not None:
+                by_team.setdefault(team, set()).add(job_id)
         return [(team, _id_event("jobs", "ids", sorted(ids))) for team, ids in by_team.items()]
 
-    def _execution_events(self, state: State) -> list[Published]:
-        fresh: list[dict[str, Any]] = []
-        for row in reversed(state.recent):
-            if row is self._last_execution:
-                break
-            fresh.append(row)
-            if len(fresh) > EXECUTIONS_PER_LOOK_MAX:
-                self._last_execution = state.recent[-1]
-                return [(None, {"type": "resync"})]
-        if not fresh:
-            return []
-        self._last_execution = fresh[0]
+    @staticmethod
+    def _execution_events(changes: FeedChanges) -> list[Published]:
+        if changes.executions is None:
+            return [(None, {"type": "resync"})]
         by_team: dict[str, list[dict[str, Any]]] = {}
-        for row in reversed(fresh):  # oldest first
-            job = state.jobs.get(row["job_id"])
-            if job is not None and row["committed_ms"] >= job["created_ms"]:
-                by_team.setdefault(job["team"], []).append(execution_view(row))
+        for team, row in changes.executions:  # oldest first
+            by_team.setdefault(team, []).append(execution_view(row))
         return [(team, {"type": "executions", "executions": rows[i:i + EXECUTIONS_PER_EVENT]})
                 for team, rows in by_team.items() for i in range(0, len(rows), EXECUTIONS_PER_EVENT)]
 
-    def _letter_events(self, state: State) -> list[Published]:
-        letters = state.dead_letters
-        if len(letters) == len(self._letter_team) and letters.keys() == self._letter_team.keys():
-            return []
-        added = [f for f in letters if f not in self._letter_team]
-        removed = [f for f in self._letter_team if f not in letters]
-        changes: dict[str, tuple[list[str], list[str]]] = {}
-        for fire_id in added:
-            job = state.jobs.get(letters[fire_id]["job_id"])
-            team = self._letter_team[fire_id] = job["team"] if job is not None else ""
-            changes.setdefault(team, ([], []))[0].append(fire_id)
-        for fire_id in removed:
-            changes.setdefault(self._letter_team.pop(fire_id), ([], []))[1].append(fire_id)
+    def _letter_events(self, changes: FeedChanges) -> list[Published]:
+        grouped: dict[str, tuple[list[str], list[str]]] = {}
+        for fire_id, team in changes.letters_added:
+            self._letter_team[fire_id] = team
+            grouped.setdefault(team, ([], []))[0].append(fire_id)
+        for fire_id in changes.letters_removed:
+            grouped.setdefault(self._letter_team.pop(fire_id), ([], []))[1].append(fire_id)
         return [(team, {"type": "dead_letters", "added": a[:IDS_MAX], "removed": r[:IDS_MAX],
-                        "many": len(a) > IDS_MAX or len(r) > IDS_MAX}) for team, (a, r) in changes.items()]
-
-
-def _touched_by(command: Command) -> tuple[str, ...] | None:
-    """The job ids a command may change; () for none; None: it cannot tell (resync)."""
-    if isinstance(command, CreateJob | ReplaceJob):
-        return (str(command.spec["id"]),) if isinstance(command.spec, dict) and "id" in command.spec else None
-    if isinstance(command, DeleteJob):
-        return (str(command.job_id),)
-    if isinstance(command, CreateJobs):
-        if not isinstance(command.specs, list):
-            return None
-        return tuple(str(s["id"]) for s in command.specs if isinstance(s, dict) and "id" in s)
-    if isinstance(command, RegisterJobs):
-        return ("service:" + str(command.service),)
-    return ()
-
-
-def _expand(state: State, ids: tuple[str, ...]) -> list[str]:
-    """A registration touches every job of its service (new, changed, orphaned)."""
-    if len(ids) == 1 and ids[0].startswith("service:"):
-        prefix = ids[0].removeprefix("service:") + "."
-        return [job_id for job_id in state.jobs if job_id.startswith(prefix)]
-    return list(ids)
+                        "many": len(a) > IDS_MAX or len(r) > IDS_MAX}) for team, (a, r) in grouped.items()]
 
 
 def _id_event(kind: str, key: str, ids: list[str]) -> Event:

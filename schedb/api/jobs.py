@@ -17,8 +17,7 @@ from schedb.api.views import SECRET_MASK, etag, execution_view, job_view
 from schedb.clock import wall_ms
 from schedb.commands import CreateJob, DeleteJob, ReplaceJob
 from schedb.describe import describe
-from schedb.fsm import tenancy
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.fsm.jobs import IDEMPOTENCY_KEY_LEN_MAX
 from schedb.jobspec import InvalidJob, validate_job
 from schedb.node import Node
@@ -76,11 +75,7 @@ def refuse_past_one_shot(spec: dict[str, Any]) -> None:
 
 
 def _read_job(node: Node, job_id: str) -> dict[str, Any]:
-    def copy(state: State) -> dict[str, Any] | None:
-        job = state.jobs.get(job_id)
-        return None if job is None else dict(job, active_fires=list(job["active_fires"]))
-
-    job = node.replica.read(copy)
+    job = node.replica.read(queries.job, job_id)
     if job is None or not sees(job):  # another team's job does not exist for this key
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
     return job
@@ -228,11 +223,10 @@ async def job_executions(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     status = _status_filter(request)
-    actor = current_actor.get()
-    rows = node.replica.read(lambda s: list(s.history.get(job_id, ()))
-                             if job_id in s.jobs and tenancy.can_touch(actor, s.jobs[job_id]) else None)
-    if rows is None:
+    found = node.replica.read(queries.job_history, job_id, current_actor.get())
+    if found is None:
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
+    rows = found[0]
     picked = [execution_view(r) for r in reversed(rows) if status is None or r["status"] == status]
     return json_response({"executions": picked[:limit]})
 
@@ -242,22 +236,5 @@ async def list_executions(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, LIST_LIMIT_MAX)
     status = _status_filter(request)
     job_id = request.query.get("job_id")
-    actor = current_actor.get()
-
-    def visible(state: State, row: dict[str, Any]) -> bool:
-        """A row of the key's team; not one of an earlier job of the same id (another team's, maybe)."""
-        job = state.jobs.get(row["job_id"])
-        return tenancy.is_admin(actor) or (job is not None and tenancy.can_touch(actor, job)
-                                           and row["committed_ms"] >= job["created_ms"])
-
-    def pick(state: State) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for row in reversed(state.recent):
-            if (status is None or row["status"] == status) and (job_id is None or row["job_id"] == job_id) \
-                    and visible(state, row):
-                out.append(execution_view(row))
-                if len(out) >= limit:
-                    break
-        return out
-
-    return json_response({"executions": node.replica.read(pick)})
+    rows = node.replica.read(queries.recent_executions, current_actor.get(), status, job_id, limit)
+    return json_response({"executions": [execution_view(row) for row in rows]})

@@ -16,8 +16,7 @@ from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
 from schedb.clock import wall_ms
 from schedb.commands import CreateApiKey, RevokeApiKey
-from schedb.fsm import tenancy
-from schedb.fsm.core import State
+from schedb.fsm import queries, tenancy
 
 KEY_FIELDS = ("team", "role", "name")
 
@@ -46,17 +45,14 @@ async def create_key(request: web.Request) -> web.Response:
     token = f"sk_{key_id}_{secrets.token_urlsafe(32)}"
     node = request.app[NODE]
     await propose(node, CreateApiKey(wall_ms(), key_id, token_hash(token), team, role, name))
-    key = node.replica.read(lambda s: dict(s.api_keys[key_id]))
+    key = node.replica.read(queries.api_key, key_id)
+    assert key is not None, "a key committed a moment ago"
     return json_response({**key_view(key), "key": token}, 201, {"Location": f"/api/v1/keys/{key_id}"})
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    team = request.query.get("team")
-
-    def pick(state: State) -> list[dict[str, Any]]:
-        return [key_view(k) for k in state.api_keys.values() if team is None or k["team"] == team]
-
-    return json_response({"keys": request.app[NODE].replica.read(pick)})
+    keys = request.app[NODE].replica.read(queries.api_keys, request.query.get("team"))
+    return json_response({"keys": [key_view(key) for key in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:

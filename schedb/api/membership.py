@@ -31,6 +31,7 @@ from schedb.api.context import NODE, json_response
 from schedb.api.problems import Problem, read_json
 from schedb.clock import monotonic
 from schedb.config import ConfigError, parse_address
+from schedb.fsm import queries
 from schedb.node import SHUTDOWN_S, Node
 from schedb.peers import peer_tls, peer_url
 from schedb.raft import SubmitError
@@ -110,7 +111,7 @@ def _member_list(node: Node) -> list[str]:
 
 def _resolve(node: Node, member: str) -> tuple[str, str | None, str | None]:
     """(raft address, node id, http address) of a member named by node id or raft address."""
-    nodes = node.replica.read(lambda s: {k: dict(v) for k, v in s.nodes.items()})
+    nodes = node.replica.read(queries.nodes)
     by_id = nodes.get(member)
     addr = by_id["raft_addr"] if by_id else member
     if addr not in _member_list(node):
@@ -159,10 +160,9 @@ async def _wait_connected(node: Node, addr: str) -> bool:
 async def _wait_registered(node: Node, addr: str) -> str | None:
     deadline = monotonic() + REGISTER_WAIT_S
     while monotonic() < deadline:
-        found = node.replica.read(lambda s: next(
-            (k for k, v in s.nodes.items() if v["raft_addr"] == addr and not v.get("draining")), None))
+        found = node.replica.read(queries.node_at, addr, serving=True)
         if found:
-            return str(found)
+            return found[0]
         await asyncio.sleep(0.2)
     return None
 
@@ -199,8 +199,8 @@ async def _forward(request: web.Request, node: Node, body: Any, again: bool = Fa
     """Membership changes run on the leader only; pass the request on once (again: once more,
     after this node handed its leadership on)."""
     leader = node.replica.view().leader_addr
-    http_addr = node.replica.read(lambda s: next(
-        (v["http_addr"] for v in s.nodes.values() if v["raft_addr"] == leader), None))
+    found = node.replica.read(queries.node_at, leader)
+    http_addr = found[1]["http_addr"] if found else None
     if (request.headers.get(FORWARDED) and not again) or not http_addr:
         raise Problem(503, "No leader", "membership changes need a leader; retry", kind="no-leader",
                       headers={"Retry-After": "1"})

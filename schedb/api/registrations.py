@@ -3,8 +3,6 @@ registry.py for what is kept and what is updated) and `GET /api/v1/registrations
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from schedb.api.auth import acting_team, current_actor
@@ -14,8 +12,7 @@ from schedb.api.targets import check_webhook
 from schedb.api.views import job_view
 from schedb.clock import wall_ms
 from schedb.commands import RegisterJobs
-from schedb.fsm import tenancy
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.fsm.registry import JOBS_PER_SERVICE_MAX
 
 
@@ -45,10 +42,5 @@ async def list_registered(request: web.Request) -> web.Response:
     service = request.query.get("service")
     actor = current_actor.get()
     now_ms = wall_ms()
-
-    def pick(state: State) -> list[dict[str, Any]]:
-        return [job_view(job, now_ms) for job in state.jobs.values()
-                if job.get("registration") and (service is None or job["registration"]["service"] == service)
-                and tenancy.can_touch(actor, job)]
-
-    return json_response({"jobs": request.app[NODE].replica.read(pick)})
+    jobs = request.app[NODE].replica.read(queries.registered_jobs, actor, service)
+    return json_response({"jobs": [job_view(job, now_ms) for job in jobs]})

@@ -17,6 +17,7 @@ from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
 from schedb.clock import wall_ms
 from schedb.commands import DeleteSecret, PutSecret
+from schedb.fsm import queries
 from schedb.node import Node
 
 SECRET_FIELDS = ("name", "value")
@@ -63,8 +64,8 @@ def _parse(body: Any) -> tuple[str, str]:
 
 async def list_secrets(request: web.Request) -> web.Response:
     team = acting_team(request)
-    rows = request.app[NODE].replica.read(
-        lambda s: [_secret_view(team, name, entry) for name, entry in sorted(s.secrets.get(team, {}).items())])
+    rows = [_secret_view(team, name, entry)
+            for name, entry in request.app[NODE].replica.read(queries.team_secrets, team)]
     return json_response({"secrets": rows})
 
 

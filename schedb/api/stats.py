@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from schedb.api.auth import sees
+from schedb.api.auth import current_actor
 from schedb.api.context import NODE, json_response, query_int
 from schedb.api.jobs import STATUSES
 from schedb.api.problems import Problem
 from schedb.api.views import time_or_none
 from schedb.clock import wall_ms
-from schedb.fsm.core import State
+from schedb.fsm import queries
 from schedb.fsm.model import CALLED_STATUSES
 from schedb.report import ITEM_FIELDS
 
@@ -73,14 +73,8 @@ async def job_stats(request: web.Request) -> web.Response:
     node = request.app[NODE]
     job_id = request.match_info["job_id"]
     window_s = query_int(request, "window", WINDOW_S_DEFAULT, 1, WINDOW_S_MAX)
-    def read(state: State) -> tuple[list[dict[str, Any]], int] | None:
-        job = state.jobs.get(job_id)
-        if job is None or not sees(job):  # another team's job does not exist for this key
-            return None
-        return list(state.history.get(job_id, ())), state.limits.history_per_job
-
-    found = node.replica.read(read)
-    if found is None:
+    found = node.replica.read(queries.job_history, job_id, current_actor.get())
+    if found is None:  # another team's job does not exist for this key
         raise Problem(404, "Not found", f"job {job_id!r} does not exist", kind="not-found")
     rows, kept = found
     now_ms = wall_ms()

@@ -9,6 +9,7 @@ from typing import Any
 from schedb import secretbox
 from schedb.api.problems import Problem
 from schedb.egress import EgressRefused
+from schedb.fsm import queries
 from schedb.node import Node
 
 
@@ -20,7 +21,7 @@ async def check_webhook(node: Node, spec: dict[str, Any], team: str) -> None:
         errors.append({"field": "webhook", "message": "references a secret, but this cluster has no secrets key "
                        "(secrets.key_file or SCHEDB_SECRETS_KEY)"})
     elif names:
-        known = node.replica.read(lambda s: set(s.secrets.get(team, ())))
+        known = node.replica.read(queries.secret_names, team)
         errors += [{"field": "webhook", "message": f"secret {name!r} does not exist in team {team!r}"}
                    for name in sorted(names - known)]
     try:

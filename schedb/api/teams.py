@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from schedb.api.auth import require_team
@@ -12,10 +10,8 @@ from schedb.api.problems import Problem, read_json
 from schedb.api.views import time_or_none
 from schedb.clock import wall_ms
 from schedb.commands import SetQuotas
-from schedb.fsm import tenancy
-from schedb.fsm.core import State
+from schedb.fsm import queries, tenancy
 from schedb.fsm.limits import QUOTA_NAMES
-from schedb.fsm.model import USAGE_FIELDS
 
 AUDIT_LIMIT_MAX = 1_000
 
@@ -31,22 +27,13 @@ def _team(request: web.Request) -> str:
 async def get_usage(request: web.Request) -> web.Response:
     """What the team used since the cluster began (the counters are replicated), and now."""
     team = _team(request)
-    now_ms = wall_ms()
-
-    def read(state: State) -> dict[str, Any]:
-        window = state.fire_windows.get(team, [0, 0])
-        this_minute = window[1] if window[0] == now_ms // tenancy.MINUTE_MS else 0
-        return {"team": team, "usage": dict(state.usage.get(team) or dict.fromkeys(USAGE_FIELDS, 0)),
-                "jobs": state.team_jobs.get(team, 0), "fires_this_minute": this_minute,
-                "secrets": len(state.secrets.get(team, ())), "quotas": tenancy.quota(state, team)}
-
-    return json_response(request.app[NODE].replica.read(read))
+    return json_response(request.app[NODE].replica.read(queries.team_usage, team, wall_ms()))
 
 
 async def get_quotas(request: web.Request) -> web.Response:
     team = _team(request)
     node = request.app[NODE]
-    quotas, own = node.replica.read(lambda s: (tenancy.quota(s, team), sorted(s.quotas.get(team, ()))))
+    quotas, own = node.replica.read(queries.quota_settings, team)
     return json_response({"team": team, "quotas": quotas, "set_for_team": own})
 
 
@@ -66,14 +53,6 @@ async def get_audit(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, AUDIT_LIMIT_MAX)
     after = query_int(request, "after", 0, 0, 2**53)
     team = request.query.get("team")
-
-    def pick(state: State) -> list[dict[str, Any]]:
-        out = []
-        for row in reversed(state.audit):
-            if row["seq"] <= after or len(out) >= limit:
-                break
-            if team is None or row["team"] == team:
-                out.append({**{k: v for k, v in row.items() if k != "at_ms"}, "at": time_or_none(row["at_ms"])})
-        return out
-
-    return json_response({"records": request.app[NODE].replica.read(pick)})
+    rows = request.app[NODE].replica.read(queries.audit_records, after, limit, team)
+    return json_response({"records": [{**{k: v for k, v in row.items() if k != "at_ms"},
+                                       "at": time_or_none(row["at_ms"])} for row in rows]})

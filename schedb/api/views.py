@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schedb.fsm.job_list import next_fire_ms
 from schedb.timefmt import ms_to_rfc3339
 
 SECRET_MASK = "********"
@@ -11,15 +12,6 @@ SECRET_MASK = "********"
 
 def time_or_none(ms: int | None) -> str | None:
     return None if ms is None else ms_to_rfc3339(ms)
-
-
-def next_fire_ms(job: dict[str, Any], now_ms: int) -> int | None:
-    """When the job fires next, counting fires already handed to an executor; None: not scheduled."""
-    soonest: int | None = job["next_fire_ms"]
-    for ms in job["active_fires"]:  # no list built: the job list calls this for every job
-        if ms >= now_ms and (soonest is None or ms < soonest):
-            soonest = ms
-    return soonest
 
 
 def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:

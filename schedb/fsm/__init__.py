@@ -16,6 +16,8 @@ package only to the pure helpers schedb.commands, schedule, jobspec, report and 
   jobs, registry                 job commands; service-registered jobs
   upgrade, machine               older snapshots; apply, the handler table, canonical bytes
   invariants, snapshot_compat    the state's invariants as code; old snapshots' class paths
+  queries, job_list,             the read port: named queries the node's other parts run through
+  feed_queries                   Replica.read (copies only); the job list; the console's feed
 
 Nothing is imported here: importing schedb.fsm.limits (as schedb.config does) loads no handler.
 """

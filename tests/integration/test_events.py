@@ -13,14 +13,14 @@ import time
 from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from devkit.devcluster import http
 from devkit.harness import Cluster, NodeProc, Receiver
-from schedb.api.events import SUBSCRIBERS_PER_KEY_MAX, EventFeed, Subscriber
+from schedb.api.events import SUBSCRIBERS_PER_KEY_MAX
+from schedb.applier import TOUCHED_MAX, TouchJournal
 from schedb.commands import CreateJob, CreateJobs, DeleteJob, decode, encode
 from tests.integration.conftest import running_cluster
 from tests.integration.keys import ADMIN_KEY, AUTH_ON, call, make_key
@@ -142,15 +142,24 @@ def test_a_node_stops_on_time_while_a_listener_does_not_read(tmp_path: Path, rec
 
 
 def test_odd_commands_never_raise_in_the_apply_loop() -> None:
-    """The feed's command listener runs inside pysyncobj's apply loop: a command apply refuses
-    for its odd fields must make it resync, never raise."""
-    replica = SimpleNamespace(command_listeners=[])
-    feed = EventFeed(SimpleNamespace(replica=replica))  # type: ignore[arg-type]
-    feed._subscribers.add(Subscriber({"team": "a"}))  # someone listens: commands are noted
+    """The replica's journal of touched jobs is written inside pysyncobj's apply loop: a command
+    apply refuses for its odd fields must make the feed resync, never raise."""
+    journal = TouchJournal()
     for command in (decode(encode(CreateJob(1, ["not", "a", "dict"]))), decode(encode(CreateJobs(1, 5))),  # type: ignore[arg-type]
                     CreateJob(1, {"id": "ok"}), DeleteJob(1, "gone")):
-        replica.command_listeners[0](command)
-    assert list(feed._touched) == [None, None, ("ok",), ("gone",)]
+        journal.note(command)
+    assert journal.drain() == [None, None, ("ok",), ("gone",)]
+    assert journal.drain() == []
+
+
+def test_the_journal_of_touched_jobs_is_bounded() -> None:
+    """Past TOUCHED_MAX undrained commands (nobody listens), one None: whoever drains resyncs."""
+    journal = TouchJournal()
+    for i in range(TOUCHED_MAX + 5):
+        journal.note(DeleteJob(1, f"j{i}"))
+    journal.note(None)
+    drained = journal.drain()
+    assert len(drained) == TOUCHED_MAX + 1 and drained[-1] is None and drained[0] == ("j0",)
 
 
 def test_one_key_cannot_take_every_stream_of_a_node(secure: Cluster) -> None:

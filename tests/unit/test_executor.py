@@ -32,9 +32,9 @@ class FakeReplica:
         self.heard = True  # from a leader within fence_s
         self.executor: Executor | None = None
 
-    def read(self, fn: Any) -> Any:
+    def read(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         self.reads += 1
-        return fn(self.state)
+        return query(self.state, *args, **kwargs)
 
     def apply(self, command: Command) -> dict[str, Any]:
         """As the leader's tick and the command commit (replicated time moves only with the leader)."""

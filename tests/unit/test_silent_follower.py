@@ -16,6 +16,7 @@ from schedb.clock import FakeClock
 from schedb.commands import AssignFires, CreateJob
 from schedb.config import Config, ExecutorSection, HttpSection, LogSection, NodeSection, RaftSection, SchedulerSection
 from schedb.dispatcher import Dispatcher
+from schedb.fire_queries import plan_batch
 from schedb.fsm.core import State
 from schedb.metrics import NodeMetrics
 from tests.unit.test_state import T0, at, cluster_state, spec
@@ -36,8 +37,8 @@ class Contacts:
     def last_ack(self, raft_addr: str) -> float:
         return MONO_ACK if raft_addr == F_ADDR else 0.0
 
-    def read(self, fn: Any) -> Any:
-        return fn(self.state)
+    def read(self, query: Any, *args: Any) -> Any:
+        return query(self.state, *args)
 
 
 class Probes:
@@ -81,7 +82,7 @@ def plan_at(state: State, after_ack_s: float, probes: Probes, leader_since: floa
         leader._leader_since = leader_since
         held = {f["fire_id"] for f in state.book.of_node("node2")}
         evacuate = leader._nodes_to_evacuate(dict(state.nodes), ["node3"])
-        items, moves, release = leader._plan(state, now_ms, ["node3"], evacuate, False)
+        items, moves, release, _ = plan_batch(state, leader.plan_inputs(now_ms, ["node3"], evacuate, False))
     state.apply(AssignFires(now_ms, items, moves, release, leader_id="node1"))
     return {str((f["scheduled_ms"] - T0) // 1000): (f["attempt"], f["node"]) for f in state.book.fires.values()
             if f["fire_id"] in held and f["scheduled_ms"] - T0 <= 8000}

@@ -1,0 +1,182 @@
+"""The executor's and the dispatcher's queries: decisions about fires that need one consistent
+state and more than the state (the fire policies, the delivery view, this node's view of the
+other members). The rules of schedb.fsm.queries hold: `(state, *args) -> plain data`, run by
+`Replica.read(query, *args)` under the state's lock, copies only, no log, time as an argument.
+
+- `decide_fire`: an attempt's verdict (fire or skip) and, to fire it, its delivery view, read
+  together: both must see the same state.
+- `plan_batch`: the dispatcher's next AssignFires (new fires, fires to move, fires to release)
+  from one state. What it learns from outside the state (which fires this node's executor
+  started, which members hold their fires for their clock) comes in with its inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from schedb.delivery_view import DeliveryView, delivery_view
+from schedb.fsm.core import State
+from schedb.fsm.model import Fire
+from schedb.policies import Verdict, newer_fire_due, verdict
+
+LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
+ASSIGN_BATCH_MAX = 2_000
+Move = list[Any]  # [fire id, attempt, to node] (release: and the node it leaves)
+
+
+# -- the executor -------------------------------------------------------------------------
+
+
+class FireDecision(NamedTuple):
+    ours: bool  # the state still gives this attempt to this node
+    verdict: Verdict | None  # None: not ours, or the job is gone
+    view: DeliveryView | None  # to fire it: what the delivery needs (its spec a copy)
+
+
+def still_ours(state: State, fire: dict[str, Any], node_id: str) -> bool:
+    """Does the state still give this attempt of the fire to node_id?"""
+    return _ours(state, fire, node_id) is not None
+
+
+def _ours(state: State, fire: dict[str, Any], node_id: str) -> Fire | None:
+    current = state.book.get(fire["fire_id"])
+    ours = current is not None and current["node"] == node_id and current["attempt"] == fire["attempt"]
+    return current if ours else None
+
+
+def decide_fire(state: State, fire: dict[str, Any], node_id: str, now_ms: int) -> FireDecision:
+    """Fire or skip the attempt at now_ms (schedb.policies, with the replicated misfire grace)
+    and, for a fire, its delivery view, in one read."""
+    current = _ours(state, fire, node_id)
+    if current is None:
+        return FireDecision(False, None, None)
+    # The attempts reported as the state has them now: the executor's copy of the fire is as
+    # old as the last change that moved it (a report on an older attempt moves nothing).
+    decision = verdict(state, {**fire, "reported": current["reported"]}, now_ms, state.limits.misfire_grace_ms)
+    view = delivery_view(state, fire["job_id"]) if decision is not None and decision.fire else None
+    return FireDecision(True, decision, view._replace(spec=copy.deepcopy(view.spec)) if view else None)
+
+
+def replaced_fires(state: State, running: list[tuple[Any, dict[str, Any]]], now_ms: int) -> list[tuple[Any, str]]:
+    """(key, the newer fire's id) of each running (key, fire) of a `replace` job that a newer
+    fire of the job, due by now_ms, replaces."""
+    return [(key, newer) for key, fire in running if (newer := newer_fire_due(state, fire, now_ms))]
+
+
+# -- the dispatcher ------------------------------------------------------------------------
+
+
+class Silent(NamedTuple):
+    """A follower that has not answered the leader for reassign_after_s (Dispatcher._silent)."""
+
+    started_none_after_ms: int  # it cannot have started a fire due later (replicated time)
+    gone: bool  # its process is gone, so it will never report what it started before
+
+
+class PlanInputs(NamedTuple):
+    now_ms: int
+    lookahead_ms: int
+    self_id: str  # this node, the leader
+    candidates: list[str]  # the executors that may get fires now
+    evacuate: dict[str, Silent | None]  # nodes whose fires move: this node (None) and silent followers
+    scan_leases: bool  # look for fires whose lease ended, too
+    started_here: Callable[[dict[str, Any]], str]  # this node's executor: started, unstarted or unknown
+    # The clock watch: does this live member hold its fires for its clock (measured off)? None: no watch.
+    clock_held: Callable[[str], bool] | None
+    max_offset_ms: int  # the clock bound
+
+
+class Batch(NamedTuple):
+    items: list[Move]  # [job id, scheduled ms, node]: new fires
+    reassign: list[Move]
+    release: list[Move]
+    expired: list[dict[str, Any]]  # the fires whose lease ended that move (to log)
+
+
+def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
+    """The candidate with the highest hash of (candidate, job): stable as members come and go."""
+    assert candidates, "rendezvous_pick needs at least one candidate"
+
+    def score(node_id: str) -> bytes:
+        return hashlib.blake2b(f"{node_id}\x00{job_id}".encode(), digest_size=8).digest()
+
+    return max(candidates, key=score)
+
+
+def plan_batch(state: State, plan: PlanInputs) -> Batch:
+    """The next AssignFires, at most ASSIGN_BATCH_MAX items in all."""
+    now_ms, candidates = plan.now_ms, plan.candidates
+    until_ms = now_ms + plan.lookahead_ms
+    # Late jobs (an outage) catch up a bounded number per batch (apply spends a bounded
+    # amount of catch-up work per command): they must not keep the jobs due now waiting.
+    late_before_ms = now_ms - state.limits.misfire_grace_ms
+    due = state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)
+    due += state.due_jobs(until_ms, ASSIGN_BATCH_MAX - len(due), from_ms=late_before_ms)
+    items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)] for job_id, scheduled_ms in due]
+    moves: list[Move] = [[fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
+                         for fire in state.book.pending_fires() if fire["due_ms"] <= until_ms]
+    release = _evacuate(state, plan, moves)
+    moves += _not_due_of_clock_held(state, plan)
+    expired: list[dict[str, Any]] = []
+    if plan.scan_leases:
+        released = {item[0] for item in release}
+        expired = _expired_leases(state, plan)
+        moves += [[e["fire_id"], e["attempt"], e["to"]] for e in expired if e["fire_id"] not in released]
+    room = max(0, ASSIGN_BATCH_MAX - len(items))
+    release = release[:room]
+    return Batch(items, moves[:room - len(release)], release, expired)
+
+
+def _evacuate(state: State, plan: PlanInputs, moves: list[Move]) -> list[Move]:
+    """The fires of the nodes to evacuate: those to release (returned) and to move (to moves)."""
+    release: list[Move] = []
+    for node_id, silent in sorted(plan.evacuate.items()):
+        for fire in state.book.of_node(node_id):
+            move = [fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], plan.candidates)]
+            if silent is not None:  # a silent follower's (see Dispatcher._silent)
+                if fire["due_ms"] > silent.started_none_after_ms:
+                    release.append([*move, node_id])
+                elif silent.gone:
+                    moves.append(move)  # it may have been running when the process died: a new attempt
+                continue
+            started = plan.started_here(fire)
+            if started == "started":
+                continue  # started before this node led: it finishes and reports it
+            # Never started here: the same attempt goes on (an at-most-once fire is not lost).
+            (release if started == "unstarted" else moves).append(move)
+    return release
+
+
+def _not_due_of_clock_held(state: State, plan: PlanInputs) -> list[Move]:
+    """A live follower that holds its fires for its clock (or is measured off) has started
+    none due later than now plus the clock bound: those move. Earlier ones may be running
+    there; they are left to their outcome or their lease, so that nothing is called twice."""
+    if plan.clock_held is None:
+        return []
+    not_before_ms = plan.now_ms + plan.max_offset_ms
+    moves = []
+    for node_id in sorted(state.book.by_node):
+        if node_id in plan.evacuate or node_id in plan.candidates or node_id == plan.self_id:
+            continue
+        if not plan.clock_held(node_id):
+            continue  # not measured: a new or silent node, whose fires the other rules cover
+        moves += [[fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], plan.candidates)]
+                  for fire in state.book.of_node(node_id) if fire["due_ms"] > not_before_ms]
+    return moves
+
+
+def _expired_leases(state: State, plan: PlanInputs) -> list[dict[str, Any]]:
+    """Fires whose outcome should have committed long ago (a silent follower's included):
+    try another executor. Not this node's own: it finishes what it started."""
+    out = []
+    for fire in state.book.fires.values():
+        if fire["node"] and fire["node"] != plan.self_id and fire["lease_end_ms"] < plan.now_ms:
+            others = [c for c in plan.candidates if c != fire["node"]] or plan.candidates
+            target = rendezvous_pick(fire["job_id"], others)
+            if target != fire["node"]:
+                out.append({"job_id": fire["job_id"], "fire_id": fire["fire_id"], "attempt": fire["attempt"],
+                            "executor": fire["node"], "to": target})
+    return out
