@@ -30,6 +30,7 @@ log = structlog.get_logger("schedb.raft")  # these lines have always been the Ra
 EXIT_CORRUPT_LOG = 70
 EXIT_APPLY_FAILED = 71
 TOUCHED_MAX = 10_000  # commands noted and not drained yet; past it: one None (resync)
+TOUCHED_IDS_MAX = 100_000  # job ids in them (a few MB at most)
 Touched = tuple[str, ...] | None  # the job ids one command touched (schedb.commands.jobs_touched); None: resync
 
 
@@ -73,31 +74,46 @@ class StateHolder(SyncObjConsumer):
 
 
 class TouchJournal:
-    """Which jobs the applied commands touched, in order, until the asyncio side drains them
-    (the event feed, four times a second while someone listens). None in it: a snapshot
-    replaced the state, a command's ids could not be told, or more commands came than it
-    holds: whoever drains it starts over from the state. Bounded: at most TOUCHED_MAX entries
-    and one None. Written on the tick thread, drained on the loop (deque appends and pops are
-    atomic)."""
+    """Which jobs the applied commands touched, in order, while someone listens (the event
+    feed, from its first subscriber to its last) and until the asyncio side drains them (four
+    times a second). None in it: a snapshot replaced the state, a command's ids could not be
+    told, or more came than it holds: whoever drains it starts over from the state. Bounded:
+    at most TOUCHED_MAX entries and TOUCHED_IDS_MAX ids, then one None. Written on the tick
+    thread, drained on the loop (deque appends and pops are atomic)."""
 
     def __init__(self) -> None:
         self._entries: deque[Touched] = deque()
+        self._ids = 0  # job ids in the entries (a bulk create names up to a thousand)
+        self._listening = False
+
+    def listen(self, on: bool) -> None:
+        """Start (afresh) or stop noting: nobody listening, nothing is kept."""
+        self._listening = on
+        self._entries.clear()
+        self._ids = 0
 
     def note(self, command: Command | None) -> None:
         """Quick, and never raises: it runs in the apply loop."""
-        if len(self._entries) >= TOUCHED_MAX or command is None:
-            if not self._entries or self._entries[-1] is not None:
-                self._entries.append(None)
+        if not self._listening:
             return
         try:
-            ids = jobs_touched(command)
+            ids = jobs_touched(command) if command is not None else None
         except Exception:  # a command apply refused for its odd fields: look at everything again
             ids = None
-        if ids != ():
-            self._entries.append(ids)
+        if ids == ():
+            return
+        if ids is None or len(self._entries) >= TOUCHED_MAX or self._ids + len(ids) > TOUCHED_IDS_MAX:
+            if self._entries and self._entries[-1] is None:
+                return
+            self._entries.append(None)
+            return
+        self._entries.append(ids)
+        self._ids += len(ids)
 
     def drain(self) -> list[Touched]:
         out = []
         while self._entries:
-            out.append(self._entries.popleft())
+            entry = self._entries.popleft()
+            out.append(entry)
+            self._ids -= len(entry) if entry is not None else 0
         return out

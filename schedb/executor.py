@@ -239,7 +239,7 @@ class Executor:
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
-            decided = self._replica.read(fire_queries.decide_fire, fire, self._node_id, wall_ms())
+            decided = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
             if not decided.ours:
                 self._not_ours(fire)
             if decided.verdict is None:

@@ -12,11 +12,11 @@ other members). The rules of schedb.fsm.queries hold: `(state, *args) -> plain d
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from schedb.clock import wall_ms
 from schedb.delivery_view import DeliveryView, delivery_view
 from schedb.fsm.core import State
 from schedb.fsm.model import Fire
@@ -47,9 +47,13 @@ def _ours(state: State, fire: dict[str, Any], node_id: str) -> Fire | None:
     return current if ours else None
 
 
-def decide_fire(state: State, fire: dict[str, Any], node_id: str, now_ms: int) -> FireDecision:
-    """Fire or skip the attempt at now_ms (schedb.policies, with the replicated misfire grace)
-    and, for a fire, its delivery view, in one read."""
+def decide_fire(state: State, fire: dict[str, Any], node_id: str) -> FireDecision:
+    """Fire or skip the attempt now (schedb.policies, with the replicated misfire grace; now
+    read under the lock: a long wait for it must not make the verdict miss a fire that fell
+    due meanwhile) and, for a fire, its delivery view, in one read. The view's spec is the
+    state's own: apply replaces a spec, never changes one (fsm.queries.JOB_COPY_DEPTH), and
+    the delivery builds its own webhook from it (resolve_secrets)."""
+    now_ms = wall_ms()
     current = _ours(state, fire, node_id)
     if current is None:
         return FireDecision(False, None, None)
@@ -57,7 +61,7 @@ def decide_fire(state: State, fire: dict[str, Any], node_id: str, now_ms: int) -
     # old as the last change that moved it (a report on an older attempt moves nothing).
     decision = verdict(state, {**fire, "reported": current["reported"]}, now_ms, state.limits.misfire_grace_ms)
     view = delivery_view(state, fire["job_id"]) if decision is not None and decision.fire else None
-    return FireDecision(True, decision, view._replace(spec=copy.deepcopy(view.spec)) if view else None)
+    return FireDecision(True, decision, view)
 
 
 def replaced_fires(state: State, running: list[tuple[Any, dict[str, Any]]], now_ms: int) -> list[tuple[Any, str]]:

@@ -105,8 +105,12 @@ class Replica:
     # -- tick thread → loop ----------------------------------------------------
 
     def _applied(self, command: Command | None) -> None:
-        """Tick thread, after each apply (None: a snapshot replaced the state)."""
-        self._touched.note(command)
+        """Tick thread, after each apply (None: a snapshot replaced the state). Nothing may raise
+        here: pysyncobj would apply the same entry again."""
+        try:
+            self._touched.note(command)
+        except Exception:
+            log.exception("touch_journal_failed")
         if not self._change_pending.is_set():
             self._change_pending.set()
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down
@@ -152,6 +156,10 @@ class Replica:
         command is being applied; it returns a copy, used after the lock is released."""
         with self.holder.lock:
             return query(self.holder.state, *args, **kwargs)
+
+    def listen_touched(self, on: bool) -> None:
+        """Note which jobs applied commands touch (on), or stop and forget (off)."""
+        self._touched.listen(on)
 
     def drain_touched(self) -> list[Touched]:
         """The job ids each command applied since the last drain touched, in order (None:

@@ -108,6 +108,7 @@ class EventFeed:
         if not self._subscribers and self._task is not None:
             self._task.cancel()
             self._task = None
+            self._node.replica.listen_touched(False)
 
     def close(self) -> None:
         """The node is stopping: end every stream."""
@@ -126,7 +127,7 @@ class EventFeed:
     def _start(self) -> None:
         """The first subscriber came: what the state holds now is the starting point (a command
         journaled before this read is in it already; one after it is in the journal)."""
-        self._node.replica.drain_touched()
+        self._node.replica.listen_touched(True)
         self._remember(self._node.replica.read(feed_queries.feed_baseline))
         self._cluster_sig, self._cluster_at = self._cluster_signature(), monotonic()  # hello has it
         self._task = asyncio.create_task(self._run(), name="event-feed")

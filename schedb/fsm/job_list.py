@@ -18,7 +18,7 @@ from typing import Any
 from schedb.fsm import tenancy
 from schedb.fsm.core import State
 from schedb.fsm.model import Job
-from schedb.fsm.queries import Actor, plain_copy
+from schedb.fsm.queries import Actor, job_copy
 
 # (no next fire: 1 sorts after 0, ms, job id): soonest first, unscheduled jobs last, ties by id
 SortKey = tuple[int, int, str]
@@ -121,7 +121,7 @@ def _by_id(state: State, query: JobQuery, matches: Callable[[dict[str, Any]], bo
             continue
         count += 1
         if len(jobs) < query.limit:
-            jobs.append(plain_copy(job))
+            jobs.append(job_copy(job))
             continue
         more = True
         if not query.total:
@@ -135,5 +135,5 @@ def _by_next_fire(state: State, query: JobQuery, matches: Callable[[dict[str, An
     later = keys if query.cursor is None else [k for k in keys if k > query.cursor]
     picked = heapq.nsmallest(query.limit + 1, later)  # O(n log limit), not a sort of all of them
     shown = picked[:query.limit]
-    return JobPage([plain_copy(state.jobs[job_id]) for _, _, job_id in shown], len(picked) > query.limit,
+    return JobPage([job_copy(state.jobs[job_id]) for _, _, job_id in shown], len(picked) > query.limit,
                    shown[-1] if shown else None, len(keys) if query.total else None)

@@ -20,7 +20,7 @@ import pytest
 from devkit.devcluster import http
 from devkit.harness import Cluster, NodeProc, Receiver
 from schedb.api.events import SUBSCRIBERS_PER_KEY_MAX
-from schedb.applier import TOUCHED_MAX, TouchJournal
+from schedb.applier import TOUCHED_IDS_MAX, TOUCHED_MAX, TouchJournal
 from schedb.commands import CreateJob, CreateJobs, DeleteJob, decode, encode
 from tests.integration.conftest import running_cluster
 from tests.integration.keys import ADMIN_KEY, AUTH_ON, call, make_key
@@ -145,21 +145,34 @@ def test_odd_commands_never_raise_in_the_apply_loop() -> None:
     """The replica's journal of touched jobs is written inside pysyncobj's apply loop: a command
     apply refuses for its odd fields must make the feed resync, never raise."""
     journal = TouchJournal()
+    journal.listen(True)
     for command in (decode(encode(CreateJob(1, ["not", "a", "dict"]))), decode(encode(CreateJobs(1, 5))),  # type: ignore[arg-type]
                     CreateJob(1, {"id": "ok"}), DeleteJob(1, "gone")):
         journal.note(command)
-    assert journal.drain() == [None, None, ("ok",), ("gone",)]
+    assert journal.drain() == [None, ("ok",), ("gone",)]  # one resync is enough
     assert journal.drain() == []
 
 
 def test_the_journal_of_touched_jobs_is_bounded() -> None:
-    """Past TOUCHED_MAX undrained commands (nobody listens), one None: whoever drains resyncs."""
+    """Past TOUCHED_MAX undrained commands, or TOUCHED_IDS_MAX job ids in them, one None:
+    whoever drains resyncs. Nobody listening, nothing is kept (review: it filled on every node)."""
     journal = TouchJournal()
+    journal.note(DeleteJob(1, "unheard"))
+    assert journal.drain() == []
+    journal.listen(True)
     for i in range(TOUCHED_MAX + 5):
         journal.note(DeleteJob(1, f"j{i}"))
     journal.note(None)
     drained = journal.drain()
     assert len(drained) == TOUCHED_MAX + 1 and drained[-1] is None and drained[0] == ("j0",)
+    bulk = CreateJobs(1, [{"id": f"b{i}"} for i in range(1_000)])
+    for _ in range(TOUCHED_IDS_MAX // 1_000 + 3):
+        journal.note(bulk)
+    drained = journal.drain()
+    assert len(drained) == TOUCHED_IDS_MAX // 1_000 + 1 and drained[-1] is None
+    journal.listen(False)
+    journal.note(DeleteJob(1, "after"))
+    assert journal.drain() == []
 
 
 def test_one_key_cannot_take_every_stream_of_a_node(secure: Cluster) -> None:
