@@ -162,18 +162,24 @@ async def test_an_at_most_once_fire_due_before_a_restart_is_left_to_its_lease(
     assert delivered == []
 
 
+async def two_held_fires_of_a_replace_job(executor: Executor, replica: FakeReplica) -> tuple[str, str]:
+    """The next two fires of a `replace` job on this node, both due and held by the fence,
+    which has just lifted (nothing released them yet)."""
+    replica.heard = False
+    older = assign(replica, "job", concurrency="replace")
+    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
+    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
+    await until(lambda: executor._fires.count(Phase.HELD) == 2)
+    replica.heard = True
+    return older, f"job:{scheduled_ms}"
+
+
 async def test_a_fire_replaced_before_its_task_first_ran_is_reported_skipped(
         tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
     """Two held fires of a `replace` job released by one state change: the newer one cancels
     the older one's task in the same step, before that task ran its first line."""
     executor = new_executor(tmp_path, replica)
-    replica.heard = False
-    older = assign(replica, "job", concurrency="replace")
-    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
-    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
-    newer = f"job:{scheduled_ms}"
-    await until(lambda: executor._fires.count(Phase.HELD) == 2)
-    replica.heard = True
+    older, newer = await two_held_fires_of_a_replace_job(executor, replica)
     executor.on_state_change()  # starts both, then cancels the older one as replaced
     await until(lambda: executor.in_flight == 0)
     assert delivered == [newer]
@@ -187,13 +193,7 @@ async def test_a_never_run_task_of_a_fire_moved_away_reports_nothing(
     """Review: started (its task not yet run), then released to node3 as the same attempt and
     cancelled as replaced in the same step: the skip would have ended node3's fire."""
     executor = new_executor(tmp_path, replica)
-    replica.heard = False
-    older = assign(replica, "job", concurrency="replace")
-    scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
-    assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
-    newer = f"job:{scheduled_ms}"
-    await until(lambda: executor._fires.count(Phase.HELD) == 2)
-    replica.heard = True
+    older, newer = await two_held_fires_of_a_replace_job(executor, replica)
     executor._release_held()  # both tasks created, neither run yet
     replica.state.apply(AssignFires(wall_ms(), [], release=[[older, 1, "node3", NODE]], leader_id="node1"))
     executor._cancel(((older, 1)), f"replaced: by {newer}")
