@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from schedb.cli import ApiError, call, print_table
+from schedb.cli_client import ApiError, call, print_table
 
 QUOTAS = ("max_jobs", "fires_per_minute", "concurrent_webhooks", "api_rps")
 Client = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]

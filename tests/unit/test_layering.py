@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "schedb.executor")),
     ("node", ("schedb.node",)),
     ("api", ("schedb.api", "schedb.api.*")),
-    ("entry", ("schedb.serve", "schedb.cli", "schedb.cli_teams", "schedb.__main__")),
+    ("entry", ("schedb.serve", "schedb.cli_client", "schedb.cli_teams", "schedb.cli", "schedb.__main__")),
 )
 FSM_MAY_IMPORT = frozenset({"schedb.commands", "schedb.schedule", "schedb.jobspec", "schedb.report", "schedb.retry"})
 
