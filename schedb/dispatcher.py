@@ -139,17 +139,18 @@ class Dispatcher:
         if not self._replica.has_peers():
             return {}
         out: dict[str, Silent | None] = {self._config.node.id: None}
-        now = monotonic()
+        now, now_ms = monotonic(), wall_ms()  # the same moment on both clocks
         for node_id, node in nodes.items():
             if node_id in candidates or node_id == self._config.node.id:
                 continue
             last_ack = self._replica.last_ack(node["raft_addr"])
             if now - max(last_ack, self._leader_since) > self._config.scheduler.reassign_after_s:
-                out[node_id] = self._silent(node_id, last_ack, now)
+                out[node_id] = self._silent(node_id, last_ack, now, now_ms)
         return out
 
-    def _silent(self, node_id: str, last_ack: float, now: float) -> Silent:
-        """What a silent follower may have started (monotonic times).
+    def _silent(self, node_id: str, last_ack: float, now: float, now_ms: int) -> Silent:
+        """What a silent follower may have started (last_ack and now monotonic; now_ms the same
+        moment by the wall clock).
 
         It heard a leader last no later than a heartbeat and a round trip after its last answer
         here. If it never answered this leader, it may have gone on hearing the deposed one
@@ -165,7 +166,7 @@ class Dispatcher:
         ahead_ms = self._clock.ahead_at_most_ms(node_id) if self._clock is not None else None
         if ahead_ms is None:
             ahead_ms = self._config.clock.max_offset_ms
-        fence_closed_ms = wall_ms() - round((now - heard) * 1000) + int(
+        fence_closed_ms = now_ms - round((now - heard) * 1000) + int(
             (scheduler.fence_s + raft.heartbeat_s) * 1000 + SILENT_SLACK_MS + max(0.0, ahead_ms))
         refused = self._clock.refused_at(node_id) if self._clock is not None else None
         return Silent(fence_closed_ms, gone=refused is not None and refused > last_ack)

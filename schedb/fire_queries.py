@@ -1,7 +1,9 @@
 """The executor's and the dispatcher's queries: decisions about fires that need one consistent
 state and more than the state (the fire policies, the delivery view, this node's view of the
 other members). The rules of schedb.fsm.queries hold: `(state, *args) -> plain data`, run by
-`Replica.read(query, *args)` under the state's lock, copies only, no log, time as an argument.
+`Replica.read(query, *args)` under the state's lock, copies only (a job's spec excepted: apply
+replaces a spec, never changes one), no log. Time comes as an argument, but for `decide_fire`,
+which reads the clock under the lock (a wait for the lock must not age its verdict).
 
 - `decide_fire`: an attempt's verdict (fire or skip) and, to fire it, its delivery view, read
   together: both must see the same state.
@@ -33,7 +35,7 @@ Move = list[Any]  # [fire id, attempt, to node] (release: and the node it leaves
 class FireDecision(NamedTuple):
     ours: bool  # the state still gives this attempt to this node
     verdict: Verdict | None  # None: not ours, or the job is gone
-    view: DeliveryView | None  # to fire it: what the delivery needs (its spec a copy)
+    view: DeliveryView | None  # to fire it: what the delivery needs (its spec the job's own)
 
 
 def still_ours(state: State, fire: dict[str, Any], node_id: str) -> bool:
