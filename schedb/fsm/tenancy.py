@@ -189,7 +189,8 @@ def _quota_errors(quotas: Any, *, nullable: bool) -> Result | None:
         return invalid("quotas", f"an object with some of {', '.join(QUOTA_NAMES)}")
     for name, value in quotas.items():
         if name not in QUOTA_NAMES:
-            return invalid(str(name)[:64], f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
+            # The field at fault is the unknown key, or the object itself when the key is empty.
+            return invalid(str(name)[:64] or "quotas", f"unknown quota; known: {', '.join(QUOTA_NAMES)}")
         if value is None and nullable:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= QUOTA_MAX:
