@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 import structlog
@@ -68,20 +70,24 @@ class ClockWatch:
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session:
-            while True:
-                try:
-                    await self._round(session)
-                except Exception:  # a bug here must not freeze the verdicts: log it, measure again
-                    log.exception("clock_round_failed")
-                await asyncio.sleep(self._config.clock.probe_interval_s)
+            await self.measure(http_probe(session, self._config, self._tls))
 
-    async def _round(self, session: aiohttp.ClientSession) -> None:
+    async def measure(self, probe: Probe) -> None:
+        """Measure every member each probe interval, for ever (probe: over HTTP, or the simulator's)."""
+        while True:
+            try:
+                await self._round(probe)
+            except Exception:  # a bug here must not freeze the verdicts: log it, measure again
+                log.exception("clock_round_failed")
+            await asyncio.sleep(self._config.clock.probe_interval_s)
+
+    async def _round(self, probe: Probe) -> None:
         members = self._members()
         for gone in set(self._samples) - set(members):
             del self._samples[gone]
         for gone in set(self._refused) - set(members):
             del self._refused[gone]
-        await asyncio.gather(*(self._probe(session, node_id, addr) for node_id, addr in members.items()))
+        await asyncio.gather(*(self._probe(probe, node_id, addr) for node_id, addr in members.items()))
         self._judge()
 
     def _members(self) -> dict[str, str]:
@@ -91,26 +97,23 @@ class ClockWatch:
         return {node_id: _reachable(http, raft) for node_id, (raft, http) in nodes.items()
                 if raft in raft_members and node_id != self._config.node.id}
 
-    async def _probe(self, session: aiohttp.ClientSession, node_id: str, http_addr: str) -> None:
+    async def _probe(self, probe: Probe, node_id: str, http_addr: str) -> None:
         started = monotonic()
         sent_ms = wall_ms()
-        try:
-            async with session.get(peer_url(self._config, http_addr, "/health"), ssl=self._tls) as resp:
-                body = await resp.json()
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, ConnectionRefusedError):
-                self._refused[node_id] = started
+        answer = await probe(http_addr)
+        if answer is REFUSED:
+            self._refused[node_id] = started
             return
-        except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+        if not isinstance(answer, Health):
             return
         self._refused.pop(node_id, None)  # a process answers there
         rtt_ms = (monotonic() - started) * 1000
-        if not isinstance(body, dict) or body.get("node_id") != node_id:
+        if answer.node_id != node_id:
             return  # another process answers at that address (or this one, behind 0.0.0.0): no sample
-        their_ms = body.get("now_ms")
+        their_ms = answer.now_ms
         if not isinstance(their_ms, int | float) or isinstance(their_ms, bool):
             return
-        sample = Sample(their_ms - (sent_ms + rtt_ms / 2), rtt_ms, monotonic(), bool(body.get("clock_hold")))
+        sample = Sample(their_ms - (sent_ms + rtt_ms / 2), rtt_ms, monotonic(), answer.clock_hold)
         self._samples.setdefault(node_id, deque(maxlen=SAMPLES)).append(sample)
 
     # -- what the offsets say --------------------------------------------------------
@@ -228,6 +231,36 @@ class ClockWatch:
         leader = self._replica.view().leader_addr
         found = self._replica.read(queries.node_at, leader)
         return found[0] if found else None
+
+
+class Health(NamedTuple):
+    """A member's /health answer, as far as the clock watch reads it."""
+
+    node_id: object  # as the member says (checked against the one expected)
+    now_ms: object  # its wall clock (checked to be a number)
+    clock_hold: bool  # it holds its fires for a clock reason
+
+
+REFUSED = "refused"  # the member's port refused the connection: its process is gone
+# (API address) → the member's answer, REFUSED, or None: no answer (timeout, error, not JSON).
+Probe = Callable[[str], Awaitable[Health | str | None]]
+
+
+def http_probe(session: aiohttp.ClientSession, config: Config, tls: ssl.SSLContext | bool) -> Probe:
+    """GET /health over the session (its timeout bounds the wait)."""
+    async def probe(http_addr: str) -> Health | str | None:
+        try:
+            async with session.get(peer_url(config, http_addr, "/health"), ssl=tls) as resp:
+                body = await resp.json()
+        except aiohttp.ClientConnectorError as exc:
+            return REFUSED if isinstance(exc.os_error, ConnectionRefusedError) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+            return None
+        if not isinstance(body, dict):
+            return Health(None, None, False)  # a process answers, but not a member
+        return Health(body.get("node_id"), body.get("now_ms"), bool(body.get("clock_hold")))
+
+    return probe
 
 
 def _wall_minus_mono_ms() -> float:

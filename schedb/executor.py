@@ -35,7 +35,6 @@ import functools
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import aiohttp
 import structlog
 
 from schedb import fire_queries, secretbox
@@ -44,7 +43,6 @@ from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.delivery_view import DeliveryView, resolve_secrets
-from schedb.egress import EgressPolicy
 from schedb.fsm import queries
 from schedb.gate import PriorityGate
 from schedb.local_fires import LocalFire, LocalFires, Phase, PhaseError, reconcile
@@ -52,7 +50,7 @@ from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
 from schedb.teamgates import TeamGates
 from schedb.timers import FireKey
-from schedb.webhook import deliver, new_correlation_id
+from schedb.webhook import Send, new_correlation_id
 
 log = structlog.get_logger("schedb.executor")
 FENCE_RECHECK_S = 0.1
@@ -65,18 +63,17 @@ HAND_BACK_PAUSE_S = 0.15
 
 
 class Executor:
-    def __init__(self, config: Config, replica: Replica, session: aiohttp.ClientSession,
-                 metrics: NodeMetrics, egress: EgressPolicy | None = None,
+    def __init__(self, config: Config, replica: Replica, send: Send, metrics: NodeMetrics,
                  secret_box: secretbox.SecretBox | None = None, clock: ClockWatch | None = None) -> None:
+        """send: calls one webhook (schedb.webhook.sender: aiohttp, behind the egress policy)."""
         self._config = config
         self._clock = clock
-        self._egress = egress
         self._secret_box = secret_box
         self._team_gates = TeamGates()  # a gate per team with calls in flight, no more
         self._metrics = metrics
         self._node_id = config.node.id
         self._replica = replica
-        self._session = session
+        self._send = send
         self._gate = PriorityGate(config.executor.max_inflight)
         self._fires = LocalFires(self._due)
         metrics.inflight.set_function(lambda: self.in_flight)
@@ -282,8 +279,7 @@ class Executor:
                 if not self._replica.read(fire_queries.still_ours, fire, self._node_id):
                     self._not_ours(fire)
                     return
-                outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
-                                        secret_values)
+                outcome = await self._send(fire, spec, correlation_id, secret_values)
         log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
                  correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,
                  delay_ms=outcome.started_ms - fire["scheduled_ms"],

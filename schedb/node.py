@@ -26,7 +26,7 @@ from schedb.executor import Executor
 from schedb.fsm import queries
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
-from schedb.webhook import new_session
+from schedb.webhook import Send, new_session, sender
 
 log = structlog.get_logger("schedb.node")
 REGISTER_RETRY_S = 0.5
@@ -63,18 +63,31 @@ class Node:
         return self.config.node.id
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._session = new_session(self.config.executor.max_inflight, self.egress)
-        self.replica = Replica(self.config, loop, self._on_state_change, self.metrics)
+        self.replica, send = self._connect(asyncio.get_running_loop())
         self.clock = ClockWatch(self.config, self.replica)
-        self.executor = Executor(self.config, self.replica, self._session, self.metrics, self.egress,
-                                 self.secret_box, self.clock)
+        self.executor = Executor(self.config, self.replica, send, self.metrics, self.secret_box, self.clock)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)
         self.metrics.watch(lambda: self.replica.read(queries.state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
-                 "register": self._register(), "clock": self.clock.run()}
+                 "register": self._register(), "clock": self._measure_clocks()}
         self._tasks += [asyncio.create_task(coro, name=name) for name, coro in tasks.items()]
         log.info("node_started", raft=self.config.raft.listen, peers=self.config.raft.peers)
+
+    # -- the node's ways out: the simulator (devkit/sim) puts its own in place ------------
+
+    def _connect(self, loop: asyncio.AbstractEventLoop) -> tuple[Replica, Send]:
+        """The Raft port (pysyncobj) and the webhook client (aiohttp, behind the egress policy)."""
+        self._session = new_session(self.config.executor.max_inflight, self.egress)
+        replica = Replica(self.config, loop, self._on_state_change, self.metrics)
+        return replica, sender(self._session, self.node_id, self.egress)
+
+    async def _measure_clocks(self) -> None:
+        """The other members' clocks, over their /health."""
+        await self.clock.run()
+
+    async def _disconnect(self) -> None:
+        await self._session.close()
+        self.replica.close()
 
     def _on_state_change(self) -> None:
         if hasattr(self, "executor"):
@@ -139,8 +152,7 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._session.close()
-        self.replica.close()
+        await self._disconnect()
 
     async def hand_over_leadership(self) -> bool:
         """A leader about to go asks a caught-up follower to take over (Raft TimeoutNow), so the

@@ -195,19 +195,8 @@ class Replica:
         node = self._node
         if node._isLeader():
             return True
-        if monotonic() - node.leader_heard_at >= seconds:
-            return False
-        if node.raftLastApplied < node.fence_until_applied:
-            return False
-        # After a gap longer than the fence, the applied state must carry leader time (its tick
-        # comes every ~0.3 s) stamped after this node heard the leader again, allowing for the
-        # leader's clock being up to clock.max_offset_ms behind this one's.
-        needed_ms = node.fresh_time_needed_ms
-        if needed_ms and self.holder.state.now_ms < needed_ms + self._config.clock.max_offset_ms:
-            return False
-        if needed_ms and node.fresh_time_needed_ms == needed_ms:  # met: a clock corrected later must not keep it up
-            node.fresh_time_needed_ms = 0
-        return True
+        return node.fence.open(monotonic(), seconds, node.raftLastApplied, self.holder.state.now_ms,
+                               self._config.clock.max_offset_ms)
 
     def members(self) -> list[str]:
         """Raft addresses of the other members, as this node's log has them now."""
@@ -224,12 +213,8 @@ class Replica:
     def live_followers(self, seconds: float, lag_max: int) -> list[str]:
         """Raft addresses of members that acknowledged the log within `seconds`
         and whose match index is within `lag_max` entries of the commit index."""
-        now = monotonic()
-        commit = self._node.raftCommitIndex
         acks = dict(self._node.follower_acks)  # copy: the tick thread writes it
-        members = set(self.members())
-        return sorted(addr for addr, (at, match) in acks.items()
-                      if addr in members and now - at < seconds and match >= commit - lag_max)
+        return live_followers(acks, self.members(), monotonic(), self._node.raftCommitIndex, seconds, lag_max)
 
     async def change_membership(self, action: str, raft_addr: str, timeout_s: float) -> None:
         """Add or remove one member through the log; returns once the change committed.
@@ -275,6 +260,14 @@ class Replica:
 
     def close(self) -> None:
         self._node.destroy()
+
+
+def live_followers(acks: dict[str, tuple[float, int]], members: list[str], now: float, commit_index: int,
+                   seconds: float, lag_max: int) -> list[str]:
+    """Of `members`, those whose last answer (acks: address → (monotonic time, match index)) came
+    within `seconds` of now and whose match index is within `lag_max` of the commit index."""
+    return sorted(addr for addr, (at, match) in acks.items()
+                  if addr in members and now - at < seconds and match >= commit_index - lag_max)
 
 
 def _settle(future: asyncio.Future[Result], result: Result, error: int) -> None:

@@ -1,6 +1,6 @@
 """pysyncobj's node, with what schedb needs to know of the Raft traffic (tick thread):
 when this node last heard from a leader, and the commit index and leader time it must
-have applied after a gap (the executor's fence, schedb.raft.Replica.leader_heard_within);
+have applied after a gap (the executor's fence, schedb.fence);
 when each follower last acknowledged the log (the dispatcher's notion of "alive"); and
 whether this node may stand for election (a joining node, a clock that disagrees).
 """
@@ -13,10 +13,7 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
 
 from schedb.clock import monotonic, wall_ms
 from schedb.config import Config
-
-# Silence from the leader longer than this (ten heartbeats) is a gap after which the fence
-# waits for the log to be applied (RaftNode.fence_until_applied).
-LEADER_GAP_S = 1.0
+from schedb.fence import Fence
 
 
 class RaftNode(SyncObj):
@@ -29,10 +26,7 @@ class RaftNode(SyncObj):
 
     def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: SyncObjConsumer,
                  join: bool, long_gap_s: float) -> None:
-        self.leader_heard_at = 0.0
-        self.fence_until_applied = 0  # the commit index learnt after the last gap (leader_heard_within)
-        self.fresh_time_needed_ms = 0  # this node's wall clock when it heard a leader after a long gap
-        self._long_gap_s = long_gap_s
+        self.fence = Fence(long_gap_s)  # when this node last heard a leader, and what it must apply since
         self.may_lead = True  # set by the clock watch (Replica.set_may_lead)
         self.follower_acks: dict[str, tuple[float, int]] = {}
         self._joining = join
@@ -40,7 +34,7 @@ class RaftNode(SyncObj):
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
         if self._joining:
-            if self.leader_heard_at:
+            if self.fence.leader_heard_at:
                 self._joining = False
             else:
                 self._SyncObj__raftElectionDeadline = monotonic() + 3600.0
@@ -51,20 +45,7 @@ class RaftNode(SyncObj):
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
-            now = monotonic()
-            gap_s = now - self.leader_heard_at
-            if gap_s > LEADER_GAP_S:
-                # Heard again after a gap (a freeze, a partition, a start): this message's entries
-                # are not applied yet, and what it commits may move this node's fires. The fence
-                # holds until the log is applied that far. Set before leader_heard_at, which the
-                # executor reads first.
-                self.fence_until_applied = max(self.fence_until_applied, int(message.get("commit_index", 0)))
-            if gap_s > self._long_gap_s:
-                # Long enough for the leader to have moved this node's fires. The message may have
-                # waited in the socket through a freeze, its commit index from before the moves:
-                # only leader time stamped after now proves the view is fresh (Replica.leader_heard_within).
-                self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, wall_ms())
-            self.leader_heard_at = now
+            self.fence.heard(monotonic(), wall_ms(), int(message.get("commit_index", 0)))
         elif kind == "next_node_idx":
             match = message["next_node_idx"] - 1 if message.get("success") else -1
             previous = self.follower_acks.get(node.id, (0.0, 0))[1]

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -66,6 +67,20 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str, corr
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
+
+
+# The executor's way to call one webhook: (fire, spec with secrets resolved, correlation id,
+# the secret values to mask) → its outcome. `sender` builds the real one; the simulator its own.
+Send = Callable[[dict[str, Any], dict[str, Any], str, list[str]], Awaitable[Outcome]]
+
+
+def sender(session: aiohttp.ClientSession, node_id: str, egress: EgressPolicy | None) -> Send:
+    """deliver() over this node's session (its resolver judges names) and egress policy."""
+    async def send(fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
+                   secret_values: list[str]) -> Outcome:
+        return await deliver(session, fire, spec, node_id, correlation_id, egress, secret_values)
+
+    return send
 
 
 async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: dict[str, Any],

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from schedb import executor as executor_module
 from schedb.clock import wall_ms
 from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode
 from schedb.config import load_config
@@ -31,6 +30,7 @@ class FakeReplica:
         self.reads = 0
         self.heard = True  # from a leader within fence_s
         self.executor: Executor | None = None
+        self.send: Any = None  # the webhook client the executor gets (the `delivered` fixture's)
 
     def read(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         self.reads += 1
@@ -73,22 +73,22 @@ def replica() -> FakeReplica:
 
 
 @pytest.fixture
-def delivered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The fire ids webhook.deliver was called for (it succeeds at once)."""
+def delivered(replica: FakeReplica) -> list[str]:
+    """The fire ids the executor called a webhook for (each call succeeds at once)."""
     calls: list[str] = []
 
-    async def deliver(session: Any, fire: dict[str, Any], *args: Any) -> Outcome:
+    async def send(fire: dict[str, Any], *args: Any) -> Outcome:
         calls.append(fire["fire_id"])
         return Outcome(fire["fire_id"], fire["attempt"], "succeeded", 200, wall_ms(), wall_ms())
 
-    monkeypatch.setattr(executor_module, "deliver", deliver)
+    replica.send = send
     return calls
 
 
 def new_executor(tmp_path: Path, replica: FakeReplica) -> Executor:
     config_file = tmp_path / "node.toml"
     config_file.write_text(f'[node]\nid = "{NODE}"\ndata_dir = "{tmp_path}"\n')
-    executor = Executor(load_config(config_file, {}), replica, None, NodeMetrics())  # type: ignore[arg-type]
+    executor = Executor(load_config(config_file, {}), replica, replica.send, NodeMetrics())  # type: ignore[arg-type]
     replica.executor = executor
     return executor
 

@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("node support", ("schedb.clock", "schedb.origins", "schedb.config", "schedb.logs", "schedb.metrics",
                       "schedb.peers", "schedb.egress", "schedb.secretbox", "schedb.describe", "schedb.gate",
                       "schedb.teamgates")),
-    ("replication", ("schedb.applier", "schedb.raft_node", "schedb.raft")),
+    ("replication", ("schedb.fence", "schedb.applier", "schedb.raft_node", "schedb.raft")),
     ("reads", ("schedb.policies", "schedb.delivery_view", "schedb.fire_queries")),
     ("runtime", ("schedb.clockwatch", "schedb.webhook", "schedb.timers", "schedb.local_fires", "schedb.dispatcher",
                  "schedb.executor")),
