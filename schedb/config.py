@@ -179,6 +179,11 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"config file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return config_from(raw, env)
+
+
+def config_from(raw: dict[str, Any], env: dict[str, str]) -> Config:
+    """A config from its tables (a parsed file; the simulator's own), checked as a file's is."""
     for name in raw:
         if name not in _SECTION_TYPES:
             raise ConfigError(f"unknown section [{name}]; known: {', '.join(_SECTION_TYPES)}")

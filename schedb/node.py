@@ -93,6 +93,10 @@ class Node:
         if hasattr(self, "executor"):
             self.executor.on_state_change()
 
+    def clock_hold(self) -> bool:
+        """Does this follower hold its fires for its clock (its /health says so to the leader)?"""
+        return self.clock.hold_reason() in ("clock_offset", "clock_unknown") and not self.replica.is_leader()
+
     def executor_running(self) -> bool:
         """The outcome flusher is alive (the executor's timers need no task of their own)."""
         return any(t.get_name() == "outcome-flusher" and not t.done() for t in self._tasks)

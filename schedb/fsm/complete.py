@@ -77,6 +77,7 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
         if fire["trigger"] == Trigger.SCHEDULE:  # it ran after all: a resume must not place it again
             decide(state.jobs[fire["job_id"]], fire["scheduled_ms"])
+            state.occurrence_ran(fire["job_id"], fire["scheduled_ms"])
         return True
     if outcome.status == ExecutionStatus.SUCCEEDED:  # the first success ends the fire, from any attempt
         workflow.end_fire(state, outcome.fire_id, StepStatus.SUCCEEDED)

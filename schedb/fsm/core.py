@@ -175,6 +175,14 @@ class State:
         if next_ms is not None:
             self.slots.add(job_id, next_ms)
 
+    def occurrence_ran(self, job_id: str, scheduled_ms: int) -> None:
+        """The job's occurrence at scheduled_ms is over: its fire ended (or ran after a pause took
+        it back). A later withdrawal must not make it undecided again, even when it is past
+        replicated time (schedb.fsm.occurrences.withdraw_future_fires): executors fire by their
+        own clocks, inside their fence, while a cut-off leader's time stands still."""
+        job = self.jobs[job_id]
+        job["ran_ms"] = max(job.get("ran_ms", scheduled_ms), scheduled_ms)
+
     def unschedule(self, job_id: str) -> None:
         job = self.jobs[job_id]
         if job["next_fire_ms"] is not None:

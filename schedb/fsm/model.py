@@ -110,6 +110,7 @@ class Job(TypedDict):
     team: str
     paused_ms: int | None
     decided_ms: NotRequired[int]  # every occurrence up to here was fired, missed or throttled
+    ran_ms: NotRequired[int]  # the latest occurrence whose fire ended, or ran after a pause took it back
     registration: NotRequired[Registration]
 
 

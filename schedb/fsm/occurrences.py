@@ -58,8 +58,9 @@ def resume_misfires(state: State, job_id: str) -> None:
 def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> None:
     """A rescheduled job keeps no scheduled fire that is not due yet (by WITHDRAW_SLACK_MS); a
     paused job keeps no fire at all that is not due yet (retries, triggers and replays included).
-    What was taken back is no longer decided: the job's occurrences are decided up to now, or up
-    to the latest scheduled fire it keeps (State.place will not place those again)."""
+    What was taken back is no longer decided: the job's occurrences are decided up to now, the
+    latest that ran (State.occurrence_ran), or the latest scheduled fire it keeps, whichever is
+    latest (State.place will not place those again)."""
     job = state.jobs[job_id]
     for scheduled_ms in list(job["active_fires"]):
         fire_id = fire_id_of(job_id, scheduled_ms)
@@ -74,4 +75,4 @@ def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> Non
     if job.get("decided_ms") is not None:
         kept = [ms for ms in job["active_fires"]
                 if state.book.fires[fire_id_of(job_id, ms)]["trigger"] == Trigger.SCHEDULE]
-        job["decided_ms"] = min(job["decided_ms"], max([state.now_ms, *kept]))
+        job["decided_ms"] = min(job["decided_ms"], max([state.now_ms, job.get("ran_ms", state.now_ms), *kept]))

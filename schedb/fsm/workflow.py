@@ -129,6 +129,8 @@ def end_fire(state: State, fire_id: str, result: StepStatus) -> Fire:
     """Every fire that ends: State.remove_fire, then its run settles what now can be. result:
     succeeded, failed, skipped or deleted (what a workflow step makes of it)."""
     fire = state.remove_fire(fire_id)
+    if fire["trigger"] == Trigger.SCHEDULE and fire["job_id"] in state.jobs:
+        state.occurrence_ran(fire["job_id"], fire["scheduled_ms"])
     _fire_ended(state, fire, result)
     return fire
 

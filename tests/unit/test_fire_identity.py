@@ -203,3 +203,20 @@ def test_a_schedule_edit_keeps_the_new_schedules_next_occurrences() -> None:
     state = assigned()  # `*/10`: the fire at T0+10 s is assigned, 3 s ahead
     at(state, ReplaceJob(T0 + 7_100, spec(schedule="* * * * * *")))
     assert FIRE in state.book.withdrawn and state.jobs["job"]["next_fire_ms"] == T0 + 8_000
+
+
+def test_an_edit_while_replicated_time_lags_does_not_place_a_fire_that_ran_again() -> None:
+    """Found by the simulator (seed 4): the leader was cut off, so replicated time stayed at
+    its last tick while a follower fired by its own clock (inside its fence). An edit applied at
+    that old time then lowered decided_ms to it, below the occurrence that had run and ended,
+    and the next assignment delivered and committed that occurrence a second time."""
+    state = assigned()  # replicated time T0 + 7 s, the fire at T0 + 10 s on node2
+    # node2 fires at T0 + 10 s by its clock; the leader's ticks stop (cut off); the outcome and
+    # an operator's edit are applied at the last replicated time (their stamps are > 1 s ahead).
+    assert state.apply(CompleteFires(T0 + 10_050, "node2", [ok(FIRE, 1, T0 + 10_000)]))["committed"] == 1
+    assert state.now_ms == T0 + 7_000 and FIRE not in state.book.fires
+    state.apply(ReplaceJob(T0 + 10_500, spec(schedule="*/10 * * * * *", timezone="Europe/Berlin")))
+    # A new leader catches up: the occurrence that ran is not placed again.
+    assert state.jobs["job"]["next_fire_ms"] == T0 + 20_000
+    assert state.apply(AssignFires(T0 + 11_000, [["job", T0 + 10_000, "node3"]]))["assigned"] == 0
+    assert [e["status"] for e in state.history["job"]] == ["succeeded"]
