@@ -276,8 +276,13 @@ class Executor:
                 # that is only as good as its fence: cut off meanwhile, it waits to hear again.
                 while self._hold_reason() in STALE_VIEW:
                     await asyncio.sleep(FENCE_RECHECK_S)
-                if not self._replica.read(fire_queries.still_ours, fire, self._node_id):
+                lease_end_ms = self._replica.read(fire_queries.lease_end_if_ours, fire, self._node_id)
+                if lease_end_ms is None:
                     self._not_ours(fire)
+                    return
+                if not self._lease_covers(spec, lease_end_ms):
+                    log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
+                                attempt=fire["attempt"], reason="the call could outlast the attempt's lease")
                     return
                 outcome = await self._send(fire, spec, correlation_id, secret_values)
         log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
@@ -289,6 +294,14 @@ class Executor:
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._fires.report(key, outcome)
         self._outcome_ready.set()
+
+    def _lease_covers(self, spec: dict[str, Any], lease_end_ms: int) -> bool:
+        """Can a call started now end before the attempt's lease does, by the leader's clock (up
+        to clock.max_offset_ms ahead of this one)? After the lease the leader may give the fire
+        a new attempt elsewhere: a call still running then would deliver it twice. A call too
+        late for its lease is not made; the lease ends and the new attempt has a lease of its own."""
+        timeout_ms = int(spec["webhook"]["timeout_s"] * 1000)
+        return wall_ms() + timeout_ms + self._config.clock.max_offset_ms < lease_end_ms
 
     def _team_gate(self, team: str, limit: int) -> AbstractAsyncContextManager[None]:
         """The team's concurrent-webhooks quota on this node; a new limit applies to new calls."""

@@ -43,6 +43,12 @@ def still_ours(state: State, fire: dict[str, Any], node_id: str) -> bool:
     return _ours(state, fire, node_id) is not None
 
 
+def lease_end_if_ours(state: State, fire: dict[str, Any], node_id: str) -> int | None:
+    """The lease end of the attempt if the state still gives it to node_id, else None."""
+    current = _ours(state, fire, node_id)
+    return current["lease_end_ms"] if current is not None else None
+
+
 def _ours(state: State, fire: dict[str, Any], node_id: str) -> Fire | None:
     current = state.book.get(fire["fire_id"])
     ours = current is not None and current["node"] == node_id and current["attempt"] == fire["attempt"]
@@ -175,14 +181,14 @@ def _not_due_of_clock_held(state: State, plan: PlanInputs) -> list[Move]:
 
 
 def _expired_leases(state: State, plan: PlanInputs) -> list[dict[str, Any]]:
-    """Fires whose outcome should have committed long ago (a silent follower's included):
-    try another executor. Not this node's own: it finishes what it started."""
+    """Fires whose outcome should have committed long ago (a silent follower's included): a new
+    attempt, on another executor if there is one, else on the same (its executor starts no call
+    that could outlast the lease, so the old attempt is over or was never made: an orphaned or
+    too-late one would otherwise wait for ever). Not this node's own: it finishes what it started."""
     out = []
     for fire in state.book.fires.values():
         if fire["node"] and fire["node"] != plan.self_id and fire["lease_end_ms"] < plan.now_ms:
             others = [c for c in plan.candidates if c != fire["node"]] or plan.candidates
-            target = rendezvous_pick(fire["job_id"], others)
-            if target != fire["node"]:
-                out.append({"job_id": fire["job_id"], "fire_id": fire["fire_id"], "attempt": fire["attempt"],
-                            "executor": fire["node"], "to": target})
+            out.append({"job_id": fire["job_id"], "fire_id": fire["fire_id"], "attempt": fire["attempt"],
+                        "executor": fire["node"], "to": rendezvous_pick(fire["job_id"], others)})
     return out

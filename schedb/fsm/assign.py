@@ -112,8 +112,10 @@ def _reassign_one(state: State, item: Any) -> bool:
         return False
     fire_id, attempt, node_id = item
     fire = state.book.get(fire_id) if isinstance(fire_id, str) else None
-    if fire is None or fire["attempt"] != attempt or node_id not in state.nodes or fire["node"] == node_id:
+    if fire is None or fire["attempt"] != attempt or node_id not in state.nodes:
         return False
+    if fire["node"] == node_id and fire["lease_end_ms"] >= state.now_ms:
+        return False  # to its own holder only as a new attempt once the lease ended (the only executor left)
     if fire["node"] != PENDING and fire["due_ms"] <= state.now_ms and dead_letters.at_most_once(state, fire):
         # It may have been delivered: a second attempt could call the webhook twice.
         history.record(state, fire["job_id"], fire["scheduled_ms"], fire["attempt"], fire["node"],

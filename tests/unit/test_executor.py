@@ -63,17 +63,26 @@ class FakeReplica:
         return self.heard
 
 
-@pytest.fixture
-def replica() -> FakeReplica:
+def new_replica(now_ms: int) -> FakeReplica:
+    """A state whose replicated time is now_ms, with node2 and node3 registered."""
     state = StateMachine()
-    state.apply(AssignFires(wall_ms(), [], leader_id="node1"))
+    state.apply(AssignFires(now_ms, [], leader_id="node1"))
     for n in (2, 3):
-        state.apply(RegisterNode(wall_ms(), f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}"))
+        state.apply(RegisterNode(now_ms, f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}"))
     return FakeReplica(state)
 
 
 @pytest.fixture
+def replica() -> FakeReplica:
+    return new_replica(wall_ms())
+
+
+@pytest.fixture
 def delivered(replica: FakeReplica) -> list[str]:
+    return record_calls(replica)
+
+
+def record_calls(replica: FakeReplica) -> list[str]:
     """The fire ids the executor called a webhook for (each call succeeds at once)."""
     calls: list[str] = []
 
@@ -224,3 +233,24 @@ async def test_one_failing_due_callback_does_not_strand_the_others_due_then(
     replica.apply(DeleteJob(wall_ms(), "a"))
     replica.apply(DeleteJob(wall_ms(), "b"))
     await until(lambda: executor._fires.count(Phase.WAITING, Phase.HELD) == 0)
+
+
+async def test_a_fire_too_late_for_its_lease_is_not_called(tmp_path: Path) -> None:
+    """Found by the simulator (seed 3): a node restarted and ran an at-least-once fire 18.6 s
+    late, a call that outlasted the attempt's lease; the leader moved the fire meanwhile and the
+    new holder delivered it too. A call that could outlast the lease is not started: the lease
+    ends, and the leader gives the fire a new attempt with a lease of its own."""
+    now = wall_ms()
+    replica = new_replica(now - 20_000)
+    delivered = record_calls(replica)
+    executor = new_executor(tmp_path, replica)
+    job = spec("late", schedule="@every 1s", misfire="run_all", webhook={"url": "http://127.0.0.1/h", "timeout_s": 5})
+    assert replica.apply(CreateJob(now - 20_000, job))["ok"]
+    # Assigned 20 s ago, for about then: its lease (due + timeout 5 s + grace 15 s) ends within 1 s.
+    due_ms = replica.state.jobs["late"]["next_fire_ms"]
+    assert replica.apply(AssignFires(now - 19_900, [["late", due_ms, NODE]]))["assigned"] == 1
+    fire_id = f"late:{due_ms}"
+    assert replica.state.book.fires[fire_id]["lease_end_ms"] - now <= 1_000
+    await asyncio.sleep(0.3)  # due long ago: it would be called at once
+    assert delivered == [] and len(executor._fires) == 0
+    assert replica.state.book.fires[fire_id]["node"] == NODE  # left to its lease

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedb.commands import AssignFires, CompleteFires, CreateJob, Outcome, ReplaceJob
+from schedb.fire_queries import PlanInputs, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
@@ -220,3 +221,21 @@ def test_an_edit_while_replicated_time_lags_does_not_place_a_fire_that_ran_again
     assert state.jobs["job"]["next_fire_ms"] == T0 + 20_000
     assert state.apply(AssignFires(T0 + 11_000, [["job", T0 + 10_000, "node3"]]))["assigned"] == 0
     assert [e["status"] for e in state.history["job"]] == ["succeeded"]
+
+
+def test_an_expired_lease_on_the_only_executor_left_is_a_new_attempt_there() -> None:
+    """Its executor starts no call that could outlast the lease (schedb.executor): a fire whose
+    call came too late stays with it when no other executor is live, unless the lease gives it
+    a new attempt there. Before the lease ends, a move to its own holder is refused."""
+    state = assigned()  # on node2, due at T0 + 10 s; lease: + timeout 5 s + grace 15 s
+    lease_end = state.book.fires[FIRE]["lease_end_ms"]
+    plan = plan_batch(state, PlanInputs(lease_end - 1_000, 5_000, "node1", ["node2"], {}, True,
+                                        lambda fire: "unstarted", None, 500))
+    assert plan.reassign == []  # not expired yet
+    assert state.apply(AssignFires(lease_end - 1_000, [], [[FIRE, 1, "node2"]], leader_id="node1"))["reassigned"] == 0
+    plan = plan_batch(state, PlanInputs(lease_end + 100, 5_000, "node1", ["node2"], {}, True,
+                                        lambda fire: "unstarted", None, 500))
+    assert plan.reassign == [[FIRE, 1, "node2"]]
+    assert state.apply(AssignFires(lease_end + 100, [], plan.reassign, leader_id="node1"))["reassigned"] == 1
+    fire = state.book.fires[FIRE]
+    assert (fire["node"], fire["attempt"]) == ("node2", 2) and fire["lease_end_ms"] > lease_end + 100
