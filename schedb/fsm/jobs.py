@@ -101,6 +101,8 @@ def replace_job(state: State, cmd: ReplaceJob) -> Result:
         spec["schedule"], spec["timezone"], spec["paused"])
     if timing_changed and (error := _slot_full(state, next_fire(spec, state.now_ms))):
         return error
+    if timing_changed:
+        occurrences.miss_overdue(state, job_id)
     job["spec"] = spec
     workflow.link(state, job_id, old["depends_on"], spec["depends_on"])
     job["version"] += 1

@@ -26,14 +26,16 @@ def decide(job: Job, up_to_ms: int) -> None:
     job["decided_ms"] = max(job.get("decided_ms") or up_to_ms, up_to_ms)
 
 
-def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: Reason) -> int | None:
+def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: Reason,
+                         policy: str | None = None) -> int | None:
     """The job fell behind (first_ms is long past, or came due while it was paused): count what
-    its misfire policy skips, record the first of them with `reason` (missed or skipped_paused),
-    and return the occurrence to wait for. Its work counts against the command's catch-up
-    budget (State.may_catch_up)."""
+    its misfire policy (or `policy`) skips, record the first of them with `reason` (missed or
+    skipped_paused), and return the occurrence to wait for. Its work counts against the
+    command's catch-up budget (State.may_catch_up)."""
     spec = state.jobs[job_id]["spec"]
     decision = misfire.catch_up(parse_schedule(spec["schedule"], spec["timezone"]), first_ms, state.now_ms,
-                                spec["misfire"], state.limits.catch_up_window_ms, state.limits.missed_records_max)
+                                policy or spec["misfire"], state.limits.catch_up_window_ms,
+                                state.limits.missed_records_max)
     state.spend_catch_up(decision.work)
     missed = reason == Reason.MISSED
     state.counters["fires_missed" if missed else "fires_skipped"] += decision.missed_total
@@ -41,6 +43,19 @@ def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: Reaso
         history.record(state, job_id, missed_ms, 0, "", ExecutionStatus.MISSED if missed else ExecutionStatus.SKIPPED,
                        reason=reason)
     return decision.next_ms
+
+
+def miss_overdue(state: State, job_id: str) -> None:
+    """A pause or a change of the job's timing takes it out of its slot. An occurrence already
+    due there was never assigned (the dispatcher had no executor to give it to, or not yet):
+    it, and any after it up to now, are recorded missed rather than vanish. Call it before the
+    job's spec changes (the occurrences are the old schedule's)."""
+    job = state.jobs[job_id]
+    first_ms = job["next_fire_ms"]
+    if first_ms is None or first_ms > state.now_ms or job["spec"]["schedule"] is None:
+        return
+    apply_misfire_policy(state, job_id, first_ms, Reason.MISSED, policy="skip")
+    decide(job, state.now_ms)
 
 
 def resume_misfires(state: State, job_id: str) -> None:

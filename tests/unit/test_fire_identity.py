@@ -239,3 +239,18 @@ def test_an_expired_lease_on_the_only_executor_left_is_a_new_attempt_there() -> 
     assert state.apply(AssignFires(lease_end + 100, [], plan.reassign, leader_id="node1"))["reassigned"] == 1
     fire = state.book.fires[FIRE]
     assert (fire["node"], fire["attempt"]) == ("node2", 2) and fire["lease_end_ms"] > lease_end + 100
+
+
+def test_a_pause_records_an_occurrence_that_was_due_but_never_assigned() -> None:
+    """Found by the simulator (seed 4; the oracle's author saw it first): the dispatcher had no
+    executor to give an occurrence to, so it was due and still in the job's slot when a pause
+    (or any change of its timing) took the job out of the slot; it vanished without a record."""
+    for change in ({"paused": True}, {"timezone": "Europe/Berlin"}):
+        state = cluster_state()
+        at(state, CreateJob(T0, spec(schedule="*/10 * * * * *")))
+        state.apply(AssignFires(T0 + 12_000, [], leader_id="node1"))  # ticks: nobody to assign it to
+        assert state.jobs["job"]["next_fire_ms"] == T0 + 10_000
+        at(state, ReplaceJob(T0 + 12_500, spec(schedule="*/10 * * * * *", **change)))
+        assert [(e["scheduled_ms"], e["status"], e["reason"]) for e in state.history.get("job", [])] == [
+            (T0 + 10_000, "missed", "missed")], change
+        assert state.jobs["job"]["next_fire_ms"] in (None, T0 + 20_000)
