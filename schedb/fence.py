@@ -11,6 +11,8 @@ state to carry leader time stamped after this node heard the leader again.
 Pure bookkeeping: the Raft transport calls `heard` for each append_entries of the current
 term (schedb.raft_node, on pysyncobj's tick thread; the simulator's Raft model), and the
 executor asks `open` (schedb.raft.Replica.leader_heard_within). Times come in as arguments.
+`leader_heard_at` is written on one thread and reset on the other (`open` while leading): a
+lost race only closes the fence until the next heartbeat.
 """
 
 from __future__ import annotations
@@ -44,10 +46,20 @@ class Fence:
             self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, now_ms)
         self.leader_heard_at = now
 
-    def open(self, now: float, within_s: float, last_applied: int, state_now_ms: int, max_offset_ms: int) -> bool:
-        """Heard a leader within `within_s`, and the applied state (last_applied, its replicated
-        time state_now_ms) is fresh after the last gap, allowing for the leader's clock being up
-        to max_offset_ms behind this node's. (A leader's own fence is always open: not asked.)"""
+    def leading(self) -> None:
+        """This node leads: it hears no leader meanwhile, so when it stops leading its view is
+        as old as its leadership (what it proposed may have committed without its knowing, e.g.
+        fires it released to a follower): it must hear the next leader, after a gap, first."""
+        self.leader_heard_at = 0.0
+
+    def open(self, now: float, within_s: float, last_applied: int, state_now_ms: int, max_offset_ms: int,
+             leading: bool) -> bool:
+        """A leader's fence is open. A follower's: it heard a leader within `within_s`, and the
+        applied state (last_applied, its replicated time state_now_ms) is fresh after the last
+        gap, allowing for the leader's clock being up to max_offset_ms behind this node's."""
+        if leading:
+            self.leading()
+            return True
         if now - self.leader_heard_at >= within_s:
             return False
         if last_applied < self.until_applied:

@@ -193,10 +193,8 @@ class Replica:
         it thaws, while its state still gives it fires that moved away meanwhile, and the first
         messages it reads were sent during the freeze: it must not fire from that view."""
         node = self._node
-        if node._isLeader():
-            return True
         return node.fence.open(monotonic(), seconds, node.raftLastApplied, self.holder.state.now_ms,
-                               self._config.clock.max_offset_ms)
+                               self._config.clock.max_offset_ms, leading=node._isLeader())
 
     def members(self) -> list[str]:
         """Raft addresses of the other members, as this node's log has them now."""

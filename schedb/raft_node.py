@@ -38,6 +38,8 @@ class RaftNode(SyncObj):
                 self._joining = False
             else:
                 self._SyncObj__raftElectionDeadline = monotonic() + 3600.0
+        if self._isLeader():
+            self.fence.leading()  # deposed, it waits to hear the next leader (Fence.leading)
         if not self.may_lead:  # its clock is off most members' (schedb.clockwatch): let another lead
             self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__conf.raftMaxTimeout
         SyncObj._onTick(self, timeToWait)
