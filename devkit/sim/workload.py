@@ -38,7 +38,6 @@ from schedb.commands import (
 )
 from schedb.fsm import queries
 from schedb.fsm.core import State
-from schedb.fsm.job_list import JobQuery, job_page
 from schedb.schedule import parse_schedule
 
 T0 = 1_800_000_000_000  # the simulation's first instant (wall clock, Unix ms)
@@ -123,11 +122,9 @@ def initial_jobs(rng: random.Random, count: int = 60, now_ms: int = T0) -> list[
 
 
 def known_jobs(state: State, now_ms: int) -> dict[str, dict[str, Any]]:
-    """Every job as the job list (GET /api/v1/jobs, schedb.fsm.job_list) gives it to the admin:
-    job id -> a copy of its record. Read-only: the state is not changed."""
-    query = JobQuery(limit=len(state.jobs) + 1, team=None, tag=None, paused=None, q="", state=None,
-                     next_before_ms=None, sort="id", after="", cursor=None, total=False)
-    return {job["spec"]["id"]: job for job in job_page(state, query, ADMIN, now_ms).jobs}
+    """Every job, as the state holds it (the job list, GET /api/v1/jobs, shows the same to an
+    admin): job id -> its record. Read-only, and not copied (the operator builds new specs)."""
+    return {job_id: state.jobs[job_id] for job_id in sorted(state.jobs)}
 
 
 def known_dead_letters(state: State, limit: int = 1_000) -> list[str]:

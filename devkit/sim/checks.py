@@ -1,0 +1,212 @@
+"""The invariants, checked as the run goes and at its end (docs/simulation.md lists them).
+
+Raft commits an entry before any node applies it, so the first node to apply command i tells
+the referee what the committed log holds at i: its bytes, its result, the replicated time
+after it, the execution records it added. Against that:
+
+- every replica applies the same commands in the same order and gets the same results, and
+  replicas that applied the same prefix have the same state (canonical bytes, every field:
+  every DIGEST_EVERY commands, and all of them at the end);
+- a fire id has at most one committed successful outcome;
+- replicated time never runs ahead of the fastest node clock by more than the offset bound;
+- every bound of the state holds (schedb.fsm.invariants), every BOUNDS_EVERY commands;
+- a webhook call is made only by the node the committed state gives that attempt to (the
+  most advanced live replica's state): a node never calls a fire after it moved;
+- at the end: a fire succeeds at the receiver at most once, except where its caller died
+  before its outcome committed (at-least-once redelivery, as promised); and no scheduled
+  occurrence is lost (devkit.sim.oracle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgpack
+
+from devkit.sim.oracle import Applied, lost_occurrences
+from devkit.sim.receiver import Call
+from devkit.sim.replica import SimReplica
+from devkit.sim.world import World
+from schedb.commands import AssignFires, BackfillJob, Command, ReplayDeadLetter
+from schedb.fsm import invariants
+from schedb.fsm.machine import CANONICAL_FIELDS, StateMachine, _canonical
+from schedb.fsm.model import Execution, Result
+
+DIGEST_EVERY = 256
+BOUNDS_EVERY = 4096
+
+
+class Violation(AssertionError):
+    """An invariant broke: the run stops at the first one, which names it."""
+
+    def __init__(self, invariant: str, detail: str) -> None:
+        super().__init__(f"{invariant}: {detail}")
+        self.invariant = invariant
+
+
+class Referee:
+    def __init__(self, world: World, max_offset_ms: int, replicas: Callable[[], Iterable[SimReplica]]) -> None:
+        self._world = world
+        self._max_offset_ms = max_offset_ms
+        self._replicas = replicas  # the live processes' replicas
+        self.applied: list[Applied] = []  # the committed log as the oracle reads it
+        self._entries: list[bytes] = []
+        self._results: list[Result] = []
+        self._digests: dict[int, bytes] = {}
+        self.successes: Counter[str] = Counter()  # fire id → committed successful outcomes
+        # A backfill or a dead letter's replay fires an occurrence again under its id, by design (an
+        # operator asked; the receiver sees the same Idempotency-Key): each is a new instance.
+        self.instances: Counter[str] = Counter()
+        self.committed_at: dict[tuple[str, int], float] = {}  # (fire id, attempt) → true time
+        self.ended: dict[tuple[str, int], float] = {}  # (node, incarnation) → true time its process died
+        self.on_commit: Callable[[int, Command, Result], None] | None = None  # the trace's
+
+    # -- after every apply, on every replica ----------------------------------------------
+
+    def on_apply(self, replica: SimReplica, data: bytes, command: Command, result: Result,
+                 added: list[Execution]) -> None:
+        """replica applied command (data: its log bytes) with result, adding these executions."""
+        index = replica.state.applied
+        if index == len(self._entries) + 1:
+            self._first_apply(replica, data, command, result, added)
+        elif index > len(self._entries) + 1:
+            raise Violation("log_order", f"{replica.node_id} applied command {index} before any node applied "
+                            f"{len(self._entries) + 1}")
+        elif data != self._entries[index - 1]:
+            raise Violation("log_matching", f"{replica.node_id} applied another command {index}: "
+                            f"{type(command).__name__}")
+        elif result != self._results[index - 1]:
+            raise Violation("same_result", f"{replica.node_id} got {result!r} for command {index}, "
+                            f"the first node {self._results[index - 1]!r}")
+        if index % DIGEST_EVERY == 0:
+            self._check_digest(replica, index)
+
+    def _check_digest(self, replica: SimReplica, index: int) -> None:
+        digest = _digest(replica.state)
+        expected = self._digests.setdefault(index, digest)
+        if digest != expected:
+            raise Violation("equal_state", f"{replica.node_id}'s state after command {index} differs from "
+                            "the first node's (canonical bytes)")
+
+    def _first_apply(self, replica: SimReplica, data: bytes, command: Command, result: Result,
+                     added: list[Execution]) -> None:
+        state, index = replica.state, replica.state.applied
+        self._entries.append(data)
+        self._results.append(result)
+        self.applied.append(Applied(index, command, result, state.now_ms))
+        if self.on_commit is not None:
+            self.on_commit(index, command, result)
+        self._note_executions(added)
+        if isinstance(command, BackfillJob) and result.get("ok"):
+            self._new_instances(fire["fire_id"] for fire in state.book.fires.values()
+                                if fire["job_id"] == command.job_id and fire["trigger"] == "backfill")
+        if isinstance(command, ReplayDeadLetter) and result.get("ok"):
+            self._new_instances([command.fire_id])
+        if isinstance(command, AssignFires):
+            self._check_time(state, index)
+        if index % BOUNDS_EVERY == 0:
+            check_bounds(state)
+
+    def _note_executions(self, added: list[Execution]) -> None:
+        for execution in added:
+            key = (execution["fire_id"], execution["attempt"])
+            self.committed_at.setdefault(key, self._world.now)
+            if execution["status"] == "succeeded":
+                self.successes[execution["fire_id"]] += 1
+                if self.successes[execution["fire_id"]] > 1:
+                    raise Violation("one_success", f"fire {execution['fire_id']} has two committed successes "
+                                    f"(the second: attempt {execution['attempt']} by {execution['node']})")
+
+    def _new_instances(self, fire_ids: Iterable[str]) -> None:
+        """An operator's backfill or replay fires these again, under their ids: new instances."""
+        for fire_id in fire_ids:
+            if self.successes[fire_id]:
+                self.successes[fire_id] = 0
+                self.instances[fire_id] += 1
+
+    def _check_time(self, state: StateMachine, index: int) -> None:
+        fastest = max(p.wall_ms() for p in self._world.processes.values() if p.alive)
+        if state.now_ms > fastest + self._max_offset_ms:
+            raise Violation("replicated_time", f"command {index} moved replicated time to {state.now_ms}, "
+                            f"{state.now_ms - fastest} ms ahead of the fastest clock")
+
+    # -- each webhook call ------------------------------------------------------------------
+
+    def on_call(self, call: Call) -> None:
+        """The call goes out now: the committed state must still give this attempt to the caller."""
+        call.instance = self.instances[call.fire_id]
+        committed = max(self._replicas(), key=lambda r: r.state.applied, default=None)
+        fire = committed.state.book.get(call.fire_id) if committed is not None else None
+        if fire is not None and (fire["node"], fire["attempt"]) != (call.node, call.attempt):
+            raise Violation("moved_fire_called", f"{call.node} called {call.fire_id} attempt {call.attempt}, "
+                            f"which the log gave to {fire['node']} as attempt {fire['attempt']}")
+
+    # -- at the end ---------------------------------------------------------------------------
+
+    def final(self, calls: list[Call]) -> None:
+        """After the quiet period: every replica caught up, equal, within bounds; nothing doubled
+        at the receiver, nothing lost."""
+        replicas = sorted(self._replicas(), key=lambda r: r.node_id)
+        for replica in replicas:
+            if replica.state.applied != len(self._entries):
+                raise Violation("caught_up", f"{replica.node_id} applied {replica.state.applied} of "
+                                f"{len(self._entries)} commands after the quiet period")
+        digests = {replica.node_id: _digest(replica.state) for replica in replicas}
+        if len(set(digests.values())) > 1:
+            first, *others = replicas
+            apart = [f"{r.node_id} in {_fields_apart(r.state, first.state)}" for r in others
+                     if digests[r.node_id] != digests[first.node_id]]
+            raise Violation("equal_state", f"after command {len(self._entries)}, {first.node_id}'s state differs "
+                            f"from {', '.join(apart)}")
+        final_state = replicas[0].state
+        check_bounds(final_state)
+        self._check_doubled(calls)
+        lost = lost_occurrences(self.applied, final_state, final_state.now_ms)
+        if lost:
+            raise Violation("lost_occurrence", f"{len(lost)} lost; the first: {lost[0]}")
+
+    def _check_doubled(self, calls: list[Call]) -> None:
+        """Two calls of one fire that both succeeded, though the first caller lived to commit
+        its outcome (or still lives): the receiver got it twice with nothing to excuse it."""
+        first: dict[tuple[str, int], Call] = {}
+        for call in calls:
+            if call.status != "succeeded":
+                continue
+            key = (call.fire_id, call.instance)
+            earlier = first.get(key)
+            if earlier is None:
+                first[key] = call
+                continue
+            died = self.ended.get((earlier.node, earlier.incarnation))
+            committed = self.committed_at.get((earlier.fire_id, earlier.attempt))
+            if died is not None and (committed is None or committed > died):
+                first[key] = call  # at-least-once: its caller died before its outcome committed
+                continue
+            raise Violation("doubled_delivery", f"{call.fire_id} succeeded at the receiver twice: attempt "
+                            f"{earlier.attempt} by {earlier.node} at {earlier.at:.3f} s, attempt {call.attempt} "
+                            f"by {call.node} at {call.at:.3f} s")
+
+
+def check_bounds(state: StateMachine) -> None:
+    found = invariants.violations(state)
+    if found:
+        raise Violation("state_bounds", "; ".join(found[:3]))
+
+
+def _digest(state: StateMachine) -> bytes:
+    return hashlib.blake2b(state.canonical_bytes(), digest_size=16).digest()
+
+
+def _fields_apart(state: StateMachine, other: StateMachine) -> str:
+    """The fields whose canonical bytes differ (for the report of an equal_state violation)."""
+    apart = [name for name in CANONICAL_FIELDS
+             if msgpack.packb(_fields(state, name), default=_canonical) != msgpack.packb(_fields(other, name),
+                                                                                         default=_canonical)]
+    return ", ".join(str(name) for name in apart) or "no single field"
+
+
+def _fields(state: StateMachine, name: str | tuple[str, ...]) -> Any:
+    return [getattr(state, f) for f in name] if isinstance(name, tuple) else getattr(state, name)
