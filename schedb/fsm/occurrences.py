@@ -12,7 +12,7 @@ from __future__ import annotations
 from schedb.fsm import history, misfire, workflow
 from schedb.fsm.core import State
 from schedb.fsm.fires import PENDING, fire_id_of
-from schedb.fsm.model import ExecutionStatus, Job, Reason, Trigger
+from schedb.fsm.model import ExecutionStatus, Fire, Job, Reason, StepStatus, Trigger
 from schedb.schedule import parse_schedule
 
 # A pause or reschedule takes back the job's fires due later than this; sooner ones go ahead:
@@ -70,6 +70,21 @@ def resume_misfires(state: State, job_id: str) -> None:
         state.place(job_id, apply_misfire_policy(state, job_id, first_ms, Reason.SKIPPED_PAUSED))
 
 
+def _due_and_waiting(state: State, fire: Fire) -> bool:
+    """A scheduled occurrence that fell due while no executor held its fire (handed back by a
+    drain, released, or never given out): taken back, it would never fire nor be recorded, since
+    a resume or a new schedule starts after now."""
+    return fire["trigger"] == Trigger.SCHEDULE and fire["node"] == PENDING and fire["due_ms"] <= state.now_ms
+
+
+def _miss(state: State, fire: Fire) -> None:
+    """A pause ends a due fire that no executor holds: recorded missed, not run after the pause."""
+    history.record(state, fire["job_id"], fire["scheduled_ms"], fire["attempt"], "", ExecutionStatus.MISSED,
+                   reason=Reason.MISSED, error="paused while it waited for an executor")
+    state.counters["fires_missed"] += 1
+    workflow.end_fire(state, fire["fire_id"], StepStatus.SKIPPED)
+
+
 def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> None:
     """A rescheduled job keeps no scheduled fire that is not due yet (by WITHDRAW_SLACK_MS); a
     paused job keeps no fire at all that is not due yet (retries, triggers and replays included).
@@ -80,6 +95,10 @@ def withdraw_future_fires(state: State, job_id: str, *, everything: bool) -> Non
     for scheduled_ms in list(job["active_fires"]):
         fire_id = fire_id_of(job_id, scheduled_ms)
         fire = state.book.fires[fire_id]
+        if _due_and_waiting(state, fire):
+            if everything:
+                _miss(state, fire)
+            continue  # an edit leaves it to run: it fell due while the job was active
         # Due within the slack, it may have started on an executor whose clock is a little ahead
         # (within clock.max_offset_ms), before this command reached it: it goes ahead.
         not_started = fire["due_ms"] > state.now_ms + WITHDRAW_SLACK_MS or fire["node"] == PENDING

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb.commands import AssignFires, CompleteFires, CreateJob, Outcome, ReplaceJob
+from schedb.commands import AssignFires, CompleteFires, CreateJob, DrainNode, Outcome, ReplaceJob
 from schedb.fire_queries import PlanInputs, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
@@ -254,3 +254,19 @@ def test_a_pause_records_an_occurrence_that_was_due_but_never_assigned() -> None
         assert [(e["scheduled_ms"], e["status"], e["reason"]) for e in state.history.get("job", [])] == [
             (T0 + 10_000, "missed", "missed")], change
         assert state.jobs["job"]["next_fire_ms"] in (None, T0 + 20_000)
+
+
+def test_a_pause_records_a_due_fire_that_waited_for_an_executor() -> None:
+    """Found by the simulator (seeds 19, 21, 28, 39, 40): a draining node handed its fires back
+    (pending, due), no executor was live to take them, and a pause took the pending fire back;
+    the resume starts after the pause, so the occurrence was never fired nor recorded. A due
+    fire no executor holds is recorded missed by a pause; an edit leaves it to run."""
+    for change, kept in (({"paused": True}, False), ({"timezone": "Europe/Berlin"}, True)):
+        state = assigned()  # on node2, due at T0 + 10 s
+        at(state, DrainNode(T0 + 7_500, "node2", [[FIRE, 1]]))
+        assert state.book.fires[FIRE]["node"] == ""  # pending: no executor has it
+        state.apply(AssignFires(T0 + 12_000, [], leader_id="node1"))  # nobody live to give it to
+        at(state, ReplaceJob(T0 + 12_500, spec(schedule="*/10 * * * * *", **change)))
+        assert (FIRE in state.book.fires) is kept and FIRE not in state.book.withdrawn, change
+        records = [(e["scheduled_ms"], e["status"]) for e in state.history.get("job", [])]
+        assert records == ([] if kept else [(T0 + 10_000, "missed")]), change
