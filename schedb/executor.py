@@ -220,7 +220,11 @@ class Executor:
         return self._clock.hold_reason() if self._clock is not None else ""
 
     def _release_held(self) -> None:
-        self._fence_timer = None
+        """Start the held fires once nothing holds them; else look again in FENCE_RECHECK_S
+        (one timer at a time: every state change comes here too)."""
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+            self._fence_timer = None
         if not self._fires.count(Phase.HELD) or self._hold_reason():
             self._arm_fence_recheck()
             return

@@ -254,3 +254,22 @@ async def test_a_fire_too_late_for_its_lease_is_not_called(tmp_path: Path) -> No
     await asyncio.sleep(0.3)  # due long ago: it would be called at once
     assert delivered == [] and len(executor._fires) == 0
     assert replica.state.book.fires[fire_id]["node"] == NODE  # left to its lease
+
+
+async def test_held_fires_keep_one_recheck_timer_however_many_commands_apply(
+        tmp_path: Path, replica: FakeReplica, delivered: list[str]) -> None:
+    """Found by profiling the simulator: every state change while fires were held started one
+    more 0.1 s recheck chain (the previous timer was forgotten, not cancelled), so a long hold
+    (a clock offset, a partition) under the leader's ticks grew without bound in CPU."""
+    executor = new_executor(tmp_path, replica)
+    replica.heard = False  # fenced: its fires are held
+    assign(replica, "job")
+    await until(lambda: executor._fires.count(Phase.HELD) == 1)
+    for _ in range(20):
+        replica.apply(AssignFires(wall_ms(), [], leader_id="node1"))  # the leader's ticks
+        await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    rechecks = [h for h in loop._scheduled if not h.cancelled() and h._callback == executor._release_held]  # type: ignore[attr-defined]
+    assert len(rechecks) == 1
+    replica.heard = True
+    await until(lambda: delivered != [])
