@@ -61,6 +61,8 @@ class World:
         self.wall_offset: dict[str, float] = {}  # seconds; faults change it
         self.current: Process | None = None
         self.steps = 0
+        self._running_key: tuple[tuple[str, int, bool, bool], ...] = ()
+        self._running_list: list[Process] = []
 
     def add_host(self, node_id: str, mono_offset: float, wall_offset: float) -> None:
         self.mono_offset[node_id] = mono_offset
@@ -80,27 +82,40 @@ class World:
 
     def run_until(self, end: float, after_step: Callable[[], None] | None = None) -> None:
         """Advance to true time `end`, one event at a time."""
+        events = self._events
         while True:
-            event_at = self._events[0][0] if self._events else math.inf
+            event_at = events[0][0] if events else math.inf
             step_at, stepper = math.inf, None
-            for node_id in sorted(self.processes):
-                due = self.processes[node_id].next_due()
-                if due is not None and due < step_at:
-                    step_at, stepper = due, self.processes[node_id]
-            when = min(event_at, step_at)
+            for process in self._running():
+                due = process.loop.next_due()
+                if due is not None:
+                    due -= self.mono_offset[process.node_id]
+                    if due < step_at:
+                        step_at, stepper = due, process
+            when = event_at if event_at <= step_at else step_at
             if when > end:
                 self.now = end
                 return
-            self.now = max(self.now, when)
+            if when > self.now:
+                self.now = when
             self.steps += 1
             if event_at <= step_at:
-                _, _, fn, args = heapq.heappop(self._events)
+                _, _, fn, args = heapq.heappop(events)
                 fn(*args)
             else:
                 assert stepper is not None
                 self.run_step(stepper)
             if after_step is not None:
                 after_step()
+
+    def _running(self) -> list[Process]:
+        """The processes that may step, in node order (rebuilt only when one starts or stops)."""
+        key = tuple((p.node_id, p.incarnation, p.alive, p.paused) for p in self.processes.values())
+        if key != self._running_key:
+            self._running_key = key
+            self._running_list = [self.processes[n] for n in sorted(self.processes)
+                                  if self.processes[n].alive and not self.processes[n].paused]
+        return self._running_list
 
     def run_step(self, process: Process) -> None:
         self.current = process
