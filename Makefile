@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := schedb devkit scripts tests
 
-.PHONY: install lock cluster stop status test test-unit test-system test-browser chaos bench bench-quick lint clean
+.PHONY: install lock cluster stop status test test-unit test-system test-browser chaos sim bench bench-quick lint clean
 
 install: $(STAMP)
 
@@ -67,6 +67,11 @@ test-browser: $(STAMP)
 # One scenario, or several: make chaos ARGS="--scenario freeze" (scripts/chaos.py --list).
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py $(ARGS)
+
+# The deterministic simulator (docs/simulation.md): seeds for about a minute on every core, or
+# one seed again with its whole trace: make sim SEED=1234. More: make sim ARGS="--count 1000".
+sim: $(STAMP)
+	$(PY) -m devkit.sim $(if $(SEED),--seed $(SEED)) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
