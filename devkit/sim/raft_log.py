@@ -101,6 +101,18 @@ class RaftLog:
             self.disk.entries.append(entry)
         return index
 
+    def accept(self, prev_index: int, prev_term: int, entries: list[Entry], commit_index: int) -> tuple[bool, int]:
+        """A leader's append_entries: (accepted, the next index to answer). Refused, the answer says
+        where the leader should resume, as pysyncobj's follower does."""
+        if prev_index < self.base_index:  # in the snapshot, so committed: resume after it
+            return False, self.base_index + 1
+        known = self.term_at(prev_index)
+        if known is None:
+            return False, self.last_index + 1
+        if known != prev_term:
+            return False, prev_index  # back off one entry
+        return True, self.merge(prev_index, entries, commit_index) + 1
+
     def compact(self, index: int, data: bytes) -> None:
         """Replace entries 1..index (all applied) with a snapshot of the state they built."""
         term = self.term_at(index)

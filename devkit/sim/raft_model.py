@@ -4,106 +4,49 @@ each simulated node runs this in place of pysyncobj. It is not under test; it is
 Modelled as pysyncobj does it: a random election timeout per deadline, reset by the current
 leader's append_entries and by granting a vote; one vote per term (`voted_for` is durable) and
 the log up-to-date check; a no-op entry at the start of each leader's term; append_entries every
-heartbeat and at once on a proposal or after the leader applies; a follower that is behind the
-leader's snapshot gets it whole; leader fallback (a leader without answers from a majority within
-leader_fallback_s turns follower, and the election deadline it left behind while leading has long
-passed, so it stands again at once); proposals through a queue that waits for a known leader
-(`commandsWaitLeader`), forwarded by followers, answered by the leader with the entry's index and
-term, and called back on the proposer only when it applies that index itself (SUCCESS if the term
-matches, else DISCARDED; UNKNOWN_OUTCOME if it already applied the index); LEADER_CHANGED for
-forwards still unanswered when the leader changes; `isReady`; `hasQuorum`; TimeoutNow transfer.
+heartbeat, and at once on a proposal or after the leader applies; a follower behind the leader's
+snapshot gets it whole; leader fallback (a leader without answers from a majority within
+leader_fallback_s turns follower, and as the election deadline it left behind while leading has
+long passed, it stands again at once); `isReady`; `hasQuorum`; TimeoutNow transfer; proposals
+(devkit.sim.raft_commands: the command queue and its callbacks). The leader's bookkeeping of
+its followers is devkit.sim.raft_leader, the durable state and log indexing devkit.sim.raft_log,
+what the engine provides and sets devkit.sim.raft_types.
 
 Left out or approximated: membership changes (the members are fixed); batching, TCP framing and
 chunked snapshot transfer (one message carries every entry from next_index, or the whole
-snapshot); TCP connections are approximated by `host.process_alive` (a partition keeps a peer
+snapshot); TCP connections, approximated by `host.process_alive` (a partition keeps a peer
 "connected", a dead process does not); compaction by entry count only (no compaction_min_s) and
-synchronous (pysyncobj forks); no code versions. Where pysyncobj leans on TCP's in-order delivery
-the model does not, because the simulated network reorders: replies carry the term, stale
-snapshots are ignored, and only a conflicting entry truncates the log.
+synchronous (pysyncobj forks); code versions. Where pysyncobj leans on TCP's in-order delivery
+the model does not, as the simulated network reorders: replies carry the term, stale snapshots
+are ignored, only a conflicting entry truncates the log, a follower commits only what the
+message vouched for. A snapshot travels as an install_snapshot message (pysyncobj: an
+append_entries with a `serialized` field); `on_append_entries` sees both.
 """
 
 from __future__ import annotations
 
-import random
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any
 
+from devkit.sim.raft_commands import Callback, Fail, Proposals
+from devkit.sim.raft_leader import Followers
 from devkit.sim.raft_log import NO_OP, Disk, Entry, RaftLog, Snapshot
+from devkit.sim.raft_types import Handle, Host, Machine, RaftTiming, Role
 
-Callback = Callable[[Any, int], None]
-
-
-class Handle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Host(Protocol):
-    """The simulator engine's side of one node: its clock, timers, network and random source."""
-
-    node_id: str
-    rng: random.Random
-
-    def now(self) -> float: ...
-    def call_later(self, delay_s: float, fn: Callable[..., None], *args: Any) -> Handle: ...
-    def send(self, to: str, message: dict[str, Any]) -> None: ...
-    def process_alive(self, node_id: str) -> bool: ...
-
-
-class Machine(Protocol):
-    def apply(self, data: bytes) -> Any: ...
-    def snapshot(self) -> bytes: ...
-    def restore(self, data: bytes) -> None: ...
-
-
-class Fail(IntEnum):
-    """pysyncobj.FAIL_REASON, same names and values."""
-
-    SUCCESS = 0
-    QUEUE_FULL = 1
-    MISSING_LEADER = 2
-    DISCARDED = 3
-    NOT_LEADER = 4
-    LEADER_CHANGED = 5
-    REQUEST_DENIED = 6
-    UNKNOWN_OUTCOME = 7
-
-
-class Role(IntEnum):
-    """pysyncobj's _RAFT_STATE values (getStatus()['state'])."""
-
-    FOLLOWER = 0
-    CANDIDATE = 1
-    LEADER = 2
-
-
-@dataclass(frozen=True)
-class RaftTiming:
-    heartbeat_s: float = 0.1  # appendEntriesPeriod
-    election_min_s: float = 0.4
-    election_max_s: float = 1.2
-    leader_fallback_s: float = 3.0
-    compaction_min_entries: int = 500
-    connection_retry_s: float = 1.0  # how soon an isolated node looks again for a live peer
-    commands_queue_size: int = 4000  # schedb: http.pending_commands_max * 4
-    commands_wait_leader: bool = True  # pysyncobj's default, which schedb keeps
-
-
-@dataclass(frozen=True)
-class _Forwarded:
-    """A proposal a follower forwarded: answered with a message, not a callback."""
-
-    node: str
-    request_id: int
+__all__ = ["Disk", "Fail", "Handle", "Host", "Machine", "RaftNodeModel", "RaftTiming", "Role"]
 
 
 class RaftNodeModel:
+    """One node's Raft, on its host's loop. The engine delivers messages (`receive`), proposes,
+    and reads the properties; it builds a new model on the same Disk after a crash (`stop`).
+    `on_applied` runs once per batch of entries applied (no-ops count), `on_snapshot_loaded`
+    whenever a snapshot replaced the machine's state (at a restart, or from the leader)."""
+
     def __init__(self, host: Host, members: list[str], timing: RaftTiming, disk: Disk, machine: Machine,
                  on_applied: Callable[[], None], on_snapshot_loaded: Callable[[], None]) -> None:
         self.host = host
         self.members = sorted(members)
+        self._peers = [m for m in self.members if m != host.node_id]
         self.timing = timing
         self.disk = disk
         self.machine = machine
@@ -111,28 +54,24 @@ class RaftNodeModel:
         self._on_snapshot_loaded = on_snapshot_loaded
         self.may_lead = True  # set by the engine (schedb's clock watch)
         self.on_append_entries: Callable[[dict[str, Any]], None] | None = None
-        self.on_leading: Callable[[], None] | None = None
-        self.follower_acks: dict[str, tuple[float, int]] = {}
+        self.on_leading: Callable[[], None] | None = None  # called when it becomes leader (schedb's fence)
+        self.follower_acks: dict[str, tuple[float, int]] = {}  # peer -> (when it answered, highest match)
         self._log = RaftLog(disk)
         self._role = Role.FOLLOWER
         self._leader: str | None = None
         self._commit = max(min(disk.commit_index, self._log.last_index), self._log.base_index)
         self._last_applied = 0  # the journal replay (_start) brings it up
-        self._leader_commit: int | None = None
+        self._leader_commit: int | None = None  # the last commit index a leader told (its own, leading)
         self._ready = False
         self._stopped = False
         self._started = False
-        self._deadline = 0.0
+        self._deadline = 0.0  # of the election timeout
         self._votes: set[str] = set()
-        self._next_index: dict[str, int] = {}
-        self._match_index: dict[str, int] = {}
-        self._last_response: dict[str, float] = {}
-        self._queue: deque[tuple[bytes, Callback | _Forwarded]] = deque()
-        self._waiting_commit: dict[int, list[tuple[int, Callback]]] = {}
-        self._waiting_reply: dict[int, Callback] = {}
-        self._request_ids = 0
-        self._timers: dict[str, Handle] = {}
-        self._later("start", 0.0, self._start)
+        self._followers: Followers | None = None  # while leading
+        self._proposals = Proposals(self, host.send, timing.commands_queue_size, timing.commands_wait_leader)
+        self._timers: dict[str, tuple[int, Handle]] = {}  # name -> (its number, its handle)
+        self._timer_count = 0
+        self._later("start", 0.0, _nothing)
 
     # -- what the engine and schedb's adapter read ---------------------------------
 
@@ -142,7 +81,8 @@ class RaftNodeModel:
 
     @property
     def peers(self) -> list[str]:
-        return [m for m in self.members if m != self.host.node_id]
+        """The other members, sorted."""
+        return list(self._peers)
 
     @property
     def role(self) -> Role:
@@ -178,28 +118,25 @@ class RaftNodeModel:
 
     def has_quorum(self) -> bool:
         """pysyncobj's hasQuorum: this node and the peers it holds a TCP connection to."""
-        connected = sum(1 for peer in self.peers if self.host.process_alive(peer))
-        return 1 + connected > len(self.members) / 2
+        return 1 + len(self._connected()) > len(self.members) / 2
 
     # -- what the engine calls -----------------------------------------------------
 
     def propose(self, data: bytes, callback: Callback) -> None:
         """Queue a command, as SyncObj._applyCommand: the queue is worked off on the node's own
         loop, so the callback never runs inside this call (but for QUEUE_FULL, as in pysyncobj)."""
-        if self._stopped:
-            return
-        if len(self._queue) >= self.timing.commands_queue_size:
-            callback(None, Fail.QUEUE_FULL)
-            return
-        self._queue.append((data, callback))
-        self._later("queue", 0.0, _nothing)  # the tick after it works the queue
+        if not self._stopped:
+            self._proposals.put(data, callback)
+            self._later("queue", 0.0, _nothing)  # the tick after it works the queue
 
     def transfer_leadership(self, callback: Callback | None = None) -> Fail:
-        """TimeoutNow to the most caught-up connected follower; denied unless it has the whole log."""
-        result = self._transfer_target()
-        if isinstance(result, str):
-            self.host.send(result, {"type": "timeout_now", "term": self.term})
-            result = Fail.SUCCESS
+        """TimeoutNow to the most caught-up connected follower; denied unless it holds the whole log."""
+        result = Fail.NOT_LEADER
+        if self._followers is not None:
+            target = self._followers.transfer_target(self._connected(), self._log.last_index)
+            result = Fail.REQUEST_DENIED if target is None else Fail.SUCCESS
+            if target is not None:
+                self.host.send(target, {"type": "timeout_now", "term": self.term})
         if callback is not None:
             callback(None, result)
         return result
@@ -217,35 +154,35 @@ class RaftNodeModel:
     def stop(self) -> None:
         """The process died: nothing runs any more; the engine keeps the Disk."""
         self._stopped = True
-        for handle in self._timers.values():
+        for _, handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
 
-    # -- timers -----------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------
 
     def _later(self, name: str, delay_s: float, fn: Callable[[], None]) -> None:
         """One timer per name: setting it again replaces the pending one."""
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        self._timers[name] = self.host.call_later(max(delay_s, 0.0), self._fire, name, fn)
+        self._cancel(name)
+        self._timer_count += 1
+        handle = self.host.call_later(max(delay_s, 0.0), self._fire, name, self._timer_count, fn)
+        self._timers[name] = (self._timer_count, handle)
 
-    def _fire(self, name: str, fn: Callable[[], None]) -> None:
-        self._timers.pop(name, None)
-        if self._stopped:
-            return
+    def _fire(self, name: str, number: int, fn: Callable[[], None]) -> None:
+        if self._stopped or self._timers.get(name, (0, None))[0] != number:
+            return  # stopped, or replaced by a later timer of that name (whatever cancel managed)
+        del self._timers[name]
         self._start()
         fn()
         self._tick()
 
     def _cancel(self, name: str) -> None:
-        handle = self._timers.pop(name, None)
+        _, handle = self._timers.pop(name, (0, None))
         if handle is not None:
             handle.cancel()
 
     def _start(self) -> None:
-        """pysyncobj's first tick: load the dump, then replay the journal up to the persisted
-        commit index, with or without a leader."""
+        """pysyncobj's first tick: load the dump, then (in _tick) replay the journal up to the
+        persisted commit index, with or without a leader."""
         if self._started:
             return
         self._started = True
@@ -255,16 +192,21 @@ class RaftNodeModel:
             self._last_applied = snapshot.index
             self._on_snapshot_loaded()
         self._reset_deadline()
-        self._tick()
 
     def _tick(self) -> None:
-        """What pysyncobj's tick does after any event: apply, check readiness, work the queue."""
+        """What pysyncobj's tick does after any event: apply, note readiness, work the queue."""
         if self._stopped:  # a callback of this very tick may have been the crash
             return
         self._apply_committed()
+        if self._proposals.drain():
+            self._broadcast()
+            self._advance_commit()  # alone in its cluster, the leader's own copy is a majority
+            self._apply_committed()
         if not self._ready and self._leader_commit is not None and self._last_applied == self._leader_commit:
             self._ready = True  # onReady fires once; isReady stays True
-        self._drain_queue()
+
+    def _connected(self) -> list[str]:
+        return [peer for peer in self._peers if self.host.process_alive(peer)]
 
     # -- elections ----------------------------------------------------------------------
 
@@ -273,7 +215,7 @@ class RaftNodeModel:
         timeout = t.election_min_s + (t.election_max_s - t.election_min_s) * self.host.rng.random()
         self._deadline = self.host.now() + timeout
         if "election" not in self._timers and self._role != Role.LEADER:
-            self._later("election", self._deadline - self.host.now(), self._on_election_timer)
+            self._later("election", timeout, self._on_election_timer)
 
     def _on_election_timer(self) -> None:
         now = self.host.now()
@@ -284,7 +226,7 @@ class RaftNodeModel:
         elif not self.may_lead:  # schedb's RaftNode._onTick keeps pushing the deadline out
             self._deadline = now + self.timing.election_max_s
             self._later("election", self.timing.election_max_s, self._on_election_timer)
-        elif self.peers and not any(self.host.process_alive(p) for p in self.peers):
+        elif self._peers and not self._connected():
             # pysyncobj stands only when connected to anyone; it reconnects every connection_retry_s
             self._later("election", self.timing.connection_retry_s, self._on_election_timer)
         else:
@@ -296,10 +238,10 @@ class RaftNodeModel:
         self._set_term(self.term + 1, self.host.node_id)
         self._reset_deadline()
         self._votes = {self.host.node_id}
-        for peer in self.peers:
+        for peer in self._peers:
             self.host.send(peer, {"type": "request_vote", "term": self.term,
                                   "last_log_index": self._log.last_index, "last_log_term": self._log.last_term})
-        self._fail_waiting_replies()
+        self._proposals.leader_changed()
         self._count_votes()
 
     def _count_votes(self) -> None:
@@ -312,13 +254,8 @@ class RaftNodeModel:
         if self.on_leading is not None:
             self.on_leading()
         self._cancel("election")
-        now = self.host.now()
-        for peer in self.peers:
-            self._next_index[peer] = self._log.last_index + 1
-            self._match_index[peer] = 0
-            self._last_response[peer] = now
-        self._log.append(Entry(self.term, NO_OP))  # commands proposed meanwhile wait behind it
-        self._leader_commit = self._commit
+        self._followers = Followers(self._peers, self._log.last_index, self.host.now())
+        self._log.append(Entry(self.term, NO_OP))  # commands proposed from now on queue up behind it
         self._on_heartbeat()
 
     def _become_follower(self, term: int, leader: str | None) -> None:
@@ -326,6 +263,7 @@ class RaftNodeModel:
             self._set_term(term, None)
         self._role = Role.FOLLOWER
         self._leader = leader
+        self._followers = None
         self._cancel("heartbeat")
         if "election" not in self._timers:  # a former leader's deadline passed long ago: it stands at once
             self._later("election", self._deadline - self.host.now(), self._on_election_timer)
@@ -334,52 +272,23 @@ class RaftNodeModel:
         self.disk.term = term
         self.disk.voted_for = voted_for
 
-    def _transfer_target(self) -> str | Fail:
-        if self._role != Role.LEADER:
-            return Fail.NOT_LEADER
-        connected = [(self._match_index.get(p, 0), p) for p in self.peers if self.host.process_alive(p)]
-        if not connected:
-            return Fail.REQUEST_DENIED
-        match, peer = max(connected)
-        return peer if match == self._log.last_index else Fail.REQUEST_DENIED
-
     # -- the leader's side ------------------------------------------------------------
 
     def _on_heartbeat(self) -> None:
-        if self._role != Role.LEADER:
+        if self._followers is None:
             return
-        if self._lost_majority():
+        if not self._followers.heard_from_majority(self.host.now() - self.timing.leader_fallback_s):
             self._become_follower(self.term, None)  # leader fallback: the term stays
             return
         self._leader_commit = self._commit
         self._broadcast()
         self._later("heartbeat", self.timing.heartbeat_s, self._on_heartbeat)
 
-    def _lost_majority(self) -> bool:
-        since = self.host.now() - self.timing.leader_fallback_s
-        heard = 1 + sum(1 for p in self.peers if self._last_response.get(p, 0.0) > since)
-        return heard <= len(self.members) / 2
-
     def _broadcast(self) -> None:
-        for peer in self.peers:
-            if self.host.process_alive(peer):  # pysyncobj sends only over live connections
-                self._send_append_entries(peer)
-
-    def _send_append_entries(self, peer: str) -> None:
-        log = self._log
-        next_index = self._next_index[peer]
-        if next_index <= log.base_index:  # the entries it needs are compacted away
-            snap = self.disk.snapshot
-            assert snap is not None
-            self.host.send(peer, {"type": "install_snapshot", "term": self.term, "commit_index": self._commit,
-                                  "snapshot_index": snap.index, "snapshot_term": snap.term, "data": snap.data})
-            self._next_index[peer] = snap.index + 1
+        if self._followers is None:
             return
-        prev = next_index - 1
-        self.host.send(peer, {"type": "append_entries", "term": self.term, "commit_index": self._commit,
-                              "prevLogIdx": prev, "prevLogTerm": log.term_at(prev),
-                              "entries": [[e.term, e.data] for e in log.entries_from(next_index)]})
-        self._next_index[peer] = log.last_index + 1  # optimistic, as pysyncobj: a miss comes back as a reset
+        for peer in self._connected():  # pysyncobj sends only over live connections
+            self.host.send(peer, self._followers.message_for(peer, self._log, self.term, self._commit))
 
     def _on_next_node_idx(self, sender: str, msg: dict[str, Any]) -> None:
         # schedb's RaftNode notes every answer, whatever this node's role (follower_acks)
@@ -387,29 +296,23 @@ class RaftNodeModel:
         self.follower_acks[sender] = (self.host.now(), max(self.follower_acks.get(sender, (0.0, 0))[1], match))
         if msg["term"] > self.term:
             self._become_follower(msg["term"], None)
-        if self._role != Role.LEADER or msg["term"] != self.term:
+        if self._followers is None or msg["term"] != self.term:
             return
-        self._last_response[sender] = self.host.now()
-        next_index = msg["next_node_idx"]
-        if msg["reset"]:
-            self._next_index[sender] = min(max(next_index, 1), self._log.last_index + 1)
-        if msg["success"] and next_index - 1 > self._match_index[sender]:
-            self._match_index[sender] = next_index - 1
-            self._next_index[sender] = next_index
+        if self._followers.answered(sender, self.host.now(), msg, self._log.last_index):
             self._advance_commit()
 
     def _advance_commit(self) -> None:
         """Commit the highest index a majority holds, if it is of this term (Raft's §5.4.2)."""
-        held = sorted([self._log.last_index] + [self._match_index[p] for p in self.peers], reverse=True)
-        majority_holds = held[len(self.members) // 2]
-        if majority_holds > self._commit and self._log.term_at(majority_holds) == self.term:
-            self._set_commit(majority_holds)
+        if self._followers is None:
+            return
+        index = self._followers.majority_holds(self._log.last_index)
+        if index > self._commit and self._log.term_at(index) == self.term:
+            self._set_commit(index)
+            self._leader_commit = index
 
     def _set_commit(self, index: int) -> None:
         self._commit = index
         self.disk.commit_index = index
-        if self._role == Role.LEADER:
-            self._leader_commit = index
 
     # -- the follower's side ----------------------------------------------------------
 
@@ -420,7 +323,7 @@ class RaftNodeModel:
         if self.on_append_entries is not None:
             self.on_append_entries(msg)
         if self._leader != sender:
-            self._fail_waiting_replies()
+            self._proposals.leader_changed()
         self._become_follower(msg["term"], sender)
         self._reset_deadline()
         self._leader_commit = msg["commit_index"]
@@ -429,20 +332,11 @@ class RaftNodeModel:
     def _on_append_entries(self, sender: str, msg: dict[str, Any]) -> None:
         if not self._hear_leader(sender, msg):
             return
-        prev, log = msg["prevLogIdx"], self._log
-        if prev < log.base_index:  # already in this node's snapshot: committed, so the same
-            self._answer(sender, False, log.base_index + 1)
-        elif log.term_at(prev) is None:
-            self._answer(sender, False, log.last_index + 1)
-        elif log.term_at(prev) != msg["prevLogTerm"]:
-            self._answer(sender, False, prev)  # back off one entry, as pysyncobj
-        else:
-            entries = [Entry(term, data) for term, data in msg["entries"]]
-            last = log.merge(prev, entries, self._commit)
-            self._answer(sender, True, last + 1)
-            # only what this message vouched for: later entries may be a stale leader's
-            if min(msg["commit_index"], last) > self._commit:
-                self._set_commit(min(msg["commit_index"], last))
+        entries = [Entry(term, data) for term, data in msg["entries"]]
+        accepted, next_index = self._log.accept(msg["prevLogIdx"], msg["prevLogTerm"], entries, self._commit)
+        self._answer(sender, accepted, next_index)
+        if accepted:  # commit only what this message vouched for: later entries may be a former leader's
+            self._learn_commit(min(msg["commit_index"], next_index - 1))
 
     def _on_install_snapshot(self, sender: str, msg: dict[str, Any]) -> None:
         if not self._hear_leader(sender, msg):
@@ -453,12 +347,14 @@ class RaftNodeModel:
             self.machine.restore(snapshot.data)
             self._last_applied = snapshot.index
             self._set_commit(snapshot.index)
-            for index in [i for i in self._waiting_commit if i <= snapshot.index]:
-                del self._waiting_commit[index]  # never applied here one by one: no callback, as pysyncobj
+            self._proposals.skipped_through(snapshot.index)
             self._on_snapshot_loaded()
         self._answer(sender, True, snapshot.index + 1)
-        if min(msg["commit_index"], snapshot.index) > self._commit:
-            self._set_commit(min(msg["commit_index"], snapshot.index))
+        self._learn_commit(min(msg["commit_index"], snapshot.index))
+
+    def _learn_commit(self, index: int) -> None:
+        if index > self._commit:
+            self._set_commit(index)
 
     def _answer(self, leader: str, success: bool, next_index: int) -> None:
         self.host.send(leader, {"type": "next_node_idx", "term": self.term, "next_node_idx": next_index,
@@ -485,7 +381,7 @@ class RaftNodeModel:
             self._deadline = self.host.now()
             self._later("election", 0.0, self._on_election_timer)  # which still asks may_lead
 
-    # -- applying -------------------------------------------------------------------------
+    # -- applying and proposals -----------------------------------------------------------
 
     def _apply_committed(self) -> None:
         if self._last_applied >= self._commit:
@@ -495,88 +391,25 @@ class RaftNodeModel:
             entry = self._log.entry(index)
             result = self.machine.apply(entry.data) if entry.data != NO_OP else None
             self._last_applied = index
-            for term, callback in self._waiting_commit.pop(index, []):
-                if term == entry.term:
-                    callback(result, Fail.SUCCESS)
-                else:
-                    callback(None, Fail.DISCARDED)
+            self._proposals.applied(index, entry.term, result)
         self._on_applied()
         if self._last_applied - self._log.base_index > self.timing.compaction_min_entries:
             self._log.compact(self._last_applied, self.machine.snapshot())
-        if self._role == Role.LEADER:
-            self._broadcast()  # followers learn the new commit index at once
+        self._broadcast()  # a leader's followers learn the new commit index at once
 
-    # -- proposals -----------------------------------------------------------------------
-
-    def _drain_queue(self) -> None:
-        """SyncObj._checkCommandsToApply: a leader appends, a follower forwards to its leader."""
-        appended = False
-        while self._queue:
-            if self._leader is None and self.timing.commands_wait_leader:
-                break
-            data, requester = self._queue.popleft()
-            if self._role == Role.LEADER:
-                self._append_proposal(data, requester)
-                appended = True
-            elif self._leader is not None:
-                self._forward(data, requester, self._leader)
-            else:
-                self._refuse(requester, Fail.MISSING_LEADER)
-        if appended:
-            self._broadcast()
-            self._advance_commit()  # alone in its cluster, the leader's own copy is a majority
-            self._apply_committed()
-
-    def _append_proposal(self, data: bytes, requester: Callback | _Forwarded) -> None:
-        index = self._log.append(Entry(self.term, data))
-        if isinstance(requester, _Forwarded):
-            self.host.send(requester.node, {"type": "apply_command_response", "request_id": requester.request_id,
-                                            "log_idx": index, "log_term": self.term})
-        else:
-            self._waiting_commit.setdefault(index, []).append((self.term, requester))
-
-    def _forward(self, data: bytes, requester: Callback | _Forwarded, leader: str) -> None:
-        if isinstance(requester, _Forwarded):  # a forward reached a follower: pysyncobj does not pass it on
-            self._refuse(requester, Fail.NOT_LEADER)
-            return
-        self._request_ids += 1
-        self._waiting_reply[self._request_ids] = requester
-        self.host.send(leader, {"type": "apply_command", "command": data, "request_id": self._request_ids})
-
-    def _refuse(self, requester: Callback | _Forwarded, error: Fail) -> None:
-        if isinstance(requester, _Forwarded):
-            self.host.send(requester.node, {"type": "apply_command_response", "request_id": requester.request_id,
-                                            "error": int(error)})
-        else:
-            requester(None, error)
+    def append_command(self, data: bytes) -> tuple[int, int]:
+        """A leader's proposal goes to the end of its log: (index, term)."""
+        return self._log.append(Entry(self.term, data)), self.term
 
     def _on_apply_command(self, sender: str, msg: dict[str, Any]) -> None:
-        requester = _Forwarded(sender, msg["request_id"])
-        if len(self._queue) >= self.timing.commands_queue_size:
-            self._refuse(requester, Fail.QUEUE_FULL)
-        else:
-            self._queue.append((msg["command"], requester))
+        self._proposals.on_apply_command(sender, msg)
 
     def _on_apply_command_response(self, sender: str, msg: dict[str, Any]) -> None:
-        callback = self._waiting_reply.pop(msg["request_id"], None)
-        if callback is None:
-            return
-        if "error" in msg:
-            callback(None, Fail(msg["error"]))
-        elif msg["log_idx"] <= self._last_applied:
-            callback(None, Fail.UNKNOWN_OUTCOME)  # applied before the answer came: which entry is unknowable
-        else:
-            self._waiting_commit.setdefault(msg["log_idx"], []).append((msg["log_term"], callback))
-
-    def _fail_waiting_replies(self) -> None:
-        """SyncObj.__onLeaderChanged: forwards the old leader never answered will not be answered."""
-        waiting, self._waiting_reply = self._waiting_reply, {}
-        for request_id in sorted(waiting):
-            waiting[request_id](None, Fail.LEADER_CHANGED)
+        self._proposals.on_apply_command_response(msg)
 
 
 def _nothing() -> None:
-    pass
+    """A timer whose work is the tick after it (RaftNodeModel._fire)."""
 
 
 _HANDLERS: dict[str, Callable[[RaftNodeModel, str, dict[str, Any]], None]] = {

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from devkit.sim.network import Network
+from devkit.sim.raft_commands import Fail
 from devkit.sim.raft_log import Disk
-from devkit.sim.raft_model import Fail, RaftNodeModel, RaftTiming
+from devkit.sim.raft_model import RaftNodeModel
+from devkit.sim.raft_types import RaftTiming
 from devkit.sim.world import Process
 from schedb.clock import monotonic, wall_ms
 from schedb.commands import Command, decode, encode

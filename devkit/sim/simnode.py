@@ -14,7 +14,7 @@ from typing import Any
 
 from devkit.sim.network import Network
 from devkit.sim.raft_log import Disk
-from devkit.sim.raft_model import RaftTiming
+from devkit.sim.raft_types import RaftTiming
 from devkit.sim.receiver import Receiver
 from devkit.sim.replica import OnApply, SimReplica
 from devkit.sim.world import Process
