@@ -81,7 +81,8 @@ def _campaign(first: int, count: int | None, seconds: float, workers: int, optio
             done += 1
             if not result.ok:
                 failed[result.invariant or "?"] += 1
-                print(f"seed {result.seed}: FAIL {result.violation}  (replay: make sim SEED={result.seed})",
+                extra = f' ARGS="--members {options.members}"' if options.members != 3 else ""
+                print(f"seed {result.seed}: FAIL {result.violation}  (replay: make sim SEED={result.seed}{extra})",
                       flush=True)
     elapsed = time.perf_counter() - started
     print(f"{done} seeds in {elapsed:.1f} s: {done / elapsed:.2f} seeds/s ({done * 60 / elapsed:.0f} a minute); "
