@@ -89,6 +89,7 @@ class Cluster:
         self._incarnations[node_id] += 1
         process = Process(self.world, node_id, self._incarnations[node_id])
         self.world.processes[node_id] = process
+        self.world.processes_changed()
         node = SimNode(self.configs[node_id], process, self.network, self.receiver, self.addr_of,
                        self.disks[node_id], self.referee.on_apply)
         process.node = node  # type: ignore[attr-defined]  # where /health probes find it

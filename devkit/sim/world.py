@@ -33,22 +33,34 @@ class Process:
         self.world = world
         self.node_id = node_id
         self.incarnation = incarnation
-        self.alive = True
-        self.paused = False
+        self._alive = True
+        self._paused = False
+        self.mono_offset = world.mono_offset[node_id]  # fixed: a monotonic clock never steps
         self.loop = VirtualLoop(self.monotonic)
 
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @alive.setter
+    def alive(self, alive: bool) -> None:
+        self._alive = alive
+        self.world.processes_changed()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.world.processes_changed()
+
     def monotonic(self) -> float:
-        return self.world.now + self.world.mono_offset[self.node_id]
+        return self.world.now + self.mono_offset
 
     def wall_ms(self) -> int:
         return math.floor((self.world.now + self.world.wall_offset[self.node_id]) * 1000) + T0_MS
-
-    def next_due(self) -> float | None:
-        """True time of this process's next step (None: nothing scheduled, or it cannot run)."""
-        if not self.alive or self.paused:
-            return None
-        due = self.loop.next_due()
-        return None if due is None else due - self.world.mono_offset[self.node_id]
 
 
 class World:
@@ -61,8 +73,7 @@ class World:
         self.wall_offset: dict[str, float] = {}  # seconds; faults change it
         self.current: Process | None = None
         self.steps = 0
-        self._running_key: tuple[tuple[str, int, bool, bool], ...] = ()
-        self._running_list: list[Process] = []
+        self._running_list: list[Process] | None = None
 
     def add_host(self, node_id: str, mono_offset: float, wall_offset: float) -> None:
         self.mono_offset[node_id] = mono_offset
@@ -89,7 +100,7 @@ class World:
             for process in self._running():
                 due = process.loop.next_due()
                 if due is not None:
-                    due -= self.mono_offset[process.node_id]
+                    due -= process.mono_offset
                     if due < step_at:
                         step_at, stepper = due, process
             when = event_at if event_at <= step_at else step_at
@@ -108,11 +119,13 @@ class World:
             if after_step is not None:
                 after_step()
 
+    def processes_changed(self) -> None:
+        """A process started, died, paused or resumed: the running list is rebuilt."""
+        self._running_list = None
+
     def _running(self) -> list[Process]:
-        """The processes that may step, in node order (rebuilt only when one starts or stops)."""
-        key = tuple((p.node_id, p.incarnation, p.alive, p.paused) for p in self.processes.values())
-        if key != self._running_key:
-            self._running_key = key
+        """The processes that may step, in node order."""
+        if self._running_list is None:
             self._running_list = [self.processes[n] for n in sorted(self.processes)
                                   if self.processes[n].alive and not self.processes[n].paused]
         return self._running_list
