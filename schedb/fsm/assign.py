@@ -18,7 +18,7 @@ from schedb.fsm import dead_letters, history, tenancy, workflow
 from schedb.fsm.core import State
 from schedb.fsm.fires import PENDING, fire_id_of
 from schedb.fsm.model import ExecutionStatus, Reason, Result, Trigger
-from schedb.fsm.occurrences import apply_misfire_policy, decide
+from schedb.fsm.occurrences import apply_misfire_policy, backfilled, decide
 
 
 def assign_fires(state: State, cmd: AssignFires) -> Result:
@@ -64,6 +64,13 @@ def _assign_one(state: State, item: Any) -> str:
     job = state.jobs.get(job_id) if isinstance(job_id, str) else None
     if job is None or job["next_fire_ms"] != scheduled_ms or node_id not in state.nodes:
         return "stale"
+    fire_id = fire_id_of(job_id, scheduled_ms)
+    if backfilled(job, scheduled_ms) and fire_id not in state.book.fires and fire_id not in state.book.withdrawn:
+        # A backfill fired this occurrence (while the job was paused, or ahead of its slot) and
+        # its fire ended: it was the occurrence's fire, so the schedule goes on after it.
+        decide(job, scheduled_ms)
+        state.schedule_from(job_id, scheduled_ms)
+        return "stale"
     if scheduled_ms < state.now_ms - state.limits.misfire_grace_ms:
         if not state.may_catch_up():  # this command's catch-up work is spent: the leader sends it again
             state.counters["catch_ups_deferred"] += 1
@@ -75,7 +82,6 @@ def _assign_one(state: State, item: Any) -> str:
             decide(job, min(next_ms - 1, state.now_ms) if next_ms is not None else scheduled_ms)
             state.place(job_id, next_ms)
             return "missed"
-    fire_id = fire_id_of(job_id, scheduled_ms)
     if scheduled_ms <= (job.get("decided_ms") or -1) and fire_id not in state.book.fires \
             and fire_id not in state.book.withdrawn:
         # Placed again while withdrawn, and decided since (its old attempt ran after all,

@@ -16,6 +16,7 @@ from schedb.fsm.core import COUNTERS, State
 from schedb.fsm.fires import PENDING, FireBook, fire_id_of
 from schedb.fsm.limits import StateLimits
 from schedb.fsm.model import SETTLED, StepStatus, Trigger
+from schedb.fsm.occurrences import BACKFILLED_MAX
 from schedb.fsm.slots import SlotIndex
 
 PLAIN = (dict, list, tuple, str, int, bool, float, bytes, type(None), deque)
@@ -155,6 +156,10 @@ def bounded_collections(state: State) -> Iterable[str]:
             yield f"{count} {name}, over {bound}"
     if state.audit.maxlen != limits.audit_records:
         yield "audit: bound is not the limit"
+    for job_id, job in state.jobs.items():
+        backfilled = job.get("backfilled_ms", [])
+        if len(backfilled) > BACKFILLED_MAX or backfilled != sorted(set(backfilled)):
+            yield f"job {job_id}: backfilled_ms not ascending within {BACKFILLED_MAX}"
 
 
 def derived_fields_agree(state: State) -> Iterable[str]:

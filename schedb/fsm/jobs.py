@@ -186,6 +186,7 @@ def backfill_job(state: State, cmd: BackfillJob) -> Result:
         return tenancy.over_quota(state, job["team"], "fires_per_minute", f"the backfill holds {len(fresh)} fires")
     created = [workflow.new_fire(state, cmd.job_id, ms, PENDING, trigger=Trigger.BACKFILL,
                                  correlation_id=cmd.correlation_id)["fire_id"] for ms in fresh]
+    occurrences.note_backfilled(job, fresh)
     state.counters["backfilled"] += len(created)
     return {"ok": True, "fires": len(created), "fire_ids": created[:10],
             "already_active": len(instants) - len(created)}

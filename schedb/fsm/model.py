@@ -111,6 +111,7 @@ class Job(TypedDict):
     paused_ms: int | None
     decided_ms: NotRequired[int]  # every occurrence up to here was fired, missed or throttled
     ran_ms: NotRequired[int]  # the latest occurrence whose fire ended, or ran after a pause took it back
+    backfilled_ms: NotRequired[list[int]]  # occurrences a backfill fired before the schedule decided them
     registration: NotRequired[Registration]
 
 

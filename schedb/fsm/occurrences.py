@@ -19,11 +19,39 @@ from schedb.schedule import parse_schedule
 # an executor whose clock is ahead (by up to clock.max_offset_ms, which config keeps below
 # this) may have started one before the command reached it.
 WITHDRAW_SLACK_MS = 1_000
+# The backfilled occurrences a job remembers (schedb.fsm.jobs.BACKFILL_FIRES_MAX, one backfill's worth).
+BACKFILLED_MAX = 1_000
 
 
 def decide(job: Job, up_to_ms: int) -> None:
     """Every occurrence of the job's schedule up to up_to_ms has been decided (see State.place)."""
     job["decided_ms"] = max(job.get("decided_ms") or up_to_ms, up_to_ms)
+
+
+def note_backfilled(job: Job, instants: list[int]) -> None:
+    """A backfill made fires for these occurrences, under their own fire ids. Those the schedule
+    has not decided (a paused stretch, or ahead of the slot) are that occurrence's fire: once
+    they end, a resume or the slot must not fire them again (`backfilled`). Kept until the
+    schedule is past them for good."""
+    floor_ms = _decided_for_good(job)
+    kept = sorted({*job.get("backfilled_ms", ()), *instants})
+    kept = [ms for ms in kept if ms > floor_ms][-BACKFILLED_MAX:]
+    if kept:
+        job["backfilled_ms"] = kept
+    else:
+        job.pop("backfilled_ms", None)
+
+
+def backfilled(job: Job, scheduled_ms: int) -> bool:
+    """Whether a backfill fired the job's occurrence at scheduled_ms (note_backfilled)."""
+    return scheduled_ms in job.get("backfilled_ms", ())
+
+
+def _decided_for_good(job: Job) -> int:
+    """No occurrence up to here can be placed again: decided_ms only rises, except that a
+    withdrawal lowers it, never below ran_ms (withdraw_future_fires); ran_ms only rises."""
+    decided_ms, ran_ms = job.get("decided_ms"), job.get("ran_ms")
+    return -1 if decided_ms is None or ran_ms is None else min(decided_ms, ran_ms)
 
 
 def apply_misfire_policy(state: State, job_id: str, first_ms: int, reason: Reason,

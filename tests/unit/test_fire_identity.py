@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb.commands import AssignFires, CompleteFires, CreateJob, DrainNode, Outcome, ReplaceJob
+from schedb.commands import AssignFires, BackfillJob, CompleteFires, CreateJob, DrainNode, Outcome, ReplaceJob
 from schedb.fire_queries import PlanInputs, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
@@ -270,3 +270,44 @@ def test_a_pause_records_a_due_fire_that_waited_for_an_executor() -> None:
         assert (FIRE in state.book.fires) is kept and FIRE not in state.book.withdrawn, change
         records = [(e["scheduled_ms"], e["status"]) for e in state.history.get("job", [])]
         assert records == ([] if kept else [(T0 + 10_000, "missed")]), change
+def resumed_after_a_backfill(state: StateMachine, misfire: str) -> None:
+    """The paused job's occurrence at T0+10 s was backfilled and succeeded; the job resumes at
+    T0+25 s and the dispatcher assigns what the resume placed."""
+    at(state, BackfillJob(T0 + 10_500, "job", T0 + 9_000, T0 + 11_000))
+    fire = state.book.fires[FIRE]
+    assert fire["trigger"] == "backfill"
+    state.apply(AssignFires(T0 + 10_600, [], [[FIRE, fire["attempt"], "node3"]], leader_id="node1"))
+    assert at(state, CompleteFires(T0 + 10_700, "node3", [ok(FIRE, fire["attempt"], T0 + 10_600)]))["committed"] == 1
+    at(state, ReplaceJob(T0 + 25_000, spec(schedule="*/10 * * * * *", misfire=misfire)))
+    for _ in range(3):  # the dispatcher's rounds: each assigns the job's slot
+        job = state.jobs["job"]
+        state.apply(AssignFires(T0 + 25_100, [["job", job["next_fire_ms"], "node2"]], leader_id="node1"))
+
+
+def test_a_resume_does_not_fire_again_an_occurrence_a_backfill_ran_while_paused() -> None:
+    """Found by the simulator (seed 51): a job paused, an operator backfilled an occurrence of
+    the paused stretch and it succeeded; the resume (run_all) fired that occurrence again under
+    the same fire id, and its second success committed. A backfill's fire of an occurrence the
+    schedule has not decided is that occurrence's fire (as when assign finds it active)."""
+    for misfire in ("run_all", "run_once"):
+        state = cluster_state()
+        at(state, CreateJob(T0, spec(schedule="*/10 * * * * *", misfire=misfire)))
+        at(state, ReplaceJob(T0 + 5_000, spec(schedule="*/10 * * * * *", misfire=misfire, paused=True)))
+        resumed_after_a_backfill(state, misfire)
+        successes = [e for e in state.history["job"] if e["fire_id"] == FIRE and e["status"] == "succeeded"]
+        assert len(successes) == 1 and FIRE not in state.book.fires, misfire
+        if misfire == "run_all":  # the paused stretch's other occurrence still fires
+            assert f"job:{T0 + 20_000}" in state.book.fires
+
+
+def test_a_backfill_that_revives_a_withdrawn_fire_keeps_it_one_fire_after_the_resume() -> None:
+    """Found by the simulator (seed 16): the pause took back the assigned fire at T0+10 s; a
+    backfill revived it (attempt 2) and it succeeded; the resume placed that occurrence again,
+    and a new attempt 1 of the same fire id succeeded too."""
+    state = assigned(misfire="run_all")
+    at(state, ReplaceJob(T0 + 7_100, spec(schedule="*/10 * * * * *", misfire="run_all", paused=True)))
+    assert FIRE in state.book.withdrawn
+    resumed_after_a_backfill(state, "run_all")
+    successes = [e for e in state.history["job"] if e["fire_id"] == FIRE and e["status"] == "succeeded"]
+    assert len(successes) == 1 and FIRE not in state.book.fires
+
