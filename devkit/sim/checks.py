@@ -123,9 +123,8 @@ class Referee:
     def _new_instances(self, fire_ids: Iterable[str]) -> None:
         """An operator's backfill or replay fires these again, under their ids: new instances."""
         for fire_id in fire_ids:
-            if self.successes[fire_id]:
-                self.successes[fire_id] = 0
-                self.instances[fire_id] += 1
+            self.successes[fire_id] = 0
+            self.instances[fire_id] += 1
 
     def _check_time(self, state: StateMachine, index: int) -> None:
         fastest = max(p.wall_ms() for p in self._world.processes.values() if p.alive)
