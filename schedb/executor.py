@@ -44,6 +44,7 @@ from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
 from schedb.delivery_view import DeliveryView, resolve_secrets
 from schedb.fsm import queries
+from schedb.fsm.model import ExecutionStatus
 from schedb.gate import PriorityGate
 from schedb.local_fires import LocalFire, LocalFires, Phase, PhaseError, reconcile
 from schedb.metrics import NodeMetrics
@@ -240,6 +241,10 @@ class Executor:
 
     async def _run(self, key: FireKey, fire: dict[str, Any]) -> None:
         try:
+            if await self._succeeded_here_before(key):
+                log.info("fire_already_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"],
+                         attempt=fire["attempt"], reason="an earlier attempt succeeded here, its outcome to commit")
+                return
             decided = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
             if not decided.ours:
                 self._not_ours(fire)
@@ -257,6 +262,19 @@ class Executor:
             self._report_skip(key, fire, "skipped", _cancel_reason(exc))
         finally:
             self._fires.finish(key)
+
+    async def _succeeded_here_before(self, key: FireKey) -> bool:
+        """Did an earlier attempt of this fire succeed on this node (one still running is waited
+        for)? A pause judges "not started yet" by replicated time, which lags while the leader's
+        ticks are slow to commit: it may take back a fire this node already called, and the
+        resume gives it back as a new attempt. The receiver has it: the earlier success, still
+        waiting here to commit, is the fire's outcome and ends it (schedb.fsm.complete)."""
+        earlier = self._fires.started_before(key)
+        running = [local.task for local in earlier if local.task is not None]
+        if running:
+            await asyncio.wait(running)
+        return any(local.outcome is not None and local.outcome.status == ExecutionStatus.SUCCEEDED
+                   for local in earlier)
 
     @staticmethod
     def _not_ours(fire: dict[str, Any]) -> None:

@@ -113,6 +113,11 @@ class LocalFires:
     def running_of(self, fire_id: str) -> list[FireKey]:
         return [local.key for local in self._by_id.get(fire_id, {}).values() if local.phase is Phase.RUNNING]
 
+    def started_before(self, key: FireKey) -> list[LocalFire]:
+        """This node's earlier attempts of the same fire that started here (running or reported)."""
+        return [local for attempt, local in self._by_id.get(key[0], {}).items()
+                if attempt < key[1] and local.phase in (Phase.RUNNING, Phase.REPORTED)]
+
     def phases(self, fire_ids: Iterable[str] | None = None) -> dict[FireKey, Phase]:
         """The phases of the attempts of these fires (of all fires: None), for `reconcile`."""
         ids = self._by_id if fire_ids is None else fire_ids

@@ -10,12 +10,22 @@ from typing import Any
 import pytest
 
 from schedb.clock import wall_ms
-from schedb.commands import AssignFires, Command, CompleteFires, CreateJob, DeleteJob, Outcome, RegisterNode
+from schedb.commands import (
+    AssignFires,
+    Command,
+    CompleteFires,
+    CreateJob,
+    DeleteJob,
+    Outcome,
+    RegisterNode,
+    ReplaceJob,
+)
 from schedb.config import load_config
 from schedb.executor import Executor
 from schedb.fsm.machine import StateMachine
 from schedb.local_fires import Phase
 from schedb.metrics import NodeMetrics
+from schedb.timefmt import ms_to_rfc3339
 from tests.unit.test_state import spec
 
 NODE = "node2"
@@ -273,3 +283,36 @@ async def test_held_fires_keep_one_recheck_timer_however_many_commands_apply(
     assert len(rechecks) == 1
     replica.heard = True
     await until(lambda: delivered != [])
+
+
+async def test_a_fire_delivered_here_and_given_back_as_a_new_attempt_is_not_called_again(tmp_path: Path) -> None:
+    """Found by the simulator (seeds 13, 33): replicated time lagged (the leader's ticks were
+    slow to commit), so a pause applied after this node had delivered a fire still took it back
+    as not due yet; the resume placed it again, the leader gave it to this node as attempt 2,
+    and it was called again while attempt 1's success waited here to commit. That success is
+    the fire's: the new attempt is not called, and the success, once committed, ends the fire."""
+    now = wall_ms()
+    due_ms = (now - 1_000) // 1_000 * 1_000  # a whole second, already past by this node's clock
+    lagging_ms = due_ms - 2_000  # replicated time, well before it
+    replica = new_replica(lagging_ms)
+    delivered = record_calls(replica)
+    executor = new_executor(tmp_path, replica)
+    once = spec("once", schedule=f"@at {ms_to_rfc3339(due_ms)}")
+    assert replica.apply(CreateJob(lagging_ms, once))["ok"]
+    assert replica.apply(AssignFires(lagging_ms, [["once", due_ms, NODE]]))["assigned"] == 1
+    fire_id = f"once:{due_ms}"
+    await until(lambda: executor._fires.phases() == {(fire_id, 1): Phase.REPORTED})  # its outcome waits here
+    replica.apply(ReplaceJob(lagging_ms, {**once, "paused": True}))  # "not due yet" by replicated time
+    assert fire_id in replica.state.book.withdrawn
+    replica.apply(ReplaceJob(lagging_ms, once))
+    assert replica.apply(AssignFires(lagging_ms + 100, [["once", due_ms, NODE]]))["assigned"] == 1
+    assert replica.state.book.fires[fire_id]["attempt"] == 2
+    await asyncio.sleep(0.1)
+    assert delivered == [fire_id]
+    flusher = asyncio.create_task(executor.run_outcome_flusher())
+    try:
+        await until(lambda: fire_id not in replica.state.book.fires and len(executor._fires) == 0)
+    finally:
+        flusher.cancel()
+    assert delivered == [fire_id]
+    assert [e["status"] for e in replica.state.history["once"] if e["fire_id"] == fire_id] == ["succeeded"]
