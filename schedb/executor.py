@@ -296,13 +296,11 @@ class Executor:
                 # The wait for a slot may outlast the fire's lease: if it moved to another node
                 # (or ended) meanwhile, calling now would deliver it twice. This node's view of
                 # that is only as good as its fence: cut off meanwhile, it waits to hear again.
-                while self._hold_reason() in STALE_VIEW:
-                    await asyncio.sleep(FENCE_RECHECK_S)
-                lease_end_ms = self._replica.read(fire_queries.lease_end_if_ours, fire, self._node_id)
-                if lease_end_ms is None:
+                held = await self._when_view_is_fresh(fire)
+                if held is None:
                     self._not_ours(fire)
                     return
-                if not self._lease_covers(spec, lease_end_ms):
+                if not self._lease_covers(spec, held.lease_end_ms):
                     log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
                                 attempt=fire["attempt"], reason="the call could outlast the attempt's lease")
                     return
@@ -316,6 +314,20 @@ class Executor:
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._fires.report(key, outcome)
         self._outcome_ready.set()
+
+    async def _when_view_is_fresh(self, fire: dict[str, Any]) -> fire_queries.Holding | None:
+        """The attempt as the state gives this node now (None: not ours any more), once this
+        node's view is fresh: no stale-view hold (fenced, catching up, no quorum), and replicated
+        time close enough to the fire that a pause or edit applied from now on keeps it (the
+        leader's ticks may be slow to commit: a pause judged by a time seconds behind would take
+        back a fire called here, and a resume give it to another node)."""
+        while True:
+            while self._hold_reason() in STALE_VIEW:
+                await asyncio.sleep(FENCE_RECHECK_S)
+            held = self._replica.read(fire_queries.holding, fire, self._node_id)
+            if held is None or held.time_reached:
+                return held
+            await asyncio.sleep(FENCE_RECHECK_S)
 
     def _lease_covers(self, spec: dict[str, Any], lease_end_ms: int) -> bool:
         """Can a call started now end before the attempt's lease does, by the leader's clock (up

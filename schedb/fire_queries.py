@@ -22,6 +22,7 @@ from schedb.clock import wall_ms
 from schedb.delivery_view import DeliveryView, delivery_view
 from schedb.fsm.core import State
 from schedb.fsm.model import Fire
+from schedb.fsm.occurrences import WITHDRAW_SLACK_MS
 from schedb.policies import Verdict, newer_fire_due, verdict
 
 LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
@@ -43,10 +44,21 @@ def still_ours(state: State, fire: dict[str, Any], node_id: str) -> bool:
     return _ours(state, fire, node_id) is not None
 
 
-def lease_end_if_ours(state: State, fire: dict[str, Any], node_id: str) -> int | None:
-    """The lease end of the attempt if the state still gives it to node_id, else None."""
+class Holding(NamedTuple):
+    """What the executor checks just before a call, of an attempt the state gives it."""
+
+    lease_end_ms: int
+    # Replicated time is within WITHDRAW_SLACK_MS of the fire's due time: a pause or edit applied
+    # from now on counts the fire as started and keeps it (schedb.fsm.occurrences).
+    time_reached: bool
+
+
+def holding(state: State, fire: dict[str, Any], node_id: str) -> Holding | None:
+    """The attempt as the state gives it to node_id now (None: it does not)."""
     current = _ours(state, fire, node_id)
-    return current["lease_end_ms"] if current is not None else None
+    if current is None:
+        return None
+    return Holding(current["lease_end_ms"], state.now_ms >= current["due_ms"] - WITHDRAW_SLACK_MS)
 
 
 def _ours(state: State, fire: dict[str, Any], node_id: str) -> Fire | None:

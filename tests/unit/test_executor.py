@@ -18,7 +18,6 @@ from schedb.commands import (
     DeleteJob,
     Outcome,
     RegisterNode,
-    ReplaceJob,
 )
 from schedb.config import load_config
 from schedb.executor import Executor
@@ -189,6 +188,7 @@ async def two_held_fires_of_a_replace_job(executor: Executor, replica: FakeRepli
     scheduled_ms = replica.state.jobs["job"]["next_fire_ms"]
     assert replica.apply(AssignFires(wall_ms(), [["job", scheduled_ms, NODE]]))["assigned"] == 1
     await until(lambda: executor._fires.count(Phase.HELD) == 2)
+    replica.state.apply(AssignFires(wall_ms(), [], leader_id="node1"))  # the leader's clock reached them
     replica.heard = True
     return older, f"job:{scheduled_ms}"
 
@@ -286,28 +286,25 @@ async def test_held_fires_keep_one_recheck_timer_however_many_commands_apply(
 
 
 async def test_a_fire_delivered_here_and_given_back_as_a_new_attempt_is_not_called_again(tmp_path: Path) -> None:
-    """Found by the simulator (seeds 13, 33): replicated time lagged (the leader's ticks were
-    slow to commit), so a pause applied after this node had delivered a fire still took it back
-    as not due yet; the resume placed it again, the leader gave it to this node as attempt 2,
-    and it was called again while attempt 1's success waited here to commit. That success is
-    the fire's: the new attempt is not called, and the success, once committed, ends the fire."""
+    """Found by the simulator (seeds 13, 33), where a pause judged by lagging replicated time
+    took back a fire this node had called (that path is closed now: a fire waits for replicated
+    time, test above). Any other way back to this node as a new attempt (its lease ended while
+    its outcome waited to commit, and this is the only executor left) must not call it again
+    while attempt 1's success waits here: that success, once committed, ends the fire."""
     now = wall_ms()
-    due_ms = (now - 1_000) // 1_000 * 1_000  # a whole second, already past by this node's clock
-    lagging_ms = due_ms - 2_000  # replicated time, well before it
-    replica = new_replica(lagging_ms)
+    replica = new_replica(now)
     delivered = record_calls(replica)
     executor = new_executor(tmp_path, replica)
+    due_ms = now + 200
     once = spec("once", schedule=f"@at {ms_to_rfc3339(due_ms)}")
-    assert replica.apply(CreateJob(lagging_ms, once))["ok"]
-    assert replica.apply(AssignFires(lagging_ms, [["once", due_ms, NODE]]))["assigned"] == 1
+    assert replica.apply(CreateJob(now, once))["ok"]
+    assert replica.apply(AssignFires(now, [["once", due_ms, NODE]]))["assigned"] == 1
     fire_id = f"once:{due_ms}"
     await until(lambda: executor._fires.phases() == {(fire_id, 1): Phase.REPORTED})  # its outcome waits here
-    replica.apply(ReplaceJob(lagging_ms, {**once, "paused": True}))  # "not due yet" by replicated time
-    assert fire_id in replica.state.book.withdrawn
-    replica.apply(ReplaceJob(lagging_ms, once))
-    assert replica.apply(AssignFires(lagging_ms + 100, [["once", due_ms, NODE]]))["assigned"] == 1
+    lease_end = replica.state.book.fires[fire_id]["lease_end_ms"]
+    assert replica.apply(AssignFires(lease_end + 1, [], [[fire_id, 1, NODE]], leader_id="node1"))["reassigned"] == 1
     assert replica.state.book.fires[fire_id]["attempt"] == 2
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)
     assert delivered == [fire_id]
     flusher = asyncio.create_task(executor.run_outcome_flusher())
     try:
@@ -316,3 +313,22 @@ async def test_a_fire_delivered_here_and_given_back_as_a_new_attempt_is_not_call
         flusher.cancel()
     assert delivered == [fire_id]
     assert [e["status"] for e in replica.state.history["once"] if e["fire_id"] == fire_id] == ["succeeded"]
+
+
+async def test_a_fire_waits_for_replicated_time_to_reach_it_before_it_is_called(tmp_path: Path) -> None:
+    """Found by the simulator (seeds 13 and 33; the same-node case is covered above): the
+    leader's ticks were slow to commit, so a pause applied after a node had called a fire still
+    judged it "not due yet" by replicated time (more than 1 s ahead) and took it back; the
+    resume gave it to another node, which called it too. A fire is called only once the
+    replicated time this node applied is within that slack of it: a pause from then on keeps it."""
+    now = wall_ms()
+    replica = new_replica(now)
+    delivered = record_calls(replica)
+    executor = new_executor(tmp_path, replica)
+    due_ms = now + 1_500
+    assert replica.apply(CreateJob(now, spec("once", schedule=f"@at {ms_to_rfc3339(due_ms)}")))["ok"]
+    assert replica.apply(AssignFires(now, [["once", due_ms, NODE]]))["assigned"] == 1
+    await until(lambda: wall_ms() > due_ms + 300)  # due here, but the leader's ticks stopped at `now`
+    assert delivered == [] and executor.in_flight == 1
+    replica.apply(AssignFires(due_ms - 900, [], leader_id="node1"))  # a tick commits
+    await until(lambda: delivered == [f"once:{due_ms}"])
