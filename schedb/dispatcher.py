@@ -44,8 +44,8 @@ HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is dis
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
 # replicated_time.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock gets its own time.
 CLOCK_TICK_S = 0.3
-# A silent follower heard the leader last at most a heartbeat and a round trip after its last
-# answer: beyond the heartbeat, this covers the round trip, an early timer and rounding.
+# A follower that never answered this leader may have heard the deposed one up to a heartbeat
+# and a round trip after that one stepped down: beyond the heartbeat, the round trip and rounding.
 SILENT_SLACK_MS = 100
 
 
@@ -152,22 +152,28 @@ class Dispatcher:
         """What a silent follower may have started (last_ack and now monotonic; now_ms the same
         moment by the wall clock).
 
-        It heard a leader last no later than a heartbeat and a round trip after its last answer
-        here. If it never answered this leader, it may have gone on hearing the deposed one
-        until that one stepped down (raft.leader_fallback_s after this one's election). It
-        starts a fire only while it has heard a leader within fence_s, at the fire's due time
-        by its own clock: so nothing due after its fence closed, in replicated time. A fire due
-        earlier it may have delivered. Cut off, it reports that when it is back: the fire waits
-        for that, or for its lease (moving it now would call it twice). Gone (its port refused
-        a connection since it last answered: the process died), it will never report: the fire
-        moves now as a new attempt (an at-most-once one is recorded unknown)."""
+        It starts a fire only while its fence is open, at the fire's due time by its own clock,
+        and its fence counts from a reply of its that reached a leader (schedb.fence): so from
+        its last answer here at the latest, whatever it may still hear from this node (a one-way
+        partition, a slow link). If it never answered this leader, it may have gone on with the
+        deposed one until that one stepped down (raft.leader_fallback_s after this one's
+        election, and a heartbeat and a round trip). So nothing due after its fence closed, in
+        replicated time. A fire due earlier it may have delivered. Cut off, it reports that when
+        it is back: the fire waits for that, or for its lease (moving it now would call it
+        twice). Gone (its port refused a connection since it last answered: the process died),
+        it will never report: the fire moves now as a new attempt (an at-most-once one is
+        recorded unknown)."""
         scheduler, raft = self._config.scheduler, self._config.raft
-        heard = last_ack if last_ack >= self._leader_since else self._leader_since + raft.leader_fallback_s
+        if last_ack >= self._leader_since:
+            heard, slack_ms = last_ack, 0
+        else:
+            heard = self._leader_since + raft.leader_fallback_s
+            slack_ms = int(raft.heartbeat_s * 1000) + SILENT_SLACK_MS
         ahead_ms = self._clock.ahead_at_most_ms(node_id) if self._clock is not None else None
         if ahead_ms is None:
             ahead_ms = self._config.clock.max_offset_ms
-        fence_closed_ms = now_ms - round((now - heard) * 1000) + int(
-            (scheduler.fence_s + raft.heartbeat_s) * 1000 + SILENT_SLACK_MS + max(0.0, ahead_ms))
+        fence_closed_ms = now_ms - round((now - heard) * 1000) + int(scheduler.fence_s * 1000) + slack_ms + int(
+            max(0.0, ahead_ms))
         refused = self._clock.refused_at(node_id) if self._clock is not None else None
         return Silent(fence_closed_ms, gone=refused is not None and refused > last_ack)
 

@@ -13,7 +13,7 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
 
 from schedb.clock import monotonic, wall_ms
 from schedb.config import Config
-from schedb.fence import Fence
+from schedb.fence import ECHO, Echoes, Fence
 
 
 class RaftNode(SyncObj):
@@ -27,10 +27,25 @@ class RaftNode(SyncObj):
     def __init__(self, self_addr: str, peers: list[str], conf: SyncObjConf, holder: SyncObjConsumer,
                  join: bool, long_gap_s: float) -> None:
         self.fence = Fence(long_gap_s)  # when this node last heard a leader, and what it must apply since
+        self.echoes = Echoes()  # the round trips the fence counts (schedb.fence)
         self.may_lead = True  # set by the clock watch (Replica.set_may_lead)
         self.follower_acks: dict[str, tuple[float, int]] = {}
         self._joining = join
         super().__init__(self_addr, peers, conf, consumers=[holder])
+        self._stamp_outgoing()
+
+    def _stamp_outgoing(self) -> None:
+        """Every Raft message this node sends passes through the transport's send: stamp the
+        round-trip fields there (schedb.fence.Echoes). pysyncobj ignores fields it does not know."""
+        transport = self._SyncObj__transport
+        send = transport.send
+
+        def send_stamped(node: Any, message: Any) -> Any:
+            if isinstance(message, dict):
+                self.echoes.stamp(node.id, message, monotonic())
+            return send(node, message)
+
+        transport.send = send_stamped
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
         if self._joining:
@@ -47,11 +62,12 @@ class RaftNode(SyncObj):
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
-            self.fence.heard(monotonic(), wall_ms(), int(message.get("commit_index", 0)))
+            self.fence.heard(monotonic(), wall_ms(), int(message.get("commit_index", 0)), message.get(ECHO))
         elif kind == "next_node_idx":
             match = message["next_node_idx"] - 1 if message.get("success") else -1
             previous = self.follower_acks.get(node.id, (0.0, 0))[1]
             self.follower_acks[node.id] = (monotonic(), max(previous, match))
+            self.echoes.replied(node.id, message)
             self._forget_departed_acks()
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 
@@ -59,6 +75,7 @@ class RaftNode(SyncObj):
         """Acks of addresses that are no longer members go, as members come and go. A new dict:
         other threads copy this one without a lock."""
         ids = {member.id for member in self._SyncObj__otherNodes}  # a handful: cheap on every ack
+        self.echoes.keep_only(ids)
         if not ids.issuperset(self.follower_acks):
             self.follower_acks = {addr: ack for addr, ack in self.follower_acks.items() if addr in ids}
 

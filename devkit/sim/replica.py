@@ -27,7 +27,7 @@ from devkit.sim.world import Process
 from schedb.clock import monotonic, wall_ms
 from schedb.commands import Command, decode, encode
 from schedb.config import Config
-from schedb.fence import Fence
+from schedb.fence import ECHO, Echoes, Fence
 from schedb.fsm.core import State
 from schedb.fsm.machine import StateMachine
 from schedb.fsm.model import Execution, Result
@@ -44,11 +44,13 @@ OnApply = Callable[["SimReplica", bytes, Command, Result, list[Execution]], None
 class _Host:
     """The Raft model's view of its process: clocks, timers and the network."""
 
-    def __init__(self, process: Process, network: Network, addr_of: dict[str, str], rng: random.Random) -> None:
+    def __init__(self, process: Process, network: Network, addr_of: dict[str, str], rng: random.Random,
+                 echoes: Echoes) -> None:
         self.node_id = addr_of[process.node_id]
         self.rng = rng
         self._process = process
         self._network = network
+        self._echoes = echoes
         self._node_of = {addr: node_id for node_id, addr in addr_of.items()}
 
     def now(self) -> float:
@@ -58,6 +60,7 @@ class _Host:
         return self._process.loop.call_later(delay_s, fn, *args)
 
     def send(self, to: str, message: dict[str, Any]) -> None:
+        self._echoes.stamp(to, message, self._process.monotonic())  # as RaftNode stamps pysyncobj's
         self._network.send(self._process.node_id, self._node_of[to], _deliver, self.node_id, message)
 
     def process_alive(self, node_id: str) -> bool:
@@ -67,6 +70,8 @@ class _Host:
 def _deliver(process: Process, sender: str, message: dict[str, Any]) -> None:
     replica = getattr(process, "replica", None)
     if replica is not None:
+        if message.get("type") == "next_node_idx":
+            replica.echoes.replied(sender, message)
         replica.raft.receive(sender, message)
 
 
@@ -82,7 +87,9 @@ class SimReplica:
         self._on_apply = on_apply
         self._change_pending = False
         self.fence = Fence(config.scheduler.fence_s)
-        host = _Host(process, network, addr_of, random.Random(f"raft:{process.node_id}:{process.incarnation}"))
+        self.echoes = Echoes()
+        host = _Host(process, network, addr_of, random.Random(f"raft:{process.node_id}:{process.incarnation}"),
+                     self.echoes)
         self._members = sorted(addr for addr in addr_of.values())
         self.raft = RaftNodeModel(host, self._members, timing, disk, _Machine(self), self._changed,
                                   self._snapshot_loaded)
@@ -93,7 +100,7 @@ class SimReplica:
     # -- the model → the node -----------------------------------------------------------
 
     def _heard(self, message: dict[str, Any]) -> None:
-        self.fence.heard(monotonic(), wall_ms(), int(message.get("commit_index", 0)))
+        self.fence.heard(monotonic(), wall_ms(), int(message.get("commit_index", 0)), message.get(ECHO))
 
     def _changed(self) -> None:
         """After applies, as the tick thread wakes the loop (coalesced)."""

@@ -13,6 +13,7 @@ from pysyncobj import SyncObj
 from schedb.commands import AssignFires, CreateApiKey, CreateJob, DeleteJob, RevokeApiKey, SetQuotas
 from schedb.config import load_config
 from schedb.executor import Executor
+from schedb.fence import SENT, Echoes
 from schedb.fsm.machine import StateMachine
 from schedb.metrics import NodeMetrics
 from schedb.raft_node import RaftNode
@@ -88,6 +89,7 @@ def test_the_leader_forgets_the_acks_of_a_node_that_left(monkeypatch: pytest.Mon
     monkeypatch.setattr(SyncObj, "_SyncObj__onMessageReceived", lambda self, node, message: None)
     node: Any = object.__new__(RaftNode)  # only what the ack bookkeeping reads: no sockets, no threads
     node.follower_acks = {}
+    node.echoes = Echoes()
     peers = {address: _Peer(address) for address in ("127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004")}
     ack = {"type": "next_node_idx", "next_node_idx": 8, "success": True}
     node._SyncObj__otherNodes = {peers["127.0.0.1:9002"], peers["127.0.0.1:9003"]}
@@ -97,3 +99,8 @@ def test_the_leader_forgets_the_acks_of_a_node_that_left(monkeypatch: pytest.Mon
     node._SyncObj__onMessageReceived(peers["127.0.0.1:9004"], ack)
     assert sorted(node.follower_acks) == ["127.0.0.1:9002", "127.0.0.1:9004"]
     assert node.follower_acks["127.0.0.1:9004"][1] == 7
+    assert sorted(node.echoes._sent) == []  # the acks carried no round-trip stamp
+    node._SyncObj__onMessageReceived(peers["127.0.0.1:9004"], {**ack, SENT: 5.0})
+    node._SyncObj__otherNodes = {peers["127.0.0.1:9002"]}
+    node._SyncObj__onMessageReceived(peers["127.0.0.1:9002"], {**ack, SENT: 6.0})
+    assert node.echoes._sent == {"127.0.0.1:9002": 6.0}

@@ -89,9 +89,10 @@ def plan_at(state: State, after_ack_s: float, probes: Probes, leader_since: floa
 
 
 def test_a_cut_off_followers_fires_due_before_its_fence_closed_stay_with_it() -> None:
-    """Fence 3 s + heartbeat 0.1 s + slack 0.1 s + its clock 0.4 s ahead: it may have started
-    anything due up to T0 + 3.6 s. Those stay (it reports them when it is back); later ones go
-    on elsewhere as the same attempt, an at-most-once one included."""
+    """Its fence counts from its last reply that reached the leader (schedb.fence): fence 3 s +
+    its clock 0.4 s ahead: it may have started anything due up to T0 + 3.4 s. Those stay (it
+    reports them when it is back); later ones go on elsewhere as the same attempt, an
+    at-most-once one included."""
     state = held_by_node2("at_most_once", range(1, 9))
     fires = plan_at(state, 5.5, Probes(ahead_ms=400, refused_at=None))
     assert fires == {**{str(s): (1, "node2") for s in (1, 2, 3)}, **{str(s): (1, "node3") for s in range(4, 9)}}
