@@ -42,6 +42,22 @@ def draw_knobs(rng: random.Random) -> dict[str, dict[str, Any]]:
             "clock": {"probe_interval_s": rng.choice((1.0, 2.0, 3.0))}}
 
 
+# One seed in DRIFT_EVERY gives one node a config whose bound of the state differs from the
+# others' (an operator's edit not yet rolled out everywhere). Apply must not read a node's own
+# config: the leader's values go through the log (SetLimits), or that node creates a job
+# another refuses (issue 16, defect 5). Drawn from an rng of its own: the other seeds run as before.
+DRIFT_EVERY = 4
+DRIFTED_SLOT_JOBS_MAX = (3, 6, 10)
+
+
+def draw_drift(seed: int, node_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """node id → config sections that differ on that node only (none in most seeds)."""
+    rng = random.Random(f"drift:{seed}")
+    if rng.randrange(DRIFT_EVERY):
+        return {}
+    return {rng.choice(node_ids): {"scheduler": {"slot_jobs_max": rng.choice(DRIFTED_SLOT_JOBS_MAX)}}}
+
+
 def sim_config(node_id: str, index: int, members: int, overrides: dict[str, dict[str, Any]]) -> Config:
     """A node's config: the defaults, on loopback addresses that only name the node here."""
     raft = {"listen": f"127.0.0.{index}:{RAFT_PORT}", "peers": [f"127.0.0.{i}:{RAFT_PORT}"
@@ -52,6 +68,11 @@ def sim_config(node_id: str, index: int, members: int, overrides: dict[str, dict
     for section, values in overrides.items():
         raw[section] = {**raw.get(section, {}), **values}
     return config_from(raw, {})
+
+
+def _merged(knobs: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {section: {**knobs.get(section, {}), **extra.get(section, {})}
+            for section in [*knobs, *(name for name in extra if name not in knobs)]}
 
 
 class Cluster:
@@ -68,7 +89,11 @@ class Cluster:
             knobs[section] = {**knobs.get(section, {}), **values}
         trace.event("sim", "knobs", **{f"{section}.{key}": value for section, values in knobs.items()
                                        for key, value in values.items()})
-        self.configs = {node_id: sim_config(node_id, i, members, knobs)
+        drift = draw_drift(seed, self.node_ids)
+        for node_id, sections in drift.items():
+            trace.event(node_id, "config_drift", **{f"{section}.{key}": value for section, values in sections.items()
+                                                    for key, value in values.items()})
+        self.configs = {node_id: sim_config(node_id, i, members, _merged(knobs, drift.get(node_id, {})))
                         for i, node_id in enumerate(self.node_ids, start=1)}
         self.addr_of = {node_id: config.raft.listen for node_id, config in self.configs.items()}
         self.disks = {node_id: Disk() for node_id in self.node_ids}
