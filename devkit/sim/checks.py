@@ -12,6 +12,8 @@ after it, the execution records it added. Against that:
 - every bound of the state holds (schedb.fsm.invariants), every BOUNDS_EVERY commands;
 - a webhook call is made only by the node the committed state gives that attempt to (the
   most advanced live replica's state): a node never calls a fire after it moved;
+- a leader never gives up a fire it holds itself as `unknown` (executor lost: an at-most-once
+  fire is then never run) while its own executor knows it never started that attempt;
 - at the end: a fire succeeds at the receiver at most once, except where its caller died
   before its outcome committed (at-least-once redelivery, as promised); and no scheduled
   occurrence is lost (devkit.sim.oracle).
@@ -31,9 +33,11 @@ from devkit.sim.receiver import Call
 from devkit.sim.replica import SimReplica
 from devkit.sim.world import World
 from schedb.commands import AssignFires, BackfillJob, Command, ReplayDeadLetter
+from schedb.executor import Executor
 from schedb.fsm import invariants
 from schedb.fsm.machine import CANONICAL_FIELDS, StateMachine, _canonical
-from schedb.fsm.model import Execution, Result
+from schedb.fsm.model import Execution, ExecutionStatus, Result
+from schedb.local_fires import PENDING
 
 DIGEST_EVERY = 256
 BOUNDS_EVERY = 4096
@@ -48,10 +52,12 @@ class Violation(AssertionError):
 
 
 class Referee:
-    def __init__(self, world: World, max_offset_ms: int, replicas: Callable[[], Iterable[SimReplica]]) -> None:
+    def __init__(self, world: World, max_offset_ms: int, replicas: Callable[[], Iterable[SimReplica]],
+                 executor_of: Callable[[str], Executor | None] = lambda node_id: None) -> None:
         self._world = world
         self._max_offset_ms = max_offset_ms
         self._replicas = replicas  # the live processes' replicas
+        self._executor_of = executor_of  # a live node's executor
         self.applied: list[Applied] = []  # the committed log as the oracle reads it
         self._entries: list[bytes] = []
         self._results: list[Result] = []
@@ -107,6 +113,7 @@ class Referee:
             self._new_instances([command.fire_id])
         if isinstance(command, AssignFires):
             self._check_time(state, index)
+            self._check_abandoned(command.leader_id, added)
         if index % BOUNDS_EVERY == 0:
             check_bounds(state)
 
@@ -131,6 +138,22 @@ class Referee:
         if state.now_ms > fastest + self._max_offset_ms:
             raise Violation("replicated_time", f"command {index} moved replicated time to {state.now_ms}, "
                             f"{state.now_ms - fastest} ms ahead of the fastest clock")
+
+    def _check_abandoned(self, leader_id: str, added: list[Execution]) -> None:
+        """The leader's AssignFires gave up a fire it held itself (executor lost: `unknown`, an
+        at-most-once fire is never run again): its own executor must not know that it never
+        started that attempt (its local table still has it, not started, armed since its start:
+        Executor.start_state). A new leader releases such fires as the same attempt."""
+        executor = self._executor_of(leader_id) if leader_id else None
+        if executor is None:
+            return
+        for execution in added:
+            if execution["status"] != ExecutionStatus.UNKNOWN or execution["node"] != leader_id:
+                continue
+            local = executor._fires.get((execution["fire_id"], execution["attempt"]))
+            if local is not None and local.phase in PENDING and executor.start_state(local.fire) == "unstarted":
+                raise Violation("abandoned_unstarted", f"leader {leader_id} gave up {execution['fire_id']} attempt "
+                                f"{execution['attempt']} as unknown, though its executor never started it")
 
     # -- each webhook call ------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from devkit.sim.world import Process, World
 from schedb.clock import wall_ms
 from schedb.commands import Command
 from schedb.config import Config, config_from
+from schedb.executor import Executor
 from schedb.fsm.model import Result
 from schedb.raft import SubmitError
 
@@ -99,7 +100,8 @@ class Cluster:
         self.disks = {node_id: Disk() for node_id in self.node_ids}
         self.nodes: dict[str, SimNode] = {}
         self._incarnations = dict.fromkeys(self.node_ids, 0)
-        self.referee = Referee(self.world, self.configs[self.node_ids[0]].clock.max_offset_ms, self.live_replicas)
+        self.referee = Referee(self.world, self.configs[self.node_ids[0]].clock.max_offset_ms, self.live_replicas,
+                               self._executor_of)
         if trace.full:
             self.referee.on_commit = trace.committed
         self.quiet = False  # the quiet period before the end: faults are over
@@ -170,6 +172,10 @@ class Cluster:
         leaders = [(node.replica.raft.term, node_id) for node_id, node in sorted(self.nodes.items())
                    if self.alive(node_id) and hasattr(node, "replica") and node.replica.is_leader()]
         return max(leaders)[1] if leaders else None
+
+    def _executor_of(self, node_id: str) -> Executor | None:
+        node = self.nodes.get(node_id)
+        return getattr(node, "executor", None) if node is not None and self.alive(node_id) else None
 
     def live_replicas(self) -> list[SimReplica]:
         return [replica for node_id in self.node_ids if self.alive(node_id) and (replica := self.replica(node_id))]
