@@ -15,8 +15,10 @@ after it, the execution records it added. Against that:
 - a leader never gives up a fire it holds itself as `unknown` (executor lost: an at-most-once
   fire is then never run) while its own executor knows it never started that attempt;
 - at the end: a fire succeeds at the receiver at most once, except where its caller died
-  before its outcome committed (at-least-once redelivery, as promised); and no scheduled
-  occurrence is lost (devkit.sim.oracle).
+  before its outcome committed (at-least-once redelivery, as promised); a call its caller saw
+  succeed has its attempt's outcome committed, unless its caller died, its job was deleted or
+  another attempt's success ended the fire; and no scheduled occurrence is lost
+  (devkit.sim.oracle).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from schedb.fsm.model import Execution, ExecutionStatus, Result
 from schedb.local_fires import PENDING
 
 DIGEST_EVERY = 256
+OUTCOME_TAIL_S = 30.0  # a call this close to the end may still be reporting (an answer takes up to 4 s)
 BOUNDS_EVERY = 4096
 
 
@@ -186,6 +189,7 @@ class Referee:
         final_state = replicas[0].state
         check_bounds(final_state)
         self._check_doubled(calls)
+        self._check_outcomes(calls, final_state)
         lost = lost_occurrences(self.applied, final_state, final_state.now_ms)
         if lost:
             raise Violation("lost_occurrence", f"{len(lost)} lost; the first: {lost[0]}")
@@ -210,6 +214,23 @@ class Referee:
             raise Violation("doubled_delivery", f"{call.fire_id} succeeded at the receiver twice: attempt "
                             f"{earlier.attempt} by {earlier.node} at {earlier.at:.3f} s, attempt {call.attempt} "
                             f"by {call.node} at {call.at:.3f} s")
+
+    def _check_outcomes(self, calls: list[Call], final_state: StateMachine) -> None:
+        """A call its caller saw succeed, by a process that lived to the end (and not in the last
+        OUTCOME_TAIL_S): its attempt's outcome committed (any record of that attempt), unless
+        another attempt's success ended the fire first (the first success wins) or its job is
+        gone (a delete ends a fire without a record). A fire ended by something else, e.g. a
+        stale report of an older attempt, loses it."""
+        for call in calls:
+            if call.status != "succeeded" or (call.node, call.incarnation) in self.ended or \
+                    call.at > self._world.now - OUTCOME_TAIL_S:
+                continue
+            if (call.fire_id, call.attempt) in self.committed_at or self.successes[call.fire_id]:
+                continue
+            if call.job_id not in final_state.jobs or call.instance != self.instances[call.fire_id]:
+                continue
+            raise Violation("outcome_recorded", f"{call.node} called {call.fire_id} attempt {call.attempt} at "
+                            f"{call.at:.3f} s and it succeeded, but no outcome of that attempt committed")
 
 
 def check_bounds(state: StateMachine) -> None:
