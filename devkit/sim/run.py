@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devkit.sim import workload
+from devkit.sim.catchup import CatchUpWatch, draw_budget
 from devkit.sim.checks import Violation
 from devkit.sim.cluster import Cluster
 from devkit.sim.faults import FaultPlan, heal_everything
@@ -26,6 +27,7 @@ from devkit.sim.trace import Trace
 from devkit.sim.world import T0_MS, SimClock, World
 from schedb import clock
 from schedb.commands import Command
+from schedb.fsm.misfire import COMMAND_WORK_MAX
 
 QUIET_S = 90.0
 OPERATOR_EVERY_S = 0.25
@@ -76,8 +78,11 @@ def _run_seed(seed: int, options: Options) -> Result:
     started = time.perf_counter()
     world = World()
     trace = Trace(world, options.full_trace)
-    with clock.use(SimClock(world)):
+    watch = CatchUpWatch(draw_budget(seed))
+    with clock.use(SimClock(world)), watch.installed():
         trace.install()
+        if watch.budget != COMMAND_WORK_MAX:
+            trace.event("sim", "catch_up_budget", work=watch.budget)
         sim = Cluster(seed, options.members, trace, options.overrides, world=world)
         plan = FaultPlan(sim, random.Random(sim.rng.random()))
         violation, invariant = None, None
