@@ -12,6 +12,8 @@ after it, the execution records it added. Against that:
 - every bound of the state holds (schedb.fsm.invariants), every BOUNDS_EVERY commands;
 - a webhook call is made only by the node the committed state gives that attempt to (the
   most advanced live replica's state): a node never calls a fire after it moved;
+- a skipped or missed report of an attempt older than the fire's current one never ends the
+  fire (a stale report: the current attempt goes on; only a success ends it from any attempt);
 - a leader never gives up a fire it holds itself as `unknown` (executor lost: an at-most-once
   fire is then never run) while its own executor knows it never started that attempt;
 - at the end: a fire succeeds at the receiver at most once, except where its caller died
@@ -34,7 +36,7 @@ from devkit.sim.oracle import Applied, lost_occurrences
 from devkit.sim.receiver import Call
 from devkit.sim.replica import SimReplica
 from devkit.sim.world import World
-from schedb.commands import AssignFires, BackfillJob, Command, ReplayDeadLetter
+from schedb.commands import AssignFires, BackfillJob, Command, CompleteFires, ReplayDeadLetter
 from schedb.executor import Executor
 from schedb.fsm import invariants
 from schedb.fsm.machine import CANONICAL_FIELDS, StateMachine, _canonical
@@ -42,6 +44,7 @@ from schedb.fsm.model import Execution, ExecutionStatus, Result
 from schedb.local_fires import PENDING
 
 DIGEST_EVERY = 256
+STALE_SKIPS = frozenset({ExecutionStatus.SKIPPED, ExecutionStatus.MISSED})
 OUTCOME_TAIL_S = 30.0  # a call this close to the end may still be reporting (an answer takes up to 4 s)
 BOUNDS_EVERY = 4096
 
@@ -72,6 +75,21 @@ class Referee:
         self.committed_at: dict[tuple[str, int], float] = {}  # (fire id, attempt) → true time
         self.ended: dict[tuple[str, int], float] = {}  # (node, incarnation) → true time its process died
         self.on_commit: Callable[[int, Command, Result], None] | None = None  # the trace's
+        self._live_attempts: dict[str, int] = {}  # before a CompleteFires' first apply: its live fires' attempts
+
+    # -- before every apply, on every replica ---------------------------------------------
+
+    def before_apply(self, replica: SimReplica, command: Command) -> None:
+        """replica is about to apply command: before its first apply, note the current attempt of
+        each live fire a CompleteFires reports on (_check_stale_reports)."""
+        if not isinstance(command, CompleteFires) or replica.state.applied != len(self._entries):
+            return
+        self._live_attempts = {}
+        for row in command.outcomes if isinstance(command.outcomes, list) else ():
+            fire = replica.state.book.get(row[0]) if isinstance(row, list) and row and isinstance(row[0], str) \
+                else None
+            if fire is not None:
+                self._live_attempts[fire["fire_id"]] = fire["attempt"]
 
     # -- after every apply, on every replica ----------------------------------------------
 
@@ -114,6 +132,8 @@ class Referee:
                                 if fire["job_id"] == command.job_id and fire["trigger"] == "backfill")
         if isinstance(command, ReplayDeadLetter) and result.get("ok"):
             self._new_instances([command.fire_id])
+        if isinstance(command, CompleteFires):
+            self._check_stale_reports(state, added)
         if isinstance(command, AssignFires):
             self._check_time(state, index)
             self._check_abandoned(command.leader_id, added)
@@ -141,6 +161,21 @@ class Referee:
         if state.now_ms > fastest + self._max_offset_ms:
             raise Violation("replicated_time", f"command {index} moved replicated time to {state.now_ms}, "
                             f"{state.now_ms - fastest} ms ahead of the fastest clock")
+
+    def _check_stale_reports(self, state: StateMachine, added: list[Execution]) -> None:
+        """A skipped or missed report of an older attempt than the live fire's current one is
+        recorded, and the current attempt goes on (its retry, its outcome, its dead letter), unless
+        the same batch ended it otherwise (a success, or the current attempt's own outcome)."""
+        ended_otherwise = {e["fire_id"] for e in added if e["status"] == ExecutionStatus.SUCCEEDED
+                           or e["attempt"] >= self._live_attempts.get(e["fire_id"], 0)}
+        for execution in added:
+            current = self._live_attempts.get(execution["fire_id"])
+            if current is None or execution["attempt"] >= current or execution["status"] not in STALE_SKIPS:
+                continue
+            if state.book.get(execution["fire_id"]) is None and execution["fire_id"] not in ended_otherwise:
+                raise Violation("stale_report", f"a {execution['status']} report of {execution['fire_id']} attempt "
+                                f"{execution['attempt']} ended the fire, whose current attempt was {current}")
+        self._live_attempts = {}
 
     def _check_abandoned(self, leader_id: str, added: list[Execution]) -> None:
         """The leader's AssignFires gave up a fire it held itself (executor lost: `unknown`, an

@@ -118,7 +118,7 @@ class Cluster:
         self.world.processes[node_id] = process
         self.world.processes_changed()
         node = SimNode(self.configs[node_id], process, self.network, self.receiver, self.addr_of,
-                       self.disks[node_id], self.referee.on_apply)
+                       self.disks[node_id], self.referee.on_apply, self.referee.before_apply)
         process.node = node  # type: ignore[attr-defined]  # where /health probes find it
         self.nodes[node_id] = node
         process.loop.call_soon(lambda: process.loop.create_task(node.start()))

@@ -39,6 +39,7 @@ R = TypeVar("R")
 # each apply; the replica's state.applied numbers the commands (the log's index counts the
 # leaders' no-op entries too, which are never applied).
 OnApply = Callable[["SimReplica", bytes, Command, Result, list[Execution]], None]
+BeforeApply = Callable[["SimReplica", Command], None]  # (replica, the command it is about to apply)
 
 
 class _Host:
@@ -77,7 +78,8 @@ def _deliver(process: Process, sender: str, message: dict[str, Any]) -> None:
 
 class SimReplica:
     def __init__(self, config: Config, process: Process, network: Network, addr_of: dict[str, str],
-                 timing: RaftTiming, disk: Disk, on_change: Callable[[], None], on_apply: OnApply) -> None:
+                 timing: RaftTiming, disk: Disk, on_change: Callable[[], None], on_apply: OnApply,
+                 before_apply: BeforeApply | None = None) -> None:
         self._config = config
         self.process = process
         self.node_id = process.node_id
@@ -85,6 +87,7 @@ class SimReplica:
         self.generation = 0
         self._on_change = on_change
         self._on_apply = on_apply
+        self._before_apply = before_apply
         self._change_pending = False
         self.fence = Fence(config.scheduler.fence_s)
         self.echoes = Echoes()
@@ -213,6 +216,8 @@ class _Machine:
         command = decode(data)
         recent = replica.state.recent
         last = recent[-1] if recent else None
+        if replica._before_apply is not None:
+            replica._before_apply(replica, command)
         result = replica.state.apply(command)  # an exception here ends the run: apply must not raise
         replica._on_apply(replica, data, command, result, _added_since(recent, last))
         return result

@@ -16,7 +16,7 @@ from devkit.sim.network import Network
 from devkit.sim.raft_log import Disk
 from devkit.sim.raft_types import RaftTiming
 from devkit.sim.receiver import Receiver
-from devkit.sim.replica import OnApply, SimReplica
+from devkit.sim.replica import BeforeApply, OnApply, SimReplica
 from devkit.sim.world import Process
 from schedb.clock import wall_ms
 from schedb.clockwatch import PROBE_TIMEOUT_S, REFUSED, Health
@@ -29,7 +29,8 @@ from schedb.webhook import Send
 
 class SimNode(Node):
     def __init__(self, config: Config, process: Process, network: Network, receiver: Receiver,
-                 addr_of: dict[str, str], disk: Disk, on_apply: OnApply) -> None:
+                 addr_of: dict[str, str], disk: Disk, on_apply: OnApply,
+                 before_apply: BeforeApply | None = None) -> None:
         super().__init__(config)
         self.process = process
         self._network = network
@@ -38,6 +39,7 @@ class SimNode(Node):
         self._node_of_http = {self._http_of(addr): node_id for node_id, addr in addr_of.items()}
         self._disk = disk
         self._on_apply = on_apply
+        self._before_apply = before_apply
         self.stopped = False
 
     @staticmethod
@@ -52,7 +54,7 @@ class SimNode(Node):
                             compaction_min_entries=r.compaction_min_entries, connection_retry_s=r.connection_retry_s,
                             commands_queue_size=self.config.http.pending_commands_max * 4)
         replica = SimReplica(self.config, self.process, self._network, self._addr_of, timing, self._disk,
-                             self._on_state_change, self._on_apply)
+                             self._on_state_change, self._on_apply, self._before_apply)
         return replica, self._send  # type: ignore[return-value]  # SimReplica is Replica's interface
 
     async def _send(self, fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
