@@ -1,6 +1,7 @@
-"""A few seeds of the simulator on every `make test`: each was a failure once (a doubled or
-lost fire, fixed since), so each is a regression test of the whole cluster under its faults.
-`make sim` runs new seeds; docs/simulation.md says how to replay one."""
+"""A few seeds of the simulator on every `make test`: each one fails when one of the defects
+of issue 16 is brought back (docs/simulation.md has the table: which change, which invariant),
+so each is a regression test of the whole cluster under its faults. `make sim` runs new
+seeds; docs/simulation.md says how to replay one."""
 
 from __future__ import annotations
 
@@ -8,19 +9,20 @@ import pytest
 
 from devkit.sim.run import Options, run_seed
 
-# seed → what it found before the fix (the commit that fixed it names the seed)
+# seed → the defects of issue 16 it catches when brought back
 FOUND = {
-    3: "a call that outlasted its lease, after a restart (executor._lease_covers)",
-    4: "an edit while replicated time lagged placed an occurrence that ran again (State.occurrence_ran)",
-    5: "a deposed leader fired a fire it had released (Fence.leading)",
-    19: "a pause took back a due fire that no executor held (occurrences._miss)",
+    0: "1 (pause/resume doubled fires), 3 (a fast clock moved replicated time), 6 (unbounded catch-up), "
+       "8 (a new leader buried its unstarted fires as unknown)",
+    1: "5 (limits from each node's own config)",
+    6: "7 (a late skip of an old attempt ended the current one)",
+    22: "2 (a thawed follower fired from a stale view)",
 }
 
 
 @pytest.mark.parametrize("seed", sorted(FOUND))
-def test_a_seed_that_once_failed_passes(seed: int) -> None:
+def test_a_seed_that_catches_an_old_defect_passes(seed: int) -> None:
     result = run_seed(seed, Options())
-    assert result.ok, f"{result.violation} (was: {FOUND[seed]}; replay: make sim SEED={seed})"
+    assert result.ok, f"{result.violation} (catches defect {FOUND[seed]}; replay: make sim SEED={seed})"
     assert result.calls > 1_000 and result.simulated_s >= 600  # ten simulated minutes of real work
 
 
