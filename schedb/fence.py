@@ -48,19 +48,23 @@ class Fence:
     def heard(self, now: float, now_ms: int, commit_index: int, echo: object) -> None:
         """An append_entries of the current term arrived (before its entries are handled);
         now (monotonic) and now_ms (wall) read at the same moment; echo: the message's ECHO."""
-        gap_s = now - self._message_at
+        fresh_echo = isinstance(echo, float) and self.leader_heard_at < echo <= now
+        # A gap in messages (a freeze, a partition, a start), or in round trips (its answers were
+        # lost while it went on hearing the leader): either way the leader may have moved this
+        # node's fires meanwhile.
+        gap_s = max(now - self._message_at, now - self.leader_heard_at if fresh_echo else 0.0)
         if gap_s > LEADER_GAP_S:
-            # Heard again after a gap (a freeze, a partition, a start): this message's entries
-            # are not applied yet, and what it commits may move this node's fires. Set before
-            # leader_heard_at, which `open` reads first (they are read from another thread).
+            # This message's entries are not applied yet, and what it commits may move this
+            # node's fires. Set before leader_heard_at, which `open` reads first (they are read
+            # from another thread).
             self.until_applied = max(self.until_applied, commit_index)
         if gap_s > self._long_gap_s:
             # The message may have waited in the socket through a freeze, its commit index from
             # before the moves: only leader time stamped after now proves the view is fresh.
             self.fresh_time_needed_ms = max(self.fresh_time_needed_ms, now_ms)
         self._message_at = now
-        if isinstance(echo, float) and echo <= now:
-            self.leader_heard_at = max(self.leader_heard_at, echo)
+        if fresh_echo:
+            self.leader_heard_at = echo  # type: ignore[assignment]  # a float: fresh_echo says so
 
     def leading(self) -> None:
         """This node leads: it hears no leader meanwhile, so when it stops leading its view is
@@ -106,9 +110,12 @@ class Echoes:
             message[ECHO] = self._sent[to]
 
     def replied(self, sender: str, message: dict[str, Any]) -> None:
-        """A follower's reply arrived."""
+        """A follower's reply arrived: its stamp is echoed from now on. The latest, not the
+        largest: a follower whose host rebooted starts its monotonic clock again near 0 (its
+        connection keeps its replies in order; a reordered older one only closes its fence
+        sooner)."""
         sent = message.get(SENT)
-        if isinstance(sent, float) and sent > self._sent.get(sender, -1.0):
+        if isinstance(sent, float):
             self._sent[sender] = sent
 
     def keep_only(self, members: set[str]) -> None:

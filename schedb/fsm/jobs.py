@@ -182,6 +182,10 @@ def backfill_job(state: State, cmd: BackfillJob) -> Result:
     if error:
         return error
     fresh = [ms for ms in instants if fire_id_of(cmd.job_id, ms) not in state.book.fires]
+    if not occurrences.backfill_fits(job, fresh):
+        message = (f"the job already holds occurrences that backfills ran and its schedule has not reached; "
+                   f"with these it would be more than {occurrences.BACKFILLED_MAX}: resume it or wait")
+        return {"error": "invalid", "detail": message, "errors": [{"field": "end", "message": message}]}
     if not tenancy.take_fires(state, job["team"], len(fresh), state.now_ms):
         return tenancy.over_quota(state, job["team"], "fires_per_minute", f"the backfill holds {len(fresh)} fires")
     created = [workflow.new_fire(state, cmd.job_id, ms, PENDING, trigger=Trigger.BACKFILL,

@@ -32,14 +32,23 @@ def note_backfilled(job: Job, instants: list[int]) -> None:
     """A backfill made fires for these occurrences, under their own fire ids. Those the schedule
     has not decided (a paused stretch, or ahead of the slot) are that occurrence's fire: once
     they end, a resume or the slot must not fire them again (`backfilled`). Kept until the
-    schedule is past them for good."""
-    floor_ms = _decided_for_good(job)
-    kept = sorted({*job.get("backfilled_ms", ()), *instants})
-    kept = [ms for ms in kept if ms > floor_ms][-BACKFILLED_MAX:]
+    schedule is past them for good (room for them is checked first: `backfill_fits`)."""
+    kept = _backfilled_after(job, instants)
     if kept:
         job["backfilled_ms"] = kept
     else:
         job.pop("backfilled_ms", None)
+
+
+def backfill_fits(job: Job, instants: list[int]) -> bool:
+    """Can the job remember these besides what it already does (at most BACKFILLED_MAX)? Dropping
+    older ones would let those fire again: a backfill that does not fit is refused."""
+    return len(_backfilled_after(job, instants)) <= BACKFILLED_MAX
+
+
+def _backfilled_after(job: Job, instants: list[int]) -> list[int]:
+    floor_ms = _decided_for_good(job)
+    return [ms for ms in sorted({*job.get("backfilled_ms", ()), *instants}) if ms > floor_ms]
 
 
 def backfilled(job: Job, scheduled_ms: int) -> bool:

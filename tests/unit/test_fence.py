@@ -56,7 +56,7 @@ def test_a_deposed_leader_waits_to_hear_the_next_one() -> None:
     assert fence.open(102.2, 3.0, 13, T0_MS + 2_100, 500, leading=False)
 
 
-def test_echoes_return_each_followers_newest_reply() -> None:
+def test_echoes_return_each_followers_latest_reply() -> None:
     leader, follower = Echoes(), Echoes()
     reply: dict[str, Any] = {"type": "next_node_idx", "next_node_idx": 8}
     follower.stamp("leader", reply, now=50.0)
@@ -64,8 +64,8 @@ def test_echoes_return_each_followers_newest_reply() -> None:
     first: dict[str, Any] = {"type": "append_entries"}
     leader.stamp("f1", first, now=1.0)
     assert ECHO not in first  # no reply from f1 yet
+    leader.replied("f1", {"type": "next_node_idx", SENT: 49.0})
     leader.replied("f1", reply)
-    leader.replied("f1", {"type": "next_node_idx", SENT: 49.0})  # an older reply, late: ignored
     for kind, echoed in (("append_entries", True), ("request_vote", False)):
         message: dict[str, Any] = {"type": kind}
         leader.stamp("f1", message, now=2.0)
@@ -74,3 +74,31 @@ def test_echoes_return_each_followers_newest_reply() -> None:
     gone: dict[str, Any] = {"type": "append_entries"}
     leader.stamp("f1", gone, now=3.0)
     assert ECHO not in gone
+
+
+def test_a_follower_whose_clock_restarted_is_heard_again() -> None:
+    """Review: a follower's host rebooted (its monotonic clock restarts near 0); the leader kept
+    the larger, pre-reboot stamp and echoed it for ever, which the follower dropped as from its
+    future: fenced for as long as that leader led. The leader echoes the latest reply's stamp."""
+    leader, fence = Echoes(), Fence(long_gap_s=3.0)
+    leader.replied("f1", {"type": "next_node_idx", SENT: 30 * 86_400.0})  # before the reboot
+    leader.replied("f1", {"type": "next_node_idx", SENT: 60.0})  # after it
+    message: dict[str, Any] = {"type": "append_entries"}
+    leader.stamp("f1", message, now=1_000.0)
+    fence.heard(60.1, T0_MS, 10, message.get(ECHO))
+    assert fence.open(60.2, 3.0, 10, T0_MS + 600, 500, leading=False)
+
+
+def test_a_round_trip_after_a_long_silence_waits_for_the_log_and_fresh_time() -> None:
+    """Review: with a one-way partition messages kept arriving, so no gap was seen, and the first
+    fresh echo after it reopened the fence at once, from a state that did not yet hold the moves
+    the leader made meanwhile. A long gap in round trips raises the same barriers as one in
+    messages: the commit index that message carried, and leader time stamped after it."""
+    fence = Fence(long_gap_s=3.0)
+    fence.heard(100.0, T0_MS, commit_index=7, echo=99.9)
+    for tick in range(1, 60):  # its answers are lost: the echo stays at 99.9 s
+        fence.heard(100.0 + tick * 0.1, T0_MS + tick * 100, commit_index=7, echo=99.9)
+    fence.heard(106.0, T0_MS + 6_000, commit_index=11, echo=105.9)  # healed
+    assert not fence.open(106.1, 3.0, 10, T0_MS + 6_100, 500, leading=False)  # the moves are not applied yet
+    assert not fence.open(106.1, 3.0, 11, T0_MS + 5_000, 500, leading=False)  # nor leader time after it
+    assert fence.open(106.7, 3.0, 12, T0_MS + 6_600, 500, leading=False)

@@ -311,3 +311,16 @@ def test_a_backfill_that_revives_a_withdrawn_fire_keeps_it_one_fire_after_the_re
     successes = [e for e in state.history["job"] if e["fire_id"] == FIRE and e["status"] == "succeeded"]
     assert len(successes) == 1 and FIRE not in state.book.fires
 
+
+
+def test_a_backfill_beyond_what_a_job_can_remember_is_refused() -> None:
+    """Review: a job remembers at most 1,000 occurrences that backfills ran while it was paused
+    (so that its resume does not fire them again); a second backfill of 1,000 pushed the first
+    one's out, and the resume fired those again. Such a backfill is refused, with the field."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec(schedule="@every 1s", misfire="run_all")))
+    at(state, ReplaceJob(T0 + 500, spec(schedule="@every 1s", misfire="run_all", paused=True)))
+    assert at(state, BackfillJob(T0 + 2_000_000, "job", T0 + 1_000, T0 + 1_000_000))["fires"] == 1_000
+    refused = at(state, BackfillJob(T0 + 2_001_000, "job", T0 + 1_001_000, T0 + 1_500_000))
+    assert refused["error"] == "invalid" and refused["errors"][0]["field"] == "end", refused
+    assert len(state.jobs["job"]["backfilled_ms"]) == 1_000
