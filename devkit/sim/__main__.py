@@ -11,6 +11,7 @@ exactly (the same seed gives the same trace, byte for byte: docs/simulation.md).
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import sys
@@ -19,6 +20,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 from devkit.sim.run import Options, Result, run_seed
+
+PROGRESS_EVERY = 100  # seeds between two progress lines of a campaign
 
 
 def main() -> int:
@@ -75,33 +78,40 @@ def _campaign(first: int, count: int | None, seconds: float, workers: int, optio
     print(f"seeds from {first}, {workers} workers, {options.minutes:g} simulated minutes each", flush=True)
     started = time.perf_counter()
     done, failed = 0, Counter[str]()
+    seeds = _seeds(first, count, started, seconds)
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        results = pool.imap(_run_quietly, _seeds(first, count, started, seconds, workers, options))
-        for result in results:
+        running = [pool.apply_async(_run_quietly, (seed, options)) for seed in itertools.islice(seeds, workers * 2)]
+        while running:
+            result = running.pop(0).get()
+            running += [pool.apply_async(_run_quietly, (seed, options)) for seed in itertools.islice(seeds, 1)]
             done += 1
             if not result.ok:
                 failed[result.invariant or "?"] += 1
                 extra = f' ARGS="--members {options.members}"' if options.members != 3 else ""
                 print(f"seed {result.seed}: FAIL {result.violation}  (replay: make sim SEED={result.seed}{extra})",
                       flush=True)
-    elapsed = time.perf_counter() - started
-    print(f"{done} seeds in {elapsed:.1f} s: {done / elapsed:.2f} seeds/s ({done * 60 / elapsed:.0f} a minute); "
-          f"{sum(failed.values())} failed" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(failed.items()))})"
-                                              if failed else ""))
+            if done % PROGRESS_EVERY == 0:
+                print(_tally(done, failed, started), flush=True)
+    print(_tally(done, failed, started) + (f" ({', '.join(f'{k} {v}' for k, v in sorted(failed.items()))})"
+                                           if failed else ""))
     return 1 if failed else 0
 
 
-def _seeds(first: int, count: int | None, started: float, seconds: float, workers: int,
-           options: Options) -> Iterator[tuple[int, Options]]:
-    """Seeds until the count, or until the time is up (a worker's seed in flight then finishes)."""
+def _tally(done: int, failed: Counter[str], started: float) -> str:
+    elapsed = time.perf_counter() - started
+    return (f"{done} seeds in {elapsed:.1f} s: {done / elapsed:.2f} seeds/s ({done * 60 / elapsed:.0f} a minute); "
+            f"{sum(failed.values())} failed")
+
+
+def _seeds(first: int, count: int | None, started: float, seconds: float) -> Iterator[int]:
+    """Seeds until the count, or until the time is up (seeds in flight then finish)."""
     seed = first
     while (count is None and time.perf_counter() - started < seconds) or (count is not None and seed < first + count):
-        yield seed, options
+        yield seed
         seed += 1
 
 
-def _run_quietly(job: tuple[int, Options]) -> Result:
-    seed, options = job
+def _run_quietly(seed: int, options: Options) -> Result:
     result = run_seed(seed, options)
     result.trace = ""  # the trace is for a replay; a campaign reports the seed
     return result
