@@ -265,10 +265,11 @@ class Executor:
 
     async def _succeeded_here_before(self, key: FireKey) -> bool:
         """Did an earlier attempt of this fire succeed on this node (one still running is waited
-        for)? A pause judges "not started yet" by replicated time, which lags while the leader's
-        ticks are slow to commit: it may take back a fire this node already called, and the
-        resume gives it back as a new attempt. The receiver has it: the earlier success, still
-        waiting here to commit, is the fire's outcome and ends it (schedb.fsm.complete)."""
+        for)? A fire may come back to the node that called it as a new attempt: its lease ended
+        while its outcome waited to commit and this is the only executor left (before the wait
+        for replicated time, a pause judged by a lagging time could take it back too). The
+        receiver has it: the earlier success, still waiting here to commit, is the fire's
+        outcome and ends it (schedb.fsm.complete)."""
         earlier = self._fires.started_before(key)
         running = [local.task for local in earlier if local.task is not None]
         if running:
