@@ -82,7 +82,12 @@ def _campaign(first: int, count: int | None, seconds: float, workers: int, optio
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         running = [pool.apply_async(_run_quietly, (seed, options)) for seed in itertools.islice(seeds, workers * 2)]
         while running:
-            result = running.pop(0).get()
+            finished = [job for job in running if job.ready()]
+            if not finished:
+                time.sleep(0.05)  # whichever seed ends first is reported first: a slow one blocks nothing
+                continue
+            running.remove(finished[0])
+            result = finished[0].get()
             running += [pool.apply_async(_run_quietly, (seed, options)) for seed in itertools.islice(seeds, 1)]
             done += 1
             if not result.ok:

@@ -25,6 +25,15 @@ from devkit.sim.loop import VirtualLoop
 T0_MS = 1_800_000_000_000  # the wall clock at true time 0 (2027-01-15)
 
 
+# Steps at one instant beyond this: something reschedules itself at once, for ever.
+SAME_INSTANT_STEPS_MAX = 200_000
+STEPS_MAX = 3_000_000  # in all: something wakes far too often
+
+
+class Livelock(RuntimeError):
+    """Simulated time stopped moving: a callback or task keeps waking itself."""
+
+
 class Process:
     """One incarnation of a node's process: its loop and its clocks. A crash ends it; a
     restart is a new Process with the same node id (and the same clocks: they are the host's)."""
@@ -73,6 +82,7 @@ class World:
         self.wall_offset: dict[str, float] = {}  # seconds; faults change it
         self.current: Process | None = None
         self.steps = 0
+        self._steps_now = 0
         self._running_list: list[Process] | None = None
 
     def add_host(self, node_id: str, mono_offset: float, wall_offset: float) -> None:
@@ -108,8 +118,13 @@ class World:
                 self.now = end
                 return
             if when > self.now:
-                self.now = when
+                self.now, self._steps_now = when, 0
+            self._steps_now += 1
+            if self._steps_now > SAME_INSTANT_STEPS_MAX:
+                raise Livelock(f"{SAME_INSTANT_STEPS_MAX} steps at {self.now:.3f} s without time moving")
             self.steps += 1
+            if self.steps > STEPS_MAX:
+                raise Livelock(f"{STEPS_MAX} steps by {self.now:.3f} s (a seed takes 100,000 to 200,000)")
             if event_at <= step_at:
                 _, _, fn, args = heapq.heappop(events)
                 fn(*args)
