@@ -33,6 +33,10 @@ from devkit.sim.raft_leader import Followers
 from devkit.sim.raft_log import NO_OP, Disk, Entry, RaftLog, Snapshot
 from devkit.sim.raft_types import Handle, Host, Machine, RaftTiming, Role
 
+# The loop runs a timer up to its clock resolution early (devkit.sim.loop): a deadline closer
+# than this counts as reached, or re-arming for the last sliver would loop at one instant.
+TIMER_SLACK_S = 1e-6
+
 __all__ = ["Disk", "Fail", "Handle", "Host", "Machine", "RaftNodeModel", "RaftTiming", "Role"]
 
 
@@ -221,7 +225,7 @@ class RaftNodeModel:
         now = self.host.now()
         if self._role == Role.LEADER:
             return
-        if now < self._deadline:  # reset meanwhile: sleep until the new deadline
+        if now < self._deadline - TIMER_SLACK_S:  # reset meanwhile: sleep until the new deadline
             self._later("election", self._deadline - now, self._on_election_timer)
         elif not self.may_lead:  # schedb's RaftNode._onTick keeps pushing the deadline out
             self._deadline = now + self.timing.election_max_s
