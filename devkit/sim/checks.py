@@ -69,6 +69,7 @@ class Referee:
         self._results: list[Result] = []
         self._digests: dict[int, bytes] = {}
         self.successes: Counter[str] = Counter()  # fire id → committed successful outcomes
+        self._replicated_ms = 0  # replicated time after the last command (it only moves forward)
         # A backfill or a dead letter's replay fires an occurrence again under its id, by design (an
         # operator asked; the receiver sees the same Idempotency-Key): each is a new instance.
         self.instances: Counter[str] = Counter()
@@ -157,6 +158,12 @@ class Referee:
             self.instances[fire_id] += 1
 
     def _check_time(self, state: StateMachine, index: int) -> None:
+        """When a leader's assignment moves replicated time, it is not ahead of the fastest node
+        clock by more than the bound. (It never goes back: a node whose clock was fastest may die
+        or be corrected afterwards, found by seed 20153: that is no fault of the move.)"""
+        moved, self._replicated_ms = state.now_ms > self._replicated_ms, max(self._replicated_ms, state.now_ms)
+        if not moved:
+            return
         fastest = max(p.wall_ms() for p in self._world.processes.values() if p.alive)
         if state.now_ms > fastest + self._max_offset_ms:
             raise Violation("replicated_time", f"command {index} moved replicated time to {state.now_ms}, "
