@@ -44,6 +44,7 @@ from schedb.fsm.model import Execution, ExecutionStatus, Result
 from schedb.local_fires import PENDING
 
 DIGEST_EVERY = 256
+MEASURING_ERROR_MS = 100  # the clock watch measures offsets to half a round trip
 STALE_SKIPS = frozenset({ExecutionStatus.SKIPPED, ExecutionStatus.MISSED})
 OUTCOME_TAIL_S = 30.0  # a call this close to the end may still be reporting (an answer takes up to 4 s)
 BOUNDS_EVERY = 4096
@@ -158,16 +159,22 @@ class Referee:
             self.instances[fire_id] += 1
 
     def _check_time(self, state: StateMachine, index: int) -> None:
-        """When a leader's assignment moves replicated time, it is not ahead of the fastest node
-        clock by more than the bound. (It never goes back: a node whose clock was fastest may die
-        or be corrected afterwards, found by seed 20153: that is no fault of the move.)"""
+        """When a leader's assignment moves replicated time, it is not ahead, beyond the offset
+        bound (and the clock watch's measuring error), of every majority of running nodes whose
+        clocks agree with one another: replicated time is the time an agreeing majority keeps,
+        never one fast clock's. Without an agreeing majority (clocks stepped every which way,
+        seed 24) nothing is judged; a dead node's clock does not count (its last samples may
+        still stand for it: seed 19). It never goes back, so only moves count (seed 20153)."""
         moved, self._replicated_ms = state.now_ms > self._replicated_ms, max(self._replicated_ms, state.now_ms)
         if not moved:
             return
-        fastest = max(p.wall_ms() for p in self._world.processes.values() if p.alive)
-        if state.now_ms > fastest + self._max_offset_ms:
+        clocks = sorted(p.wall_ms() for p in self._world.processes.values() if p.alive)
+        size = len(clocks) // 2 + 1
+        agreeing = [clocks[i + size - 1] for i in range(len(clocks) - size + 1)
+                    if clocks[i + size - 1] - clocks[i] <= self._max_offset_ms]
+        if agreeing and state.now_ms > max(agreeing) + self._max_offset_ms + MEASURING_ERROR_MS:
             raise Violation("replicated_time", f"command {index} moved replicated time to {state.now_ms}, "
-                            f"{state.now_ms - fastest} ms ahead of the fastest clock")
+                            f"{state.now_ms - max(agreeing)} ms ahead of every agreeing majority of the clocks")
 
     def _check_stale_reports(self, state: StateMachine, added: list[Execution]) -> None:
         """A skipped or missed report of an older attempt than the live fire's current one is
