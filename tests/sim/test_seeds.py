@@ -14,8 +14,8 @@ FOUND = {
     0: "1 (pause/resume doubled fires), 3 (a fast clock moved replicated time), 6 (unbounded catch-up), "
        "8 (a new leader buried its unstarted fires as unknown)",
     1: "5 (limits from each node's own config)",
-    6: "7 (a late skip of an old attempt ended the current one)",
-    22: "2 (a thawed follower fired from a stale view)",
+    24: "7 (a late skip of an old attempt ended the current one)",
+    45: "2 (a thawed follower's fence opened on the first message after a gap)",
 }
 
 
