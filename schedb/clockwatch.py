@@ -100,6 +100,7 @@ class ClockWatch:
     async def _probe(self, probe: Probe, node_id: str, http_addr: str) -> None:
         started = monotonic()
         sent_ms = wall_ms()
+        clock_before = _wall_minus_mono_ms()
         answer = await probe(http_addr)
         if answer is REFUSED:
             self._refused[node_id] = started
@@ -107,6 +108,8 @@ class ClockWatch:
         if not isinstance(answer, Health):
             return
         self._refused.pop(node_id, None)  # a process answers there
+        if abs(_wall_minus_mono_ms() - clock_before) > STEP_MS:
+            return  # this node's clock stepped while the probe was out: sent_ms is of the old clock
         rtt_ms = (monotonic() - started) * 1000
         if answer.node_id != node_id:
             return  # another process answers at that address (or this one, behind 0.0.0.0): no sample

@@ -1,0 +1,64 @@
+"""The clock watch (schedb.clockwatch): what the offsets it measures allow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from schedb import clock
+from schedb.clock import FakeClock
+from schedb.clockwatch import ClockWatch, Health
+from schedb.commands import AssignFires, RegisterNode
+from schedb.config import Config, ExecutorSection, HttpSection, LogSection, NodeSection, RaftSection, SchedulerSection
+from schedb.fsm.machine import StateMachine
+
+T0 = 1_800_000_000_000
+
+
+class LeaderReplica:
+    """What the clock watch reads of the Raft side: this node leads node2 and node3."""
+
+    def __init__(self) -> None:
+        self.state = StateMachine()
+        self.state.apply(AssignFires(T0, [], leader_id="node1"))
+        for n in (1, 2, 3):
+            self.state.apply(RegisterNode(T0, f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}"))
+
+    def read(self, query: Any, *args: Any) -> Any:
+        return query(self.state, *args)
+
+    def members(self) -> list[str]:
+        return ["127.0.0.1:9002", "127.0.0.1:9003"]
+
+    def has_peers(self) -> bool:
+        return True
+
+    def is_leader(self) -> bool:
+        return True
+
+    def set_may_lead(self, may_lead: bool) -> None:
+        pass
+
+
+async def test_a_probe_across_a_step_of_this_nodes_clock_gives_no_sample() -> None:
+    """Found by the simulator (seed 50111): the leader's wall clock stepped 2.2 s ahead while a
+    probe was out; the executor's next look noticed the step and forgot every sample, then the
+    probe came back and added one reckoned from the time before the step (+15 ms, in bound):
+    the leader judged its clock agreed and moved replicated time 1.8 s ahead of every other
+    clock. A probe across a step gives no sample."""
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    config = Config(NodeSection("node1", Path("/nonexistent")), HttpSection(), RaftSection(), SchedulerSection(),
+                    ExecutorSection(), LogSection())
+    with clock.use(fake):
+        watch = ClockWatch(config, LeaderReplica())  # type: ignore[arg-type]
+
+        async def probe(http_addr: str) -> Health:
+            fake.step_wall(2_200)  # NTP steps this node's clock while the probe is out ...
+            watch.hold_reason()  # ... and the executor's next look at it notices
+            fake.advance(0.002)
+            node_id = {"127.0.0.1:8002": "node2", "127.0.0.1:8003": "node3"}[http_addr]
+            return Health(node_id, T0 + 1, False)  # the others' clocks read the true time
+
+        await watch._round(probe)
+        assert watch.offset_ms("node2") is None and watch.offset_ms("node3") is None
+        assert not watch.majority_agrees() and watch.hold_reason() == "clock_unknown"
