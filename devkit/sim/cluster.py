@@ -102,6 +102,8 @@ class Cluster:
         self._incarnations = dict.fromkeys(self.node_ids, 0)
         self.referee = Referee(self.world, self.configs[self.node_ids[0]].clock.max_offset_ms, self.live_replicas,
                                self._executor_of)
+        # Two probe rounds and their answers: a step shows in the samples by then.
+        self.referee.clock_grace_s = 2 * self.configs[self.node_ids[0]].clock.probe_interval_s + 1.0
         if trace.full:
             self.referee.on_commit = trace.committed
         self.quiet = False  # the quiet period before the end: faults are over

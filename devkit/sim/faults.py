@@ -91,6 +91,7 @@ def _clock(sim: Cluster, rng: random.Random) -> None:
     bound_s = sim.configs[node].clock.max_offset_ms / 1000
     step_s = rng.choice((rng.uniform(-0.8, 0.8) * bound_s, rng.uniform(1.2, 8) * bound_s * rng.choice((-1, 1))))
     sim.world.wall_offset[node] += step_s
+    sim.world.last_clock_step = sim.world.now
     sim.trace.event(node, "clock_stepped", by_ms=round(step_s * 1000))
     sim.world.after(rng.uniform(3, 40), _clock_back, sim, node, step_s)
 
@@ -99,6 +100,7 @@ def _clock_back(sim: Cluster, node: str, step_s: float) -> None:
     if sim.quiet:
         return  # heal_everything set every clock already
     sim.world.wall_offset[node] -= step_s
+    sim.world.last_clock_step = sim.world.now
     sim.trace.event(node, "clock_stepped", by_ms=round(-step_s * 1000))
 
 

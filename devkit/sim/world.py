@@ -80,6 +80,7 @@ class World:
         self.processes: dict[str, Process] = {}  # node id → its current incarnation
         self.mono_offset: dict[str, float] = {}
         self.wall_offset: dict[str, float] = {}  # seconds; faults change it
+        self.last_clock_step = -1e9  # true time of the last step of any node's wall clock
         self.current: Process | None = None
         self.steps = 0
         self._steps_now = 0
