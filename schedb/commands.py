@@ -73,8 +73,9 @@ class AssignFires(Command):
     """The leader hands fires to executors, and carries the leader's clock.
 
     items: [job_id, scheduled_ms, node_id], the next occurrence of a job from its slot;
-    reassign: [fire_id, attempt, node_id], an existing fire (pending, or held by an
-    executor that died or whose lease ended) moved to a node;
+    reassign: [fire_id, attempt, node_id, holder], an existing fire (pending, or held by an
+    executor that died or whose lease ended) moved to a node, if `holder` (the node the
+    leader saw holding it, "" for pending) still holds it (older logs: no holder);
     release: [fire_id, attempt, node_id], a fire that `leader_id` held as a follower and
     never started, moved to a node as the same attempt (as DrainNode releases); or
     [fire_id, attempt, node_id, holder], a fire of a silent follower `holder` that the

@@ -27,7 +27,7 @@ from schedb.policies import Verdict, newer_fire_due, verdict
 
 LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
 ASSIGN_BATCH_MAX = 2_000
-Move = list[Any]  # [fire id, attempt, to node] (release: and the node it leaves)
+Move = list[Any]  # [fire id, attempt, to node, the node it leaves ("": pending)]
 
 
 # -- the executor -------------------------------------------------------------------------
@@ -140,18 +140,22 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
     due = state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)
     due += state.due_jobs(until_ms, ASSIGN_BATCH_MAX - len(due), from_ms=late_before_ms)
     items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)] for job_id, scheduled_ms in due]
-    moves: list[Move] = [[fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates)]
-                         for fire in state.book.pending_fires() if fire["due_ms"] <= until_ms]
+    moves = [_move(fire, candidates) for fire in state.book.pending_fires() if fire["due_ms"] <= until_ms]
     release = _evacuate(state, plan, moves)
     moves += _not_due_of_clock_held(state, plan)
     expired: list[dict[str, Any]] = []
     if plan.scan_leases:
         released = {item[0] for item in release}
         expired = _expired_leases(state, plan)
-        moves += [[e["fire_id"], e["attempt"], e["to"]] for e in expired if e["fire_id"] not in released]
+        moves += [[e["fire_id"], e["attempt"], e["to"], e["executor"]] for e in expired if e["fire_id"] not in released]
     room = max(0, ASSIGN_BATCH_MAX - len(items))
     release = release[:room]
     return Batch(items, moves[:room - len(release)], release, expired)
+
+
+def _move(fire: dict[str, Any], candidates: list[str]) -> Move:
+    """A fire to move, naming its holder as seen now: applied after it changed hands, it is stale."""
+    return [fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], candidates), fire["node"]]
 
 
 def _evacuate(state: State, plan: PlanInputs, moves: list[Move]) -> list[Move]:
@@ -159,10 +163,10 @@ def _evacuate(state: State, plan: PlanInputs, moves: list[Move]) -> list[Move]:
     release: list[Move] = []
     for node_id, silent in sorted(plan.evacuate.items()):
         for fire in state.book.of_node(node_id):
-            move = [fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], plan.candidates)]
+            move = _move(fire, plan.candidates)
             if silent is not None:  # a silent follower's (see Dispatcher._silent)
                 if fire["due_ms"] > silent.started_none_after_ms:
-                    release.append([*move, node_id])
+                    release.append(move)
                 elif silent.gone:
                     moves.append(move)  # it may have been running when the process died: a new attempt
                 continue
@@ -187,8 +191,8 @@ def _not_due_of_clock_held(state: State, plan: PlanInputs) -> list[Move]:
             continue
         if not plan.clock_held(node_id):
             continue  # not measured: a new or silent node, whose fires the other rules cover
-        moves += [[fire["fire_id"], fire["attempt"], rendezvous_pick(fire["job_id"], plan.candidates)]
-                  for fire in state.book.of_node(node_id) if fire["due_ms"] > not_before_ms]
+        moves += [_move(fire, plan.candidates) for fire in state.book.of_node(node_id)
+                  if fire["due_ms"] > not_before_ms]
     return moves
 
 

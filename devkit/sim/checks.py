@@ -77,6 +77,10 @@ class Referee:
         self.instances: Counter[str] = Counter()
         self.committed_at: dict[tuple[str, int], float] = {}  # (fire id, attempt) → true time
         self.ended: dict[tuple[str, int], float] = {}  # (node, incarnation) → true time its process died
+        # node → [start, end] of the times it could not speak to the others (paused, or its own
+        # links cut): what it learnt then, such as a call's outcome, could not commit.
+        self.silences: dict[str, list[list[float]]] = {}
+        self._silent_for: dict[str, set[str]] = {}  # node → why it is silent now ("pause", "cut")
         self.on_commit: Callable[[int, Command, Result], None] | None = None  # the trace's
         self._live_attempts: dict[str, int] = {}  # before a CompleteFires' first apply: its live fires' attempts
 
@@ -244,9 +248,24 @@ class Referee:
         if lost:
             raise Violation("lost_occurrence", f"{len(lost)} lost; the first: {lost[0]}")
 
+    def set_silent(self, node: str, why: str, silent: bool) -> None:
+        """node starts or stops being unable to speak for a reason (see silences)."""
+        reasons = self._silent_for.setdefault(node, set())
+        was = bool(reasons)
+        (reasons.add if silent else reasons.discard)(why)
+        if not was and reasons:
+            self.silences.setdefault(node, []).append([self._world.now, float("inf")])
+        elif was and not reasons:
+            self.silences[node][-1][1] = self._world.now
+
+    def _silent_between(self, node: str, start: float, end: float) -> bool:
+        return any(since <= end and until >= start for since, until in self.silences.get(node, ()))
+
     def _check_doubled(self, calls: list[Call]) -> None:
         """Two calls of one fire that both succeeded, though the first caller lived to commit
-        its outcome (or still lives): the receiver got it twice with nothing to excuse it."""
+        its outcome (or still lives) and could speak between its call and the second one: the
+        receiver got it twice with nothing to excuse it. A caller that could not speak is, to
+        the cluster, one that died: its lease ends and the fire goes to another (at-least-once)."""
         first: dict[tuple[str, int], Call] = {}
         for call in calls:
             if call.status != "succeeded":
@@ -260,6 +279,9 @@ class Referee:
             committed = self.committed_at.get((earlier.fire_id, earlier.attempt))
             if died is not None and (committed is None or committed > died):
                 first[key] = call  # at-least-once: its caller died before its outcome committed
+                continue
+            if (committed is None or committed > call.at) and self._silent_between(earlier.node, earlier.at, call.at):
+                first[key] = call  # at-least-once: its caller was cut off or paused, as if dead
                 continue
             raise Violation("doubled_delivery", f"{call.fire_id} succeeded at the receiver twice: attempt "
                             f"{earlier.attempt} by {earlier.node} at {earlier.at:.3f} s, attempt {call.attempt} "

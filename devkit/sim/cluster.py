@@ -144,11 +144,19 @@ class Cluster:
 
     def pause(self, node_id: str) -> None:
         self.world.processes[node_id].paused = True
+        self.referee.set_silent(node_id, "pause", True)
         self.trace.event(node_id, "process_paused")
 
     def resume(self, node_id: str) -> None:
         self.world.processes[node_id].paused = False
+        self.referee.set_silent(node_id, "pause", False)
         self.trace.event(node_id, "process_resumed")
+
+    def links_changed(self) -> None:
+        """A link was cut or healed: a node with a link of its own cut cannot speak to all."""
+        for node in self.node_ids:
+            cut = any(self.network.is_cut(node, other) for other in self.node_ids if other != node)
+            self.referee.set_silent(node, "cut", cut)
 
     def terminate(self, node_id: str) -> None:
         """SIGTERM: the node's own shutdown; its process ends when that returns."""

@@ -73,6 +73,7 @@ def _partition(sim: Cluster, rng: random.Random) -> None:
         links = [(b, a) for a, b in links]
     for src, dst in links:
         sim.network.cut(src, dst, hold)
+    sim.links_changed()
     sim.trace.event(node, "partitioned", links=" ".join(f"{a}>{b}" for a, b in links), hold=hold)
     # Shorter than the shortest lease (timeout 1 s + 15 s): beyond it the fires of the cut-off
     # node move as new attempts and are delivered again, as documented (at-least-once).
@@ -82,6 +83,7 @@ def _partition(sim: Cluster, rng: random.Random) -> None:
 def _heal(sim: Cluster, links: list[tuple[str, str]]) -> None:
     for src, dst in links:
         sim.network.heal(src, dst)
+    sim.links_changed()
     sim.trace.event("sim", "healed", links=" ".join(f"{a}>{b}" for a, b in links))
 
 
@@ -173,6 +175,7 @@ def heal_everything(sim: Cluster) -> None:
     """The quiet period: every link heals, every process runs, every clock is back."""
     sim.quiet = True
     sim.network.heal_all()
+    sim.links_changed()
     _network_good(sim)
     _receiver_back(sim)
     for node in sim.node_ids:

@@ -114,11 +114,17 @@ def _throttle(state: State, job_id: str, scheduled_ms: int) -> None:
 
 
 def _reassign_one(state: State, item: Any) -> bool:
-    if not (isinstance(item, list) and len(item) == 3):
+    """item: [fire_id, attempt, node_id, holder], holder being the fire's node the planner saw
+    (PENDING: none). A fire held by another since is stale, as is one of another attempt: moving
+    it would take it from an executor the planner never judged. Items of three (logs of
+    versions before the holder) name none."""
+    if not (isinstance(item, list) and len(item) in (3, 4)):
         return False
-    fire_id, attempt, node_id = item
+    fire_id, attempt, node_id = item[:3]
     fire = state.book.get(fire_id) if isinstance(fire_id, str) else None
     if fire is None or fire["attempt"] != attempt or node_id not in state.nodes:
+        return False
+    if len(item) == 4 and fire["node"] != item[3]:
         return False
     if fire["node"] == node_id and fire["lease_end_ms"] >= state.now_ms:
         return False  # to its own holder only as a new attempt once the lease ended (the only executor left)

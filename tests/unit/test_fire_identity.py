@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedb.commands import AssignFires, BackfillJob, CompleteFires, CreateJob, DrainNode, Outcome, ReplaceJob
+from schedb.commands import (
+    AssignFires,
+    BackfillJob,
+    CompleteFires,
+    CreateJob,
+    DrainNode,
+    Outcome,
+    ReplaceJob,
+    TriggerJob,
+)
 from schedb.fire_queries import PlanInputs, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
@@ -235,7 +244,7 @@ def test_an_expired_lease_on_the_only_executor_left_is_a_new_attempt_there() -> 
     assert state.apply(AssignFires(lease_end - 1_000, [], [[FIRE, 1, "node2"]], leader_id="node1"))["reassigned"] == 0
     plan = plan_batch(state, PlanInputs(lease_end + 100, 5_000, "node1", ["node2"], {}, True,
                                         lambda fire: "unstarted", None, 500))
-    assert plan.reassign == [[FIRE, 1, "node2"]]
+    assert plan.reassign == [[FIRE, 1, "node2", "node2"]]
     assert state.apply(AssignFires(lease_end + 100, [], plan.reassign, leader_id="node1"))["reassigned"] == 1
     fire = state.book.fires[FIRE]
     assert (fire["node"], fire["attempt"]) == ("node2", 2) and fire["lease_end_ms"] > lease_end + 100
@@ -324,3 +333,22 @@ def test_a_backfill_beyond_what_a_job_can_remember_is_refused() -> None:
     refused = at(state, BackfillJob(T0 + 2_001_000, "job", T0 + 1_001_000, T0 + 1_500_000))
     assert refused["error"] == "invalid" and refused["errors"][0]["field"] == "end", refused
     assert len(state.jobs["job"]["backfilled_ms"]) == 1_000
+
+
+def test_a_reassignment_planned_on_an_older_view_of_the_fire_is_a_no_op() -> None:
+    """Simulator seed 60210: leader A gave a triggered (pending) fire to node2; leader B, elected
+    before it applied that, planned to give the same pending fire to node3. Applied after A's,
+    B's item found the fire held by node2 as the same attempt, and buried it as `unknown` (an
+    at-most-once fire never ran). An item names the holder its planner saw; another is stale."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec(schedule="0 0 1 1 *", delivery="at_most_once")))
+    at(state, TriggerJob(T0 + 1_000, "job"))
+    (fire_id,) = state.book.fires
+    assert state.apply(AssignFires(T0 + 1_100, [], [[fire_id, 1, "node2", ""]], leader_id="node1"))["reassigned"] == 1
+    stale = state.apply(AssignFires(T0 + 1_200, [], [[fire_id, 1, "node3", ""]], leader_id="node2"))
+    assert stale["reassigned"] == 0
+    fire = state.book.fires[fire_id]
+    assert (fire["node"], fire["attempt"]) == ("node2", 1) and state.dead_letters == {}
+    # Planned on the view that node2 holds it (its lease ended), it moves.
+    assert state.apply(AssignFires(fire["lease_end_ms"] + 1, [], [[fire_id, 1, "node3", "node2"]],
+                                   leader_id="node1"))["reassigned"] == 1
