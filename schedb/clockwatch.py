@@ -8,7 +8,8 @@ becomes replicated time, so a clock that is far off must stop mattering:
   /health answers the member's id, wall clock and whether it holds its fires for a clock
   reason; the offset is its clock minus the middle of the request, with an error of at most
   half the round trip. Of the last few samples, the one with the shortest round trip counts
-  (as NTP's clock filter does).
+  (as NTP's clock filter does), among those that agree with the newest: a member's clock that
+  stepped counts from its first sample after the step.
 - A step of this node's own wall clock (against its monotonic clock) forgets every sample:
   nothing is judged on this clock again until it has been measured anew.
 - A follower executes only while its offset from the leader is known and within
@@ -122,9 +123,16 @@ class ClockWatch:
     # -- what the offsets say --------------------------------------------------------
 
     def _best(self, node_id: str) -> Sample | None:
+        """Of the recent samples that agree with the newest, the one with the shortest round trip.
+        A sample is the offset to within half its round trip: one whose bounds do not overlap the
+        newest one's was taken before the member's clock stepped, and says nothing of it now."""
         now = monotonic()
         fresh = [s for s in self._samples.get(node_id, ()) if now - s.at < SAMPLE_TTL_S]
-        return min(fresh, key=lambda s: s.rtt_ms) if fresh else None
+        if not fresh:
+            return None
+        newest = fresh[-1]
+        return min((s for s in fresh if abs(s.offset_ms - newest.offset_ms) <= (s.rtt_ms + newest.rtt_ms) / 2),
+                   key=lambda s: s.rtt_ms)
 
     def offset_ms(self, node_id: str) -> int | None:
         """node_id's clock minus this node's, from the recent sample with the shortest round trip."""

@@ -62,3 +62,32 @@ async def test_a_probe_across_a_step_of_this_nodes_clock_gives_no_sample() -> No
         await watch._round(probe)
         assert watch.offset_ms("node2") is None and watch.offset_ms("node3") is None
         assert not watch.majority_agrees() and watch.hold_reason() == "clock_unknown"
+
+
+async def test_a_step_of_another_members_clock_counts_from_its_first_sample_after() -> None:
+    """Found by the simulator (seed 60352): node2's clock stepped back 1.7 s to agree with the
+    true time again; this node, 2 s ahead, went on taking node2's samples from before the step
+    (their round trips were the shortest) as the best for 10 s, judged its clock agreed, won an
+    election and moved replicated time 2 s ahead of every other clock. Samples whose error
+    bounds do not overlap the newest one's are from before a step, and no longer count."""
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    config = Config(NodeSection("node1", Path("/nonexistent")), HttpSection(), RaftSection(), SchedulerSection(),
+                    ExecutorSection(), LogSection())
+    node2_ahead_ms = [300]
+
+    async def probe(http_addr: str) -> Health:
+        fake.advance(0.002 if node2_ahead_ms[0] == 300 else 0.008)  # the older round trips are shorter
+        node_id = {"127.0.0.1:8002": "node2", "127.0.0.1:8003": "node3"}[http_addr]
+        ahead = node2_ahead_ms[0] if node_id == "node2" else -2_000
+        return Health(node_id, clock.wall_ms() + ahead, False)
+
+    with clock.use(fake):
+        watch = ClockWatch(config, LeaderReplica())  # type: ignore[arg-type]
+        for _ in range(3):
+            await watch._round(probe)
+            fake.advance(2.0)
+        assert abs(watch.offset_ms("node2") - 300) <= 2 and watch.majority_agrees()  # type: ignore[operator]
+        node2_ahead_ms[0] = -1_800  # node2's clock steps back: it is now off this one's by 1.8 s
+        await watch._round(probe)
+        assert abs(watch.offset_ms("node2") + 1_800) <= 5  # type: ignore[operator]
+        assert not watch.majority_agrees() and watch.hold_reason() == "clock_offset"
