@@ -306,10 +306,14 @@ class Executor:
                                 attempt=fire["attempt"], reason="the call could outlast the attempt's lease")
                     return
                 outcome = await self._send(fire, spec, correlation_id, secret_values)
-        log.info("fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
-                 correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,
-                 delay_ms=outcome.started_ms - fire["scheduled_ms"],
-                 duration_ms=outcome.finished_ms - outcome.started_ms, error=outcome.error or None)
+        # Per fire at debug when all went to plan (thousands a second; each batch's line and the
+        # execution history tell that story), at info when it did not or an operator asked for it.
+        noteworthy = outcome.status != ExecutionStatus.SUCCEEDED or bool(fire.get("correlation_id"))
+        (log.info if noteworthy else log.debug)(
+            "fire_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"],
+            correlation_id=correlation_id, status=outcome.status, http_status=outcome.http_status,
+            delay_ms=outcome.started_ms - fire["scheduled_ms"], duration_ms=outcome.finished_ms - outcome.started_ms,
+            error=outcome.error or None)
         self._metrics.fires.labels(outcome.status).inc()
         self._metrics.fire_delay.observe(max(0, outcome.started_ms - fire["due_ms"]) / 1000)
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
@@ -377,6 +381,8 @@ class Executor:
             log.warning("outcomes_not_committed", count=len(rows), reason=exc.reason)
             return False
         self._fires.committed(key for key, _ in batch)
+        succeeded = sum(1 for _, outcome in batch if outcome.status == ExecutionStatus.SUCCEEDED)
+        log.info("outcomes_committed", count=len(rows), succeeded=succeeded, other=len(rows) - succeeded)
         if self._fires.count(Phase.REPORTED):
             self._outcome_ready.set()
         return True

@@ -46,17 +46,23 @@ class Node:
         self.dispatcher: Dispatcher
         self._tasks: list[asyncio.Task[Any]] = []
         self.metrics = NodeMetrics()
+        self._members_read: tuple[int, list[str]] = (-1, [])  # (replica.nodes_version, their addresses)
         self.egress = EgressPolicy.from_config(config.egress, self._cluster_addresses)
         key = secretbox.load_key(config.secrets)  # a bad key stops the node here, with the setting named
         self.secret_box = secretbox.SecretBox(key) if key else None
 
     def _cluster_addresses(self) -> list[str]:
-        """Every member's API and Raft address: webhooks may not call the cluster itself."""
+        """Every member's API and Raft address: webhooks may not call the cluster itself. Asked
+        before every webhook call: the registered ones are read again only when they may have
+        changed (a read waits for the command being applied, a big batch of outcomes perhaps)."""
         own = [self.config.http.listen, self.config.raft.listen, *self.config.raft.peers]
         if not hasattr(self, "replica"):
             return own
-        members = [a for pair in self.replica.read(queries.node_addresses).values() for a in pair]
-        return own + members
+        version = self.replica.nodes_version  # before the read: a change during it reads again next time
+        if self._members_read[0] != version:
+            pairs = self.replica.read(queries.node_addresses).values()
+            self._members_read = (version, [address for pair in pairs for address in pair])
+        return own + self._members_read[1]
 
     @property
     def node_id(self) -> str:

@@ -32,7 +32,7 @@ from pysyncobj import FAIL_REASON, SyncObj
 
 from schedb.applier import StateHolder, Touched, TouchJournal
 from schedb.clock import monotonic
-from schedb.commands import Command, encode
+from schedb.commands import Command, RegisterNode, encode
 from schedb.config import Config
 from schedb.fsm.core import State
 from schedb.fsm.machine import StateMachine
@@ -85,6 +85,9 @@ class Replica:
         self._on_change = on_change
         self._change_pending = threading.Event()
         self._touched = TouchJournal()  # noted on the tick thread, drained by the event feed
+        # Bumped when the registered nodes' addresses may have changed (a RegisterNode, a
+        # snapshot): readers of them cache until it moves (the egress guard, per webhook call).
+        self.nodes_version = 0
         self._pending = asyncio.Semaphore(config.http.pending_commands_max)
         # The state starts with the default bounds; the leader's config values follow through
         # the log (SetLimits), so that every node applies the same ones.
@@ -111,6 +114,8 @@ class Replica:
             self._touched.note(command)
         except Exception:
             log.exception("touch_journal_failed")
+        if command is None or isinstance(command, RegisterNode):
+            self.nodes_version += 1
         if not self._change_pending.is_set():
             self._change_pending.set()
             with contextlib.suppress(RuntimeError):  # the loop is closed: the node is shutting down

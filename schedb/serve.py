@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -90,4 +91,15 @@ async def _listen(host: str, port: int) -> socket.socket:
 
 def run_node(config: Config) -> None:
     configure_logging(config.log.level, config.log.format, config.node.id)
-    asyncio.run(serve(config))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(config))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop (a dependency, except on Windows): per webhook call and API request it
+    spends less CPU than asyncio's own (scripts/benchkit/client_cpu.py)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

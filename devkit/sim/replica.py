@@ -25,7 +25,7 @@ from devkit.sim.raft_model import RaftNodeModel
 from devkit.sim.raft_types import RaftTiming
 from devkit.sim.world import Process
 from schedb.clock import monotonic, wall_ms
-from schedb.commands import Command, decode, encode
+from schedb.commands import Command, RegisterNode, decode, encode
 from schedb.config import Config
 from schedb.fence import ECHO, Echoes, Fence
 from schedb.fsm.core import State
@@ -85,6 +85,7 @@ class SimReplica:
         self.node_id = process.node_id
         self.state: StateMachine = StateMachine()
         self.generation = 0
+        self.nodes_version = 0  # as schedb.raft.Replica's
         self._on_change = on_change
         self._on_apply = on_apply
         self._before_apply = before_apply
@@ -117,6 +118,7 @@ class SimReplica:
 
     def _snapshot_loaded(self) -> None:
         self.generation += 1
+        self.nodes_version += 1
         self._changed()
 
     # -- Replica's interface --------------------------------------------------------------
@@ -219,6 +221,8 @@ class _Machine:
         if replica._before_apply is not None:
             replica._before_apply(replica, command)
         result = replica.state.apply(command)  # an exception here ends the run: apply must not raise
+        if isinstance(command, RegisterNode):
+            replica.nodes_version += 1
         replica._on_apply(replica, data, command, result, _added_since(recent, last))
         return result
 

@@ -4,6 +4,8 @@ import socket
 import sys
 import unicodedata
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -11,9 +13,21 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from schedb import egress
-from schedb.config import EgressSection
+from schedb.commands import RegisterNode
+from schedb.config import (
+    Config,
+    EgressSection,
+    ExecutorSection,
+    HttpSection,
+    LogSection,
+    NodeSection,
+    RaftSection,
+    SchedulerSection,
+)
 from schedb.egress import EgressPolicy, EgressRefused, GuardedResolver
+from schedb.fsm.machine import StateMachine
 from schedb.jobspec import validate_job
+from schedb.node import Node
 from schedb.webhook import deliver, new_session
 
 CLUSTER = ["127.0.0.1:9001", "127.0.0.1:9101"]
@@ -309,3 +323,38 @@ async def test_proper_names_pass_as_the_client_sends_them(url: str, host: str) -
     """International names stay usable; the policy judges their A-label form after DNS."""
     assert egress.connect_target(url)[0] == host
     await policy().check_url(url)  # none of these resolves here: a name that does not resolve passes
+
+
+class _Registry:
+    """The replica's side the node reads members from: the state, and its nodes_version."""
+
+    def __init__(self) -> None:
+        self.state = StateMachine()
+        self.nodes_version = 0
+        self.reads = 0
+
+    def read(self, query: Any, *args: Any) -> Any:
+        self.reads += 1
+        return query(self.state, *args)
+
+    def register(self, node_id: str, raft_addr: str, http_addr: str) -> None:
+        assert self.state.apply(RegisterNode(0, node_id, raft_addr, http_addr)) == {"ok": True}
+        self.nodes_version += 1
+
+
+def test_a_node_reads_the_members_again_only_when_they_may_have_changed(tmp_path: Path) -> None:
+    """The guard asks for the cluster's addresses before every webhook call; reading them took the
+    state's lock each time, waiting behind big applies (issue 19's profile: ~10% of a follower)."""
+    config = Config(NodeSection("node1", tmp_path), HttpSection(), RaftSection(), SchedulerSection(),
+                    ExecutorSection(), LogSection(), egress=EgressSection(allow_private=True))
+    node = Node(config)
+    registry = _Registry()
+    node.replica = registry  # type: ignore[assignment]
+    registry.register("node2", "10.0.0.2:9001", "10.0.0.2:8001")
+    for _ in range(3):
+        assert "cluster" in (node.egress.reason("10.0.0.2", 8001) or "")
+    assert registry.reads == 1
+    assert node.egress.reason("10.0.0.7", 8001) is None
+    registry.register("node7", "10.0.0.7:9001", "10.0.0.7:8001")  # a member joins
+    assert "cluster" in (node.egress.reason("10.0.0.7", 8001) or "")
+    assert registry.reads == 2
