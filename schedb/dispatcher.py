@@ -40,6 +40,7 @@ log = structlog.get_logger("schedb.dispatcher")
 # A follower whose log lags further behind than this is not given new fires.
 FOLLOWER_LAG_MAX = 1_000
 LEASE_SCAN_INTERVAL_S = 1.0
+EXPIRED_LOGGED_MAX = 20  # lease_expired lines per batch; beyond, one leases_expired line counts them
 HANDOVER_INTERVAL_S = 5.0  # between two attempts of a leader whose clock is disputed to hand over
 # Replicated time trails the leader's clock by at most this much on an idle cluster; less than
 # replicated_time.PROPOSER_LEAD_MS_MAX, so a command proposed through a follower with a good clock gets its own time.
@@ -121,8 +122,11 @@ class Dispatcher:
             if scan_leases:
                 self._next_lease_scan = monotonic() + LEASE_SCAN_INTERVAL_S
             batch = self._replica.read(plan_batch, self.plan_inputs(now_ms, candidates, evacuate, scan_leases))
-            for expired in batch.expired:
+            for expired in batch.expired[:EXPIRED_LOGGED_MAX]:
                 log.warning("lease_expired", **expired)
+            if len(batch.expired) > EXPIRED_LOGGED_MAX:  # an overload: one line for the rest
+                log.warning("leases_expired", count=len(batch.expired),
+                            not_logged=len(batch.expired) - EXPIRED_LOGGED_MAX)
             items, reassign, release = batch.items, batch.reassign, batch.release
         if not items and not reassign and not release and monotonic() < self._next_tick:
             return 0

@@ -19,6 +19,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import idna
 import yarl
@@ -77,6 +78,7 @@ def _always_refused(ip: IPAddress) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1024)  # per webhook call, for each member's address
 def _split_host_port(address: str) -> tuple[str, int] | None:
     """Parse "host:port" or "[v6]:port"; None for anything else (a bad entry must not break checks)."""
     host, sep, port = address.rpartition(":")
@@ -85,6 +87,7 @@ def _split_host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+@lru_cache(maxsize=4096)  # per webhook call, for the target and each member
 def _parse_ip(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text)
@@ -92,6 +95,7 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+@lru_cache(maxsize=4096)  # per webhook call (pure: a refusal raises, and is not cached)
 def connect_target(url: str) -> tuple[str, int]:
     """The host and port aiohttp connects to for this URL (yarl's normalised host: an ASCII name, an
     A-label name or an IP address); EgressRefused for a URL without either, or with a host that is

@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from schedb import fire_queries, secretbox
-from schedb.clock import wall_ms
+from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import CompleteFires, DrainNode, Outcome
 from schedb.config import Config
@@ -55,6 +55,8 @@ from schedb.webhook import Send, new_correlation_id
 
 log = structlog.get_logger("schedb.executor")
 FENCE_RECHECK_S = 0.1
+# A fire that waited this long for a place asks its misfire policy again before it is called.
+REDECIDE_AFTER_S = 1.0
 # Hold reasons under which this node's state may be behind the cluster's (a fire may have moved).
 STALE_VIEW = frozenset({"catching_up", "no_quorum", "fenced"})
 COMPLETE_TIMEOUT_S = 2.0
@@ -257,7 +259,7 @@ class Executor:
             for older in decision.replaces:
                 for other_key in self._fires.running_of(older):
                     self._cancel(other_key, f"replaced: by {fire['fire_id']}")
-            await self._deliver(key, fire, view)
+            await self._deliver(key, fire, view, decided_at=monotonic())
         except asyncio.CancelledError as exc:
             self._report_skip(key, fire, "skipped", _cancel_reason(exc))
         finally:
@@ -283,7 +285,8 @@ class Executor:
         view, e.g. one built before a snapshot replaced the state): nothing to call."""
         log.info("fire_not_ours", job_id=fire["job_id"], fire_id=fire["fire_id"], attempt=fire["attempt"])
 
-    async def _deliver(self, key: FireKey, fire: dict[str, Any], view: DeliveryView | None) -> None:
+    async def _deliver(self, key: FireKey, fire: dict[str, Any], view: DeliveryView | None,
+                       decided_at: float) -> None:
         if view is None:
             return
         correlation_id = fire.get("correlation_id") or new_correlation_id()
@@ -300,6 +303,8 @@ class Executor:
                 held = await self._when_view_is_fresh(fire)
                 if held is None:
                     self._not_ours(fire)
+                    return
+                if not self._still_due(key, fire, decided_at):
                     return
                 if not self._lease_covers(spec, held.lease_end_ms):
                     log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
@@ -319,6 +324,21 @@ class Executor:
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._fires.report(key, outcome)
         self._outcome_ready.set()
+
+    def _still_due(self, key: FireKey, fire: dict[str, Any], decided_at: float) -> bool:
+        """After a long wait for a place (an overload), is the fire still to be called? Past its
+        misfire grace by now, it is recorded missed at once rather than called late or left to
+        its lease (which the wait may have outlasted): its place goes to a fire that is in time."""
+        if monotonic() - decided_at < REDECIDE_AFTER_S:
+            return True
+        again = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
+        if again.verdict is None:
+            self._not_ours(fire)
+            return False
+        if not again.verdict.fire:
+            self._report_skip(key, fire, again.verdict.status, f"{again.verdict.reason}: {again.verdict.detail}")
+            return False
+        return True
 
     async def _when_view_is_fresh(self, fire: dict[str, Any]) -> fire_queries.Holding | None:
         """The attempt as the state gives this node now (None: not ours any more), once this

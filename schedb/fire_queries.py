@@ -146,7 +146,7 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
     expired: list[dict[str, Any]] = []
     if plan.scan_leases:
         released = {item[0] for item in release}
-        expired = _expired_leases(state, plan)
+        expired = _expired_leases(state, plan, ASSIGN_BATCH_MAX - len(items) - len(moves) - len(release))
         moves += [[e["fire_id"], e["attempt"], e["to"], e["executor"]] for e in expired if e["fire_id"] not in released]
     room = max(0, ASSIGN_BATCH_MAX - len(items))
     release = release[:room]
@@ -196,13 +196,17 @@ def _not_due_of_clock_held(state: State, plan: PlanInputs) -> list[Move]:
     return moves
 
 
-def _expired_leases(state: State, plan: PlanInputs) -> list[dict[str, Any]]:
+def _expired_leases(state: State, plan: PlanInputs, limit: int) -> list[dict[str, Any]]:
     """Fires whose outcome should have committed long ago (a silent follower's included): a new
     attempt, on another executor if there is one, else on the same (its executor starts no call
     that could outlast the lease, so the old attempt is over or was never made: an orphaned or
-    too-late one would otherwise wait for ever). Not this node's own: it finishes what it started."""
-    out = []
+    too-late one would otherwise wait for ever). Not this node's own: it finishes what it started.
+    At most `limit`, the room left in the batch (an overload may leave thousands): the rest wait
+    for the next batches."""
+    out: list[dict[str, Any]] = []
     for fire in state.book.fires.values():
+        if len(out) >= limit:
+            break
         if fire["node"] and fire["node"] != plan.self_id and fire["lease_end_ms"] < plan.now_ms:
             others = [c for c in plan.candidates if c != fire["node"]] or plan.candidates
             out.append({"job_id": fire["job_id"], "fire_id": fire["fire_id"], "attempt": fire["attempt"],

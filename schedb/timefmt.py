@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
+@lru_cache(maxsize=4096)  # every webhook's headers carry one; fires of a slot share their instant
 def ms_to_rfc3339(ms: int) -> str:
     """2026-12-01T10:00:00.000Z for 1796119200000."""
     dt = datetime.fromtimestamp(ms / 1000, tz=UTC)

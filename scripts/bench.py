@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import references, report, scenarios
+from benchkit import overload, references, report, scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,14 +41,17 @@ class Plan:
     scale_jobs: int
     failover_jobs: int
     failover_s: int
+    overload_jobs: int
+    overload_s: int
     raw_s: float
 
 
 FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apscheduler_jobs=(200, 1000, 3000),
             burst_jobs=10_000, api_creates=5_000, scale_jobs=100_000, failover_jobs=1000, failover_s=20,
-            raw_s=10.0)
+            overload_jobs=10_000, overload_s=60, raw_s=10.0)
 QUICK = Plan(sustained_jobs=(200, 1000), sustained_s=6, apscheduler_jobs=(1000,), burst_jobs=2_000,
-             api_creates=1_000, scale_jobs=10_000, failover_jobs=300, failover_s=12, raw_s=5.0)
+             api_creates=1_000, scale_jobs=10_000, failover_jobs=300, failover_s=12, overload_jobs=4_000,
+             overload_s=15, raw_s=5.0)
 CONCURRENCY = 64
 
 
@@ -64,6 +67,7 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
         ("api", lambda: scenarios.api(work, plan.api_creates)),
         ("scale", lambda: scenarios.scale(work, plan.scale_jobs)),
         ("failover", lambda: scenarios.failover(work, plan.failover_jobs, plan.failover_s)),
+        ("overload", lambda: overload.overload(work, plan.overload_jobs, plan.overload_s, _best_sustained(results))),
     ]
     for name, step in steps:
         t0 = time.monotonic()
@@ -76,6 +80,13 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
             else results[name]
         print(f"   {json.dumps(brief)[:600]}  ({time.monotonic() - t0:.0f} s)", flush=True)
     return results
+
+
+def _best_sustained(results: dict[str, Any]) -> float | None:
+    """The highest delivered rate of the sustained runs with none missing (overload's reference)."""
+    runs = results.get("sustained")
+    rates = [s["fires_per_s"] for s in runs if s.get("lost") == 0] if isinstance(runs, list) else []
+    return max(rates, default=None)
 
 
 async def _each(values: tuple[int, ...], step: Any) -> list[dict[str, Any]]:

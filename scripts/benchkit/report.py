@@ -25,7 +25,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
               for name, value in r.items() if isinstance(value, dict) and "error" in value]
     sections = [_sustained_rows, _burst_rows, lambda r: _api_rows(r["api"]),
                 lambda r: _scale_rows(r["scale"], r.get("apscheduler_burst", {})),
-                lambda r: _failover_rows(r["failover"])]
+                lambda r: _failover_rows(r["failover"]), lambda r: _overload_rows(r["overload"])]
     out: list[Row] = []
     for build in sections:
         try:
@@ -53,12 +53,43 @@ def _sustained_rows(r: dict[str, Any]) -> list[Row]:
             (f"N={n}: missing / duplicate fires (vs APScheduler)", f"{s['lost']} / {s['duplicates']}",
              f"{ref['lost']} / {ref['duplicates']}" if ref else "-", "0", _verdict(s["lost"] == 0)),
             (f"N={n}: CPU cores used", json.dumps(s["cpu_cores"]), json.dumps(ref.get("cpu_cores", "-")), "", "-"),
+            *_cpu_per_fire_row(n, s, ref),
         ]
     best = max((s["fires_per_s"] for s in r["sustained"] if (s["p99_ms"] or 1e9) < 100 and s["lost"] == 0),
                default=0)
     out.append(("highest sustained fires/s with p99 < 100 ms and none missing", best, raw, "≥ 3000",
                 _verdict(best >= 3000)))
     return out
+
+
+def _cpu_per_fire_row(n: int, s: dict[str, Any], ref: dict[str, Any]) -> list[Row]:
+    """CPU ms per delivered fire, schedb's three nodes summed, against APScheduler's process."""
+    ours = _cpu_ms_per_fire(s, lambda name: name.startswith("node"))
+    theirs = _cpu_ms_per_fire(ref, lambda name: name == "apscheduler") if ref else None
+    target = "≤ 0.85 of APScheduler" if theirs is not None else ""
+    ok = None if ours is None or theirs is None else ours <= 0.85 * theirs
+    return [(f"N={n}: CPU ms per fire, all nodes (vs APScheduler)", ours if ours is not None else "-",
+             theirs if theirs is not None else "-", target, _verdict(ok))]
+
+
+def _cpu_ms_per_fire(figures: dict[str, Any], counted: Any) -> float | None:
+    cores = sum(v for k, v in figures.get("cpu_cores", {}).items() if counted(k))
+    rate = figures.get("fires_per_s") or 0
+    return round(cores / rate * 1000, 3) if rate else None
+
+
+def _overload_rows(o: dict[str, Any]) -> list[Row]:
+    best = o["best_sustained_fires_per_s"]
+    return [
+        (f"overload, N={o['jobs']} @every 1s for {o['seconds']} s: delivered fires/s (vs best sustained)",
+         o["fires_per_s"], best, "≥ best sustained", _verdict(best is not None and o["fires_per_s"] >= best)),
+        ("overload: attempts recorded per status, all nodes", json.dumps(o["recorded"]), "-", "", "-"),
+        ("overload: fires neither delivered nor recorded", o["unaccounted"], "-", "0", _verdict(o["unaccounted"] == 0)),
+        ("overload: leader elections during it", o["elections"], "-", "0", _verdict(o["elections"] == 0)),
+        ("overload: API read p50 / p99 ms during it", f"{o['api']['p50_ms']:.1f} / {o['api']['p99_ms']:.1f}", "-",
+         "p99 ≤ 100 ms", _verdict(o["api"]["p99_ms"] <= 100)),
+        ("overload: CPU cores used", json.dumps(o["cpu_cores"]), "-", "", "-"),
+    ]
 
 
 def _burst_rows(r: dict[str, Any]) -> list[Row]:

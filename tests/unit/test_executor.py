@@ -18,9 +18,11 @@ from schedb.commands import (
     DeleteJob,
     Outcome,
     RegisterNode,
+    SetLimits,
 )
 from schedb.config import load_config
 from schedb.executor import Executor
+from schedb.fsm.limits import CONFIGURABLE
 from schedb.fsm.machine import StateMachine
 from schedb.local_fires import Phase
 from schedb.metrics import NodeMetrics
@@ -332,3 +334,46 @@ async def test_a_fire_waits_for_replicated_time_to_reach_it_before_it_is_called(
     assert delivered == [] and executor.in_flight == 1
     replica.apply(AssignFires(due_ms - 900, [], leader_id="node1"))  # a tick commits
     await until(lambda: delivered == [f"once:{due_ms}"])
+
+
+async def test_a_fire_that_waited_past_its_misfire_grace_for_a_place_is_recorded_missed(tmp_path: Path) -> None:
+    """Issue 19's overload (N=5,000 @every 1s on two cores): fires waited for a place in the
+    executor's gate until their lease could no longer cover a call, and were left to it: nothing
+    was recorded until the lease ended and the leader moved them, as new attempts that waited
+    again, and delivery collapsed (137 fires/s). The misfire policy is asked again after a long
+    wait: a fire past its grace by then is recorded missed at once, with its reason."""
+    now = wall_ms()
+    replica = new_replica(now)
+    limits = {name: getattr(replica.state.limits, name) for name in CONFIGURABLE}
+    assert replica.state.apply(SetLimits(now, {**limits, "misfire_grace_ms": 300})).get("ok")
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def send(fire: dict[str, Any], *args: Any) -> Outcome:
+        calls.append(fire["fire_id"])
+        if fire["job_id"] == "slow":
+            await release.wait()  # holds the only place
+        return Outcome(fire["fire_id"], fire["attempt"], "succeeded", 200, wall_ms(), wall_ms())
+
+    replica.send = send
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(f'[node]\nid = "{NODE}"\ndata_dir = "{tmp_path}"\n[executor]\nmax_inflight = 1\n')
+    executor = Executor(load_config(config_file, {}), replica, send, NodeMetrics())  # type: ignore[arg-type]
+    replica.executor = executor
+    due_ms = now + 200
+    for job_id in ("slow", "queued"):
+        job = spec(job_id, schedule=f"@at {ms_to_rfc3339(due_ms)}", misfire="skip")
+        assert replica.apply(CreateJob(now, job))["ok"]
+        assert replica.apply(AssignFires(now, [[job_id, due_ms, NODE]]))["assigned"] == 1
+    await until(lambda: calls == [f"slow:{due_ms}"])
+    await until(lambda: wall_ms() > due_ms + 1_300)  # the queued fire waits, past its grace (and 1 s)
+    replica.apply(AssignFires(wall_ms(), [], leader_id="node1"))
+    release.set()
+    flusher = asyncio.create_task(executor.run_outcome_flusher())
+    try:
+        await until(lambda: not replica.state.book.fires)
+    finally:
+        flusher.cancel()
+    assert calls == [f"slow:{due_ms}"]
+    (missed,) = [e for e in replica.state.history["queued"] if e["fire_id"] == f"queued:{due_ms}"]
+    assert missed["status"] == "missed" and "misfire" in missed["error"]

@@ -10,12 +10,13 @@ from schedb.commands import (
     BackfillJob,
     CompleteFires,
     CreateJob,
+    CreateJobs,
     DrainNode,
     Outcome,
     ReplaceJob,
     TriggerJob,
 )
-from schedb.fire_queries import PlanInputs, plan_batch
+from schedb.fire_queries import ASSIGN_BATCH_MAX, PlanInputs, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
@@ -352,3 +353,23 @@ def test_a_reassignment_planned_on_an_older_view_of_the_fire_is_a_no_op() -> Non
     # Planned on the view that node2 holds it (its lease ended), it moves.
     assert state.apply(AssignFires(fire["lease_end_ms"] + 1, [], [[fire_id, 1, "node3", "node2"]],
                                    leader_id="node1"))["reassigned"] == 1
+
+
+def test_expired_leases_are_planned_a_batch_at_a_time() -> None:
+    """Issue 19's overload: 500,000 fires' leases ended unreported, and every lease scan listed
+    (and logged) each of them, though one AssignFires moves at most a batch: the leader spent
+    its time on the list while followers waited. A scan finds at most a batch."""
+    state = cluster_state()
+    specs = [spec(f"job-{i:04d}", schedule="0 0 1 1 *") for i in range(ASSIGN_BATCH_MAX + 50)]
+    for i in range(0, len(specs), 500):
+        assert at(state, CreateJobs(T0, specs[i:i + 500]))["ok"]
+    for job in specs:
+        at(state, TriggerJob(T0 + 1_000, job["id"]))
+    pending = [[f["fire_id"], 1, "node2", ""] for f in state.book.pending_fires()]
+    for i in range(0, len(pending), ASSIGN_BATCH_MAX):
+        at(state, AssignFires(T0 + 2_000, [], pending[i:i + ASSIGN_BATCH_MAX]))
+    assert len(state.book.of_node("node2")) == ASSIGN_BATCH_MAX + 50
+    later = max(f["lease_end_ms"] for f in state.book.fires.values()) + 1
+    plan = plan_batch(state, PlanInputs(later, 5_000, "node1", ["node2", "node3"], {}, True,
+                                        lambda fire: "unstarted", None, 500))
+    assert len(plan.expired) == ASSIGN_BATCH_MAX and len(plan.reassign) == ASSIGN_BATCH_MAX
