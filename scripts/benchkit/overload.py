@@ -30,7 +30,8 @@ API_READ_EVERY_S = 0.05
 
 async def overload(work: Path, jobs: int, seconds: int, best_sustained: float | None) -> dict[str, Any]:
     with fresh(work, f"overload-{jobs}") as (cluster, receiver, ledger):
-        await bulk_load(cluster.followers()[0].url, every_second_jobs("o", jobs, receiver.url))
+        api_url = cluster.followers()[0].url  # asked now: overloaded, the nodes answer slowly
+        await bulk_load(api_url, every_second_jobs("o", jobs, receiver.url))
         await asyncio.sleep(3.0)
         term_before = await _term(cluster)
         start = (now_ms() // 1000 + 1) * 1000
@@ -38,14 +39,15 @@ async def overload(work: Path, jobs: int, seconds: int, best_sustained: float | 
         cpu = CpuSampler(node_pids(cluster, receiver))
         await sleep_until(start)
         cpu.start()
-        api = await _reads_until(cluster.followers()[0].url + "/api/v1/jobs/o-000000", end)
+        api = await _reads_until(api_url + "/api/v1/jobs/o-000000", end)
         used = cpu.stop()
+        elections = await _term(cluster) - term_before
         await asyncio.sleep(STRAGGLER_S)
         delivered = {r["fire_id"] for r in deliveries_between(ledger.read_new(), "o-", start, end)}
-        recorded = await _recorded(cluster.followers()[0].url, jobs, start, end)
+        recorded = await _recorded(api_url, jobs, start, end)
         return {"jobs": jobs, "seconds": seconds, "fires_per_s": round(len(delivered) / seconds, 1),
                 "best_sustained_fires_per_s": best_sustained, "recorded": recorded["by_status"],
-                "unaccounted": recorded["unaccounted"], "elections": await _term(cluster) - term_before,
+                "unaccounted": recorded["unaccounted"], "elections": elections,
                 "api": summary_ms(api), "cpu_cores": used}
 
 
