@@ -130,7 +130,9 @@ class ClockWatch:
         fresh = [s for s in self._samples.get(node_id, ()) if now - s.at < SAMPLE_TTL_S]
         if not fresh:
             return None
-        newest = fresh[-1]
+        # The newest sample that is sharp enough to judge the others by (a probe that waited on a
+        # stalled loop has bounds too wide to tell a step), or else the newest.
+        newest = next((s for s in reversed(fresh) if s.rtt_ms <= self.max_offset_ms), fresh[-1])
         return min((s for s in fresh if abs(s.offset_ms - newest.offset_ms) <= (s.rtt_ms + newest.rtt_ms) / 2),
                    key=lambda s: s.rtt_ms)
 

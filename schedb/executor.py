@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -256,14 +257,18 @@ class Executor:
             if not decision.fire:
                 self._report_skip(key, fire, decision.status, f"{decision.reason}: {decision.detail}")
                 return
-            for older in decision.replaces:
-                for other_key in self._fires.running_of(older):
-                    self._cancel(other_key, f"replaced: by {fire['fire_id']}")
+            self._cancel_older(fire, decision.replaces)
             await self._deliver(key, fire, view, decided_at=monotonic())
         except asyncio.CancelledError as exc:
             self._report_skip(key, fire, "skipped", _cancel_reason(exc))
         finally:
             self._fires.finish(key)
+
+    def _cancel_older(self, fire: dict[str, Any], replaces: Iterable[str]) -> None:
+        """concurrency: replace: this fire's older running ones go."""
+        for older in replaces:
+            for other_key in self._fires.running_of(older):
+                self._cancel(other_key, f"replaced: by {fire['fire_id']}")
 
     async def _succeeded_here_before(self, key: FireKey) -> bool:
         """Did an earlier attempt of this fire succeed on this node (one still running is waited
@@ -331,6 +336,8 @@ class Executor:
         its lease (which the wait may have outlasted): its place goes to a fire that is in time."""
         if monotonic() - decided_at < REDECIDE_AFTER_S:
             return True
+        if self._clock is not None and self._clock.hold_reason():
+            return True  # lateness read from a clock the watch distrusts now (it stepped): not judged
         again = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
         if again.verdict is None:
             self._not_ours(fire)
@@ -338,6 +345,7 @@ class Executor:
         if not again.verdict.fire:
             self._report_skip(key, fire, again.verdict.status, f"{again.verdict.reason}: {again.verdict.detail}")
             return False
+        self._cancel_older(fire, again.verdict.replaces)
         return True
 
     async def _when_view_is_fresh(self, fire: dict[str, Any]) -> fire_queries.Holding | None:

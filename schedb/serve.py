@@ -102,4 +102,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
+    # uvloop resolves names (aiohttp's resolver: the webhooks') on libuv's thread pool, 4 threads
+    # unless told otherwise: a few receivers with slow DNS must not hold every other lookup.
+    os.environ.setdefault("UV_THREADPOOL_SIZE", "32")
     return uvloop.new_event_loop

@@ -35,6 +35,7 @@ import msgpack
 from devkit.sim.oracle import Applied, lost_occurrences
 from devkit.sim.receiver import Call
 from devkit.sim.replica import SimReplica
+from devkit.sim.silence import CutOffs
 from devkit.sim.world import World
 from schedb.commands import AssignFires, BackfillJob, Command, CompleteFires, ReplayDeadLetter
 from schedb.executor import Executor
@@ -77,10 +78,10 @@ class Referee:
         self.instances: Counter[str] = Counter()
         self.committed_at: dict[tuple[str, int], float] = {}  # (fire id, attempt) → true time
         self.ended: dict[tuple[str, int], float] = {}  # (node, incarnation) → true time its process died
-        # node → [start, end] of the times it could not speak to the others (paused, or its own
-        # links cut): what it learnt then, such as a call's outcome, could not commit.
-        self.silences: dict[str, list[list[float]]] = {}
-        self._silent_for: dict[str, set[str]] = {}  # node → why it is silent now ("pause", "cut")
+        self.cut_offs = CutOffs(world)  # when each node was paused or cut from a leader
+        # (fire id, attempt) → (true time, leader) of the AssignFires that made that attempt by
+        # moving the fire from another executor (a reassignment)
+        self.reassigned_at: dict[tuple[str, int], tuple[float, str]] = {}
         self.on_commit: Callable[[int, Command, Result], None] | None = None  # the trace's
         self._live_attempts: dict[str, int] = {}  # before a CompleteFires' first apply: its live fires' attempts
 
@@ -144,8 +145,15 @@ class Referee:
         if isinstance(command, AssignFires):
             self._check_time(state, index)
             self._check_abandoned(command.leader_id, added)
+            self._note_reassigned(state, command)
         if index % BOUNDS_EVERY == 0:
             check_bounds(state)
+
+    def _note_reassigned(self, state: StateMachine, command: AssignFires) -> None:
+        for item in command.reassign if isinstance(command.reassign, list) else ():
+            fire = state.book.get(item[0]) if isinstance(item, list) and item and isinstance(item[0], str) else None
+            if fire is not None and isinstance(item[1], int) and fire["attempt"] == item[1] + 1:
+                self.reassigned_at.setdefault((fire["fire_id"], fire["attempt"]), (self._world.now, command.leader_id))
 
     def _note_executions(self, added: list[Execution]) -> None:
         for execution in added:
@@ -248,24 +256,12 @@ class Referee:
         if lost:
             raise Violation("lost_occurrence", f"{len(lost)} lost; the first: {lost[0]}")
 
-    def set_silent(self, node: str, why: str, silent: bool) -> None:
-        """node starts or stops being unable to speak for a reason (see silences)."""
-        reasons = self._silent_for.setdefault(node, set())
-        was = bool(reasons)
-        (reasons.add if silent else reasons.discard)(why)
-        if not was and reasons:
-            self.silences.setdefault(node, []).append([self._world.now, float("inf")])
-        elif was and not reasons:
-            self.silences[node][-1][1] = self._world.now
-
-    def _silent_between(self, node: str, start: float, end: float) -> bool:
-        return any(since <= end and until >= start for since, until in self.silences.get(node, ()))
-
     def _check_doubled(self, calls: list[Call]) -> None:
         """Two calls of one fire that both succeeded, though the first caller lived to commit
-        its outcome (or still lives) and could speak between its call and the second one: the
-        receiver got it twice with nothing to excuse it. A caller that could not speak is, to
-        the cluster, one that died: its lease ends and the fire goes to another (at-least-once)."""
+        its outcome (or still lives): the receiver got it twice with nothing to excuse it. A
+        caller that was cut off from the leader (paused, or a link between them cut) when the
+        leader gave the fire to another executor as a new attempt, before its outcome could
+        commit, was to the cluster one that died: that is at-least-once redelivery too."""
         first: dict[tuple[str, int], Call] = {}
         for call in calls:
             if call.status != "succeeded":
@@ -280,12 +276,19 @@ class Referee:
             if died is not None and (committed is None or committed > died):
                 first[key] = call  # at-least-once: its caller died before its outcome committed
                 continue
-            if (committed is None or committed > call.at) and self._silent_between(earlier.node, earlier.at, call.at):
-                first[key] = call  # at-least-once: its caller was cut off or paused, as if dead
+            if self._cut_off_when_moved(earlier, call, committed):
+                first[key] = call  # at-least-once: its caller was cut off from the leader, as if dead
                 continue
             raise Violation("doubled_delivery", f"{call.fire_id} succeeded at the receiver twice: attempt "
                             f"{earlier.attempt} by {earlier.node} at {earlier.at:.3f} s, attempt {call.attempt} "
                             f"by {call.node} at {call.at:.3f} s")
+
+    def _cut_off_when_moved(self, earlier: Call, call: Call, committed: float | None) -> bool:
+        moved = self.reassigned_at.get((call.fire_id, call.attempt)) if call.attempt > earlier.attempt else None
+        if moved is None:
+            return False
+        at, leader = moved
+        return (committed is None or committed > at) and self.cut_offs.cut_off(earlier.node, leader, at)
 
     def _check_outcomes(self, calls: list[Call], final_state: StateMachine) -> None:
         """A call its caller saw succeed, by a process that lived to the end (and not in the last

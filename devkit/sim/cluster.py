@@ -137,6 +137,7 @@ class Cluster:
             return
         process.alive = False
         self.referee.ended[(node_id, process.incarnation)] = self.world.now
+        self.referee.cut_offs.pause(node_id, False)  # a pause ends with its process
         self.nodes[node_id].replica.close()
         process.loop.discard()
         self.graveyard.append(process)
@@ -144,19 +145,18 @@ class Cluster:
 
     def pause(self, node_id: str) -> None:
         self.world.processes[node_id].paused = True
-        self.referee.set_silent(node_id, "pause", True)
+        self.referee.cut_offs.pause(node_id, True)
         self.trace.event(node_id, "process_paused")
 
     def resume(self, node_id: str) -> None:
         self.world.processes[node_id].paused = False
-        self.referee.set_silent(node_id, "pause", False)
+        self.referee.cut_offs.pause(node_id, False)
         self.trace.event(node_id, "process_resumed")
 
     def links_changed(self) -> None:
-        """A link was cut or healed: a node with a link of its own cut cannot speak to all."""
-        for node in self.node_ids:
-            cut = any(self.network.is_cut(node, other) for other in self.node_ids if other != node)
-            self.referee.set_silent(node, "cut", cut)
+        """A link was cut or healed (the referee's record of who was cut off from whom)."""
+        links = [(a, b) for a in self.node_ids for b in self.node_ids if a != b]
+        self.referee.cut_offs.links({link for link in links if self.network.is_cut(*link)}, links)
 
     def terminate(self, node_id: str) -> None:
         """SIGTERM: the node's own shutdown; its process ends when that returns."""

@@ -26,6 +26,7 @@ from devkit.harness import Cluster
 
 SAMPLED_JOBS = 100  # whose history is read afterwards: what became of each of their fires
 API_READ_EVERY_S = 0.05
+ANSWER_WAIT_S = 10.0  # an API answer slower than this is given up on (and counted as this slow)
 
 
 async def overload(work: Path, jobs: int, seconds: int, best_sustained: float | None) -> dict[str, Any]:
@@ -41,35 +42,43 @@ async def overload(work: Path, jobs: int, seconds: int, best_sustained: float | 
         cpu.start()
         api = await _reads_until(api_url + "/api/v1/jobs/o-000000", end)
         used = cpu.stop()
-        elections = await _term(cluster) - term_before
+        term_after = await _term(cluster)
+        elections = None if term_before is None or term_after is None else term_after - term_before
         await asyncio.sleep(STRAGGLER_S)
         delivered = {r["fire_id"] for r in deliveries_between(ledger.read_new(), "o-", start, end)}
         recorded = await _recorded(api_url, jobs, start, end)
         return {"jobs": jobs, "seconds": seconds, "fires_per_s": round(len(delivered) / seconds, 1),
                 "best_sustained_fires_per_s": best_sustained, "recorded": recorded["by_status"],
-                "unaccounted": recorded["unaccounted"], "elections": elections,
+                "unaccounted": recorded["unaccounted"], "unanswered_history_reads": recorded["unanswered"],
+                "elections": elections,
                 "api": summary_ms(api), "cpu_cores": used}
 
 
-async def _term(cluster: Cluster) -> int:
-    """The highest Raft term the nodes report (each election raises it); an overloaded node may
-    be slow to answer."""
+async def _term(cluster: Cluster) -> int | None:
+    """The highest Raft term the nodes report (each election raises it); None when none answers
+    within ANSWER_WAIT_S (an overloaded node may not)."""
     terms = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ANSWER_WAIT_S)) as session:
         for node in cluster.nodes:
-            async with session.get(node.url + "/api/v1/cluster") as resp:
-                terms.append(int((await resp.json()).get("term", 0)))
-    return max(terms)
+            try:
+                async with session.get(node.url + "/api/v1/cluster") as resp:
+                    terms.append(int((await resp.json()).get("term", 0)))
+            except (TimeoutError, aiohttp.ClientError):
+                continue
+    return max(terms, default=None)
 
 
 async def _reads_until(url: str, end_ms: int) -> list[float]:
     """One API read every API_READ_EVERY_S until end_ms: their latencies (ms)."""
     latencies: list[float] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ANSWER_WAIT_S)) as session:
         while now_ms() < end_ms:
             t0 = time.perf_counter()
-            async with session.get(url) as resp:
-                await resp.read()
+            try:
+                async with session.get(url) as resp:
+                    await resp.read()
+            except (TimeoutError, aiohttp.ClientError):
+                pass  # counted as the time it was given up after
             latencies.append((time.perf_counter() - t0) * 1000)
             await asyncio.sleep(API_READ_EVERY_S)
     return latencies
@@ -82,15 +91,20 @@ async def _recorded(url: str, jobs: int, start_ms: int, end_ms: int) -> dict[str
     by_status: dict[str, int] = {}
     step = max(1, jobs // SAMPLED_JOBS)
     sampled = range(0, jobs, step)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    unanswered = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ANSWER_WAIT_S)) as session:
         for i in sampled:
-            async with session.get(f"{url}/api/v1/jobs/o-{i:06d}/executions?limit=100") as resp:
-                rows = (await resp.json())["executions"]
+            try:
+                async with session.get(f"{url}/api/v1/jobs/o-{i:06d}/executions?limit=100") as resp:
+                    rows = (await resp.json())["executions"]
+            except (TimeoutError, aiohttp.ClientError):
+                unanswered += 1
+                continue
             last: dict[str, str] = {}
             for row in reversed(rows):  # oldest first: a fire's last record wins
                 if start_ms <= scheduled_ms(row["fire_id"]) < end_ms:
                     last[row["fire_id"]] = row["status"]
             for status in last.values():
                 by_status[status] = by_status.get(status, 0) + 1
-    expected = len(sampled) * (end_ms - start_ms) // 1000
-    return {"by_status": by_status, "unaccounted": expected - sum(by_status.values())}
+    expected = (len(sampled) - unanswered) * (end_ms - start_ms) // 1000
+    return {"by_status": by_status, "unaccounted": expected - sum(by_status.values()), "unanswered": unanswered}

@@ -91,3 +91,29 @@ async def test_a_step_of_another_members_clock_counts_from_its_first_sample_afte
         await watch._round(probe)
         assert abs(watch.offset_ms("node2") + 1_800) <= 5  # type: ignore[operator]
         assert not watch.majority_agrees() and watch.hold_reason() == "clock_offset"
+
+
+async def test_a_slow_probe_does_not_hide_a_step_it_cannot_judge() -> None:
+    """Review: a newest sample whose round trip took seconds (this node's loop stalled while the
+    probe was out) has bounds wide enough to agree with samples from before a step; it is not
+    the one the others are judged by: the newest sharp sample is."""
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    config = Config(NodeSection("node1", Path("/nonexistent")), HttpSection(), RaftSection(), SchedulerSection(),
+                    ExecutorSection(), LogSection())
+    node2 = {"ahead_ms": 300, "rtt_s": 0.002}
+
+    async def probe(http_addr: str) -> Health:
+        fake.advance(node2["rtt_s"])
+        node_id = {"127.0.0.1:8002": "node2", "127.0.0.1:8003": "node3"}[http_addr]
+        return Health(node_id, clock.wall_ms() + (node2["ahead_ms"] if node_id == "node2" else 0), False)
+
+    with clock.use(fake):
+        watch = ClockWatch(config, LeaderReplica())  # type: ignore[arg-type]
+        await watch._round(probe)
+        fake.advance(2.0)
+        node2.update(ahead_ms=-1_800, rtt_s=0.003)  # node2's clock steps back, measured sharply
+        await watch._round(probe)
+        fake.advance(2.0)
+        node2.update(rtt_s=2.5)  # then a probe that waited 2.5 s (bounds ±1.25 s each way ... and more)
+        await watch._round(probe)
+        assert watch.offset_ms("node2") is not None and watch.offset_ms("node2") < -1_000  # type: ignore[operator]

@@ -377,3 +377,28 @@ async def test_a_fire_that_waited_past_its_misfire_grace_for_a_place_is_recorded
     assert calls == [f"slow:{due_ms}"]
     (missed,) = [e for e in replica.state.history["queued"] if e["fire_id"] == f"queued:{due_ms}"]
     assert missed["status"] == "missed" and "misfire" in missed["error"]
+
+
+class _SteppedClockWatch:
+    """The clock watch right after this node's wall clock stepped: it holds fires."""
+
+    def hold_reason(self) -> str:
+        return "clock_unknown"
+
+
+async def test_a_fire_that_waited_is_not_judged_missed_by_a_clock_that_just_stepped(tmp_path: Path) -> None:
+    """Review of the re-decision above: the clock stepped 15 s ahead while a fire waited for a
+    place; judged by that clock it was 16 s late and recorded missed, though it was 1.5 s late.
+    While the clock watch distrusts this node's clock, lateness is not judged."""
+    now = wall_ms()
+    replica = new_replica(now)
+    record_calls(replica)
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(f'[node]\nid = "{NODE}"\ndata_dir = "{tmp_path}"\n')
+    executor = Executor(load_config(config_file, {}), replica, replica.send, NodeMetrics(),  # type: ignore[arg-type]
+                        clock=_SteppedClockWatch())  # type: ignore[arg-type]
+    job = spec("late", schedule="@every 1s", misfire="skip")
+    assert replica.apply(CreateJob(now - 20_000, job))["ok"]
+    fire = {"fire_id": f"late:{now - 16_000}", "job_id": "late", "scheduled_ms": now - 16_000, "attempt": 1,
+            "due_ms": now - 16_000, "node": NODE}
+    assert executor._still_due((fire["fire_id"], 1), fire, decided_at=asyncio.get_running_loop().time() - 2.0)
