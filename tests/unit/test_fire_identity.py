@@ -361,13 +361,11 @@ def test_expired_leases_are_planned_a_batch_at_a_time() -> None:
     its time on the list while followers waited. A scan finds at most a batch."""
     state = cluster_state()
     specs = [spec(f"job-{i:04d}", schedule="0 0 1 1 *") for i in range(ASSIGN_BATCH_MAX + 50)]
-    for i in range(0, len(specs), 500):
-        assert at(state, CreateJobs(T0, specs[i:i + 500]))["ok"]
-    for job in specs:
-        at(state, TriggerJob(T0 + 1_000, job["id"]))
-    pending = [[f["fire_id"], 1, "node2", ""] for f in state.book.pending_fires()]
-    for i in range(0, len(pending), ASSIGN_BATCH_MAX):
-        at(state, AssignFires(T0 + 2_000, [], pending[i:i + ASSIGN_BATCH_MAX]))
+    for i in range(0, len(specs), 1_000):
+        assert at(state, CreateJobs(T0, specs[i:i + 1_000]))["ok"]
+    items = [[job["id"], state.jobs[job["id"]]["next_fire_ms"], "node2"] for job in specs]
+    for i in range(0, len(items), ASSIGN_BATCH_MAX):
+        at(state, AssignFires(T0 + 1_000, items[i:i + ASSIGN_BATCH_MAX]))
     assert len(state.book.of_node("node2")) == ASSIGN_BATCH_MAX + 50
     later = max(f["lease_end_ms"] for f in state.book.fires.values()) + 1
     plan = plan_batch(state, PlanInputs(later, 5_000, "node1", ["node2", "node3"], {}, True,
