@@ -302,6 +302,7 @@ class Executor:
             outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, f"secret: {exc}")
         else:
             async with self._team_gate(view.team, view.team_limit), self._gate.place(spec["priority"]):
+                waited_for_place_s = monotonic() - decided_at
                 # The wait for a slot may outlast the fire's lease: if it moved to another node
                 # (or ended) meanwhile, calling now would deliver it twice. This node's view of
                 # that is only as good as its fence: cut off meanwhile, it waits to hear again.
@@ -309,7 +310,7 @@ class Executor:
                 if held is None:
                     self._not_ours(fire)
                     return
-                if not self._still_due(key, fire, decided_at):
+                if not self._still_due(key, fire, waited_for_place_s):
                     return
                 if not self._lease_covers(spec, held.lease_end_ms):
                     log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
@@ -330,11 +331,13 @@ class Executor:
         self._fires.report(key, outcome)
         self._outcome_ready.set()
 
-    def _still_due(self, key: FireKey, fire: dict[str, Any], decided_at: float) -> bool:
+    def _still_due(self, key: FireKey, fire: dict[str, Any], waited_for_place_s: float) -> bool:
         """After a long wait for a place (an overload), is the fire still to be called? Past its
         misfire grace by now, it is recorded missed at once rather than called late or left to
-        its lease (which the wait may have outlasted): its place goes to a fire that is in time."""
-        if monotonic() - decided_at < REDECIDE_AFTER_S:
+        its lease (which the wait may have outlasted): its place goes to a fire that is in time.
+        A wait for the fence (cut off from the leader) does not count: a fault of the cluster
+        must not cost the user the fire, which goes out late instead (make chaos, partition)."""
+        if waited_for_place_s < REDECIDE_AFTER_S:
             return True
         if self._clock is not None and self._clock.hold_reason():
             return True  # lateness read from a clock the watch distrusts now (it stepped): not judged

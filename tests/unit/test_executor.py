@@ -401,4 +401,28 @@ async def test_a_fire_that_waited_is_not_judged_missed_by_a_clock_that_just_step
     assert replica.apply(CreateJob(now - 20_000, job))["ok"]
     fire = {"fire_id": f"late:{now - 16_000}", "job_id": "late", "scheduled_ms": now - 16_000, "attempt": 1,
             "due_ms": now - 16_000, "node": NODE}
-    assert executor._still_due((fire["fire_id"], 1), fire, decided_at=asyncio.get_running_loop().time() - 2.0)
+    assert executor._still_due((fire["fire_id"], 1), fire, waited_for_place_s=2.0)
+
+
+async def test_a_fire_that_waited_for_the_fence_goes_out_late_rather_than_missed(tmp_path: Path) -> None:
+    """make chaos (partition): a follower decided a fire, then was cut off from the leader and
+    waited for its fence past the fire's misfire grace. Judged again, it was recorded missed: a
+    partition cost the user the fire. Only a long wait for a place (an overload) is judged again."""
+    now = wall_ms()
+    replica = new_replica(now)
+    limits = {name: getattr(replica.state.limits, name) for name in CONFIGURABLE}
+    assert replica.state.apply(SetLimits(now, {**limits, "misfire_grace_ms": 300})).get("ok")
+    calls = record_calls(replica)
+    executor = new_executor(tmp_path, replica)
+    due_ms = now + 200
+    assert replica.apply(CreateJob(now, spec("cut", schedule=f"@at {ms_to_rfc3339(due_ms)}", misfire="skip")))["ok"]
+    holding = executor._when_view_is_fresh
+
+    async def cut_off_then_heard(fire: dict[str, Any]) -> Any:  # the leader goes silent right after the verdict
+        replica.heard = False
+        asyncio.get_running_loop().call_later(1.5, setattr, replica, "heard", True)
+        return await holding(fire)
+
+    executor._when_view_is_fresh = cut_off_then_heard  # type: ignore[method-assign]
+    assert replica.apply(AssignFires(now, [["cut", due_ms, NODE]]))["assigned"] == 1
+    await until(lambda: calls == [f"cut:{due_ms}"], timeout_s=5.0)
