@@ -20,8 +20,9 @@ leader holds the fires it had as a follower; its dispatcher moves them to a
 follower (the leader executes nothing while it has followers).
 
 Outcomes are batched (~20 ms) into one CompleteFires command and re-submitted
-until they commit, across leader changes; a duplicate commit is harmless
-because the state ignores a second outcome for the same (fire, attempt).
+until they commit, across leader changes (schedb.outcome_flusher); a duplicate
+commit is harmless because the state ignores a second outcome for the same
+(fire, attempt).
 
 Each attempt this node holds is one record of a `LocalFires` table, in one phase
 (waiting, held, orphaned, running, reported: see local_fires.py); following the
@@ -41,7 +42,7 @@ import structlog
 from schedb import fire_queries, secretbox
 from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
-from schedb.commands import CompleteFires, DrainNode, Outcome
+from schedb.commands import DrainNode, Outcome
 from schedb.config import Config
 from schedb.delivery_view import DeliveryView, resolve_secrets
 from schedb.fsm import queries
@@ -49,6 +50,7 @@ from schedb.fsm.model import ExecutionStatus
 from schedb.gate import PriorityGate
 from schedb.local_fires import LocalFire, LocalFires, Phase, PhaseError, reconcile
 from schedb.metrics import NodeMetrics
+from schedb.outcome_flusher import COMPLETE_TIMEOUT_S, OutcomeFlusher
 from schedb.raft import Replica, SubmitError
 from schedb.teamgates import TeamGates
 from schedb.timers import FireKey
@@ -60,8 +62,6 @@ FENCE_RECHECK_S = 0.1
 REDECIDE_AFTER_S = 1.0
 # Hold reasons under which this node's state may be behind the cluster's (a fire may have moved).
 STALE_VIEW = frozenset({"catching_up", "no_quorum", "fenced"})
-COMPLETE_TIMEOUT_S = 2.0
-RETRY_DELAY_S_MAX = 1.0
 HAND_BACK_ROUNDS = 3
 HAND_BACK_PAUSE_S = 0.15
 
@@ -81,7 +81,7 @@ class Executor:
         self._gate = PriorityGate(config.executor.max_inflight)
         self._fires = LocalFires(self._due)
         metrics.inflight.set_function(lambda: self.in_flight)
-        self._outcome_ready = asyncio.Event()
+        self._outcomes = OutcomeFlusher(config, replica, self._fires)
         self._fence_timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._drain_announced = False
@@ -329,7 +329,7 @@ class Executor:
         self._metrics.fire_delay.observe(max(0, outcome.started_ms - fire["due_ms"]) / 1000)
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._fires.report(key, outcome)
-        self._outcome_ready.set()
+        self._outcomes.ready.set()
 
     def _still_due(self, key: FireKey, fire: dict[str, Any], waited_for_place_s: float) -> bool:
         """After a long wait for a place (an overload), is the fire still to be called? Past its
@@ -383,40 +383,12 @@ class Executor:
                  status=status, why=why)
         self._metrics.fires.labels(status).inc()
         self._fires.report(key, Outcome(fire["fire_id"], fire["attempt"], status, 0, now_ms, now_ms, why))
-        self._outcome_ready.set()
+        self._outcomes.ready.set()
 
-    # -- outcomes → log ---------------------------------------------------------
+    # -- outcomes → log (schedb.outcome_flusher) -----------------------------------
 
     async def run_outcome_flusher(self) -> None:
-        batch_s = self._config.executor.outcome_batch_s
-        retry_s = batch_s
-        while True:
-            await self._outcome_ready.wait()
-            await asyncio.sleep(batch_s)
-            self._outcome_ready.clear()
-            if await self._flush_once():
-                retry_s = batch_s
-                continue
-            self._outcome_ready.set()  # keep trying: outcomes wait here until they commit
-            await asyncio.sleep(retry_s)
-            retry_s = min(RETRY_DELAY_S_MAX, retry_s * 2)
-
-    async def _flush_once(self) -> bool:
-        batch = self._fires.outcomes(self._config.executor.outcome_batch_max)
-        if not batch:
-            return True
-        rows = [outcome.to_list() for _, outcome in batch]
-        try:
-            await self._replica.submit(CompleteFires(wall_ms(), self._node_id, rows), COMPLETE_TIMEOUT_S)
-        except SubmitError as exc:
-            log.warning("outcomes_not_committed", count=len(rows), reason=exc.reason)
-            return False
-        self._fires.committed(key for key, _ in batch)
-        succeeded = sum(1 for _, outcome in batch if outcome.status == ExecutionStatus.SUCCEEDED)
-        log.info("outcomes_committed", count=len(rows), succeeded=succeeded, other=len(rows) - succeeded)
-        if self._fires.count(Phase.REPORTED):
-            self._outcome_ready.set()
-        return True
+        await self._outcomes.run()
 
     async def drain(self, timeout_s: float) -> dict[str, int]:
         """On shutdown (SIGTERM): start nothing new, hand the fires not started yet back

@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("replication", ("schedb.fence", "schedb.applier", "schedb.raft_node", "schedb.raft")),
     ("reads", ("schedb.policies", "schedb.delivery_view", "schedb.fire_queries")),
     ("runtime", ("schedb.clockwatch", "schedb.webhook", "schedb.timers", "schedb.local_fires", "schedb.dispatcher",
-                 "schedb.executor")),
+                 "schedb.outcome_flusher", "schedb.executor")),
     ("node", ("schedb.node",)),
     ("api", ("schedb.api", "schedb.api.*")),
     ("entry", ("schedb.serve", "schedb.cli_client", "schedb.cli_teams", "schedb.cli", "schedb.__main__")),
