@@ -83,6 +83,7 @@ class Executor:
         metrics.inflight.set_function(lambda: self.in_flight)
         self._outcomes = OutcomeFlusher(config, replica, self._fires)
         self._fence_timer: asyncio.TimerHandle | None = None
+        self._view_stale_at = -1.0  # monotonic: when a stale-view hold (STALE_VIEW) was last seen
         self._draining = False
         self._drain_announced = False
         self._handed_back = 0
@@ -211,14 +212,17 @@ class Executor:
         if self._draining:
             return "draining"
         if not self._replica.caught_up():
+            self._view_stale_at = monotonic()
             return "catching_up"
         if self._replica.is_leader() and self._replica.has_peers():
             return "leader"
         if not self._replica.has_quorum():
             # Cut off from a majority (the others died or stopped): an outcome could not
             # commit, so a delivery now would be repeated once the cluster is back.
+            self._view_stale_at = monotonic()
             return "no_quorum"
         if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
+            self._view_stale_at = monotonic()
             return "fenced"
         # Timers run on this node's clock: far off the leader's, a fire would go out early or late.
         return self._clock.hold_reason() if self._clock is not None else ""
@@ -310,7 +314,7 @@ class Executor:
                 if held is None:
                     self._not_ours(fire)
                     return
-                if not self._still_due(key, fire, waited_for_place_s):
+                if not self._still_due(key, fire, decided_at, waited_for_place_s):
                     return
                 if not self._lease_covers(spec, held.lease_end_ms):
                     log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
@@ -331,13 +335,14 @@ class Executor:
         self._fires.report(key, outcome)
         self._outcomes.ready.set()
 
-    def _still_due(self, key: FireKey, fire: dict[str, Any], waited_for_place_s: float) -> bool:
+    def _still_due(self, key: FireKey, fire: dict[str, Any], decided_at: float, waited_for_place_s: float) -> bool:
         """After a long wait for a place (an overload), is the fire still to be called? Past its
         misfire grace by now, it is recorded missed at once rather than called late or left to
         its lease (which the wait may have outlasted): its place goes to a fire that is in time.
-        A wait for the fence (cut off from the leader) does not count: a fault of the cluster
-        must not cost the user the fire, which goes out late instead (make chaos, partition)."""
-        if waited_for_place_s < REDECIDE_AFTER_S:
+        A wait that a stale view had a part in (cut off from the leader, no quorum, catching up:
+        the places may be held by fires waiting for the fence) does not count: a fault of the
+        cluster must not cost the user the fire, which goes out late instead (make chaos)."""
+        if waited_for_place_s < REDECIDE_AFTER_S or self._view_stale_at >= decided_at:
             return True
         if self._clock is not None and self._clock.hold_reason():
             return True  # lateness read from a clock the watch distrusts now (it stepped): not judged

@@ -401,7 +401,7 @@ async def test_a_fire_that_waited_is_not_judged_missed_by_a_clock_that_just_step
     assert replica.apply(CreateJob(now - 20_000, job))["ok"]
     fire = {"fire_id": f"late:{now - 16_000}", "job_id": "late", "scheduled_ms": now - 16_000, "attempt": 1,
             "due_ms": now - 16_000, "node": NODE}
-    assert executor._still_due((fire["fire_id"], 1), fire, waited_for_place_s=2.0)
+    assert executor._still_due((fire["fire_id"], 1), fire, decided_at=0.0, waited_for_place_s=2.0)
 
 
 async def test_a_fire_that_waited_for_the_fence_goes_out_late_rather_than_missed(tmp_path: Path) -> None:
@@ -426,3 +426,36 @@ async def test_a_fire_that_waited_for_the_fence_goes_out_late_rather_than_missed
     executor._when_view_is_fresh = cut_off_then_heard  # type: ignore[method-assign]
     assert replica.apply(AssignFires(now, [["cut", due_ms, NODE]]))["assigned"] == 1
     await until(lambda: calls == [f"cut:{due_ms}"], timeout_s=5.0)
+
+
+async def test_fires_that_waited_for_places_held_by_fenced_fires_go_out_late_rather_than_missed(
+        tmp_path: Path) -> None:
+    """Review: during a partition the executor's places may all be held by fires waiting for the
+    fence; a fire decided before the cut then waits for a place, not for the fence, and must not
+    be judged by the time it waited either."""
+    now = wall_ms()
+    replica = new_replica(now)
+    limits = {name: getattr(replica.state.limits, name) for name in CONFIGURABLE}
+    assert replica.state.apply(SetLimits(now, {**limits, "misfire_grace_ms": 300})).get("ok")
+    calls = record_calls(replica)
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(f'[node]\nid = "{NODE}"\ndata_dir = "{tmp_path}"\n[executor]\nmax_inflight = 1\n')
+    executor = Executor(load_config(config_file, {}), replica, replica.send, NodeMetrics())  # type: ignore[arg-type]
+    replica.executor = executor
+    due_ms = now + 200
+    holding = executor._when_view_is_fresh
+    cut = []
+
+    async def cut_off_once_then_heard(fire: dict[str, Any]) -> Any:
+        if not cut:  # the first fire to get the place: the leader goes silent for 1.5 s
+            cut.append(fire["fire_id"])
+            replica.heard = False
+            asyncio.get_running_loop().call_later(1.5, setattr, replica, "heard", True)
+        return await holding(fire)
+
+    executor._when_view_is_fresh = cut_off_once_then_heard  # type: ignore[method-assign]
+    for job_id in ("first", "second"):
+        job = spec(job_id, schedule=f"@at {ms_to_rfc3339(due_ms)}", misfire="skip")
+        assert replica.apply(CreateJob(now, job))["ok"]
+        assert replica.apply(AssignFires(now, [[job_id, due_ms, NODE]]))["assigned"] == 1
+    await until(lambda: sorted(calls) == [f"first:{due_ms}", f"second:{due_ms}"], timeout_s=5.0)
