@@ -49,6 +49,9 @@ MEASURING_ERROR_MS = 100  # the clock watch measures offsets to half a round tri
 STALE_SKIPS = frozenset({ExecutionStatus.SKIPPED, ExecutionStatus.MISSED})
 OUTCOME_TAIL_S = 30.0  # a call this close to the end may still be reporting (an answer takes up to 4 s)
 BOUNDS_EVERY = 4096
+# How long an executor back in touch with the leader may take to commit a waiting outcome: a
+# submit's timeout (2 s) and the flusher's longest retry delay (1 s), with slack.
+REPORT_WINDOW_S = 4.0
 
 
 class Violation(AssertionError):
@@ -84,13 +87,22 @@ class Referee:
         self.reassigned_at: dict[tuple[str, int], tuple[float, str]] = {}
         self.on_commit: Callable[[int, Command, Result], None] | None = None  # the trace's
         self._live_attempts: dict[str, int] = {}  # before a CompleteFires' first apply: its live fires' attempts
+        self._leases: dict[str, int] = {}  # before an AssignFires' first apply: the leases of the fires it moves
 
     # -- before every apply, on every replica ---------------------------------------------
 
     def before_apply(self, replica: SimReplica, command: Command) -> None:
         """replica is about to apply command: before its first apply, note the current attempt of
-        each live fire a CompleteFires reports on (_check_stale_reports)."""
-        if not isinstance(command, CompleteFires) or replica.state.applied != len(self._entries):
+        each live fire a CompleteFires reports on (_check_stale_reports), and the lease of each
+        fire an AssignFires moves (_note_reassigned)."""
+        if replica.state.applied != len(self._entries):
+            return
+        if isinstance(command, AssignFires):
+            self._leases = {item[0]: replica.state.book.get(item[0])["lease_end_ms"]
+                            for item in command.reassign if isinstance(command.reassign, list)
+                            and isinstance(item, list) and item and isinstance(item[0], str)
+                            and replica.state.book.get(item[0]) is not None}
+        if not isinstance(command, CompleteFires):
             return
         self._live_attempts = {}
         for row in command.outcomes if isinstance(command.outcomes, list) else ():
@@ -150,10 +162,15 @@ class Referee:
             check_bounds(state)
 
     def _note_reassigned(self, state: StateMachine, command: AssignFires) -> None:
+        """The new attempts this AssignFires made of fires whose lease had ended (by the
+        replicated time it applied at): their true time and leader (reassigned_at)."""
         for item in command.reassign if isinstance(command.reassign, list) else ():
             fire = state.book.get(item[0]) if isinstance(item, list) and item and isinstance(item[0], str) else None
-            if fire is not None and isinstance(item[1], int) and fire["attempt"] == item[1] + 1:
+            lease_end_ms = self._leases.get(fire["fire_id"]) if fire is not None else None
+            if fire is not None and isinstance(item[1], int) and fire["attempt"] == item[1] + 1 \
+                    and lease_end_ms is not None and lease_end_ms <= state.now_ms:
                 self.reassigned_at.setdefault((fire["fire_id"], fire["attempt"]), (self._world.now, command.leader_id))
+        self._leases = {}
 
     def _note_executions(self, added: list[Execution]) -> None:
         for execution in added:
@@ -288,7 +305,8 @@ class Referee:
         if moved is None:
             return False
         at, leader = moved
-        return (committed is None or committed > at) and self.cut_offs.cut_off(earlier.node, leader, at)
+        return (committed is None or committed > at) and \
+            self.cut_offs.cut_off_within(earlier.node, leader, max(earlier.at, at - REPORT_WINDOW_S), at)
 
     def _check_outcomes(self, calls: list[Call], final_state: StateMachine) -> None:
         """A call its caller saw succeed, by a process that lived to the end (and not in the last

@@ -1,9 +1,10 @@
 """When a node was cut off from the leader: paused, or a link between the two cut, either way.
 
-A node cut off from the leader when the leader gave one of its fires to another node could
-not have committed that fire's outcome: to the cluster it was as good as dead, and the fire's
-second delivery is the at-least-once redelivery DESIGN.md allows (checks.Referee's
-doubled_delivery). Intervals are closed [start, end]; an open one ends at infinity.
+A node cut off from the leader until shortly before the leader gave one of its fires, whose
+lease had ended, to another node could not have committed that fire's outcome in time: to the
+cluster it was as good as dead, and the fire's second delivery is the at-least-once
+redelivery DESIGN.md allows (checks.Referee's doubled_delivery). Intervals are closed
+[start, end]; an open one ends at infinity.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ class CutOffs:
         for link in links:
             self._toggle(self._cut.setdefault(link, []), link in cut)
 
-    def cut_off(self, node: str, leader: str, at: float) -> bool:
-        """Was node paused, or cut from leader (either way), at true time `at`?"""
+    def cut_off_within(self, node: str, leader: str, since: float, until: float) -> bool:
+        """Was node paused, or cut from leader (either way), at some moment of [since, until]?"""
         spans = [*self._paused.get(node, ()), *self._cut.get((node, leader), ()), *self._cut.get((leader, node), ())]
-        return any(start <= at <= end for start, end in spans)
+        return any(start <= until and end >= since for start, end in spans)
 
     def _toggle(self, spans: list[list[float]], on: bool) -> None:
         is_on = bool(spans) and spans[-1][1] == OPEN
