@@ -79,12 +79,13 @@ class Referee:
         # A backfill or a dead letter's replay fires an occurrence again under its id, by design (an
         # operator asked; the receiver sees the same Idempotency-Key): each is a new instance.
         self.instances: Counter[str] = Counter()
-        self.committed_at: dict[tuple[str, int], float] = {}  # (fire id, attempt) → true time
+        # (fire id, attempt, instance) → true time its first record committed
+        self.committed_at: dict[tuple[str, int, int], float] = {}
         self.ended: dict[tuple[str, int], float] = {}  # (node, incarnation) → true time its process died
         self.cut_offs = CutOffs(world)  # when each node was paused or cut from a leader
-        # (fire id, attempt) → (true time, leader) of the AssignFires that made that attempt by
-        # moving the fire from another executor (a reassignment)
-        self.reassigned_at: dict[tuple[str, int], tuple[float, str]] = {}
+        # (fire id, attempt, instance) → (true time, leader) of the AssignFires that made that
+        # attempt by moving the fire, its lease ended, from another executor (a reassignment)
+        self.reassigned_at: dict[tuple[str, int, int], tuple[float, str]] = {}
         self.on_commit: Callable[[int, Command, Result], None] | None = None  # the trace's
         self._live_attempts: dict[str, int] = {}  # before a CompleteFires' first apply: its live fires' attempts
         self._leases: dict[str, int] = {}  # before an AssignFires' first apply: the leases of the fires it moves
@@ -169,12 +170,13 @@ class Referee:
             lease_end_ms = self._leases.get(fire["fire_id"]) if fire is not None else None
             if fire is not None and isinstance(item[1], int) and fire["attempt"] == item[1] + 1 \
                     and lease_end_ms is not None and lease_end_ms <= state.now_ms:
-                self.reassigned_at.setdefault((fire["fire_id"], fire["attempt"]), (self._world.now, command.leader_id))
+                key = (fire["fire_id"], fire["attempt"], self.instances[fire["fire_id"]])
+                self.reassigned_at.setdefault(key, (self._world.now, command.leader_id))
         self._leases = {}
 
     def _note_executions(self, added: list[Execution]) -> None:
         for execution in added:
-            key = (execution["fire_id"], execution["attempt"])
+            key = (execution["fire_id"], execution["attempt"], self.instances[execution["fire_id"]])
             self.committed_at.setdefault(key, self._world.now)
             if execution["status"] == "succeeded":
                 self.successes[execution["fire_id"]] += 1
@@ -289,7 +291,7 @@ class Referee:
                 first[key] = call
                 continue
             died = self.ended.get((earlier.node, earlier.incarnation))
-            committed = self.committed_at.get((earlier.fire_id, earlier.attempt))
+            committed = self.committed_at.get((earlier.fire_id, earlier.attempt, earlier.instance))
             if died is not None and (committed is None or committed > died):
                 first[key] = call  # at-least-once: its caller died before its outcome committed
                 continue
@@ -301,7 +303,8 @@ class Referee:
                             f"by {call.node} at {call.at:.3f} s")
 
     def _cut_off_when_moved(self, earlier: Call, call: Call, committed: float | None) -> bool:
-        moved = self.reassigned_at.get((call.fire_id, call.attempt)) if call.attempt > earlier.attempt else None
+        moved = self.reassigned_at.get((call.fire_id, call.attempt, call.instance)) \
+            if call.attempt > earlier.attempt else None
         if moved is None:
             return False
         at, leader = moved
@@ -318,7 +321,7 @@ class Referee:
             if call.status != "succeeded" or (call.node, call.incarnation) in self.ended or \
                     call.at > self._world.now - OUTCOME_TAIL_S:
                 continue
-            if (call.fire_id, call.attempt) in self.committed_at or self.successes[call.fire_id]:
+            if (call.fire_id, call.attempt, call.instance) in self.committed_at or self.successes[call.fire_id]:
                 continue
             if call.job_id not in final_state.jobs or call.instance != self.instances[call.fire_id]:
                 continue

@@ -29,8 +29,8 @@ def doubled(cut: set[tuple[str, str]], attempt: int, moved_at: float | None, pau
     referee.cut_offs.links(set(), LINKS)
     referee.cut_offs.pause("node3", False)
     if moved_at is not None:
-        referee.reassigned_at[("X", attempt)] = (moved_at, "node1")
-    referee.committed_at[("X", 1)] = committed_at
+        referee.reassigned_at[("X", attempt, 0)] = (moved_at, "node1")
+    referee.committed_at[("X", 1, 0)] = committed_at
     calls = [Call("node3", 1, "X", 1, "job", at=10.0, status="succeeded"),
              Call("node2", 1, "X", attempt, "job", at=15.2, status="succeeded")]
     try:
