@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -205,6 +204,13 @@ class Executor:
         self._fires.finish(key)
 
     def _hold_reason(self) -> str:
+        """Why fires must wait now, or "" (_why_held); a stale view is noted (_still_due)."""
+        reason = self._why_held()
+        if reason in STALE_VIEW:
+            self._view_stale_at = monotonic()
+        return reason
+
+    def _why_held(self) -> str:
         """Why fires must wait now, or "": the state is still a replay (after a restart),
         this node leads a cluster with followers (the dispatcher hands its fires to
         them), it is connected to no majority, it is fenced off from any leader, or its
@@ -212,17 +218,14 @@ class Executor:
         if self._draining:
             return "draining"
         if not self._replica.caught_up():
-            self._view_stale_at = monotonic()
             return "catching_up"
         if self._replica.is_leader() and self._replica.has_peers():
             return "leader"
         if not self._replica.has_quorum():
             # Cut off from a majority (the others died or stopped): an outcome could not
             # commit, so a delivery now would be repeated once the cluster is back.
-            self._view_stale_at = monotonic()
             return "no_quorum"
         if not self._replica.leader_heard_within(self._config.scheduler.fence_s):
-            self._view_stale_at = monotonic()
             return "fenced"
         # Timers run on this node's clock: far off the leader's, a fire would go out early or late.
         return self._clock.hold_reason() if self._clock is not None else ""
@@ -252,27 +255,30 @@ class Executor:
                 log.info("fire_already_delivered", job_id=fire["job_id"], fire_id=fire["fire_id"],
                          attempt=fire["attempt"], reason="an earlier attempt succeeded here, its outcome to commit")
                 return
-            decided = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
-            if not decided.ours:
-                self._not_ours(fire)
-            if decided.verdict is None:
-                return  # the job was deleted, or the fire is no longer this node's: nothing to call
-            decision, view = decided.verdict, decided.view
-            if not decision.fire:
-                self._report_skip(key, fire, decision.status, f"{decision.reason}: {decision.detail}")
-                return
-            self._cancel_older(fire, decision.replaces)
-            await self._deliver(key, fire, view, decided_at=monotonic())
+            decided = self._judge(key, fire)
+            if decided is not None:
+                await self._deliver(key, fire, decided.view, decided_at=monotonic())
         except asyncio.CancelledError as exc:
             self._report_skip(key, fire, "skipped", _cancel_reason(exc))
         finally:
             self._fires.finish(key)
 
-    def _cancel_older(self, fire: dict[str, Any], replaces: Iterable[str]) -> None:
-        """concurrency: replace: this fire's older running ones go."""
-        for older in replaces:
+    def _judge(self, key: FireKey, fire: dict[str, Any]) -> fire_queries.FireDecision | None:
+        """The verdict on the attempt now (misfire, concurrency), with what its delivery needs;
+        None when it is not to be called: the job was deleted, the fire is no longer this
+        node's, or it is skipped (reported here). Older fires a replace job's fire replaces go."""
+        decided = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
+        if not decided.ours:
+            self._not_ours(fire)
+        if decided.verdict is None:
+            return None
+        if not decided.verdict.fire:
+            self._report_skip(key, fire, decided.verdict.status, f"{decided.verdict.reason}: {decided.verdict.detail}")
+            return None
+        for older in decided.verdict.replaces:
             for other_key in self._fires.running_of(older):
                 self._cancel(other_key, f"replaced: by {fire['fire_id']}")
+        return decided
 
     async def _succeeded_here_before(self, key: FireKey) -> bool:
         """Did an earlier attempt of this fire succeed on this node (one still running is waited
@@ -346,15 +352,7 @@ class Executor:
             return True
         if self._clock is not None and self._clock.hold_reason():
             return True  # lateness read from a clock the watch distrusts now (it stepped): not judged
-        again = self._replica.read(fire_queries.decide_fire, fire, self._node_id)
-        if again.verdict is None:
-            self._not_ours(fire)
-            return False
-        if not again.verdict.fire:
-            self._report_skip(key, fire, again.verdict.status, f"{again.verdict.reason}: {again.verdict.detail}")
-            return False
-        self._cancel_older(fire, again.verdict.replaces)
-        return True
+        return self._judge(key, fire) is not None
 
     async def _when_view_is_fresh(self, fire: dict[str, Any]) -> fire_queries.Holding | None:
         """The attempt as the state gives this node now (None: not ours any more), once this
