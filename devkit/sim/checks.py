@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -41,7 +41,7 @@ from schedb.commands import AssignFires, BackfillJob, Command, CompleteFires, Re
 from schedb.executor import Executor
 from schedb.fsm import invariants
 from schedb.fsm.machine import CANONICAL_FIELDS, StateMachine, _canonical
-from schedb.fsm.model import Execution, ExecutionStatus, Result
+from schedb.fsm.model import Execution, ExecutionStatus, Fire, Result
 from schedb.local_fires import PENDING
 
 DIGEST_EVERY = 256
@@ -99,10 +99,7 @@ class Referee:
         if replica.state.applied != len(self._entries):
             return
         if isinstance(command, AssignFires):
-            self._leases = {item[0]: replica.state.book.get(item[0])["lease_end_ms"]
-                            for item in command.reassign if isinstance(command.reassign, list)
-                            and isinstance(item, list) and item and isinstance(item[0], str)
-                            and replica.state.book.get(item[0]) is not None}
+            self._leases = {fire["fire_id"]: fire["lease_end_ms"] for fire, _ in _moved(replica.state, command)}
         if not isinstance(command, CompleteFires):
             return
         self._live_attempts = {}
@@ -165,11 +162,9 @@ class Referee:
     def _note_reassigned(self, state: StateMachine, command: AssignFires) -> None:
         """The new attempts this AssignFires made of fires whose lease had ended (by the
         replicated time it applied at): their true time and leader (reassigned_at)."""
-        for item in command.reassign if isinstance(command.reassign, list) else ():
-            fire = state.book.get(item[0]) if isinstance(item, list) and item and isinstance(item[0], str) else None
-            lease_end_ms = self._leases.get(fire["fire_id"]) if fire is not None else None
-            if fire is not None and isinstance(item[1], int) and fire["attempt"] == item[1] + 1 \
-                    and lease_end_ms is not None and lease_end_ms <= state.now_ms:
+        for fire, attempt in _moved(state, command):
+            lease_end_ms = self._leases.get(fire["fire_id"])
+            if fire["attempt"] == attempt + 1 and lease_end_ms is not None and lease_end_ms <= state.now_ms:
                 key = (fire["fire_id"], fire["attempt"], self.instances[fire["fire_id"]])
                 self.reassigned_at.setdefault(key, (self._world.now, command.leader_id))
         self._leases = {}
@@ -327,6 +322,16 @@ class Referee:
                 continue
             raise Violation("outcome_recorded", f"{call.node} called {call.fire_id} attempt {call.attempt} at "
                             f"{call.at:.3f} s and it succeeded, but no outcome of that attempt committed")
+
+
+def _moved(state: StateMachine, command: AssignFires) -> Iterator[tuple[Fire, int]]:
+    """(the fire in state, the attempt named) of each well-formed reassignment in command."""
+    for item in command.reassign if isinstance(command.reassign, list) else ():
+        well_formed = isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str) \
+            and isinstance(item[1], int)
+        fire = state.book.get(item[0]) if well_formed else None
+        if fire is not None:
+            yield fire, item[1]
 
 
 def check_bounds(state: StateMachine) -> None:
