@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from schedb.admission import Admission, Load, WindowChange
 from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import AssignFires
@@ -61,6 +62,7 @@ class Dispatcher:
         self._clock = clock
         self._next_handover = 0.0
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
+        self._admission = Admission(config.scheduler.lookahead_s, config.executor.max_inflight)
         self._leader_since = 0.0
         self._next_lease_scan = 0.0
         self._next_tick = 0.0
@@ -74,6 +76,7 @@ class Dispatcher:
                 log.info("leadership_changed", leader=leader)
                 self._metrics.leadership_changes.inc()
                 self._leader_since = monotonic() if leader else 0.0
+                self._new_admission()
             if not leader or not self._clock_agreed():
                 continue
             try:
@@ -128,6 +131,7 @@ class Dispatcher:
                 log.warning("leases_expired", count=len(batch.expired),
                             not_logged=len(batch.expired) - EXPIRED_LOGGED_MAX)
             items, reassign, release = batch.items, batch.reassign, batch.release
+            self._admit(batch.loads, [*items, *reassign, *release])
         if not items and not reassign and not release and monotonic() < self._next_tick:
             return 0
         # Nothing to assign still ticks the replicated clock (only the leader's assignments move it).
@@ -137,6 +141,26 @@ class Dispatcher:
         if result.get("reassigned"):
             log.info("fires_moved", moved=result["reassigned"])
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
+
+    def _new_admission(self) -> None:
+        """Each term of leadership measures the executors afresh (what an earlier one measured is old)."""
+        for executor in self._admission.windows():
+            self._metrics.set_admission_window(executor, None)
+        self._admission = Admission(self._config.scheduler.lookahead_s, self._config.executor.max_inflight)
+
+    def _admit(self, loads: dict[str, Load], handed: list[list[Any]]) -> None:
+        """Tell the admission control what the plan found and what this batch hands out."""
+        counts: dict[str, int] = {}
+        for item in handed:
+            counts[item[2]] = counts.get(item[2], 0) + 1
+        self._admission.handed(counts)
+        for change in self._admission.observe(loads, monotonic()):
+            self._window_changed(change)
+
+    def _window_changed(self, change: WindowChange) -> None:
+        self._metrics.set_admission_window(change.executor, change.window)
+        log.info("admission_window", executor=change.executor, window=change.window, overdue=change.overdue,
+                 finished_per_s=change.finished_per_s)
 
     def _nodes_to_evacuate(self, nodes: dict[str, dict[str, Any]], candidates: list[str]) -> dict[str, Silent | None]:
         """This node (a leader hands its fires on: None) and followers silent for reassign_after_s."""
@@ -188,4 +212,5 @@ class Dispatcher:
         clock_held = None if clock is None else \
             lambda node_id: not (clock.may_execute(node_id) or clock.offset_ms(node_id) is None)
         return PlanInputs(now_ms, self._lookahead_ms, self._config.node.id, candidates, evacuate, scan_leases,
-                          self._started_here, clock_held, clock.max_offset_ms if clock is not None else 0)
+                          self._started_here, clock_held, clock.max_offset_ms if clock is not None else 0,
+                          self._admission.windows())

@@ -15,9 +15,11 @@ which reads the clock under the lock (a wait for the lock must not age its verdi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from schedb.admission import OVERDUE_AFTER_MS, Load
 from schedb.clock import wall_ms
 from schedb.delivery_view import DeliveryView, delivery_view
 from schedb.fsm.core import State
@@ -27,6 +29,11 @@ from schedb.policies import Verdict, newer_fire_due, verdict
 
 LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
 ASSIGN_BATCH_MAX = 2_000
+# The overdue fires of an executor are counted from its oldest, up to this many looked at, and
+# no further than this many in a row that are not overdue (its fires are held in the order they
+# were handed out, which is close to the order they fall due).
+OVERDUE_SCAN_MAX = 2_048
+OVERDUE_SCAN_RUN = 256
 Move = list[Any]  # [fire id, attempt, to node, the node it leaves ("": pending)]
 
 
@@ -111,6 +118,8 @@ class PlanInputs(NamedTuple):
     # The clock watch: does this live member hold its fires for its clock (measured off)? None: no watch.
     clock_held: Callable[[str], bool] | None
     max_offset_ms: int  # the clock bound
+    # The most fires each executor may hold (schedb.admission); one not listed has no limit.
+    windows: Mapping[str, int] = MappingProxyType({})
 
 
 class Batch(NamedTuple):
@@ -118,6 +127,7 @@ class Batch(NamedTuple):
     reassign: list[Move]
     release: list[Move]
     expired: list[dict[str, Any]]  # the fires whose lease ended that move (to log)
+    loads: dict[str, Load]  # each candidate's fires, as this plan found them
 
 
 def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
@@ -134,12 +144,8 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
     """The next AssignFires, at most ASSIGN_BATCH_MAX items in all."""
     now_ms, candidates = plan.now_ms, plan.candidates
     until_ms = now_ms + plan.lookahead_ms
-    # Late jobs (an outage) catch up a bounded number per batch (apply spends a bounded
-    # amount of catch-up work per command): they must not keep the jobs due now waiting.
-    late_before_ms = now_ms - state.limits.misfire_grace_ms
-    due = state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)
-    due += state.due_jobs(until_ms, ASSIGN_BATCH_MAX - len(due), from_ms=late_before_ms)
-    items = [[job_id, scheduled_ms, rendezvous_pick(job_id, candidates)] for job_id, scheduled_ms in due]
+    loads = {node: load_of(state, node, now_ms) for node in candidates}
+    items = _new_fires(state, plan, loads)
     moves = [_move(fire, candidates) for fire in state.book.pending_fires() if fire["due_ms"] <= until_ms]
     release = _evacuate(state, plan, moves)
     moves += _not_due_of_clock_held(state, plan)
@@ -150,7 +156,67 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
         moves += [[e["fire_id"], e["attempt"], e["to"], e["executor"]] for e in expired if e["fire_id"] not in released]
     room = max(0, ASSIGN_BATCH_MAX - len(items))
     release = release[:room]
-    return Batch(items, moves[:room - len(release)], release, expired)
+    return Batch(items, moves[:room - len(release)], release, expired, loads)
+
+
+def load_of(state: State, node: str, now_ms: int) -> Load:
+    """The fires an executor holds, and how many of them are overdue (schedb.admission)."""
+    fires, held = state.book.fires, state.book.by_node.get(node, {})
+    overdue_before_ms = now_ms - OVERDUE_AFTER_MS
+    overdue = in_a_row = 0
+    for looked, fire_id in enumerate(held):
+        if looked >= OVERDUE_SCAN_MAX or in_a_row >= OVERDUE_SCAN_RUN:
+            break
+        if fires[fire_id]["due_ms"] <= overdue_before_ms:
+            overdue, in_a_row = overdue + 1, 0
+        else:
+            in_a_row += 1
+    return Load(len(held), overdue)
+
+
+def _new_fires(state: State, plan: PlanInputs, loads: dict[str, Load]) -> list[Move]:
+    """The jobs' next occurrences to hand out, each to the executor rendezvous hashing picks
+    among those with room in their window (schedb.admission). With no room anywhere, the jobs
+    due now stay in their slots: handed out later, or past the misfire grace caught up by the
+    state machine (recorded missed, then the job's misfire policy)."""
+    room = {node: window - loads[node].held for node, window in plan.windows.items() if node in loads}
+    open_ = [node for node in plan.candidates if room.get(node, 1) > 0]
+    # Late jobs (an outage, an overload) catch up a bounded number per batch (apply spends a
+    # bounded amount of catch-up work per command): they must not keep the jobs due now waiting.
+    # Their catch-up records what was missed and creates no fire but under run_all: they go
+    # whatever the room.
+    late_before_ms = plan.now_ms - state.limits.misfire_grace_ms
+    items = [[job_id, ms, rendezvous_pick(job_id, open_ or plan.candidates)]
+             for job_id, ms in state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)]
+    limit = ASSIGN_BATCH_MAX - len(items)
+    if not room:
+        due = state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=late_before_ms)
+        return items + [[job_id, ms, rendezvous_pick(job_id, open_)] for job_id, ms in due]
+    # Windows are set: what room there is goes to the fires that can still be on time. The jobs
+    # already behind get what is left; with none, they fall past the grace and are caught up.
+    behind_before_ms = plan.now_ms - OVERDUE_AFTER_MS
+    for from_ms, until_ms in ((behind_before_ms, plan.now_ms + plan.lookahead_ms),
+                              (late_before_ms, behind_before_ms - 1)):
+        if not open_:
+            break
+        if len(room) == len(plan.candidates):  # every executor limited: no more than their room
+            limit = min(limit, sum(max(0, r) for r in room.values()))
+        for job_id, scheduled_ms in state.due_jobs(until_ms, limit, from_ms=from_ms):
+            items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
+            limit -= 1
+            if not open_:
+                break
+    return items
+
+
+def _take_room(job_id: str, open_: list[str], room: dict[str, int]) -> str:
+    """The executor with room that rendezvous hashing picks for the job; its room shrinks."""
+    node = rendezvous_pick(job_id, open_)
+    if node in room:
+        room[node] -= 1
+        if room[node] <= 0:
+            open_.remove(node)
+    return node
 
 
 def _move(fire: dict[str, Any], candidates: list[str]) -> Move:

@@ -13,6 +13,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,6 +52,17 @@ class NodeMetrics:
         self.leadership_changes = Counter("schedb_leadership_changes_total",
                                           "Times this node became or stopped being the leader", registry=r)
         self.inflight = Gauge("schedb_webhooks_in_flight", "Webhook requests running on this node", registry=r)
+        self.admission_window = Gauge("schedb_admission_window_fires", "The most fires this leader lets an "
+                                      "executor hold while it falls behind (schedb.admission)", ["executor"],
+                                      registry=r)
+
+    def set_admission_window(self, executor: str, window: int | None) -> None:
+        """A window set, or lifted (None: the series goes away)."""
+        if window is not None:
+            self.admission_window.labels(executor).set(window)
+            return
+        with contextlib.suppress(KeyError):  # it had none
+            self.admission_window.remove(executor)
 
     def watch(self, read_state: Callable[[], dict[str, Any]], read_raft: Callable[[], dict[str, Any]]) -> None:
         """Register the scrape-time collector over the node's state and Raft view."""

@@ -82,7 +82,7 @@ def plan_at(state: State, after_ack_s: float, probes: Probes, leader_since: floa
         leader._leader_since = leader_since
         held = {f["fire_id"] for f in state.book.of_node("node2")}
         evacuate = leader._nodes_to_evacuate(dict(state.nodes), ["node3"])
-        items, moves, release, _ = plan_batch(state, leader.plan_inputs(now_ms, ["node3"], evacuate, False))
+        items, moves, release, *_ = plan_batch(state, leader.plan_inputs(now_ms, ["node3"], evacuate, False))
     state.apply(AssignFires(now_ms, items, moves, release, leader_id="node1"))
     return {str((f["scheduled_ms"] - T0) // 1000): (f["attempt"], f["node"]) for f in state.book.fires.values()
             if f["fire_id"] in held and f["scheduled_ms"] - T0 <= 8000}
