@@ -24,8 +24,8 @@ The window is found from the executor's own pace, measured from the replicated s
   at most CUT of the window before. A cut waits for the one before to show (the fires handed
   out before it are due over the next lookahead).
 - Keeping up again (overdue under max_inflight + OVERDUE_LOW), the window grows by GROWTH
-  per second. It is lifted once it is twice a lookahead at the pace the executor keeps:
-  the fires asked of it, not its window, set that pace then.
+  per second. It is lifted once the executor has held less than UNBOUND of it for UNBOUND_S:
+  the fires asked of it, not its window, set its pace then.
 
 The state is leader-local and starts empty on every leader (a new leader may overshoot for a
 lookahead before it measures again). Time comes in as an argument: this module reads no clock.
@@ -43,6 +43,11 @@ OVERDUE_HIGH = 256  # overdue fires beyond its places in flight that mean it is 
 OVERDUE_LOW = 32  # ... and that mean it is again
 SAMPLE_S = 1.0  # between two looks at an executor's load
 PACE_S = 5.0  # its pace is what it finished over this long
+# A first cut needs this many samples in a row behind, and a pace measured over PACE_S: outcomes
+# stall for a second or two across a leader change, which must not read as an executor behind.
+BEHIND_SAMPLES = 3
+UNBOUND_S = 5.0  # a window its executor stayed well under (UNBOUND) this long is lifted
+UNBOUND = 0.8
 CUT = 0.7  # a cut after the first keeps at most this much of the window
 GROWTH = 1.1  # per second of keeping up
 WINDOW_MIN = 100  # never fewer: an executor that finished nothing for a while still gets fires
@@ -76,6 +81,8 @@ class _Pace:
     history: deque[tuple[float, int]] = field(default_factory=deque)
     finished_per_s: float = 0.0
     cut_at: float = -math.inf
+    behind: int = 0  # samples in a row with the executor behind
+    bound_at: float = -math.inf  # when it last held UNBOUND of its window or more
 
 
 class Admission:
@@ -95,9 +102,10 @@ class Admission:
 
     def observe(self, loads: dict[str, Load], now: float) -> list[WindowChange]:
         """The executors' loads as the last plan read them; returns the windows that changed."""
-        for node in [n for n in self._paces if n not in loads]:
-            del self._paces[node]  # no longer an executor: a returning one is measured afresh
         changes = []
+        for node in [n for n in self._paces if n not in loads]:  # no longer an executor
+            if self._paces.pop(node).window is not None:  # a returning one is measured afresh
+                changes.append(WindowChange(node, None, 0, 0.0))
         for node, load in sorted(loads.items()):
             pace = self._pace(node)
             if now - pace.sampled_at < SAMPLE_S:
@@ -127,15 +135,26 @@ class Admission:
             pace.finished_per_s = (pace.finished - finished_then) / (now - first_at)
 
     def _next_window(self, pace: _Pace, load: Load, now: float) -> int | None:
-        if load.overdue >= self._high:
-            if now - pace.cut_at < self._settle_s or len(pace.history) < 2:
-                return pace.window  # the last cut has not shown yet, or no pace is known
-            pace.cut_at = now
-            window = int(pace.finished_per_s * self._settle_s)
-            if pace.window is not None:
-                window = min(window, int(pace.window * CUT))
-            return max(WINDOW_MIN, window)
+        pace.behind = pace.behind + 1 if load.overdue >= self._high else 0
+        if pace.window is not None and load.held >= UNBOUND * pace.window:
+            pace.bound_at = now
+        if pace.behind:
+            return self._cut(pace, now)
         if pace.window is None or load.overdue >= self._low:
             return pace.window
-        grown = int(pace.window * GROWTH) + 1
-        return None if grown >= 2 * max(pace.finished_per_s * self._settle_s, WINDOW_MIN) else grown
+        if now - pace.bound_at >= UNBOUND_S:
+            return None
+        return int(pace.window * GROWTH) + 1
+
+    def _cut(self, pace: _Pace, now: float) -> int | None:
+        """The window of an executor behind: unchanged until the last cut has shown, or (a
+        first cut) until it has been behind for a while and its pace is measured."""
+        if now - pace.cut_at < self._settle_s:
+            return pace.window
+        if pace.window is None and (pace.behind < BEHIND_SAMPLES or now - pace.history[0][0] < PACE_S):
+            return None
+        pace.cut_at = pace.bound_at = now
+        window = int(pace.finished_per_s * self._settle_s)
+        if pace.window is not None:
+            window = min(window, int(pace.window * CUT))
+        return max(WINDOW_MIN, window)

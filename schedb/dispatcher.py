@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from schedb.admission import Admission, Load, WindowChange
+from schedb.admission import Admission, WindowChange
 from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import AssignFires
@@ -119,6 +119,7 @@ class Dispatcher:
         items: list[list[Any]] = []
         reassign: list[list[Any]] = []
         release: list[list[Any]] = []
+        handed: dict[str, int] = {}
         if candidates:
             evacuate = self._nodes_to_evacuate(nodes, candidates)
             scan_leases = monotonic() >= self._next_lease_scan
@@ -130,14 +131,16 @@ class Dispatcher:
             if len(batch.expired) > EXPIRED_LOGGED_MAX:  # an overload: one line for the rest
                 log.warning("leases_expired", count=len(batch.expired),
                             not_logged=len(batch.expired) - EXPIRED_LOGGED_MAX)
-            items, reassign, release = batch.items, batch.reassign, batch.release
-            self._admit(batch.loads, [*items, *reassign, *release])
+            items, reassign, release, handed = batch.items, batch.reassign, batch.release, batch.handed
+            for change in self._admission.observe(batch.loads, monotonic()):
+                self._window_changed(change)
         if not items and not reassign and not release and monotonic() < self._next_tick:
             return 0
         # Nothing to assign still ticks the replicated clock (only the leader's assignments move it).
         self._next_tick = monotonic() + CLOCK_TICK_S
         result = await self._replica.submit(AssignFires(now_ms, items, reassign, release,
                                                         leader_id=self._config.node.id))
+        self._admission.handed(handed)  # committed (else submit raised)
         if result.get("reassigned"):
             log.info("fires_moved", moved=result["reassigned"])
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))
@@ -147,15 +150,6 @@ class Dispatcher:
         for executor in self._admission.windows():
             self._metrics.set_admission_window(executor, None)
         self._admission = Admission(self._config.scheduler.lookahead_s, self._config.executor.max_inflight)
-
-    def _admit(self, loads: dict[str, Load], handed: list[list[Any]]) -> None:
-        """Tell the admission control what the plan found and what this batch hands out."""
-        counts: dict[str, int] = {}
-        for item in handed:
-            counts[item[2]] = counts.get(item[2], 0) + 1
-        self._admission.handed(counts)
-        for change in self._admission.observe(loads, monotonic()):
-            self._window_changed(change)
 
     def _window_changed(self, change: WindowChange) -> None:
         self._metrics.set_admission_window(change.executor, change.window)

@@ -128,6 +128,9 @@ class Batch(NamedTuple):
     release: list[Move]
     expired: list[dict[str, Any]]  # the fires whose lease ended that move (to log)
     loads: dict[str, Load]  # each candidate's fires, as this plan found them
+    # Fires this batch gives each executor (schedb.admission), catch-ups of late jobs left out:
+    # most of them only record what was missed.
+    handed: dict[str, int]
 
 
 def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
@@ -156,7 +159,12 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
         moves += [[e["fire_id"], e["attempt"], e["to"], e["executor"]] for e in expired if e["fire_id"] not in released]
     room = max(0, ASSIGN_BATCH_MAX - len(items))
     release = release[:room]
-    return Batch(items, moves[:room - len(release)], release, expired, loads)
+    moves = moves[:room - len(release)]
+    late_before_ms = now_ms - state.limits.misfire_grace_ms
+    handed: dict[str, int] = {}
+    for move in [*(item for item in items if item[1] >= late_before_ms), *moves, *release]:
+        handed[move[2]] = handed.get(move[2], 0) + 1
+    return Batch(items, moves, release, expired, loads, handed)
 
 
 def load_of(state: State, node: str, now_ms: int) -> Load:
@@ -167,9 +175,10 @@ def load_of(state: State, node: str, now_ms: int) -> Load:
     for looked, fire_id in enumerate(held):
         if looked >= OVERDUE_SCAN_MAX or in_a_row >= OVERDUE_SCAN_RUN:
             break
-        if fires[fire_id]["due_ms"] <= overdue_before_ms:
+        fire = fires[fire_id]
+        if fire["due_ms"] <= overdue_before_ms:
             overdue, in_a_row = overdue + 1, 0
-        else:
+        elif fire["attempt"] == fire["attempt_base"] + 1:  # a retry in its backoff keeps its early place
             in_a_row += 1
     return Load(len(held), overdue)
 
@@ -183,29 +192,22 @@ def _new_fires(state: State, plan: PlanInputs, loads: dict[str, Load]) -> list[M
     open_ = [node for node in plan.candidates if room.get(node, 1) > 0]
     # Late jobs (an outage, an overload) catch up a bounded number per batch (apply spends a
     # bounded amount of catch-up work per command): they must not keep the jobs due now waiting.
-    # Their catch-up records what was missed and creates no fire but under run_all: they go
-    # whatever the room.
+    # A catch-up records what was missed; it creates a fire only for a job one occurrence behind
+    # or under run_all. They take room where there is some, and go even where there is none.
     late_before_ms = plan.now_ms - state.limits.misfire_grace_ms
-    items = [[job_id, ms, rendezvous_pick(job_id, open_ or plan.candidates)]
+    items = [[job_id, ms, _take_room(job_id, open_, room) if open_ else rendezvous_pick(job_id, plan.candidates)]
              for job_id, ms in state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)]
-    limit = ASSIGN_BATCH_MAX - len(items)
-    if not room:
-        due = state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=late_before_ms)
-        return items + [[job_id, ms, rendezvous_pick(job_id, open_)] for job_id, ms in due]
-    # Windows are set: what room there is goes to the fires that can still be on time. The jobs
-    # already behind get what is left; with none, they fall past the grace and are caught up.
-    behind_before_ms = plan.now_ms - OVERDUE_AFTER_MS
-    for from_ms, until_ms in ((behind_before_ms, plan.now_ms + plan.lookahead_ms),
-                              (late_before_ms, behind_before_ms - 1)):
+    if not open_:
+        return items
+    due = state.due_jobs(plan.now_ms + plan.lookahead_ms, ASSIGN_BATCH_MAX - len(items), from_ms=late_before_ms)
+    if room:
+        # Windows are set: what room there is goes to the jobs that ran least recently (else the
+        # same ones would win every time, and the others would only ever be caught up as missed).
+        due.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
+    for job_id, scheduled_ms in due:
         if not open_:
             break
-        if len(room) == len(plan.candidates):  # every executor limited: no more than their room
-            limit = min(limit, sum(max(0, r) for r in room.values()))
-        for job_id, scheduled_ms in state.due_jobs(until_ms, limit, from_ms=from_ms):
-            items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
-            limit -= 1
-            if not open_:
-                break
+        items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
     return items
 
 

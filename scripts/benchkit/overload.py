@@ -18,13 +18,16 @@ from benchkit.measure import (
     every_second_jobs,
     node_pids,
     now_ms,
-    scheduled_ms,
     summary_ms,
 )
 from benchkit.scenarios import STRAGGLER_S, fresh, sleep_until
 from devkit.harness import Cluster
 
-SAMPLED_JOBS = 100  # whose history is read afterwards: what became of each of their fires
+# A missed occurrence is recorded when the leader catches its job up, about the misfire grace
+# (10 s) after it was due: the counters are read that much after the window's start and end.
+# That is a flow balance, not an account of each fire (the history of 10,000 jobs keeps the last
+# few seconds only): tests/integration/test_overload.py accounts for each one, at a small scale.
+RECORDED_AFTER_S = 11.0
 API_READ_EVERY_S = 0.05
 ANSWER_WAIT_S = 10.0  # an API answer slower than this is given up on (and counted as this slow)
 
@@ -40,17 +43,22 @@ async def overload(work: Path, jobs: int, seconds: int, best_sustained: float | 
         cpu = CpuSampler(node_pids(cluster, receiver))
         await sleep_until(start)
         cpu.start()
-        api = await _reads_until(api_url + "/api/v1/jobs/o-000000", end)
+        reads = asyncio.create_task(_reads_until(api_url + "/api/v1/jobs/o-000000", end))
+        await sleep_until(start + int(RECORDED_AFTER_S * 1000))
+        before = await _counters(cluster)
+        api = await reads
         used = cpu.stop()
         term_after = await _term(cluster)
         elections = None if term_before is None or term_after is None else term_after - term_before
+        await sleep_until(end + int(RECORDED_AFTER_S * 1000))
+        after = await _counters(cluster)
         await asyncio.sleep(STRAGGLER_S)
         delivered = {r["fire_id"] for r in deliveries_between(ledger.read_new(), "o-", start, end)}
-        recorded = await _recorded(api_url, jobs, start, end)
+        recorded = {k: after[k] - before[k] for k in ("fires_missed", "fires_skipped")} if before and after else None
+        accounted = None if recorded is None else (len(delivered) + sum(recorded.values())) / (jobs * seconds)
         return {"jobs": jobs, "seconds": seconds, "fires_per_s": round(len(delivered) / seconds, 1),
-                "best_sustained_fires_per_s": best_sustained, "recorded": recorded["by_status"],
-                "unaccounted": recorded["unaccounted"], "unanswered_history_reads": recorded["unanswered"],
-                "elections": elections,
+                "best_sustained_fires_per_s": best_sustained, "recorded": recorded,
+                "accounted_share": None if accounted is None else round(accounted, 3), "elections": elections,
                 "api": summary_ms(api), "cpu_cores": used}
 
 
@@ -84,27 +92,17 @@ async def _reads_until(url: str, end_ms: int) -> list[float]:
     return latencies
 
 
-async def _recorded(url: str, jobs: int, start_ms: int, end_ms: int) -> dict[str, Any]:
-    """What the history of SAMPLED_JOBS jobs records for the fires scheduled in [start, end), by
-    each fire's last status, and how many of them it does not account for at all (neither
-    delivered nor recorded with a reason)."""
-    by_status: dict[str, int] = {}
-    step = max(1, jobs // SAMPLED_JOBS)
-    sampled = range(0, jobs, step)
-    unanswered = 0
+async def _counters(cluster: Cluster) -> dict[str, int] | None:
+    """The cluster's replicated counters: the highest each node answering reports (they only
+    rise, and a node behind reports less). None: no node answered."""
+    highest: dict[str, int] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ANSWER_WAIT_S)) as session:
-        for i in sampled:
+        for node in cluster.nodes:
             try:
-                async with session.get(f"{url}/api/v1/jobs/o-{i:06d}/executions?limit=100") as resp:
-                    rows = (await resp.json())["executions"]
-            except (TimeoutError, aiohttp.ClientError):
-                unanswered += 1
+                async with session.get(node.url + "/api/v1/cluster") as resp:
+                    counters = (await resp.json())["counters"]
+            except (TimeoutError, aiohttp.ClientError, KeyError):
                 continue
-            last: dict[str, str] = {}
-            for row in reversed(rows):  # oldest first: a fire's last record wins
-                if start_ms <= scheduled_ms(row["fire_id"]) < end_ms:
-                    last[row["fire_id"]] = row["status"]
-            for status in last.values():
-                by_status[status] = by_status.get(status, 0) + 1
-    expected = (len(sampled) - unanswered) * (end_ms - start_ms) // 1000
-    return {"by_status": by_status, "unaccounted": expected - sum(by_status.values()), "unanswered": unanswered}
+            for name, value in counters.items():
+                highest[name] = max(highest.get(name, 0), int(value))
+    return highest or None

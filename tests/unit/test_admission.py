@@ -4,11 +4,22 @@ what it holds back is caught up by the state machine's misfire rules, never lost
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from schedb.admission import CUT, OVERDUE_HIGH, OVERDUE_LOW, WINDOW_MIN, Admission, Load
-from schedb.commands import AssignFires, CompleteFires, CreateJobs
-from schedb.fire_queries import PlanInputs, load_of, plan_batch
+from schedb.admission import (
+    CUT,
+    GROWTH,
+    OVERDUE_HIGH,
+    OVERDUE_LOW,
+    PACE_S,
+    UNBOUND_S,
+    WINDOW_MIN,
+    Admission,
+    Load,
+)
+from schedb.commands import AssignFires, CompleteFires, CreateJobs, Outcome
+from schedb.fire_queries import OVERDUE_SCAN_RUN, PlanInputs, load_of, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
@@ -33,43 +44,52 @@ def test_long_calls_in_flight_are_not_a_backlog() -> None:
         assert admission.observe({"node2": Load(2 * IN_FLIGHT, IN_FLIGHT)}, float(second)) == []
 
 
+def behind_for(admission: Admission, seconds: int, held: int, finished_per_s: int, start: float = 0.0) -> list[Any]:
+    """An executor behind for `seconds`, finishing finished_per_s and handed as many again."""
+    changes = []
+    for second in range(seconds + 1):
+        admission.handed({"node2": finished_per_s} if second else {})
+        changes += admission.observe({"node2": Load(held, HIGH)}, start + second)
+    return changes
+
+
+def test_a_stall_of_a_few_seconds_is_no_reason_for_a_window() -> None:
+    """Across a leader change outcomes stall for a second or two: the pace reads ~0 and the
+    overdue pile up. A first cut needs BEHIND_SAMPLES samples in a row and PACE_S of pace."""
+    admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
+    assert behind_for(admission, int(PACE_S) - 1, 10_000, 0) == []
+    [change] = behind_for(admission, 1, 10_000, 2_000, start=PACE_S)
+    assert change.window == WINDOW_MIN  # 5 s of pace in which it finished 2,000 in all
+
+
 def test_an_executor_behind_gets_the_window_of_its_pace_then_cuts_that_show() -> None:
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    admission.observe({"node2": Load(10_000, 0)}, 0.0)
-    admission.handed({"node2": 5_000})
-    # It finished 2,000 in the second (10,000 + 5,000 handed - 13,000 held) and is behind.
-    [change] = admission.observe({"node2": Load(13_000, HIGH)}, 1.0)
-    assert change.window == 2_000 * (LOOKAHEAD_S + 1) and change.finished_per_s == 2_000
+    [change] = behind_for(admission, int(PACE_S), 10_000, 2_000)
+    assert change.finished_per_s == 2_000 and change.window == 2_000 * (LOOKAHEAD_S + 1)
     assert admission.windows() == {"node2": 12_000}
-    # Still behind a second later: the fires handed before the cut are still arriving.
-    assert admission.observe({"node2": Load(12_000, 5 * HIGH)}, 2.0) == []
-    # After the lookahead and its slack: cut again, by its pace (over PACE_S) or by CUT.
-    admission.handed({"node2": 20_000})
-    later = 2.0 + LOOKAHEAD_S + 1
-    [cut] = admission.observe({"node2": Load(12_000, HIGH)}, later)
-    assert cut.finished_per_s == round(20_000 / (later - 2.0), 1)  # since the newest sample PACE_S old
-    assert cut.window == int(12_000 * CUT)  # its pace would allow more: skips flatter it
+    # Still behind: the fires handed before the cut are still arriving, for a lookahead.
+    assert behind_for(admission, int(LOOKAHEAD_S) - 1, 12_000, 3_000, start=PACE_S + 1) == []
+    # Then cut again, by its pace or by CUT, whichever is less: skips flatter the pace.
+    [cut] = behind_for(admission, 0, 12_000, 3_000, start=PACE_S + LOOKAHEAD_S + 1)
+    assert cut.window == int(12_000 * CUT)
 
 
-def test_a_window_grows_while_it_keeps_up_and_is_lifted_when_it_no_longer_binds() -> None:
+def test_a_window_grows_while_it_keeps_up_and_is_lifted_once_it_no_longer_binds() -> None:
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    admission.observe({"node2": Load(1_000, 0)}, 0.0)
-    admission.observe({"node2": Load(1_000, HIGH)}, 1.0)  # finished 0: the least window
+    behind_for(admission, int(PACE_S), 1_000, 0)
     assert admission.windows() == {"node2": WINDOW_MIN}
-    [grown] = admission.observe({"node2": Load(WINDOW_MIN, 0)}, 2.0)
-    assert grown.window is not None and grown.window > WINDOW_MIN
-    # Holding far less than its window, it keeps growing until the window is lifted.
-    windows = [change.window for second in range(10)
-               for change in admission.observe({"node2": Load(10, 0)}, 3.0 + second)]
-    assert windows[-1] is None and len(windows) <= 8 and admission.windows() == {}
+    windows = []
+    for second in range(1, 20):  # keeping up, and holding far less than its window
+        windows += [change.window for change in admission.observe({"node2": Load(10, 0)}, PACE_S + second)]
+    assert windows[0] == int(WINDOW_MIN * GROWTH) + 1 and windows[-1] is None
+    assert len(windows) == UNBOUND_S and admission.windows() == {}  # lifted UNBOUND_S after the cut
 
 
-def test_an_executor_that_leaves_is_forgotten() -> None:
+def test_an_executor_that_leaves_is_forgotten_and_its_window_lifted() -> None:
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    admission.observe({"node2": Load(1_000, 0)}, 0.0)
-    admission.observe({"node2": Load(1_000, HIGH)}, 1.0)
+    behind_for(admission, int(PACE_S), 1_000, 0)
     assert admission.windows() == {"node2": WINDOW_MIN}
-    admission.observe({"node3": Load(0, 0)}, 2.0)
+    assert [c.window for c in admission.observe({"node3": Load(0, 0)}, PACE_S + 1)] == [None]
     assert admission.windows() == {}
 
 
@@ -122,3 +142,38 @@ def test_load_counts_the_fires_held_and_those_overdue() -> None:
     assert at(state, CompleteFires(T0 + 2_000, "node2", done))["committed"] == 10
     assert load_of(state, "node2", T0 + 2_000) == Load(20, 20)
     assert load_of(state, "node3", T0 + 2_000) == Load(0, 0)
+
+
+def test_a_retry_in_its_backoff_at_the_head_does_not_hide_the_overdue_behind_it() -> None:
+    """Retries keep their early place in the executor's list while they wait: counted as
+    neither overdue nor as the run of not-overdue fires that ends the count."""
+    state = cluster_state()
+    retrying = [spec(f"r{n:03d}", schedule="@every 1h", retry={"max_attempts": 3, "backoff_s": 600})
+                for n in range(OVERDUE_SCAN_RUN + 10)]
+    at(state, CreateJobs(T0, retrying))
+    first_ms = state.jobs["r000"]["next_fire_ms"]
+    at(state, AssignFires(first_ms - 1_000, [[j["id"], first_ms, "node2"] for j in retrying], leader_id="node1"))
+    failed = [Outcome(f"{j['id']}:{first_ms}", 1, "failed", 500, first_ms, first_ms + 5).to_list() for j in retrying]
+    assert at(state, CompleteFires(first_ms + 10, "node2", failed))["committed"] == len(retrying)
+    assert state.counters["retries_scheduled"] == len(retrying)
+    at(state, CreateJobs(first_ms + 20, [spec(f"j{n:03d}", schedule="@every 1s") for n in range(30)]))
+    due_ms = state.jobs["j000"]["next_fire_ms"]
+    at(state, AssignFires(due_ms - 500, [[f"j{n:03d}", due_ms, "node2"] for n in range(30)], leader_id="node1"))
+    assert load_of(state, "node2", due_ms + 2_000) == Load(len(retrying) + 30, 30)
+
+
+def test_under_a_lasting_overload_every_job_gets_its_turn() -> None:
+    """Found by review: handing the room to the earliest due jobs (or the freshest) lets the
+    jobs that just fired win again; the room goes to the jobs that ran least recently."""
+    state, fired = jobs(500), Counter[str]()
+    for step in range(1, 600):  # a minute at the dispatch interval; each executor holds 15 at most
+        now_ms = T0 + step * 100
+        batch = plan(state, now_ms, {"node2": 15, "node3": 15})
+        state.apply(AssignFires(now_ms, batch.items, batch.reassign, batch.release, leader_id="node1"))
+        for node in ("node2", "node3"):  # each finishes what fell due 300 ms ago
+            done = [f for f in state.book.of_node(node) if f["due_ms"] <= now_ms - 300]
+            if done:
+                at(state, CompleteFires(now_ms, node, [ok(f["fire_id"], f["attempt"], f["due_ms"]) for f in done]))
+                fired.update(f["job_id"] for f in done)
+    per_job = sorted(fired[f"j{n:03d}"] for n in range(500))
+    assert per_job[0] >= 0.9 * per_job[-1], (per_job[:5], per_job[-5:])  # due order alone: 30 to 40
