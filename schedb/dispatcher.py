@@ -119,7 +119,6 @@ class Dispatcher:
         items: list[list[Any]] = []
         reassign: list[list[Any]] = []
         release: list[list[Any]] = []
-        handed: dict[str, int] = {}
         if candidates:
             evacuate = self._nodes_to_evacuate(nodes, candidates)
             scan_leases = monotonic() >= self._next_lease_scan
@@ -131,8 +130,8 @@ class Dispatcher:
             if len(batch.expired) > EXPIRED_LOGGED_MAX:  # an overload: one line for the rest
                 log.warning("leases_expired", count=len(batch.expired),
                             not_logged=len(batch.expired) - EXPIRED_LOGGED_MAX)
-            items, reassign, release, handed = batch.items, batch.reassign, batch.release, batch.handed
-            for change in self._admission.observe(batch.loads, monotonic()):
+            items, reassign, release = batch.items, batch.reassign, batch.release
+            for change in self._admission.observe(batch.loads, batch.full, monotonic()):
                 self._window_changed(change)
         if not items and not reassign and not release and monotonic() < self._next_tick:
             return 0
@@ -140,7 +139,7 @@ class Dispatcher:
         self._next_tick = monotonic() + CLOCK_TICK_S
         result = await self._replica.submit(AssignFires(now_ms, items, reassign, release,
                                                         leader_id=self._config.node.id))
-        self._admission.handed(handed)  # committed (else submit raised)
+        self._admission.handed(result.get("given", {}))  # what the committed batch created and moved
         if result.get("reassigned"):
             log.info("fires_moved", moved=result["reassigned"])
         return int(result.get("assigned", 0)) + int(result.get("reassigned", 0))

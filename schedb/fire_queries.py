@@ -34,6 +34,7 @@ ASSIGN_BATCH_MAX = 2_000
 # were handed out, which is close to the order they fall due).
 OVERDUE_SCAN_MAX = 2_048
 OVERDUE_SCAN_RUN = 256
+ON_TIME_MS = 1_000  # an occurrence due this long ago can still be called about on time
 Move = list[Any]  # [fire id, attempt, to node, the node it leaves ("": pending)]
 
 
@@ -128,9 +129,7 @@ class Batch(NamedTuple):
     release: list[Move]
     expired: list[dict[str, Any]]  # the fires whose lease ended that move (to log)
     loads: dict[str, Load]  # each candidate's fires, as this plan found them
-    # Fires this batch gives each executor (schedb.admission), catch-ups of late jobs left out:
-    # most of them only record what was missed.
-    handed: dict[str, int]
+    full: frozenset[str]  # the executors this plan gave all the room of their windows
 
 
 def rendezvous_pick(job_id: str, candidates: list[str]) -> str:
@@ -148,7 +147,13 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
     now_ms, candidates = plan.now_ms, plan.candidates
     until_ms = now_ms + plan.lookahead_ms
     loads = {node: load_of(state, node, now_ms) for node in candidates}
-    items = _new_fires(state, plan, loads)
+    # A window bounds the fires an executor holds that are due about now: those overdue are a
+    # backlog it works off or lets go (one it cannot call within its lease waits for the lease,
+    # for half a minute), and counting them would shrink its room as it falls behind, and so
+    # make it fall further behind; a retry waits for its backoff.
+    window_room = {node: window - (loads[node].held - loads[node].overdue - loads[node].deferred)
+                   for node, window in plan.windows.items() if node in loads}
+    items = _new_fires(state, plan, window_room)
     moves = [_move(fire, candidates) for fire in state.book.pending_fires() if fire["due_ms"] <= until_ms]
     release = _evacuate(state, plan, moves)
     moves += _not_due_of_clock_held(state, plan)
@@ -160,54 +165,62 @@ def plan_batch(state: State, plan: PlanInputs) -> Batch:
     room = max(0, ASSIGN_BATCH_MAX - len(items))
     release = release[:room]
     moves = moves[:room - len(release)]
-    late_before_ms = now_ms - state.limits.misfire_grace_ms
-    handed: dict[str, int] = {}
-    for move in [*(item for item in items if item[1] >= late_before_ms), *moves, *release]:
-        handed[move[2]] = handed.get(move[2], 0) + 1
-    return Batch(items, moves, release, expired, loads, handed)
+    full = frozenset(node for node, left in window_room.items() if left <= 0)
+    return Batch(items, moves, release, expired, loads, full)
 
 
 def load_of(state: State, node: str, now_ms: int) -> Load:
     """The fires an executor holds, and how many of them are overdue (schedb.admission)."""
     fires, held = state.book.fires, state.book.by_node.get(node, {})
     overdue_before_ms = now_ms - OVERDUE_AFTER_MS
-    overdue = in_a_row = 0
+    overdue = in_a_row = deferred = 0
     for looked, fire_id in enumerate(held):
         if looked >= OVERDUE_SCAN_MAX or in_a_row >= OVERDUE_SCAN_RUN:
             break
         fire = fires[fire_id]
         if fire["due_ms"] <= overdue_before_ms:
             overdue, in_a_row = overdue + 1, 0
-        elif fire["attempt"] == fire["attempt_base"] + 1:  # a retry in its backoff keeps its early place
+        elif fire["attempt"] == fire["attempt_base"] + 1:
             in_a_row += 1
-    return Load(len(held), overdue)
+        elif fire["due_ms"] > now_ms:  # a retry in its backoff keeps its early place: apart
+            deferred += 1
+    return Load(len(held), overdue, deferred)
 
 
-def _new_fires(state: State, plan: PlanInputs, loads: dict[str, Load]) -> list[Move]:
+def _new_fires(state: State, plan: PlanInputs, room: dict[str, int]) -> list[Move]:
     """The jobs' next occurrences to hand out, each to the executor rendezvous hashing picks
-    among those with room in their window (schedb.admission). With no room anywhere, the jobs
-    due now stay in their slots: handed out later, or past the misfire grace caught up by the
-    state machine (recorded missed, then the job's misfire policy)."""
-    room = {node: window - loads[node].held for node, window in plan.windows.items() if node in loads}
+    among those with room in their window (schedb.admission; `room` is what they have and
+    shrinks as they get fires). With no room anywhere, the jobs due now stay in their slots:
+    handed out later, or past the misfire grace caught up by the state machine (recorded
+    missed, then the job's misfire policy)."""
     open_ = [node for node in plan.candidates if room.get(node, 1) > 0]
+    if not open_:
+        return []
+    limit = ASSIGN_BATCH_MAX
+    if len(room) == len(plan.candidates):  # every executor limited: no more than their room
+        limit = min(limit, sum(max(0, left) for left in room.values()))
     # Late jobs (an outage, an overload) catch up a bounded number per batch (apply spends a
     # bounded amount of catch-up work per command): they must not keep the jobs due now waiting.
-    # A catch-up records what was missed; it creates a fire only for a job one occurrence behind
-    # or under run_all. They take room where there is some, and go even where there is none.
+    # A catch-up records what was missed, and fires a job one occurrence behind or under run_all:
+    # it takes room like any fire.
     late_before_ms = plan.now_ms - state.limits.misfire_grace_ms
-    items = [[job_id, ms, _take_room(job_id, open_, room) if open_ else rendezvous_pick(job_id, plan.candidates)]
-             for job_id, ms in state.due_jobs(late_before_ms - 1, LATE_PER_BATCH)]
-    if not open_:
-        return items
-    due = state.due_jobs(plan.now_ms + plan.lookahead_ms, ASSIGN_BATCH_MAX - len(items), from_ms=late_before_ms)
+    groups = [state.due_jobs(late_before_ms - 1, min(LATE_PER_BATCH, limit))]
     if room:
-        # Windows are set: what room there is goes to the jobs that ran least recently (else the
-        # same ones would win every time, and the others would only ever be caught up as missed).
-        due.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
-    for job_id, scheduled_ms in due:
-        if not open_:
-            break
-        items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
+        # Windows are set: the room goes to the jobs due now, within their grace, that ran least
+        # recently (else the jobs that just fired would win again, and the others would only
+        # ever be caught up as missed); then to the rest of the lookahead.
+        soon_ms = plan.now_ms + ON_TIME_MS
+        due_now = state.due_jobs(soon_ms, limit, from_ms=late_before_ms)
+        due_now.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
+        groups += [due_now, lambda: state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=soon_ms + 1)]
+    else:
+        groups.append(state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=late_before_ms))
+    items: list[Move] = []
+    for group in groups:
+        for job_id, scheduled_ms in group() if callable(group) else group:
+            if not open_ or len(items) >= limit:
+                return items
+            items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
     return items
 
 

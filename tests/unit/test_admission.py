@@ -9,22 +9,29 @@ from typing import Any
 
 from schedb.admission import (
     CUT,
+    DEPARTED_KEEP_S,
+    FIRST_PACE_S,
     GROWTH,
+    NEAR_CUT,
+    OVERDUE_AFTER_MS,
     OVERDUE_HIGH,
     OVERDUE_LOW,
-    PACE_S,
+    SETTLE_S,
     UNBOUND_S,
-    WINDOW_MIN,
+    WINDOW_MIN_PER_PLACE,
+    WINDOW_S,
     Admission,
     Load,
 )
 from schedb.commands import AssignFires, CompleteFires, CreateJobs, Outcome
-from schedb.fire_queries import OVERDUE_SCAN_RUN, PlanInputs, load_of, plan_batch
+from schedb.fire_queries import ASSIGN_BATCH_MAX, OVERDUE_SCAN_RUN, PlanInputs, load_of, plan_batch
 from schedb.fsm.machine import StateMachine
 from tests.unit.test_state import T0, at, cluster_state, ok, spec
 
 LOOKAHEAD_S = 5.0
 IN_FLIGHT = 512  # executor.max_inflight
+WINDOW_MIN = WINDOW_MIN_PER_PLACE * IN_FLIGHT
+NONE_FULL: frozenset[str] = frozenset()
 HIGH, LOW = IN_FLIGHT + OVERDUE_HIGH, IN_FLIGHT + OVERDUE_LOW
 
 
@@ -32,7 +39,7 @@ def test_no_window_while_executors_keep_up() -> None:
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
     for second in range(10):
         admission.handed({"node2": 1_000})
-        assert admission.observe({"node2": Load(5_000, HIGH - 1)}, float(second)) == []
+        assert admission.observe({"node2": Load(5_000, HIGH - 1)}, NONE_FULL, float(second)) == []
     assert admission.windows() == {}
 
 
@@ -41,7 +48,7 @@ def test_long_calls_in_flight_are_not_a_backlog() -> None:
     executor's places: up to max_inflight such fires are no sign of falling behind."""
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
     for second in range(10):
-        assert admission.observe({"node2": Load(2 * IN_FLIGHT, IN_FLIGHT)}, float(second)) == []
+        assert admission.observe({"node2": Load(2 * IN_FLIGHT, IN_FLIGHT)}, NONE_FULL, float(second)) == []
 
 
 def behind_for(admission: Admission, seconds: int, held: int, finished_per_s: int, start: float = 0.0) -> list[Any]:
@@ -49,48 +56,64 @@ def behind_for(admission: Admission, seconds: int, held: int, finished_per_s: in
     changes = []
     for second in range(seconds + 1):
         admission.handed({"node2": finished_per_s} if second else {})
-        changes += admission.observe({"node2": Load(held, HIGH)}, start + second)
+        changes += admission.observe({"node2": Load(held, HIGH)}, NONE_FULL, start + second)
     return changes
 
 
-def test_a_stall_of_a_few_seconds_is_no_reason_for_a_window() -> None:
-    """Across a leader change outcomes stall for a second or two: the pace reads ~0 and the
-    overdue pile up. A first cut needs BEHIND_SAMPLES samples in a row and PACE_S of pace."""
+def test_a_stall_of_a_second_is_no_reason_for_a_window() -> None:
+    """Across a leader change outcomes stall for a second or so: the pace reads ~0 and the
+    overdue pile up. A first cut needs BEHIND_SAMPLES samples in a row and FIRST_PACE_S of pace."""
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    assert behind_for(admission, int(PACE_S) - 1, 10_000, 0) == []
-    [change] = behind_for(admission, 1, 10_000, 2_000, start=PACE_S)
-    assert change.window == WINDOW_MIN  # 5 s of pace in which it finished 2,000 in all
+    assert behind_for(admission, int(FIRST_PACE_S) - 1, 10_000, 0) == []
+    [change] = behind_for(admission, 0, 10_000, 0, start=FIRST_PACE_S)
+    assert change.window == WINDOW_MIN  # it finished none in all that time
 
 
 def test_an_executor_behind_gets_the_window_of_its_pace_then_cuts_that_show() -> None:
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    [change] = behind_for(admission, int(PACE_S), 10_000, 2_000)
-    assert change.finished_per_s == 2_000 and change.window == 2_000 * (LOOKAHEAD_S + 1)
-    assert admission.windows() == {"node2": 12_000}
+    [change] = behind_for(admission, int(FIRST_PACE_S), 10_000, 2_000)
+    assert change.finished_per_s == 2_000 and change.window == 2_000 * WINDOW_S
+    assert admission.windows() == {"node2": 4_000}
     # Still behind: the fires handed before the cut are still arriving, for a lookahead.
-    assert behind_for(admission, int(LOOKAHEAD_S) - 1, 12_000, 3_000, start=PACE_S + 1) == []
+    first = FIRST_PACE_S + 1
+    assert behind_for(admission, int(LOOKAHEAD_S + SETTLE_S) - 2, 12_000, 3_000, start=first) == []
     # Then cut again, by its pace or by CUT, whichever is less: skips flatter the pace.
-    [cut] = behind_for(admission, 0, 12_000, 3_000, start=PACE_S + LOOKAHEAD_S + 1)
-    assert cut.window == int(12_000 * CUT)
+    [cut] = behind_for(admission, 0, 12_000, 3_000, start=first + LOOKAHEAD_S + SETTLE_S - 1)
+    assert cut.window == int(4_000 * CUT)
 
 
 def test_a_window_grows_while_it_keeps_up_and_is_lifted_once_it_no_longer_binds() -> None:
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    behind_for(admission, int(PACE_S), 1_000, 0)
+    behind_for(admission, int(FIRST_PACE_S), 1_000, 0)
     assert admission.windows() == {"node2": WINDOW_MIN}
-    windows = []
-    for second in range(1, 20):  # keeping up, and holding far less than its window
-        windows += [change.window for change in admission.observe({"node2": Load(10, 0)}, PACE_S + second)]
-    assert windows[0] == int(WINDOW_MIN * GROWTH) + 1 and windows[-1] is None
-    assert len(windows) == UNBOUND_S and admission.windows() == {}  # lifted UNBOUND_S after the cut
+
+    def keeping_up(seconds: range, full: frozenset[str]) -> list[int | None]:
+        return [change.window for second in seconds
+                for change in admission.observe({"node2": Load(10, 0)}, full, FIRST_PACE_S + second)]
+
+    # Keeping up while plans run out of its room: it grows, and stays.
+    bound = keeping_up(range(1, 10), frozenset({"node2"}))
+    assert bound[0] == int(WINDOW_MIN * GROWTH) + 1 and None not in bound and len(bound) == 9
+    # Past NEAR_CUT times the window of its cut it grows slowly: it fell behind around there.
+    assert bound[-1] < bound[-2] * 1.1 and bound[-2] > NEAR_CUT * WINDOW_MIN
+    # No plan ran out of its room for UNBOUND_S: lifted.
+    windows = keeping_up(range(10, 20), NONE_FULL)
+    assert windows[-1] is None and len(windows) == UNBOUND_S and admission.windows() == {}
 
 
-def test_an_executor_that_leaves_is_forgotten_and_its_window_lifted() -> None:
+def test_an_executor_that_leaves_keeps_its_window_for_a_while() -> None:
+    """Overload makes a follower fall behind the log and drop out of the candidates: back
+    within DEPARTED_KEEP_S it has its window still, not no limit at all."""
     admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
-    behind_for(admission, int(PACE_S), 1_000, 0)
+    behind_for(admission, int(FIRST_PACE_S), 1_000, 0)
     assert admission.windows() == {"node2": WINDOW_MIN}
-    assert [c.window for c in admission.observe({"node3": Load(0, 0)}, PACE_S + 1)] == [None]
-    assert admission.windows() == {}
+    gone = FIRST_PACE_S + 1
+    assert admission.observe({"node3": Load(0, 0)}, NONE_FULL, gone) == []
+    assert admission.observe({"node2": Load(1_000, HIGH)}, NONE_FULL, gone + 1) == []
+    assert admission.windows() == {"node2": WINDOW_MIN}
+    admission.observe({"node3": Load(0, 0)}, NONE_FULL, gone + 2)
+    changes = admission.observe({"node3": Load(0, 0)}, NONE_FULL, gone + 2 + DEPARTED_KEEP_S)
+    assert [(c.executor, c.window) for c in changes] == [("node2", None)] and admission.windows() == {}
 
 
 def jobs(count: int) -> StateMachine:
@@ -136,12 +159,12 @@ def test_load_counts_the_fires_held_and_those_overdue() -> None:
     state = jobs(30)
     assert state.apply(AssignFires(T0 + 500, [[f"j{n:03d}", T0 + 1_000, "node2"] for n in range(30)],
                                    leader_id="node1"))["assigned"] == 30
-    assert load_of(state, "node2", T0 + 1_500) == Load(30, 0)  # due, not yet overdue
-    assert load_of(state, "node2", T0 + 2_000) == Load(30, 30)
+    assert load_of(state, "node2", T0 + OVERDUE_AFTER_MS) == Load(30, 0)  # due, not yet overdue
+    assert load_of(state, "node2", T0 + 1_000 + OVERDUE_AFTER_MS) == Load(30, 30)
     done = [ok(f"j{n:03d}:{T0 + 1_000}", at=T0 + 1_000) for n in range(10)]
     assert at(state, CompleteFires(T0 + 2_000, "node2", done))["committed"] == 10
-    assert load_of(state, "node2", T0 + 2_000) == Load(20, 20)
-    assert load_of(state, "node3", T0 + 2_000) == Load(0, 0)
+    assert load_of(state, "node2", T0 + 1_000 + OVERDUE_AFTER_MS) == Load(20, 20)
+    assert load_of(state, "node3", T0 + 1_000 + OVERDUE_AFTER_MS) == Load(0, 0)
 
 
 def test_a_retry_in_its_backoff_at_the_head_does_not_hide_the_overdue_behind_it() -> None:
@@ -159,12 +182,13 @@ def test_a_retry_in_its_backoff_at_the_head_does_not_hide_the_overdue_behind_it(
     at(state, CreateJobs(first_ms + 20, [spec(f"j{n:03d}", schedule="@every 1s") for n in range(30)]))
     due_ms = state.jobs["j000"]["next_fire_ms"]
     at(state, AssignFires(due_ms - 500, [[f"j{n:03d}", due_ms, "node2"] for n in range(30)], leader_id="node1"))
-    assert load_of(state, "node2", due_ms + 2_000) == Load(len(retrying) + 30, 30)
+    assert load_of(state, "node2", due_ms + OVERDUE_AFTER_MS) == Load(len(retrying) + 30, 30, len(retrying))
 
 
 def test_under_a_lasting_overload_every_job_gets_its_turn() -> None:
-    """Found by review: handing the room to the earliest due jobs (or the freshest) lets the
-    jobs that just fired win again; the room goes to the jobs that ran least recently."""
+    """Found by review: handing the room to the freshest occurrences first let the jobs that
+    just fired win every time (520 of 1,000 jobs never fired); the room goes to the jobs that
+    ran least recently."""
     state, fired = jobs(500), Counter[str]()
     for step in range(1, 600):  # a minute at the dispatch interval; each executor holds 15 at most
         now_ms = T0 + step * 100
@@ -176,4 +200,54 @@ def test_under_a_lasting_overload_every_job_gets_its_turn() -> None:
                 at(state, CompleteFires(now_ms, node, [ok(f["fire_id"], f["attempt"], f["due_ms"]) for f in done]))
                 fired.update(f["job_id"] for f in done)
     per_job = sorted(fired[f"j{n:03d}"] for n in range(500))
-    assert per_job[0] >= 0.9 * per_job[-1], (per_job[:5], per_job[-5:])  # due order alone: 30 to 40
+    # A job not served within a second of its due time waits for its catch-up: about a grace.
+    assert per_job[0] >= per_job[-1] // 2, (per_job[:5], per_job[-5:])
+
+
+def test_a_window_bounds_the_fires_not_yet_overdue_the_backlog_is_apart() -> None:
+    """Fires an executor lets go to their lease (too late to call) stay overdue for half a
+    minute: counted against its window they would leave it no room, and it would fall further
+    behind the more it is behind."""
+    state = jobs(40)
+    assert state.apply(AssignFires(T0 + 500, [[f"j{n:03d}", T0 + 1_000, "node2"] for n in range(20)],
+                                   leader_id="node1"))["assigned"] == 20
+    now_ms = T0 + 1_000 + OVERDUE_AFTER_MS  # the 20 are overdue; the other 20 jobs are due
+    batch = plan(state, now_ms, {"node2": 10, "node3": 0})
+    assert [item[2] for item in batch.items].count("node2") == 10 and batch.full == {"node2", "node3"}
+
+
+def test_one_look_behind_is_not_enough_for_a_cut() -> None:
+    admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
+    for second in range(4):
+        assert admission.observe({"node2": Load(5_000, 0)}, NONE_FULL, float(second)) == []
+    assert admission.observe({"node2": Load(5_000, HIGH)}, NONE_FULL, 4.0) == []
+    assert admission.observe({"node2": Load(5_000, 0)}, NONE_FULL, 5.0) == []  # it caught up
+    assert admission.observe({"node2": Load(5_000, HIGH)}, NONE_FULL, 6.0) == []
+    assert [c.executor for c in admission.observe({"node2": Load(5_000, HIGH)}, NONE_FULL, 7.0)] == ["node2"]
+
+
+def test_an_executor_back_among_the_candidates_is_measured_afresh_before_a_cut() -> None:
+    """Its outcomes may not have flushed yet on its first look back: no cut on that look, nor
+    from the pace it had before it left."""
+    admission = Admission(LOOKAHEAD_S, IN_FLIGHT)
+    behind_for(admission, int(FIRST_PACE_S), 50_000, 20_000)  # window 40,000
+    admission.observe({"node3": Load(0, 0)}, NONE_FULL, 10.0)  # node2 is gone for a while
+    back = [admission.observe({"node2": Load(50_000, HIGH)}, NONE_FULL, 11.0 + s) for s in range(2)]
+    assert back == [[], []] and admission.windows() == {"node2": 40_000}
+
+
+def test_the_assign_result_names_the_fires_each_node_was_given() -> None:
+    state = jobs(3)
+    items = [["j000", T0 + 1_000, "node2"], ["j001", T0 + 1_000, "node3"], ["j002", T0 + 1_000, "node3"],
+             ["j002", T0 + 1_000, "node2"]]  # the last is stale: j002's occurrence is taken
+    assert state.apply(AssignFires(T0 + 500, items, leader_id="node1"))["given"] == {"node2": 1, "node3": 2}
+
+
+def test_a_plan_never_exceeds_the_batch_bound() -> None:
+    state = cluster_state()  # 1,500 jobs due in a second, 1,500 in four: both groups of the plan
+    for first in range(0, 3_000, 500):
+        every = "@every 1s" if first < 1_500 else "@every 4s"
+        at(state, CreateJobs(T0, [spec(f"j{n:04d}", schedule=every) for n in range(first, first + 500)]))
+    batch = plan(state, T0 + 500, {"node2": 10_000, "node3": 10_000})
+    assert len(batch.items) == ASSIGN_BATCH_MAX
+    assert state.apply(AssignFires(T0 + 500, batch.items, leader_id="node1"))["assigned"] == ASSIGN_BATCH_MAX

@@ -70,7 +70,8 @@ def test_assign_creates_a_fire_and_advances_the_job() -> None:
     state = cluster_state()
     state.apply(CreateJob(T0, spec()))
     result = state.apply(AssignFires(T0 + 10, [["job", T0 + 1000, "node2"], ["job", T0 + 2000, "node3"]]))
-    assert result == {"ok": True, "assigned": 2, "reassigned": 0, "throttled": 0}
+    assert result == {"ok": True, "assigned": 2, "reassigned": 0, "throttled": 0,
+                      "given": {"node2": 1, "node3": 1}}
     assert [f["fire_id"] for f in state.book.of_node("node2")] == [f"job:{T0 + 1000}"]
     assert [f["fire_id"] for f in state.book.of_node("node3")] == [f"job:{T0 + 2000}"]
     assert state.jobs["job"]["next_fire_ms"] == T0 + 3000
@@ -84,7 +85,8 @@ def test_stale_assignments_are_no_ops() -> None:
     snapshot = state.canonical_bytes()
     # a second leader proposing the same fire, an unknown node, an unknown job, garbage
     items = [["job", T0 + 1000, "node3"], ["job", T0 + 2000, "node9"], ["ghost", T0, "node2"], "junk", [1, 2]]
-    assert state.apply(AssignFires(T0, items)) == {"ok": True, "assigned": 0, "reassigned": 0, "throttled": 0}
+    assert state.apply(AssignFires(T0, items)) == {"ok": True, "assigned": 0, "reassigned": 0, "throttled": 0,
+                                                   "given": {}}
     assert state.counters["assign_stale"] == 5
     assert len(state.book.fires) == 1 and state.jobs["job"]["next_fire_ms"] == T0 + 2000
     assert snapshot != state.canonical_bytes()
