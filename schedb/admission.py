@@ -18,7 +18,8 @@ The window is found from the executor's own pace, measured from the replicated s
 - *overdue*: its fires due more than OVERDUE_AFTER_MS ago that have no outcome yet. A call
   that takes long is overdue without the executor being behind, but it runs in one of its
   `executor.max_inflight` places: only past max_inflight + OVERDUE_HIGH overdue fires are some
-  surely waiting, and the executor is not keeping up.
+  surely waiting; and unless they are clearly fewer (WORKED_OFF) than a second before, the
+  executor is not keeping up (one working off a backlog by itself is left to it).
 - Then (BEHIND_SAMPLES looks in a row) the window becomes what it finished per second over
   the last PACE_S, times WINDOW_S: the fires it is handed are then due about now (the plan
   gives the room to those first), and none waits much longer than WINDOW_S. A skipped fire
@@ -54,6 +55,7 @@ PACE_S = 5.0  # its pace is what it finished over this long
 # executor behind. Not longer: an overload that starts (10,000 jobs created at once) has the
 # followers' Raft threads starving within seconds, and each election starts the count again.
 BEHIND_SAMPLES = 2
+WORKED_OFF = 0.9  # overdue fewer than this share of a second before: it is working them off
 FIRST_PACE_S = 2.0
 # An executor that drops out of the candidates (a follower behind the log: overload does that)
 # keeps its window this long, so that it does not come back to no limit at all.
@@ -104,6 +106,7 @@ class _Pace:
     cut_at: float = -math.inf
     cut_to: int = 0  # the window the last cut set
     behind: int = 0  # samples in a row with the executor behind
+    overdue: int = 0  # at the last sample
     bound_at: float = -math.inf  # when a plan last ran out of its room (at a sample)
     bound: bool = False  # a plan ran out of its room since the last sample
     departed_at: float | None = None  # when it dropped out of the candidates, if it did
@@ -180,7 +183,10 @@ class Admission:
             pace.finished_per_s = (pace.finished - finished_then) / (now - first_at)
 
     def _next_window(self, pace: _Pace, load: Load, now: float) -> int | None:
-        pace.behind = pace.behind + 1 if load.overdue >= self._high else 0
+        # Behind: many overdue, and not fewer than at the last look. An executor at its limit that
+        # works off a backlog by itself (a slow second, a burst) is left to it.
+        behind = load.overdue >= max(self._high, int(WORKED_OFF * pace.overdue))
+        pace.behind, pace.overdue = pace.behind + 1 if behind else 0, load.overdue
         if pace.bound:
             pace.bound, pace.bound_at = False, now
         if pace.behind:

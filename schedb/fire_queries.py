@@ -26,6 +26,7 @@ from schedb.fsm.core import State
 from schedb.fsm.model import Fire
 from schedb.fsm.occurrences import WITHDRAW_SLACK_MS
 from schedb.policies import Verdict, newer_fire_due, verdict
+from schedb.schedule import parse_schedule
 
 LATE_PER_BATCH = 100  # jobs behind by more than the misfire grace, per AssignFires
 ASSIGN_BATCH_MAX = 2_000
@@ -34,7 +35,8 @@ ASSIGN_BATCH_MAX = 2_000
 # were handed out, which is close to the order they fall due).
 OVERDUE_SCAN_MAX = 2_048
 OVERDUE_SCAN_RUN = 256
-ON_TIME_MS = 1_000  # an occurrence due this long ago can still be called about on time
+DUE_NOW_MS = 1_000  # with windows set, occurrences are handed out this long ahead at most
+ON_TIME_MS = 3_000  # ... and those due up to this long ago first (about on time)
 Move = list[Any]  # [fire id, attempt, to node, the node it leaves ("": pending)]
 
 
@@ -194,34 +196,51 @@ def _new_fires(state: State, plan: PlanInputs, room: dict[str, int]) -> list[Mov
     handed out later, or past the misfire grace caught up by the state machine (recorded
     missed, then the job's misfire policy)."""
     open_ = [node for node in plan.candidates if room.get(node, 1) > 0]
-    if not open_:
-        return []
     limit = ASSIGN_BATCH_MAX
     if len(room) == len(plan.candidates):  # every executor limited: no more than their room
         limit = min(limit, sum(max(0, left) for left in room.values()))
     # Late jobs (an outage, an overload) catch up a bounded number per batch (apply spends a
     # bounded amount of catch-up work per command): they must not keep the jobs due now waiting.
-    # A catch-up records what was missed, and fires a job one occurrence behind or under run_all:
-    # it takes room like any fire.
+    # Most catch-ups only record what was missed, and go whatever the room; one that fires (a job
+    # one occurrence behind, or under run_all) takes room like any fire, and waits for some.
     late_before_ms = plan.now_ms - state.limits.misfire_grace_ms
-    groups = [state.due_jobs(late_before_ms - 1, min(LATE_PER_BATCH, limit))]
+    items: list[Move] = []
+    for job_id, scheduled_ms in state.due_jobs(late_before_ms - 1, LATE_PER_BATCH):
+        if not room or not _catch_up_fires(state, job_id, scheduled_ms, plan.now_ms):
+            items.append([job_id, scheduled_ms, rendezvous_pick(job_id, open_ or plan.candidates)])
+        elif open_:
+            items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
+    groups: list[list[tuple[str, int]]] = []
     if room:
-        # Windows are set: the room goes to the jobs due now, within their grace, that ran least
-        # recently (else the jobs that just fired would win again, and the others would only
-        # ever be caught up as missed); then to the rest of the lookahead.
-        soon_ms = plan.now_ms + ON_TIME_MS
-        due_now = state.due_jobs(soon_ms, limit, from_ms=late_before_ms)
-        due_now.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
-        groups += [due_now, lambda: state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=soon_ms + 1)]
+        # Windows are set: the room goes to the occurrences that can still be about on time,
+        # then to those further behind within their grace; in each, to the jobs that ran least
+        # recently first (else the jobs that just fired would win again, and the others would
+        # only ever be caught up as missed). None ahead of time: a fire due in seconds would
+        # hold a place that one due now needs.
+        on_time_ms = plan.now_ms - ON_TIME_MS
+        groups += [state.due_jobs(plan.now_ms + DUE_NOW_MS, ASSIGN_BATCH_MAX, from_ms=on_time_ms),
+                   state.due_jobs(on_time_ms - 1, ASSIGN_BATCH_MAX, from_ms=late_before_ms)]
+        for group in groups:
+            group.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
     else:
         groups.append(state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=late_before_ms))
-    items: list[Move] = []
     for group in groups:
-        for job_id, scheduled_ms in group() if callable(group) else group:
-            if not open_ or len(items) >= limit:
+        for job_id, scheduled_ms in group:
+            if not open_ or len(items) >= ASSIGN_BATCH_MAX or limit <= 0:
                 return items
+            limit -= 1
             items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
     return items
+
+
+def _catch_up_fires(state: State, job_id: str, scheduled_ms: int, now_ms: int) -> bool:
+    """Will the catch-up of this late occurrence fire it (schedb.fsm.misfire.catch_up)? Under
+    run_all, and under run_once when it is the job's only occurrence missed."""
+    spec = state.jobs[job_id]["spec"]
+    if spec["misfire"] != "run_once":
+        return bool(spec["misfire"] == "run_all")
+    following = parse_schedule(spec["schedule"], spec["timezone"]).next_after(scheduled_ms)
+    return following is None or following > now_ms
 
 
 def _take_room(job_id: str, open_: list[str], room: dict[str, int]) -> str:
