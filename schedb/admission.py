@@ -129,7 +129,7 @@ class Admission:
         return {node: pace.window for node, pace in self._paces.items() if pace.window is not None}
 
     def handed(self, counts: dict[str, int]) -> None:
-        """The fires a proposed AssignFires gives each executor."""
+        """The fires a committed AssignFires gave each executor (its result's `given`)."""
         for node, count in counts.items():
             self._pace(node).handed += count
 
@@ -183,8 +183,9 @@ class Admission:
             pace.finished_per_s = (pace.finished - finished_then) / (now - first_at)
 
     def _next_window(self, pace: _Pace, load: Load, now: float) -> int | None:
-        # Behind: many overdue, and not fewer than at the last look. An executor at its limit that
-        # works off a backlog by itself (a slow second, a burst) is left to it.
+        # Behind: many overdue, and not clearly fewer (WORKED_OFF) than at the last look. An
+        # executor at its limit that works off a backlog by itself (a slow second, a burst) is
+        # left to it.
         behind = load.overdue >= max(self._high, int(WORKED_OFF * pace.overdue))
         pace.behind, pace.overdue = pace.behind + 1 if behind else 0, load.overdue
         if pace.bound:
