@@ -17,7 +17,7 @@ leader proposes an occurrence, never what the replicated state does with it.
 The window is found from the executor's own pace, measured from the replicated state:
 - *overdue*: its fires due more than OVERDUE_AFTER_MS ago that have no outcome yet. A call
   that takes long is overdue without the executor being behind, but it runs in one of its
-  `executor.max_inflight` places: only past max_inflight + OVERDUE_HIGH overdue fires are some
+  `executor.max_inflight` places: only past max_inflight + (OVERDUE_HIGH of them) are some
   surely waiting; and unless they are clearly fewer (WORKED_OFF) than a second before, the
   executor is not keeping up (one working off a backlog by itself is left to it).
 - Then (BEHIND_SAMPLES looks in a row) the window becomes what it finished per second over
@@ -26,7 +26,7 @@ The window is found from the executor's own pace, measured from the replicated s
   counts as finished and is cheaper than a call, so that pace flatters it: each further cut is
   at most CUT of the window before. A cut waits for the one before to show (the fires handed
   out before it are due over the next lookahead, and a second more).
-- Keeping up again (overdue under max_inflight + OVERDUE_LOW), the window grows by GROWTH
+- Keeping up again (overdue under max_inflight + OVERDUE_LOW of them), the window grows by GROWTH
   per second (GROWTH_NEAR_CUT past NEAR_CUT times the window its last cut set). It is
   lifted once no plan has run out of its room for UNBOUND_S: the fires
   asked of it, not its window, set its pace then.
@@ -46,8 +46,12 @@ from typing import NamedTuple
 # A fire this late with no outcome counts as overdue. A loaded executor that keeps up (3,000
 # fires/s on the development machine) has its p99 near a second: not below that.
 OVERDUE_AFTER_MS = 3_000
-OVERDUE_HIGH = 256  # overdue fires beyond its places in flight that mean it is not keeping up
-OVERDUE_LOW = 32  # ... and that mean it is again
+# Overdue fires beyond its places in flight that mean an executor is not keeping up: this share
+# of its places (256 of the default 512), at least OVERDUE_HIGH_MIN; and that mean it is again.
+OVERDUE_HIGH = 0.5
+OVERDUE_HIGH_MIN = 32
+OVERDUE_LOW = 1 / 16
+OVERDUE_LOW_MIN = 4
 SAMPLE_S = 1.0  # between two looks at an executor's load
 PACE_S = 5.0  # its pace is what it finished over this long
 # A first cut needs this many samples in a row behind, and a pace measured over FIRST_PACE_S:
@@ -120,7 +124,8 @@ class _Pace:
 class Admission:
     def __init__(self, lookahead_s: float, max_inflight: int) -> None:
         self._settle_s = lookahead_s + SETTLE_S
-        self._high, self._low = max_inflight + OVERDUE_HIGH, max_inflight + OVERDUE_LOW
+        self._high = max_inflight + max(OVERDUE_HIGH_MIN, int(max_inflight * OVERDUE_HIGH))
+        self._low = max_inflight + max(OVERDUE_LOW_MIN, int(max_inflight * OVERDUE_LOW))
         self._window_min = WINDOW_MIN_PER_PLACE * max_inflight
         self._paces: dict[str, _Pace] = {}
 

@@ -32,7 +32,7 @@ LOOKAHEAD_S = 5.0
 IN_FLIGHT = 512  # executor.max_inflight
 WINDOW_MIN = WINDOW_MIN_PER_PLACE * IN_FLIGHT
 NONE_FULL: frozenset[str] = frozenset()
-HIGH, LOW = IN_FLIGHT + OVERDUE_HIGH, IN_FLIGHT + OVERDUE_LOW
+HIGH, LOW = IN_FLIGHT + int(IN_FLIGHT * OVERDUE_HIGH), IN_FLIGHT + int(IN_FLIGHT * OVERDUE_LOW)
 
 
 def test_no_window_while_executors_keep_up() -> None:
