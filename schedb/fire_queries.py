@@ -199,38 +199,45 @@ def _new_fires(state: State, plan: PlanInputs, room: dict[str, int]) -> list[Mov
     limit = ASSIGN_BATCH_MAX
     if len(room) == len(plan.candidates):  # every executor limited: no more than their room
         limit = min(limit, sum(max(0, left) for left in room.values()))
-    # Late jobs (an outage, an overload) catch up a bounded number per batch (apply spends a
-    # bounded amount of catch-up work per command): they must not keep the jobs due now waiting.
-    # Most catch-ups only record what was missed, and go whatever the room; one that fires (a job
-    # one occurrence behind, or under run_all) takes room like any fire, and waits for some.
-    late_before_ms = plan.now_ms - state.limits.misfire_grace_ms
-    items: list[Move] = []
-    for job_id, scheduled_ms in state.due_jobs(late_before_ms - 1, LATE_PER_BATCH):
-        if not room or not _catch_up_fires(state, job_id, scheduled_ms, plan.now_ms):
-            items.append([job_id, scheduled_ms, rendezvous_pick(job_id, open_ or plan.candidates)])
-        elif open_:
-            items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
-    groups: list[list[tuple[str, int]]] = []
-    if room:
-        # Windows are set: the room goes to the occurrences that can still be about on time,
-        # then to those further behind within their grace; in each, to the jobs that ran least
-        # recently first (else the jobs that just fired would win again, and the others would
-        # only ever be caught up as missed). None ahead of time: a fire due in seconds would
-        # hold a place that one due now needs.
-        on_time_ms = plan.now_ms - ON_TIME_MS
-        groups += [state.due_jobs(plan.now_ms + DUE_NOW_MS, ASSIGN_BATCH_MAX, from_ms=on_time_ms),
-                   state.due_jobs(on_time_ms - 1, ASSIGN_BATCH_MAX, from_ms=late_before_ms)]
-        for group in groups:
-            group.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
-    else:
-        groups.append(state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=late_before_ms))
-    for group in groups:
+    items = _catch_ups(state, plan, open_, room)
+    for group in _due_groups(state, plan, room, limit):
         for job_id, scheduled_ms in group:
             if not open_ or len(items) >= ASSIGN_BATCH_MAX or limit <= 0:
                 return items
             limit -= 1
             items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
     return items
+
+
+def _catch_ups(state: State, plan: PlanInputs, open_: list[str], room: dict[str, int]) -> list[Move]:
+    """Late jobs (an outage, an overload) catch up a bounded number per batch (apply spends a
+    bounded amount of catch-up work per command): they must not keep the jobs due now waiting.
+    Most catch-ups only record what was missed, and go whatever the room; one that fires (a job
+    one occurrence behind, or under run_all) takes room like any fire, and waits for some."""
+    items: list[Move] = []
+    for job_id, scheduled_ms in state.due_jobs(plan.now_ms - state.limits.misfire_grace_ms - 1, LATE_PER_BATCH):
+        if not room or not _catch_up_fires(state, job_id, scheduled_ms, plan.now_ms):
+            items.append([job_id, scheduled_ms, rendezvous_pick(job_id, open_ or plan.candidates)])
+        elif open_:
+            items.append([job_id, scheduled_ms, _take_room(job_id, open_, room)])
+    return items
+
+
+def _due_groups(state: State, plan: PlanInputs, room: dict[str, int], limit: int) -> list[list[tuple[str, int]]]:
+    """The jobs due within their grace, in the order they get the room. With no window set:
+    the whole lookahead, earliest first. With windows set: the occurrences that can still be
+    about on time, then those further behind; in each, the jobs that ran least recently first
+    (else the jobs that just fired would win again, and the others would only ever be caught
+    up as missed). None ahead of time: a fire due in seconds would hold a place one due now needs."""
+    late_before_ms = plan.now_ms - state.limits.misfire_grace_ms
+    if not room:
+        return [state.due_jobs(plan.now_ms + plan.lookahead_ms, limit, from_ms=late_before_ms)]
+    on_time_ms = plan.now_ms - ON_TIME_MS
+    groups = [state.due_jobs(plan.now_ms + DUE_NOW_MS, ASSIGN_BATCH_MAX, from_ms=on_time_ms),
+              state.due_jobs(on_time_ms - 1, ASSIGN_BATCH_MAX, from_ms=late_before_ms)]
+    for group in groups:
+        group.sort(key=lambda job: (state.jobs[job[0]].get("ran_ms", -1), job[1]))
+    return groups
 
 
 def _catch_up_fires(state: State, job_id: str, scheduled_ms: int, now_ms: int) -> bool:
