@@ -102,7 +102,7 @@ class _Pace:
     window: int | None = None
     held: int = 0  # at the last sample
     sampled_at: float = -math.inf
-    handed: int = 0  # fires proposed to it since the last sample
+    handed: int = 0  # fires committed AssignFires gave it since the last sample
     finished: int = 0  # fires it finished since it was first sampled
     # (when, finished then) of the samples of the last PACE_S, oldest first
     history: deque[tuple[float, int]] = field(default_factory=deque)
