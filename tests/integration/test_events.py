@@ -107,6 +107,10 @@ def test_a_stream_carries_its_team_only(secure: Cluster, receiver: Receiver) -> 
 
 def test_a_revoked_keys_stream_ends(secure: Cluster) -> None:
     key = make_key(secure, "c", "viewer")
+    # The key was made through node 0: node 1 knows it once it has applied that entry (a stream
+    # refused before then would wait for a hello that never comes; seen once in a busy CI run).
+    jobs_url = f"{secure.nodes[1].url}/api/v1/jobs"
+    wait_for(lambda: call("GET", jobs_url, key["key"])[0] == 200, 10, "node 1 knows the key")
     stream = Stream(secure.nodes[1], key["key"])
     try:
         wait_for(lambda: stream.of("hello"), 10, "hello")
