@@ -121,7 +121,7 @@ class PlanInputs(NamedTuple):
     # The clock watch: does this live member hold its fires for its clock (measured off)? None: no watch.
     clock_held: Callable[[str], bool] | None
     max_offset_ms: int  # the clock bound
-    # The most fires each executor may hold (schedb.admission); one not listed has no limit.
+    # The most fires due about now each executor may hold (schedb.admission); one not listed has no limit.
     windows: Mapping[str, int] = MappingProxyType({})
 
 
