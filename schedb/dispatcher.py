@@ -62,7 +62,7 @@ class Dispatcher:
         self._clock = clock
         self._next_handover = 0.0
         self._lookahead_ms = int(config.scheduler.lookahead_s * 1000)
-        self._admission = Admission(config.scheduler.lookahead_s, config.executor.max_inflight)
+        self._admission = self._fresh_admission()
         self._leader_since = 0.0
         self._next_lease_scan = 0.0
         self._next_tick = 0.0
@@ -148,7 +148,10 @@ class Dispatcher:
         """Each term of leadership measures the executors afresh (what an earlier one measured is old)."""
         for executor in self._admission.windows():
             self._metrics.set_admission_window(executor, None)
-        self._admission = Admission(self._config.scheduler.lookahead_s, self._config.executor.max_inflight)
+        self._admission = self._fresh_admission()
+
+    def _fresh_admission(self) -> Admission:
+        return Admission(self._config.scheduler.lookahead_s, self._config.executor.max_inflight)
 
     def _window_changed(self, change: WindowChange) -> None:
         self._metrics.set_admission_window(change.executor, change.window)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from schedb.admission import OVERDUE_AFTER_MS, Load
 from schedb.clock import wall_ms
 from schedb.delivery_view import DeliveryView, delivery_view
+from schedb.fsm import misfire
 from schedb.fsm.core import State
 from schedb.fsm.model import Fire
 from schedb.fsm.occurrences import WITHDRAW_SLACK_MS
@@ -241,13 +242,12 @@ def _due_groups(state: State, plan: PlanInputs, room: dict[str, int], limit: int
 
 
 def _catch_up_fires(state: State, job_id: str, scheduled_ms: int, now_ms: int) -> bool:
-    """Will the catch-up of this late occurrence fire it (schedb.fsm.misfire.catch_up)? Under
-    run_all, and under run_once when it is the job's only occurrence missed."""
+    """Will the catch-up of this late occurrence fire it? As apply decides (fsm.assign via
+    occurrences.apply_misfire_policy): when the job's misfire policy resumes at it."""
     spec = state.jobs[job_id]["spec"]
-    if spec["misfire"] != "run_once":
-        return bool(spec["misfire"] == "run_all")
-    following = parse_schedule(spec["schedule"], spec["timezone"]).next_after(scheduled_ms)
-    return following is None or following > now_ms
+    schedule = parse_schedule(spec["schedule"], spec["timezone"])
+    return misfire.resume_at(schedule, scheduled_ms, now_ms, spec["misfire"],
+                             state.limits.catch_up_window_ms) == scheduled_ms
 
 
 def _take_room(job_id: str, open_: list[str], room: dict[str, int]) -> str:

@@ -66,6 +66,12 @@ def catch_up(schedule: Schedule, first_ms: int, now_ms: int, policy: str, window
     return CatchUp(next_ms, missed, total, meter.work + len(missed) * RECORD_WORK)
 
 
+def resume_at(schedule: Schedule, first_ms: int, now_ms: int, policy: str, window_ms: int) -> int | None:
+    """The occurrence catch_up has a late job wait for (its next_ms), without listing what was
+    missed: the job's catch-up fires first_ms itself when this is first_ms."""
+    return _resume_at(_Meter(schedule), first_ms, now_ms, policy, window_ms)
+
+
 class _Meter:
     """The schedule's evaluations, adding up their work."""
 
