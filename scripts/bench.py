@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import overload, references, report, scenarios
+from benchkit import overload, references, report, scenarios, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,15 +43,17 @@ class Plan:
     failover_s: int
     overload_jobs: int
     overload_s: int
+    spread_rates: tuple[int, ...]
+    spread_s: int
     raw_s: float
 
 
 FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apscheduler_jobs=(200, 1000, 3000),
             burst_jobs=10_000, api_creates=5_000, scale_jobs=100_000, failover_jobs=1000, failover_s=20,
-            overload_jobs=10_000, overload_s=60, raw_s=10.0)
+            overload_jobs=10_000, overload_s=60, spread_rates=(1000, 3000, 5000), spread_s=15, raw_s=10.0)
 QUICK = Plan(sustained_jobs=(200, 1000), sustained_s=6, apscheduler_jobs=(1000,), burst_jobs=2_000,
              api_creates=1_000, scale_jobs=10_000, failover_jobs=300, failover_s=12, overload_jobs=4_000,
-             overload_s=15, raw_s=5.0)
+             overload_s=15, spread_rates=(1000,), spread_s=5, raw_s=5.0)
 CONCURRENCY = 64
 
 
@@ -62,6 +64,7 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
         ("sustained", lambda: _each(plan.sustained_jobs, lambda n: scenarios.sustained(work, n, plan.sustained_s))),
         ("apscheduler_every", lambda: _each(plan.apscheduler_jobs,
                                             lambda n: references.apscheduler(work, n, plan.sustained_s))),
+        ("spread", lambda: _each(plan.spread_rates, lambda n: spread.spread(work, n, plan.spread_s))),
         ("burst", lambda: scenarios.burst(work, plan.burst_jobs)),
         ("apscheduler_burst", lambda: references.apscheduler(work, plan.burst_jobs, 0, mode="burst")),
         ("api", lambda: scenarios.api(work, plan.api_creates)),

@@ -23,7 +23,7 @@ def _verdict(ok: bool | None) -> str:
 def rows(r: dict[str, Any]) -> list[Row]:
     failed = [(f"{name}: FAILED, {value['error'][:200]}", "-", "-", "", "missed")
               for name, value in r.items() if isinstance(value, dict) and "error" in value]
-    sections = [_sustained_rows, _burst_rows, lambda r: _api_rows(r["api"]),
+    sections = [_sustained_rows, lambda r: _spread_rows(r["spread"]), _burst_rows, lambda r: _api_rows(r["api"]),
                 lambda r: _scale_rows(r["scale"], r.get("apscheduler_burst", {})),
                 lambda r: _failover_rows(r["failover"]), lambda r: _overload_rows(r["overload"])]
     out: list[Row] = []
@@ -76,6 +76,26 @@ def _cpu_ms_per_fire(figures: dict[str, Any], counted: Any) -> float | None:
     cores = sum(v for k, v in figures.get("cpu_cores", {}).items() if counted(k))
     rate = figures.get("fires_per_s") or 0
     return round(cores / rate * 1000, 3) if rate else None
+
+
+def _spread_rows(runs: list[dict[str, Any]]) -> list[Row]:
+    """Fires due evenly over each second (one-shots, milliseconds apart): the pipeline's own delay."""
+    out: list[Row] = []
+    for s in runs:
+        if "error" in s:
+            continue
+        rate, per_fire = s["rate"], _cpu_ms_per_fire(s, lambda name: name.startswith("node"))
+        target = rate == 5000
+        out += [
+            (f"spread {rate} fires/s: delivered/s; missing / duplicate", f"{s['fires_per_s']}; {s['lost']} / "
+             f"{s['duplicates']}", "-", "5000/s, none missing" if target else "none missing",
+             _verdict(s["lost"] == 0 and s["duplicates"] == 0 and (not target or s["fires_per_s"] >= 0.99 * rate))),
+            (f"spread {rate}/s: fire delay p50 / p99 / max ms", f"{s['p50_ms']} / {s['p99_ms']} / {s['max_ms']}",
+             "-", "p99 ≤ 25 ms" if target else "", _verdict((s["p99_ms"] or 1e9) <= 25) if target else "-"),
+            (f"spread {rate}/s: CPU ms per fire, all nodes; cores used", f"{per_fire}; {json.dumps(s['cpu_cores'])}",
+             "-", "", "-"),
+        ]
+    return out
 
 
 def _overload_rows(o: dict[str, Any]) -> list[Row]:
