@@ -99,7 +99,7 @@ class Schedule:
             return (after_ms // self.every_ms + 1) * self.every_ms
         if self.kind == "at":
             return self.at_ms if self.at_ms > after_ms else None
-        return _cron_next(self, after_ms)
+        return _cron_next_remembered(self, after_ms)
 
     def last_at_or_before(self, at_ms: int) -> int | None:
         """The latest fire instant <= at_ms, or None (used to catch up after a long outage)."""
@@ -190,6 +190,33 @@ def _parse_cron(text: str, timezone: str, cron: str) -> Schedule:
     return schedule
 
 
+# The first fire after t is a step function of t: once next_after(t) = N is known, every t' from
+# t's second up to N has the answer N. Remembering that span per expression turns the common
+# questions (a job's next fire after each of its fires; a bulk create of jobs that share an
+# expression, asked at one instant) into a dict lookup instead of croniter's ~60 µs.
+# The state machine asks these while applying, and a remembered answer depends on what this node
+# asked before: it is only used where it provably equals the answer computed afresh. That is
+# UTC, where croniter alone answers (tests/unit/test_schedule.py checks it against the uncached
+# answers, property-based); zones with daylight saving go through the gap and repeated-hour
+# rules above, and are computed afresh each time.
+CRON_SPANS_MAX = 4096
+_cron_spans: dict[str, tuple[int, int]] = {}  # UTC cron -> (from ms, its first fire after that)
+
+
+def _cron_next_remembered(schedule: Schedule, after_ms: int) -> int | None:
+    if schedule.timezone != "UTC":
+        return _cron_next(schedule, after_ms)
+    span = _cron_spans.get(schedule.cron)
+    if span is not None and span[0] <= after_ms < span[1]:
+        return span[1]
+    following = _cron_next(schedule, after_ms)
+    if following is not None:
+        if len(_cron_spans) >= CRON_SPANS_MAX:
+            _cron_spans.clear()  # the tick thread and the event loop share it: no eviction order to keep
+        _cron_spans[schedule.cron] = (after_ms // 1000 * 1000, following)
+    return following
+
+
 def _cron_next(schedule: Schedule, after_ms: int) -> int | None:
     tz = ZoneInfo(schedule.timezone)
     # croniter works in whole seconds: start from the second that contains after_ms,
@@ -251,7 +278,7 @@ def _cron_last(schedule: Schedule, at_ms: int) -> int | None:
     # first pass.
     probe = at_ms - 60_000 if latest is None else latest
     for _ in range(DST_STEPS_MAX):
-        following = _cron_next(schedule, probe)
+        following = _cron_next_remembered(schedule, probe)
         if following is None or following > at_ms:
             break
         latest = probe = following

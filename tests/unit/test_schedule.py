@@ -10,6 +10,7 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schedb import schedule as schedule_module
 from schedb.schedule import ScheduleError, parse_schedule
 from schedb.timefmt import ms_to_rfc3339, rfc3339_to_ms
 
@@ -148,3 +149,37 @@ def _in_dst_gap(ms: int, timezone: str) -> bool:
     before = datetime.fromtimestamp((ms - 3_600_000) / 1000, tz=UTC).astimezone(tz)
     now = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(tz)
     return before.utcoffset() != now.utcoffset()
+
+
+# Richer fields for the remembered spans: day of month and weekday rules (L, #) where croniter's
+# search is least obvious, six-field expressions (seconds first).
+SECOND_FIELD = st.sampled_from(["0", "*/15", "5,35", "*"])
+DAY_FIELD = st.sampled_from(["*", "1", "L", "15-20", "*/10", "29", "31"])
+MONTH_FIELD = st.sampled_from(["*", "2", "1-6", "*/3", "12"])
+WEEKDAY_FIELD = st.sampled_from(["*", "1", "MON-FRI", "5L", "1#2", "0,6", "3#5"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=st.none() | SECOND_FIELD, minute=CRON_FIELD, hour=CRON_FIELD, day=DAY_FIELD, month=MONTH_FIELD,
+       weekday=WEEKDAY_FIELD, start_ms=INSTANTS, steps=st.lists(st.floats(-1.0, 1.2), min_size=1, max_size=12))
+def test_a_remembered_utc_answer_equals_the_answer_computed_afresh(
+        seconds: str | None, minute: str, hour: str, day: str, month: str, weekday: str, start_ms: int,
+        steps: list[float]) -> None:
+    """Replicas apply next_after with different histories of questions (the API asks too, and a
+    restart forgets): a remembered span must give exactly what croniter gives from scratch, for
+    every question inside and at the edges of the span."""
+    expression = " ".join(f for f in (seconds, minute, hour, day, month, weekday) if f is not None)
+    try:
+        schedule = parse_schedule(expression, "UTC")
+    except ScheduleError:
+        return  # not an expression schedb takes
+    schedule_module._cron_spans.clear()
+    after_ms = start_ms
+    for step in steps:
+        fresh = schedule_module._cron_next(schedule, after_ms)
+        assert schedule.next_after(after_ms) == fresh
+        if fresh is None:
+            return
+        # The next question: inside the span (a fraction of it), at its end, just past it, or
+        # before where the span began (an older instant: a catch-up, another replica's question).
+        after_ms += int((fresh - after_ms) * step) or 1
