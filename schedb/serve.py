@@ -19,9 +19,11 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
+from schedb import heap
 from schedb.api.app import create_app
 from schedb.clock import monotonic
 from schedb.config import Config, ConfigError, parse_address
+from schedb.fsm import queries
 from schedb.logs import configure_logging
 from schedb.node import Node
 
@@ -37,6 +39,9 @@ async def serve(config: Config) -> None:
     os.register_at_fork(after_in_child=sock.close)
     node = Node(config)
     await node.start()
+    heap.tune()
+    freezer = asyncio.create_task(heap.keep_long_lived_frozen(
+        node.replica.caught_up, lambda: node.replica.read(queries.job_count)), name="heap")
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=tls).start()
@@ -47,6 +52,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("node_stopping")
+    freezer.cancel()
     await runner.cleanup()
     await node.stop()
     log.info("node_stopped")

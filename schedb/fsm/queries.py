@@ -105,6 +105,10 @@ def state_numbers(state: State) -> dict[str, Any]:
             "usage": {team: dict(usage) for team, usage in state.usage.items()}}
 
 
+def job_count(state: State) -> int:
+    return len(state.jobs)
+
+
 def replicated_now(state: State) -> int:
     """Replicated time: the leader's clock as of the last command applied (Unix ms)."""
     return state.now_ms

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fsm reads", ("schedb.fsm.queries", "schedb.fsm.job_list", "schedb.fsm.feed_queries")),
     ("node support", ("schedb.clock", "schedb.origins", "schedb.config", "schedb.logs", "schedb.metrics",
                       "schedb.peers", "schedb.egress", "schedb.secretbox", "schedb.describe", "schedb.gate",
-                      "schedb.teamgates", "schedb.admission")),
+                      "schedb.teamgates", "schedb.admission", "schedb.heap")),
     ("replication", ("schedb.fence", "schedb.applier", "schedb.raft_node", "schedb.raft")),
     ("reads", ("schedb.policies", "schedb.delivery_view", "schedb.fire_queries")),
     ("runtime", ("schedb.clockwatch", "schedb.webhook", "schedb.timers", "schedb.local_fires", "schedb.dispatcher",
