@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -65,8 +66,16 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str, corr
     return headers, data
 
 
+# A delivery's correlation id, unique across nodes and restarts (64 random bits drawn once per
+# process, then a count) without a system call per fire: uuid4 reads os.urandom each time, which
+# was 3% of a follower's CPU at 1,000 fires/s. An id to follow a fire by, not a secret.
+_CORRELATION_PREFIX = secrets.token_hex(8)
+_correlation_numbers = itertools.count()
+
+
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_CORRELATION_PREFIX}{next(_correlation_numbers):016x}"
+
 
 
 # The executor's way to call one webhook: (fire, spec with secrets resolved, correlation id,
