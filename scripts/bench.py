@@ -39,6 +39,7 @@ class Plan:
     burst_jobs: int
     api_creates: int
     scale_jobs: int
+    scale_big_jobs: int  # the million-job row (0: none)
     failover_jobs: int
     failover_s: int
     overload_jobs: int
@@ -49,11 +50,12 @@ class Plan:
 
 
 FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apscheduler_jobs=(200, 1000, 3000),
-            burst_jobs=10_000, api_creates=5_000, scale_jobs=100_000, failover_jobs=1000, failover_s=20,
-            overload_jobs=10_000, overload_s=60, spread_rates=(1000, 3000, 5000), spread_s=15, raw_s=10.0)
+            burst_jobs=10_000, api_creates=5_000, scale_jobs=100_000, scale_big_jobs=1_000_000, failover_jobs=1000,
+            failover_s=20, overload_jobs=10_000, overload_s=60, spread_rates=(1000, 3000, 5000), spread_s=15,
+            raw_s=10.0)
 QUICK = Plan(sustained_jobs=(200, 1000), sustained_s=6, apscheduler_jobs=(1000,), burst_jobs=2_000,
-             api_creates=1_000, scale_jobs=10_000, failover_jobs=300, failover_s=12, overload_jobs=4_000,
-             overload_s=15, spread_rates=(1000,), spread_s=5, raw_s=5.0)
+             api_creates=1_000, scale_jobs=10_000, scale_big_jobs=0, failover_jobs=300, failover_s=12,
+             overload_jobs=4_000, overload_s=15, spread_rates=(1000,), spread_s=5, raw_s=5.0)
 CONCURRENCY = 64
 
 
@@ -69,6 +71,7 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
         ("apscheduler_burst", lambda: references.apscheduler(work, plan.burst_jobs, 0, mode="burst")),
         ("api", lambda: scenarios.api(work, plan.api_creates)),
         ("scale", lambda: scenarios.scale(work, plan.scale_jobs)),
+        *([("scale_big", lambda: scenarios.scale(work, plan.scale_big_jobs))] if plan.scale_big_jobs else []),
         ("failover", lambda: scenarios.failover(work, plan.failover_jobs, plan.failover_s)),
         ("overload", lambda: overload.overload(work, plan.overload_jobs, plan.overload_s, _best_sustained(results))),
     ]
