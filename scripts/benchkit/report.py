@@ -156,8 +156,8 @@ def _scale_rows(s: dict[str, Any], aps_burst: dict[str, Any]) -> list[Row]:
          ", ".join(f"{k} {s['rss_mb_before'][k]}→{v}" for k, v in s["rss_mb_after"].items())
          + f"; restarted from its snapshot: {s['rss_mb_restarted']}",
          f"APScheduler +{aps_growth:.0f} MB for {aps_jobs} jobs" if aps_growth is not None else "-",
-         "≤ 100 MB at 100k jobs" if s["jobs"] < 1_000_000 else "≤ 1 GB",
-         _verdict(worst <= (100 * s["jobs"] / 100_000 if s["jobs"] < 1_000_000 else 1024))),
+         {100_000: "≤ 100 MB", 1_000_000: "≤ 1 GB"}.get(s["jobs"], ""),
+         _verdict(worst <= {100_000: 100, 1_000_000: 1024}[s["jobs"]]) if s["jobs"] in (100_000, 1_000_000) else "-"),
         (f"{s['jobs']} jobs: snapshot KiB; data dir KiB", f"{s['snapshot_kib']}; {s['data_dir_kib']}", "-", "", "-"),
         (f"{s['jobs']} jobs: SIGKILLed follower ready again after s", s["restart_ready_s"], "-", "≤ 15 s",
          _verdict(s["restart_ready_s"] <= 15)),

@@ -1,4 +1,4 @@
-"""The node's collector settings (schedb.heap): when it refreezes, and what a refreeze does."""
+"""The node's collector settings (schedb.heap): when it freezes, and what a freeze does."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from schedb import heap
 
 
 def test_the_first_check_after_catching_up_freezes() -> None:
-    assert heap.refreeze_due(-1, 0, 0.0)
+    assert heap.refreeze_due(-1, 0)
 
 
 def test_growth_refreezes_only_past_a_quarter_and_the_minimum() -> None:
-    assert not heap.refreeze_due(100_000, 125_000, 60.0)  # a quarter exactly: not yet
-    assert heap.refreeze_due(100_000, 125_001, 60.0)
-    assert not heap.refreeze_due(1_000, 5_000, 60.0)  # fourfold, but fewer than GROWTH_JOBS_MIN more
-    assert heap.refreeze_due(1_000, 6_001, 60.0)
-
-
-def test_a_long_frozen_heap_is_refrozen_whatever_its_size() -> None:
-    """What a freeze kept that later became cyclic garbage is collected at the latest then."""
-    assert not heap.refreeze_due(50, 40, heap.REFREEZE_S)
-    assert heap.refreeze_due(50, 40, heap.REFREEZE_S + 1)
+    assert not heap.refreeze_due(100_000, 125_000)  # a quarter exactly: not yet
+    assert heap.refreeze_due(100_000, 125_001)
+    assert not heap.refreeze_due(1_000, 5_000)  # fourfold, but fewer than GROWTH_JOBS_MIN more
+    assert heap.refreeze_due(1_000, 6_001)
+    assert not heap.refreeze_due(50_000, 10_000)  # shrinking never freezes again
 
 
 class _Cycle:
@@ -30,17 +25,15 @@ class _Cycle:
         self.me = self
 
 
-def test_a_refreeze_collects_frozen_cycles_and_freezes_what_lives() -> None:
+def test_a_freeze_collects_young_garbage_first_and_freezes_what_lives() -> None:
     try:
         garbage = _Cycle()
         gone = weakref.ref(garbage)
-        gc.freeze()  # the cycle is frozen while alive...
-        del garbage  # ...and garbage now, which no collection sees
-        gc.collect()
-        assert gone() is not None
+        del garbage  # young garbage: collected, not frozen
         kept = _Cycle()
-        heap.refreeze(jobs=0)
-        assert gone() is None  # the refreeze unfroze and collected it
-        assert gc.get_freeze_count() > 0 and kept.me is kept
+        heap.freeze(jobs=0)
+        assert gone() is None
+        assert not any(o is kept for generation in range(3) for o in gc.get_objects(generation))
+        assert kept.me is kept  # frozen, alive, never walked again
     finally:
         gc.unfreeze()
