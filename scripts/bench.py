@@ -1,4 +1,4 @@
-"""`make bench` (about 12 minutes) and `make bench-quick` (about 2 minutes):
+"""`make bench` (about 20 minutes) and `make bench-quick` (about 2 minutes):
 schedb measured against its limits and a peer, in one run on this machine.
 
 Every scenario starts its own three-node cluster and receiver on free ports of
