@@ -61,17 +61,23 @@ async def sustained(work: Path, jobs: int, seconds: int) -> dict[str, Any]:
         await bulk_load(cluster.followers()[0].url, every_second_jobs("s", jobs, receiver.url))
         await asyncio.sleep(3.0)  # the first fires have gone out: caches, connections, timers warm
         start = (now_ms() // 1000 + 1) * 1000
-        end = start + seconds * 1000
-        cpu = CpuSampler(node_pids(cluster, receiver))
-        await sleep_until(start)
-        cpu.start()
-        await sleep_until(end)
-        used = cpu.stop()
-        await asyncio.sleep(STRAGGLER_S)
-        rows = deliveries_between(ledger.read_new(), "s-", start, end)
-        figures = delivery_figures(rows, jobs * seconds)
-        return {"jobs": jobs, "seconds": seconds, "fires_per_s": round(figures["delivered"] / seconds, 1),
-                **figures, "cpu_cores": used}
+        figures = await window(cluster, receiver, ledger, "s-", start, seconds, jobs * seconds)
+        return {"jobs": jobs, "seconds": seconds, **figures}
+
+
+async def window(cluster: Cluster, receiver: Receiver, ledger: Ledger, prefix: str, start: int, seconds: int,
+                 expected: int) -> dict[str, Any]:
+    """The deliveries of the fires due in [start, start + seconds) of jobs named prefix…, and the
+    CPU every process used meanwhile."""
+    end = start + seconds * 1000
+    cpu = CpuSampler(node_pids(cluster, receiver))
+    await sleep_until(start)
+    cpu.start()
+    await sleep_until(end)
+    used = cpu.stop()
+    await asyncio.sleep(STRAGGLER_S)
+    figures = delivery_figures(deliveries_between(ledger.read_new(), prefix, start, end), expected)
+    return {"fires_per_s": round(figures["delivered"] / seconds, 1), **figures, "cpu_cores": used}
 
 
 async def burst(work: Path, jobs: int) -> dict[str, Any]:

@@ -10,12 +10,11 @@ milliseconds, and rate times seconds of them are loaded first, one due every 1/r
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from benchkit.measure import CpuSampler, bulk_load, deliveries_between, delivery_figures, node_pids, now_ms
-from benchkit.scenarios import STRAGGLER_S, fresh, sleep_until
+from benchkit.measure import bulk_load, now_ms
+from benchkit.scenarios import fresh, window
 from schedb.timefmt import ms_to_rfc3339
 
 LOAD_MARGIN_S = 8.0  # starting the cluster's planning and loading the first batches
@@ -33,14 +32,5 @@ async def spread(work: Path, rate: int, seconds: int) -> dict[str, Any]:
         await bulk_load(cluster.followers()[0].url, specs)
         if now_ms() > start - 1_000:
             raise RuntimeError("loading the jobs took longer than planned: raise LOAD_MARGIN_S")
-        end = start + seconds * 1000
-        cpu = CpuSampler(node_pids(cluster, receiver))
-        await sleep_until(start)
-        cpu.start()
-        await sleep_until(end)
-        used = cpu.stop()
-        await asyncio.sleep(STRAGGLER_S)
-        rows = deliveries_between(ledger.read_new(), "sp-", start, end)
-        figures = delivery_figures(rows, count)
-        return {"rate": rate, "seconds": seconds, "fires_per_s": round(figures["delivered"] / seconds, 1),
-                **figures, "cpu_cores": used}
+        return {"rate": rate, "seconds": seconds, **await window(cluster, receiver, ledger, "sp-", start, seconds,
+                                                                  count)}
