@@ -67,7 +67,7 @@ def build_request(fire: dict[str, Any], spec: dict[str, Any], node_id: str, corr
 
 
 # A delivery's correlation id, unique across nodes and restarts, without a system call per fire
-# (uuid4 reads os.urandom each time: 3% of a follower's CPU at 1,000 fires/s): a count, hashed
+# (uuid4 reads os.urandom each time: 2.0 µs a call, against 0.7 µs for this): a count, hashed
 # with a key drawn once per process so that a receiver learns nothing from it (how many fires
 # this node sent, for whom, when it restarted). An id to follow a fire by, not a secret.
 _CORRELATION_KEY = secrets.token_bytes(16)
@@ -77,7 +77,6 @@ _correlation_numbers = itertools.count()
 def new_correlation_id() -> str:
     number = next(_correlation_numbers).to_bytes(8, "big")
     return hashlib.blake2b(number, key=_CORRELATION_KEY, digest_size=16).hexdigest()
-
 
 
 # The executor's way to call one webhook: (fire, spec with secrets resolved, correlation id,
