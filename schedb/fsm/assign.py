@@ -29,17 +29,16 @@ def assign_fires(state: State, cmd: AssignFires) -> Result:
     outcomes = [_assign_one(state, item) for item in cmd.items]
     released = [item for item in cmd.release if _release_one(state, cmd.leader_id, item)]
     moved = [item for item in cmd.reassign if _reassign_one(state, item)]
-    assigned = outcomes.count("assigned")
-    state.counters["fires_assigned"] += assigned
+    created = [item for item, outcome in zip(cmd.items, outcomes, strict=True) if outcome == "assigned"]
+    state.counters["fires_assigned"] += len(created)
     state.counters["assign_stale"] += outcomes.count("stale") + len(cmd.reassign) - len(moved) + len(cmd.release) \
         - len(released)
     # Fires each node was given (its own new fires, and those moved to it): the leader's
     # admission control counts them (schedb.admission).
-    created = [item for item, outcome in zip(cmd.items, outcomes, strict=True) if outcome == "assigned"]
     given: dict[str, int] = {}
     for item in [*created, *moved, *released]:
         given[item[2]] = given.get(item[2], 0) + 1
-    return {"ok": True, "assigned": assigned, "reassigned": len(moved) + len(released),
+    return {"ok": True, "assigned": len(created), "reassigned": len(moved) + len(released),
             "throttled": outcomes.count("throttled"), "given": given}
 
 
