@@ -48,8 +48,11 @@ export function render(root, { query: params }) {
   };
   const typed = debounce(refilter, 250);
 
-  el.prev.addEventListener('click', () => move(page.cursors.slice(0, -1)));
-  el.next.addEventListener('click', () => move([...page.cursors, page.nextCursor]));
+  // A double click is one move: its second click (detail 2) is dropped even when the first
+  // page's answer came back between the two clicks and enabled the button again.
+  const single = (action) => (event) => { if (event.detail <= 1) action(); };
+  el.prev.addEventListener('click', single(() => move(page.cursors.slice(0, -1))));
+  el.next.addEventListener('click', single(() => move([...page.cursors, page.nextCursor])));
   root.append(
     h('h1', {}, 'Jobs', h('a', { href: '#/new', class: 'badge' }, '+ New job')),
     filterBar(filters, typed, refilter),
