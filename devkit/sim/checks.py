@@ -44,7 +44,7 @@ from schedb.fsm.machine import CANONICAL_FIELDS, StateMachine, _canonical
 from schedb.fsm.model import Execution, ExecutionStatus, Fire, Result
 from schedb.local_fires import PENDING
 
-DIGEST_EVERY = 256
+DIGEST_EVERY = 1024  # the whole state's bytes: more often costs more than the rest of the checks
 MEASURING_ERROR_MS = 100  # the clock watch measures offsets to half a round trip
 STALE_SKIPS = frozenset({ExecutionStatus.SKIPPED, ExecutionStatus.MISSED})
 OUTCOME_TAIL_S = 30.0  # a call this close to the end may still be reporting (an answer takes up to 4 s)
