@@ -9,7 +9,9 @@ becomes replicated time, so a clock that is far off must stop mattering:
   reason; the offset is its clock minus the middle of the request, with an error of at most
   half the round trip. Of the last few samples, the one with the shortest round trip counts
   (as NTP's clock filter does), among those that agree with the newest: a member's clock that
-  stepped counts from its first sample after the step.
+  stepped counts from its first sample after the step. A member agrees with this clock when
+  that sample's whole error interval is within `clock.max_offset_ms`, disagrees when the whole
+  of it is beyond, and counts neither way (as if unmeasured) in between.
 - A step of this node's own wall clock (against its monotonic clock) forgets every sample:
   nothing is judged on this clock again until it has been measured anew.
 - A follower executes only while its offset from the leader is known and within
@@ -160,13 +162,35 @@ class ClockWatch:
 
     def in_bound(self, node_id: str) -> bool:
         """Is node_id's clock known to agree with this node's?"""
-        offset = self.offset_ms(node_id)
-        return offset is not None and abs(offset) <= self.max_offset_ms
+        return self._agreement(node_id) is True
+
+    def _agreement(self, node_id: str) -> bool | None:
+        """Whether node_id's clock is within the limit of this node's: True or False when the best
+        sample's whole error interval (half its round trip each way) lies on one side of the limit;
+        None when it was not measured, or when the interval straddles the limit. The middle of a
+        slow round trip can be anywhere in it (simulator seed 446689000: -476 ms measured over a
+        993 ms round trip, for a clock 894 ms behind)."""
+        best = self._best(node_id)
+        if best is None:
+            return None
+        distance_ms, error_ms = abs(best.offset_ms), best.rtt_ms / 2
+        if distance_ms + error_ms <= self.max_offset_ms:
+            return True
+        return False if distance_ms - error_ms > self.max_offset_ms else None
 
     def may_execute(self, node_id: str) -> bool:
         """May the leader give node_id fires: its clock agrees, and it does not itself hold them."""
         samples = self._samples.get(node_id)
         return self.in_bound(node_id) and bool(samples) and not samples[-1].holding
+
+    def holds_fires(self, node_id: str) -> bool:
+        """Whether node_id's fires not yet due should move: its clock is measured off this one's,
+        or it holds them itself. Unmeasured, or measured too roughly to tell, it keeps them (and
+        gets no new ones: may_execute)."""
+        samples = self._samples.get(node_id)
+        if self._agreement(node_id) is False:
+            return True
+        return self.offset_ms(node_id) is not None and bool(samples) and samples[-1].holding
 
     def offsets(self) -> dict[str, int | None]:
         return {node_id: self.offset_ms(node_id) for node_id in sorted(self._members())}
@@ -208,8 +232,8 @@ class ClockWatch:
         self._check_step()
         leader = self._leader_id()
         offset = self.leader_offset_ms()
-        follower_reason = "clock_unknown" if offset is None else (
-            "" if abs(offset) <= self.max_offset_ms else "clock_offset")
+        agreement = True if leader == self._config.node.id else self._agreement(leader) if leader else None
+        follower_reason = {True: "", False: "clock_offset", None: "clock_unknown"}[agreement]
         if leader is None and self._follower_reason != "clock_unknown":
             follower_reason = self._follower_reason  # an election: the last leader's verdict stands
         agreed = self.majority_agrees()
@@ -227,15 +251,15 @@ class ClockWatch:
         peers = self._members()
         if not peers and not self._replica.has_peers():
             return True
-        agreeing = sum(1 for node_id in peers if self.in_bound(node_id))
-        disagreeing = sum(1 for node_id in peers if self.offset_ms(node_id) is not None and not self.in_bound(node_id))
+        verdicts = [self._agreement(node_id) for node_id in peers]
+        agreeing, disagreeing = verdicts.count(True), verdicts.count(False)
         return agreeing >= 1 and agreeing + 1 > disagreeing
 
     def may_lead(self) -> bool:
         """Stand for election unless most other members are measured out of bound. With one other
         member, who is wrong cannot be told: both stand."""
         peers = self._members()
-        off = sum(1 for node_id in peers if self.offset_ms(node_id) is not None and not self.in_bound(node_id))
+        off = sum(1 for node_id in peers if self._agreement(node_id) is False)
         return len(peers) < 2 or off <= len(peers) // 2
 
     def _leader_id(self) -> str | None:

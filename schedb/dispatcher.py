@@ -205,8 +205,7 @@ class Dispatcher:
                     scan_leases: bool) -> PlanInputs:
         """What the plan of a batch (schedb.fire_queries.plan_batch) needs besides the state."""
         clock = self._clock
-        clock_held = None if clock is None else \
-            lambda node_id: not (clock.may_execute(node_id) or clock.offset_ms(node_id) is None)
+        clock_held = None if clock is None else clock.holds_fires
         return PlanInputs(now_ms, self._lookahead_ms, self._config.node.id, candidates, evacuate, scan_leases,
                           self._started_here, clock_held, clock.max_offset_ms if clock is not None else 0,
                           self._admission.windows())

@@ -36,7 +36,6 @@ from schedb.commands import (
     ReplayDeadLetter,
     TriggerJob,
 )
-from schedb.fsm import queries
 from schedb.fsm.core import State
 from schedb.schedule import parse_schedule
 

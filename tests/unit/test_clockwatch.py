@@ -117,3 +117,36 @@ async def test_a_slow_probe_does_not_hide_a_step_it_cannot_judge() -> None:
         node2.update(rtt_s=2.5)  # then a probe that waited 2.5 s (bounds ±1.25 s each way ... and more)
         await watch._round(probe)
         assert watch.offset_ms("node2") is not None and watch.offset_ms("node2") < -1_000  # type: ignore[operator]
+
+
+async def test_a_sample_whose_error_bounds_straddle_the_limit_neither_agrees_nor_disagrees() -> None:
+    """Found by the simulator (seed 446689000): the leader's clock stepped 885 ms ahead, which
+    forgot every sample. Its next probe of node3 was sharp (-897 ms: off), but node2's request
+    took 914 ms to arrive and its answer 79 ms to come back, so node2 measured -476 ms: the
+    middle of a round trip of 993 ms, within the 500 ms limit though node2 was 894 ms behind.
+    The leader counted node2 as agreeing, and moved replicated time 890 ms ahead of every
+    other clock. A sample says the offset to within half its round trip: it agrees only when
+    its whole error interval is in bound, disagrees only when the whole of it is out."""
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    config = Config(NodeSection("node1", Path("/nonexistent")), HttpSection(), RaftSection(), SchedulerSection(),
+                    ExecutorSection(), LogSection())
+
+    async def probe(http_addr: str) -> Health:
+        node_id = {"127.0.0.1:8002": "node2", "127.0.0.1:8003": "node3"}[http_addr]
+        if node_id == "node3":
+            fake.advance(0.0015)
+            answer = Health(node_id, clock.wall_ms() - 897, False)
+            fake.advance(0.0015)
+            return answer
+        fake.advance(0.914)  # the request is slow to arrive ...
+        answer = Health(node_id, clock.wall_ms() - 894, False)
+        fake.advance(0.079)  # ... its answer is quick to come back
+        return answer
+
+    with clock.use(fake):
+        watch = ClockWatch(config, LeaderReplica())  # type: ignore[arg-type]
+        await watch._round(probe)
+        assert -500 <= watch.offset_ms("node2") <= -450  # type: ignore[operator]  # its middle looks in bound
+        assert not watch.in_bound("node2") and not watch.in_bound("node3")
+        assert not watch.majority_agrees() and watch.hold_reason() == "clock_offset"
+        assert watch.may_lead()  # node2's wide sample does not count against it either: one off of two

@@ -58,8 +58,8 @@ class Probes:
     def may_execute(self, node_id: str) -> bool:
         return node_id == "node3"
 
-    def offset_ms(self, node_id: str) -> int | None:
-        return 0 if node_id == "node3" else None
+    def holds_fires(self, node_id: str) -> bool:
+        return False  # node3 agrees; node2 is unmeasured
 
 
 def held_by_node2(delivery: str, seconds: range) -> State:
