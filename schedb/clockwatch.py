@@ -17,8 +17,8 @@ becomes replicated time, so a clock that is far off must stop mattering:
 - A follower executes only while its offset from the leader is known and within
   `clock.max_offset_ms`. Otherwise its fires wait, /ready says why, and the leader, which
   reads that hold in the follower's /health, gives it no fires and moves those not yet due.
-- A leader assigns, and so moves replicated time, only while more measured members agree
-  with its clock than disagree (at least one agreeing); it hands its leadership on when most
+- A leader assigns, and so moves replicated time, only while a majority of the members (itself
+  among them) are known to agree with its clock; it hands its leadership on when most
   members are measured off.
 - A node whose clock is off most of the others does not stand for election.
 """
@@ -26,6 +26,7 @@ becomes replicated time, so a clock that is far off must stop mattering:
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ PROBE_TIMEOUT_S = 1.0
 # A change of wall minus monotonic time larger than this between two looks is a step of the
 # wall clock (NTP slews at most 0.5 ms/s; an operator's `date -s` or a VM resume steps).
 STEP_MS = 100.0
+READ_SLACK_MS = 1.0  # clocks are read in whole milliseconds: a sample's bounds are this much wider
 
 
 @dataclass(frozen=True)
@@ -125,18 +127,26 @@ class ClockWatch:
     # -- what the offsets say --------------------------------------------------------
 
     def _best(self, node_id: str) -> Sample | None:
-        """Of the recent samples that agree with the newest, the one with the shortest round trip.
-        A sample is the offset to within half its round trip: one whose bounds do not overlap the
-        newest one's was taken before the member's clock stepped, and says nothing of it now."""
+        """Of the recent samples consistent with every newer one, the one with the shortest round
+        trip. A sample is the offset to within half its round trip: one whose bounds do not overlap
+        what the newer ones allow was taken before the member's clock stepped, and says nothing of
+        it now."""
         now = monotonic()
         fresh = [s for s in self._samples.get(node_id, ()) if now - s.at < SAMPLE_TTL_S]
         if not fresh:
             return None
-        # The newest sample that is sharp enough to judge the others by (a probe that waited on a
-        # stalled loop has bounds too wide to tell a step), or else the newest.
-        newest = next((s for s in reversed(fresh) if s.rtt_ms <= self.max_offset_ms), fresh[-1])
-        return min((s for s in fresh if abs(s.offset_ms - newest.offset_ms) <= (s.rtt_ms + newest.rtt_ms) / 2),
-                   key=lambda s: s.rtt_ms)
+        # From the newest back, the samples whose bounds overlap what all newer ones allow; one
+        # that does not is from before a step (a sharp old sample must not outlive a step that
+        # newer, slower ones show), and so is every older one.
+        low, high = -math.inf, math.inf
+        consistent: list[Sample] = []
+        for sample in reversed(fresh):
+            error = sample.rtt_ms / 2 + READ_SLACK_MS
+            if sample.offset_ms + error < low or sample.offset_ms - error > high:
+                break
+            low, high = max(low, sample.offset_ms - error), min(high, sample.offset_ms + error)
+            consistent.append(sample)
+        return min(consistent, key=lambda s: s.rtt_ms)
 
     def offset_ms(self, node_id: str) -> int | None:
         """node_id's clock minus this node's, from the recent sample with the shortest round trip."""
@@ -246,14 +256,14 @@ class ClockWatch:
                 follower_reason=follower_reason or "in_bound", leader_clock_agreed=agreed)
 
     def majority_agrees(self) -> bool:
-        """More measured members agree with this clock than disagree (this node counts as agreeing),
-        and at least one does. Unmeasured members (new, down) count neither way."""
+        """A majority of the members (this node among them) are known to agree with this clock.
+        Members unmeasured (new, down) or measured too roughly to tell do not count as agreeing
+        (with three members: one other that agrees is enough)."""
         peers = self._members()
         if not peers and not self._replica.has_peers():
             return True
-        verdicts = [self._agreement(node_id) for node_id in peers]
-        agreeing, disagreeing = verdicts.count(True), verdicts.count(False)
-        return agreeing >= 1 and agreeing + 1 > disagreeing
+        agreeing = sum(1 for node_id in peers if self._agreement(node_id) is True)
+        return 2 * (agreeing + 1) > len(peers) + 1
 
     def may_lead(self) -> bool:
         """Stand for election unless most other members are measured out of bound. With one other

@@ -18,17 +18,18 @@ T0 = 1_800_000_000_000
 class LeaderReplica:
     """What the clock watch reads of the Raft side: this node leads node2 and node3."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 3) -> None:
+        self.size = size
         self.state = StateMachine()
         self.state.apply(AssignFires(T0, [], leader_id="node1"))
-        for n in (1, 2, 3):
+        for n in range(1, size + 1):
             self.state.apply(RegisterNode(T0, f"node{n}", f"127.0.0.1:900{n}", f"127.0.0.1:800{n}"))
 
     def read(self, query: Any, *args: Any) -> Any:
         return query(self.state, *args)
 
     def members(self) -> list[str]:
-        return ["127.0.0.1:9002", "127.0.0.1:9003"]
+        return [f"127.0.0.1:900{n}" for n in range(2, self.size + 1)]
 
     def has_peers(self) -> bool:
         return True
@@ -150,3 +151,92 @@ async def test_a_sample_whose_error_bounds_straddle_the_limit_neither_agrees_nor
         assert not watch.in_bound("node2") and not watch.in_bound("node3")
         assert not watch.majority_agrees() and watch.hold_reason() == "clock_offset"
         assert watch.may_lead()  # node2's wide sample does not count against it either: one off of two
+
+
+def config() -> Config:
+    return Config(NodeSection("node1", Path("/nonexistent")), HttpSection(), RaftSection(), SchedulerSection(),
+                  ExecutorSection(), LogSection())
+
+
+def lopsided(fake: FakeClock, behind_ms: int, there_s: float, back_s: float) -> Health:
+    """An answer whose request took there_s to arrive and back_s to come back."""
+    fake.advance(there_s)
+    answer_ms = clock.wall_ms() - behind_ms
+    fake.advance(back_s)
+    return answer_ms  # type: ignore[return-value]
+
+
+async def test_a_sharp_sample_from_before_a_step_does_not_outlive_slower_ones_after_it() -> None:
+    """Review: node2's and node3's clocks step 900 ms back, making this leader the one fast
+    clock. node3 is measured sharply; node2's probes now take 600 ms (550 ms there). Its sharp
+    sample from before the step (offset 0) must not stay the best for up to 10 s: the newer
+    samples' bounds all exclude it."""
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    behind = {"node2": 0, "node3": 0}
+
+    async def probe(http_addr: str) -> Health:
+        node_id = {"127.0.0.1:8002": "node2", "127.0.0.1:8003": "node3"}[http_addr]
+        there_s, back_s = (0.55, 0.05) if behind[node_id] and node_id == "node2" else (0.001, 0.001)
+        return Health(node_id, lopsided(fake, behind[node_id], there_s, back_s), False)  # type: ignore[arg-type]
+
+    with clock.use(fake):
+        watch = ClockWatch(config(), LeaderReplica())  # type: ignore[arg-type]
+        await watch._round(probe)
+        assert watch.majority_agrees()
+        behind.update(node2=900, node3=900)
+        for _ in range(3):
+            fake.advance(1.0)
+            await watch._round(probe)
+            assert not watch.in_bound("node2") and not watch.majority_agrees()
+
+
+async def test_with_five_members_a_majority_of_all_must_agree() -> None:
+    """Review: with five members, this leader and node2 900 ms ahead of the other three; node3's
+    and node4's probes are too slow to tell, node5's is sharp. One agreeing and one disagreeing
+    is not a majority of five agreeing."""
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+
+    async def probe(http_addr: str) -> Health:
+        node_id = "node" + http_addr[-1]
+        if node_id == "node2":
+            return Health(node_id, lopsided(fake, 0, 0.001, 0.001), False)  # type: ignore[arg-type]
+        if node_id in ("node3", "node4"):
+            return Health(node_id, lopsided(fake, 900, 0.9, 0.05), False)  # type: ignore[arg-type]
+        return Health(node_id, lopsided(fake, 900, 0.001, 0.001), False)  # type: ignore[arg-type]
+
+    with clock.use(fake):
+        watch = ClockWatch(config(), LeaderReplica(size=5))  # type: ignore[arg-type]
+        await watch._round(probe)
+        assert watch.in_bound("node2") and not watch.in_bound("node5")
+        assert watch.offset_ms("node3") is not None and not watch.in_bound("node3")
+        assert not watch.majority_agrees()
+
+
+async def test_a_member_measured_off_or_holding_gives_up_its_fires_and_one_measured_roughly_keeps_them() -> None:
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    holding = {"node2": False, "node3": False}
+    timing = {"node2": (0.001, 0.001), "node3": (0.001, 0.001)}
+    behind = {"node2": 0, "node3": 0}
+
+    async def probe(http_addr: str) -> Health:
+        node_id = {"127.0.0.1:8002": "node2", "127.0.0.1:8003": "node3"}[http_addr]
+        there_s, back_s = timing[node_id]
+        return Health(node_id, lopsided(fake, behind[node_id], there_s, back_s), holding[node_id])  # type: ignore[arg-type]
+
+    with clock.use(fake):
+        watch = ClockWatch(config(), LeaderReplica())  # type: ignore[arg-type]
+        assert not watch.holds_fires("node2")  # unmeasured: keeps them
+        await watch._round(probe)
+        assert not watch.holds_fires("node2") and watch.may_execute("node2")
+        holding["node2"] = True
+        fake.advance(1.0)
+        await watch._round(probe)
+        assert watch.holds_fires("node2") and not watch.may_execute("node2")
+        behind["node3"], timing["node3"] = 700, (0.5, 0.1)  # a step, measured roughly: 700 ± 300
+        fake.advance(1.0)
+        await watch._round(probe)
+        assert not watch.holds_fires("node3") and not watch.may_execute("node3")
+        timing["node3"] = (0.001, 0.001)
+        fake.advance(1.0)
+        await watch._round(probe)
+        assert watch.holds_fires("node3")
