@@ -208,4 +208,4 @@ class Dispatcher:
         clock_held = None if clock is None else clock.holds_fires
         return PlanInputs(now_ms, self._lookahead_ms, self._config.node.id, candidates, evacuate, scan_leases,
                           self._started_here, clock_held, clock.max_offset_ms if clock is not None else 0,
-                          self._admission.windows())
+                          self._admission.windows(), clock.ahead_at_most_ms if clock is not None else None)

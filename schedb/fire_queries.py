@@ -15,6 +15,7 @@ which reads the clock under the lock (a wait for the lock must not age its verdi
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -124,6 +125,8 @@ class PlanInputs(NamedTuple):
     max_offset_ms: int  # the clock bound
     # The most fires due about now each executor may hold (schedb.admission); one not listed has no limit.
     windows: Mapping[str, int] = MappingProxyType({})
+    # The clock watch: how far ahead of this node's a member's clock may be, by all its samples (ms).
+    clock_ahead_ms: Callable[[str], float | None] | None = None
 
 
 class Batch(NamedTuple):
@@ -287,17 +290,21 @@ def _evacuate(state: State, plan: PlanInputs, moves: list[Move]) -> list[Move]:
 
 def _not_due_of_clock_held(state: State, plan: PlanInputs) -> list[Move]:
     """A live follower that holds its fires for its clock (or is measured off) has started
-    none due later than now plus the clock bound: those move. Earlier ones may be running
-    there; they are left to their outcome or their lease, so that nothing is called twice."""
+    none due later than now plus the clock bound, or plus how far ahead its clock may be when
+    that is more: those move. It may not know yet that it is off (a step of this leader's clock
+    shows in its verdict only after its next probe), and it fires by its own clock. Earlier ones
+    may be running there; they are left to their outcome or their lease, so that nothing is
+    called twice (simulator seed 447000066)."""
     if plan.clock_held is None:
         return []
-    not_before_ms = plan.now_ms + plan.max_offset_ms
     moves = []
     for node_id in sorted(state.book.by_node):
         if node_id in plan.evacuate or node_id in plan.candidates or node_id == plan.self_id:
             continue
         if not plan.clock_held(node_id):
             continue  # not measured: a new or silent node, whose fires the other rules cover
+        ahead_ms = plan.clock_ahead_ms(node_id) if plan.clock_ahead_ms is not None else None
+        not_before_ms = plan.now_ms + max(plan.max_offset_ms, math.ceil(ahead_ms or 0))
         moves += [_move(fire, plan.candidates) for fire in state.book.of_node(node_id)
                   if fire["due_ms"] > not_before_ms]
     return moves

@@ -46,8 +46,8 @@ class Probes:
 
     max_offset_ms = 500
 
-    def __init__(self, ahead_ms: float | None, refused_at: float | None) -> None:
-        self._ahead_ms, self._refused_at = ahead_ms, refused_at
+    def __init__(self, ahead_ms: float | None, refused_at: float | None, held: bool = False) -> None:
+        self._ahead_ms, self._refused_at, self._held = ahead_ms, refused_at, held
 
     def ahead_at_most_ms(self, node_id: str) -> float | None:
         return self._ahead_ms if node_id == "node2" else 0.0
@@ -59,7 +59,7 @@ class Probes:
         return node_id == "node3"
 
     def holds_fires(self, node_id: str) -> bool:
-        return False  # node3 agrees; node2 is unmeasured
+        return self._held and node_id == "node2"  # node3 agrees
 
 
 def held_by_node2(delivery: str, seconds: range) -> State:
@@ -133,3 +133,15 @@ def test_a_follower_that_never_answered_this_leader_may_have_heard_the_deposed_o
     fires = plan_at(state, 6.0, Probes(ahead_ms=0, refused_at=None), leader_since=MONO_ACK - 0.5)
     # fence closed no earlier than T0 - 0.5 + 3 (fallback) + 3 (fence) + 0.2 = T0 + 5.7 s
     assert fires == {**{str(s): (1, "node2") for s in range(1, 6)}, **{str(s): (1, "node3") for s in (6, 7, 8)}}
+
+
+def test_a_live_follower_measured_far_ahead_keeps_the_fires_its_clock_may_have_reached() -> None:
+    """Found by the simulator (seed 447000066): the leader's clock stepped 3.45 s back, so it
+    measured node2 3.5 s ahead and moved node2's fires not yet due by its own clock plus the
+    0.5 s bound. node2 had not yet measured the step (its verdict came from samples before it)
+    and called the fire due at T0 + 1 s by its own clock, which the log had moved to another
+    node: delivered twice. A follower measured off may have started anything due up to how far
+    its clock may be ahead: only later fires move."""
+    state = held_by_node2("at_least_once", range(1, 9))
+    fires = plan_at(state, 0.1, Probes(ahead_ms=3_500, refused_at=None, held=True))
+    assert fires == {**{str(s): (1, "node2") for s in (1, 2, 3)}, **{str(s): (2, "node3") for s in range(4, 9)}}
