@@ -183,6 +183,20 @@ class State:
         job = self.jobs[job_id]
         job["ran_ms"] = max(job.get("ran_ms", scheduled_ms), scheduled_ms)
 
+    def unscheduled_ms(self, job_id: str) -> int:
+        """The instant that names a fire no schedule placed (a trigger, a workflow step): now, or
+        the first instant after it, and after the job's last such instant, that is not a whole
+        second. Every schedule fires on whole seconds (cron's finest field is the second, @every
+        counts whole seconds from the epoch), and a fire id names one run: one shared with an
+        occurrence, or with an earlier trigger at a replicated time that stood still, would be
+        two runs under one Idempotency-Key (simulator seed 447000035)."""
+        job = self.jobs[job_id]
+        instant_ms = max(self.now_ms, job.get("triggered_ms", -1) + 1)
+        while instant_ms % 1000 == 0 or fire_id_of(job_id, instant_ms) in self.book.fires:
+            instant_ms += 1
+        job["triggered_ms"] = instant_ms
+        return instant_ms
+
     def unschedule(self, job_id: str) -> None:
         job = self.jobs[job_id]
         if job["next_fire_ms"] is not None:

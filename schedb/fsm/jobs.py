@@ -157,9 +157,7 @@ def trigger_job(state: State, cmd: TriggerJob) -> Result:
         return error
     if not tenancy.take_fires(state, job["team"], 1, state.now_ms):
         return tenancy.over_quota(state, job["team"], "fires_per_minute", "the trigger was not run")
-    scheduled_ms = state.now_ms
-    while fire_id_of(cmd.job_id, scheduled_ms) in state.book.fires:  # two triggers in one ms
-        scheduled_ms += 1
+    scheduled_ms = state.unscheduled_ms(cmd.job_id)
     by = str(cmd.actor.get("key") or "api")[:64]
     fire = workflow.new_fire(state, cmd.job_id, scheduled_ms, PENDING, trigger=f"{Trigger.MANUAL}:{by}",
                              correlation_id=cmd.correlation_id, params=cmd.params)

@@ -112,6 +112,7 @@ class Job(TypedDict):
     decided_ms: NotRequired[int]  # every occurrence up to here was fired, missed or throttled
     ran_ms: NotRequired[int]  # the latest occurrence whose fire ended, or ran after a pause took it back
     backfilled_ms: NotRequired[list[int]]  # occurrences a backfill fired before the schedule decided them
+    triggered_ms: NotRequired[int]  # the latest instant a trigger or workflow step took (State.unscheduled_ms)
     registration: NotRequired[Registration]
 
 

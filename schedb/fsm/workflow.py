@@ -248,9 +248,7 @@ def _decide(state: State, run: Run, job_id: str) -> bool:
 
 
 def _fire_step(state: State, run: Run, job_id: str) -> None:
-    scheduled_ms = state.now_ms
-    while fire_id_of(job_id, scheduled_ms) in state.book.fires:
-        scheduled_ms += 1
+    scheduled_ms = state.unscheduled_ms(job_id)
     fire = new_fire(state, job_id, scheduled_ms, PENDING, trigger=_trigger(run), run_id=run["run_id"])
     run["steps"][job_id] = _step(StepStatus.RUNNING, fire["fire_id"])
     state.counters["dependency_fires"] += 1

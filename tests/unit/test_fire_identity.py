@@ -371,3 +371,20 @@ def test_expired_leases_are_planned_a_batch_at_a_time() -> None:
     plan = plan_batch(state, PlanInputs(later, 5_000, "node1", ["node2", "node3"], {}, True,
                                         lambda fire: "unstarted", None, 500))
     assert len(plan.expired) == ASSIGN_BATCH_MAX and len(plan.reassign) == ASSIGN_BATCH_MAX
+
+
+def test_a_trigger_on_the_instant_of_an_occurrence_has_a_fire_id_of_its_own() -> None:
+    """Found by the simulator (seed 447000035): an operator triggered a paused `*/15` job when
+    replicated time stood on a whole second, 270 s; the triggered fire took the id job:…270000
+    and succeeded. A resume then placed the occurrence at 270 s with the same id: two committed
+    successes for one fire id, and a receiver that deduplicates on Idempotency-Key drops one of
+    two different runs. Every schedule fires on whole seconds (cron's finest field is the second,
+    @every counts whole seconds from the epoch): a trigger, or a workflow step, never does."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec(schedule="*/10 * * * * *")))
+    triggered = at(state, TriggerJob(T0 + 10_000, "job"))["fire_id"]
+    assert triggered == f"job:{T0 + 10_001}"
+    state.apply(AssignFires(T0 + 10_000, [["job", T0 + 10_000, "node2"]], leader_id="node1"))
+    assert {f"job:{T0 + 10_000}", triggered} <= set(state.book.fires)
+    again = at(state, TriggerJob(T0 + 12_999, "job", force=True))["fire_id"]
+    assert again == f"job:{T0 + 12_999}"  # not on a second: as it was
