@@ -240,8 +240,12 @@ class Executor:
             self._arm_fence_recheck()
             return
         self._reconcile()  # the recheck timer may run before the loop hears of the latest commands
+        now_ms = wall_ms()
         for local in self._fires.in_phase(Phase.HELD):
-            self._start(local)
+            if local.fire["due_ms"] > now_ms:  # this clock stepped back while it was held: never early
+                self._fires.wait_again(local.key)
+            else:
+                self._start(local)
 
     def _arm_fence_recheck(self) -> None:
         if self._fires.count(Phase.HELD) and self._fence_timer is None:

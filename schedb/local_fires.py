@@ -153,6 +153,12 @@ class LocalFires:
     def hold(self, key: FireKey) -> None:
         self._move(key, (Phase.WAITING,), Phase.HELD)
 
+    def wait_again(self, key: FireKey) -> None:
+        """A held attempt that is not due any more by this node's clock (it stepped back while
+        the attempt was held): waiting for its instant again."""
+        local = self._move(key, (Phase.HELD,), Phase.WAITING)
+        self._timers.add(key, local.fire)
+
     def orphan(self, key: FireKey) -> None:
         self._move(key, (Phase.WAITING,), Phase.ORPHANED)
 

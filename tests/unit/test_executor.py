@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from schedb.clock import wall_ms
+from schedb import clock
+from schedb.clock import FakeClock, wall_ms
 from schedb.commands import (
     AssignFires,
     Command,
@@ -459,3 +460,40 @@ async def test_fires_that_waited_for_places_held_by_fenced_fires_go_out_late_rat
         assert replica.apply(CreateJob(now, job))["ok"]
         assert replica.apply(AssignFires(now, [[job_id, due_ms, NODE]]))["assigned"] == 1
     await until(lambda: sorted(calls) == [f"first:{due_ms}", f"second:{due_ms}"], timeout_s=5.0)
+
+
+class _ClockVerdict:
+    """The clock watch's verdict on this node's clock, as a test sets it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def hold_reason(self) -> str:
+        return self.reason
+
+
+async def test_a_fire_held_for_the_clock_is_not_started_before_its_instant_once_the_clock_steps_back(
+        tmp_path: Path) -> None:
+    """Found by the simulator (seed 447000275): a follower's clock was 2.6 s ahead; a fire fell
+    due by it and was held (clock_offset). The clock then stepped back to the true time, the
+    verdict cleared, and the held fire was started at once, 1.9 s before its instant by the
+    node's own clock, while the leader had moved it to another node: delivered twice. A held
+    fire that is not due any more by this node's clock waits for its instant again."""
+    fake = FakeClock(wall_ms=wall_ms())
+    with clock.use(fake):
+        replica = new_replica(wall_ms())
+        delivered = record_calls(replica)
+        verdict = _ClockVerdict("clock_offset")
+        config_file = tmp_path / "node.toml"
+        config_file.write_text(f'[node]\nid = "{NODE}"\ndata_dir = "{tmp_path}"\n')
+        executor = Executor(load_config(config_file, {}), replica, replica.send, NodeMetrics(),  # type: ignore[arg-type]
+                            clock=verdict)  # type: ignore[arg-type]
+        replica.executor = executor
+        fire_id = assign(replica, "job", schedule="@every 1s")
+        fake.advance(1.5)  # this node's clock reaches the fire's instant: held for the clock
+        await until(lambda: executor._fires.count(Phase.HELD) == 1)
+        fake.step_wall(-2_000)  # the clock steps back; the verdict clears
+        verdict.reason = ""
+        executor._release_held()
+        await asyncio.sleep(0.05)
+        assert delivered == [] and executor._fires.phases() == {(fire_id, 1): Phase.WAITING}

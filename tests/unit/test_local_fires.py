@@ -133,6 +133,7 @@ def test_a_run_with_nothing_to_report_leaves_the_table() -> None:
 @pytest.mark.parametrize(("phase", "transition"), [
     (WAIT, "report"), (WAIT, "finish"), (WAIT, "committed"), (HELD, "hold"), (HELD, "orphan"), (ORPH, "start"),
     (RUN, "start"), (RUN, "drop"), (RUN, "hold"), (REP, "report"), (REP, "drop"), (REP, "start"),
+    (WAIT, "wait_again"), (ORPH, "wait_again"), (RUN, "wait_again"),
 ])
 def test_a_transition_from_a_phase_that_does_not_allow_it_is_refused(phase: Phase, transition: str) -> None:
     key = ("f", 1)
@@ -141,7 +142,7 @@ def test_a_transition_from_a_phase_that_does_not_allow_it_is_refused(phase: Phas
         "hold": lambda: table.fires.hold(key), "orphan": lambda: table.fires.orphan(key),
         "start": lambda: table.fires.start(key, task()), "report": lambda: table.fires.report(key, outcome(key)),
         "finish": lambda: table.fires.finish(key), "drop": lambda: table.fires.drop(key),
-        "committed": lambda: table.fires.committed([key]),
+        "committed": lambda: table.fires.committed([key]), "wait_again": lambda: table.fires.wait_again(key),
     }
     with pytest.raises(PhaseError):
         calls[transition]()
@@ -295,3 +296,11 @@ def test_a_plan_applied_to_the_table_keeps_its_invariants() -> None:
         table.fires.arm(key, new)
     table.fires.check()
     assert table.fires.phases() == {("w", 2): WAIT, ("r", 1): RUN, ("r", 2): WAIT, ("d", 1): REP, ("n", 1): WAIT}
+
+
+def test_a_held_attempt_waits_again_with_a_timer() -> None:
+    key = ("f", 1)
+    table = table_in({key: HELD})
+    table.fires.wait_again(key)
+    table.fires.check()  # a timer iff waiting
+    assert table.fires.phase_of(key) is WAIT and key in table.timers
