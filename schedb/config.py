@@ -141,6 +141,21 @@ class ClockSection:
 
 
 @dataclass(frozen=True)
+class BreakerSection:
+    """A circuit per webhook target on each node (schedb/breaker.py): it opens after `failures`
+    in a row, or when at least `failure_rate` of the last `window_s` seconds' calls failed (once
+    there were `window_calls_min`), and lets one probe through after `cooldown_s`."""
+
+    enabled: bool = True
+    failures: int = 5
+    failure_rate: float = 0.5
+    window_s: float = 30.0
+    window_calls_min: int = 20
+    window_calls_max: int = 1_000
+    cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
     format: str = "auto"  # auto | json | console
@@ -159,6 +174,7 @@ class Config:
     secrets: SecretsSection = field(default_factory=SecretsSection)
     egress: EgressSection = field(default_factory=EgressSection)
     clock: ClockSection = field(default_factory=ClockSection)
+    breaker: BreakerSection = field(default_factory=BreakerSection)
 
     @property
     def data_path(self) -> Path:
@@ -168,7 +184,7 @@ class Config:
 _SECTION_TYPES = {"node": NodeSection, "http": HttpSection, "raft": RaftSection,
                   "scheduler": SchedulerSection, "executor": ExecutorSection, "log": LogSection,
                   "auth": AuthSection, "quotas": QuotasSection, "secrets": SecretsSection, "egress": EgressSection,
-                  "clock": ClockSection}
+                  "clock": ClockSection, "breaker": BreakerSection}
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
@@ -282,6 +298,10 @@ def _check(config: Config) -> None:
         raise ConfigError("auth.admin_team must not be empty")
     if not config.clock.max_offset_ms < 1000:  # schedb.fsm.occurrences.WITHDRAW_SLACK_MS covers the offset
         raise ConfigError("clock.max_offset_ms must be below 1000")
+    if not config.breaker.failure_rate <= 1:
+        raise ConfigError("breaker.failure_rate must be at most 1 (a share of the calls)")
+    if not config.breaker.window_calls_min <= config.breaker.window_calls_max:
+        raise ConfigError("breaker.window_calls_min must not exceed breaker.window_calls_max")
     if config.log.format not in ("auto", "json", "console"):
         raise ConfigError("log.format must be auto, json or console")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
@@ -310,7 +330,7 @@ def _check_raft_password(raft: RaftSection) -> None:
 
 
 def _positive(config: Config) -> None:
-    for section_name in ("http", "raft", "scheduler", "executor", "quotas", "clock"):
+    for section_name in ("http", "raft", "scheduler", "executor", "quotas", "clock", "breaker"):
         section = getattr(config, section_name)
         for fld in dataclasses.fields(section):
             value = getattr(section, fld.name)

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from schedb import secretbox
+from schedb.breaker import Breakers
 from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import RegisterNode, SetDefaultQuotas, SetLimits
@@ -46,6 +47,7 @@ class Node:
         self.dispatcher: Dispatcher
         self._tasks: list[asyncio.Task[Any]] = []
         self.metrics = NodeMetrics()
+        self.breakers = Breakers(config.breaker, self.metrics)
         self._members_read: tuple[int, list[str]] = (-1, [])  # (replica.nodes_version, their addresses)
         self.egress = EgressPolicy.from_config(config.egress, self._cluster_addresses)
         key = secretbox.load_key(config.secrets)  # a bad key stops the node here, with the setting named
@@ -71,6 +73,7 @@ class Node:
     async def start(self) -> None:
         self.replica, send = self._connect(asyncio.get_running_loop())
         self.clock = ClockWatch(self.config, self.replica)
+        send = self.breakers.guard(send)
         self.executor = Executor(self.config, self.replica, send, self.metrics, self.secret_box, self.clock)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)
         self.metrics.watch(lambda: self.replica.read(queries.state_numbers), lambda: vars(self.replica.view()))

@@ -49,6 +49,7 @@ def cluster_status(node: Node) -> dict[str, Any]:
         "active_fires": data["active_fires"], "pending_fires": data["pending_fires"],
         "dead_letters": data["dead_letters"], "counters": data["counters"],
         "executor": {"scheduled": node.executor.scheduled, "in_flight": node.executor.in_flight},
+        "circuits": node.breakers.circuits(),
         "clock": {"max_offset_ms": node.clock.max_offset_ms, "offset_from_leader_ms": node.clock.leader_offset_ms(),
                   "hold_reason": node.clock.hold_reason() or None},
     }

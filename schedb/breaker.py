@@ -1,0 +1,205 @@
+"""A circuit breaker per webhook target (scheme, host and port), on each node.
+
+A receiver that is down costs every fire aimed at it a place in the node's in-flight limit and
+the team's quota for as long as its call takes to fail (a timeout: seconds). After enough
+failures in a row, or too large a share of the calls over a window, the target's circuit opens:
+its fires are not called, and each is reported at once as a failed attempt whose error starts
+with `circuit_open`, with the time left of the cool-down as its Retry-After. The job's retry
+policy then schedules the next attempt after the cool-down (capped by its backoff_max_s), and
+one whose attempts run out is a dead letter with that reason: no fire is lost, and each one not
+delivered says why. Once the cool-down is over the circuit is half-open: one call at a time goes
+through as a probe; its success closes the circuit, its failure opens it for another cool-down.
+
+Why per node and not replicated: what a node sees of a target is its own network path (one
+node's route may fail while another's works), a replicated breaker would cost a log entry per
+change on every node, and the verdict it would share is minutes old by the time it matters.
+Each executor learns on its own in a few calls.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from schedb.clock import monotonic, wall_ms
+from schedb.commands import Outcome
+from schedb.config import BreakerSection
+from schedb.metrics import NodeMetrics
+from schedb.webhook import Send
+
+log = structlog.get_logger("schedb.breaker")
+CIRCUITS_MAX = 10_000  # targets remembered; the longest-unused closed ones go first
+PROBE_WAIT_S = 2.0  # a fire refused while the probe is out asks to be tried again after this
+OPEN = "circuit_open"  # the reason, first in the error text of a refused attempt
+
+
+class State(IntEnum):
+    """The values of schedb_circuit_state{target}."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass
+class Circuit:
+    target: str
+    state: State = State.CLOSED
+    failures_in_a_row: int = 0
+    calls: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic, failed) within the window
+    open_until: float = 0.0
+    probing: bool = False
+    opened: int = 0  # times it opened
+
+
+def target_of(url: str) -> str:
+    """scheme://host:port of a webhook URL (the port made explicit)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+# Answers that say the target itself is down or overloaded, rather than that this request
+# failed: a 500 is one endpoint's error, and must not stop the calls to the target's others.
+TARGET_DOWN_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def target_failed(outcome: Outcome) -> bool:
+    """Does the outcome say the target is in trouble: no answer (a refused connection, a
+    timeout), or 429, 502, 503, 504? Other answers come from a target that is up; an attempt
+    the egress policy refused never reached it."""
+    if outcome.http_status:
+        return outcome.http_status in TARGET_DOWN_STATUSES
+    return outcome.status in ("failed", "timed_out") and not outcome.error.startswith("refused by the egress policy")
+
+
+class Breakers:
+    def __init__(self, settings: BreakerSection, metrics: NodeMetrics | None = None) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._circuits: OrderedDict[str, Circuit] = OrderedDict()
+
+    def guard(self, send: Send) -> Send:
+        """send, behind the target's circuit."""
+        if not self._settings.enabled:
+            return send
+
+        async def guarded(fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
+                          secret_values: list[str]) -> Outcome:
+            circuit = self._circuit(target_of(spec["webhook"]["url"]))
+            wait_s, probe = self._admit(circuit)
+            if wait_s:
+                return _refused(fire, circuit, wait_s)
+            try:
+                outcome = await send(fire, spec, correlation_id, secret_values)
+            except BaseException:
+                if probe:
+                    circuit.probing = False  # cancelled mid-call: the next fire probes
+                raise
+            self._record(circuit, target_failed(outcome), probe)
+            return outcome
+
+        return guarded
+
+    def circuits(self) -> list[dict[str, Any]]:
+        """Every target that is not closed, or failed lately: for /api/v1/circuits."""
+        now = monotonic()
+        return [{"target": c.target, "state": c.state.name.lower(), "failures_in_a_row": c.failures_in_a_row,
+                 "open_for_s": round(max(0.0, c.open_until - now), 1) if c.state == State.OPEN else 0.0,
+                 "opened": c.opened}
+                for c in self._circuits.values() if c.state != State.CLOSED or c.failures_in_a_row]
+
+    # -- the circuit's states -----------------------------------------------------------
+
+    def _circuit(self, target: str) -> Circuit:
+        circuit = self._circuits.get(target)
+        if circuit is None:
+            circuit = self._circuits[target] = Circuit(target)
+            self._evict()
+        else:
+            self._circuits.move_to_end(target)
+        return circuit
+
+    def _evict(self) -> None:
+        while len(self._circuits) > CIRCUITS_MAX:
+            oldest = next((t for t, c in self._circuits.items() if c.state == State.CLOSED), None)
+            if oldest is None:
+                return  # all open: bounded by the targets' count, which the jobs bound
+            del self._circuits[oldest]
+            if self._metrics is not None:
+                self._metrics.forget_circuit(oldest)
+
+    def _admit(self, circuit: Circuit) -> tuple[float, bool]:
+        """(0, whether the call is the half-open circuit's probe), or (the seconds after which
+        to try again, False) when the call is not to be made."""
+        if circuit.state == State.CLOSED:
+            return 0.0, False
+        now = monotonic()
+        if circuit.state == State.OPEN and now < circuit.open_until:
+            return circuit.open_until - now, False
+        if circuit.probing:
+            return PROBE_WAIT_S, False
+        self._set(circuit, State.HALF_OPEN)
+        circuit.probing = True
+        return 0.0, True
+
+    def _record(self, circuit: Circuit, failed: bool, probe: bool) -> None:
+        """A call's outcome. Calls made before the circuit opened may end while it is open or
+        half-open: only the probe's closes or reopens it."""
+        now = monotonic()
+        if probe:
+            circuit.probing = False
+        if not failed:
+            circuit.failures_in_a_row = 0
+            if probe:
+                self._close(circuit)
+            self._remember(circuit, now, failed)
+            return
+        circuit.failures_in_a_row += 1
+        self._remember(circuit, now, failed)
+        probe_failed = probe
+        if probe_failed or (circuit.state == State.CLOSED and self._trips(circuit)):
+            self._open(circuit, now)
+
+    def _remember(self, circuit: Circuit, now: float, failed: bool) -> None:
+        calls, window_s = circuit.calls, self._settings.window_s
+        calls.append((now, failed))
+        while calls and (calls[0][0] < now - window_s or len(calls) > self._settings.window_calls_max):
+            calls.popleft()
+
+    def _trips(self, circuit: Circuit) -> bool:
+        s = self._settings
+        if circuit.failures_in_a_row >= s.failures:
+            return True
+        failed = sum(1 for _, f in circuit.calls if f)
+        return len(circuit.calls) >= s.window_calls_min and failed >= s.failure_rate * len(circuit.calls)
+
+    def _open(self, circuit: Circuit, now: float) -> None:
+        circuit.open_until = now + self._settings.cooldown_s
+        circuit.opened += 1
+        self._set(circuit, State.OPEN)
+        log.warning("circuit_opened", target=circuit.target, failures_in_a_row=circuit.failures_in_a_row,
+                    calls_in_window=len(circuit.calls), cooldown_s=self._settings.cooldown_s)
+
+    def _close(self, circuit: Circuit) -> None:
+        circuit.calls.clear()
+        self._set(circuit, State.CLOSED)
+        log.info("circuit_closed", target=circuit.target)
+
+    def _set(self, circuit: Circuit, state: State) -> None:
+        circuit.state = state
+        if self._metrics is not None:
+            self._metrics.circuit_state.labels(circuit.target).set(int(state))
+
+
+def _refused(fire: dict[str, Any], circuit: Circuit, retry_after_s: float) -> Outcome:
+    now_ms = wall_ms()
+    why = "a probe is out" if circuit.state == State.HALF_OPEN else "cooling down"
+    return Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms,
+                   f"{OPEN}: {circuit.target} failed {circuit.failures_in_a_row} times in a row ({why})",
+                   retry_after_ms=max(1, round(retry_after_s * 1000)))

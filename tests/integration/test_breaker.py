@@ -1,0 +1,126 @@
+"""The circuit breaker per webhook target (schedb.breaker), on three real nodes: a receiver that
+goes down gets far fewer calls than fires, a healthy one keeps its delay, and once it is back
+the circuit closes within the cool-down; every fire is delivered or recorded with its reason."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devkit.devcluster import http
+from devkit.harness import Cluster, Receiver
+from schedb.timefmt import rfc3339_to_ms
+from tests.integration.conftest import running_cluster
+from tests.integration.workload import wait_for
+
+JOBS = 10
+COOLDOWN_S = 3.0
+
+
+class FlakyReceiver:
+    """A real HTTP receiver that answers 200, or 503 while it is down, and counts each call."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls: list[tuple[float, bool]] = []  # (arrival, answered while down)
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                owner.calls.append((time.monotonic(), owner.down))
+                self.send_response(503 if owner.down else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def calls_between(self, start: float, end: float) -> int:
+        return sum(1 for at, _ in self.calls if start <= at < end)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky() -> Iterator[FlakyReceiver]:
+    receiver = FlakyReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def breaker_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path, f"[breaker]\ncooldown_s = {COOLDOWN_S}\n") as cluster:
+        yield cluster
+
+
+def _job(job_id: str, url: str) -> dict[str, Any]:
+    return {"id": job_id, "schedule": "@every 1s", "webhook": {"url": url, "timeout_s": 2},
+            "retry": {"max_attempts": 1}}
+
+
+def _executions(cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
+    code, _, body = http("GET", f"{cluster.nodes[0].url}/api/v1/jobs/{job_id}/executions?limit=200")
+    assert code == 200, body
+    return body["executions"]
+
+
+def test_a_receiver_down_for_seconds_gets_far_fewer_calls_than_fires_and_the_circuit_closes_after(
+        breaker_cluster: Cluster, flaky: FlakyReceiver, receiver: Receiver) -> None:
+    cluster = breaker_cluster
+    jobs = [_job(f"flaky-{i}", f"{flaky.url}/j{i}") for i in range(JOBS)] + \
+        [_job(f"healthy-{i}", receiver.url + f"?n={i}") for i in range(3)]
+    code, _, answer = http("POST", cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})
+    assert code in (200, 201) and not answer.get("errors"), answer
+    wait_for(lambda: len(flaky.calls) >= 2 * JOBS, 20, "the flaky receiver's first fires")
+
+    flaky.down = True
+    down_at = time.monotonic()
+    time.sleep(8.0)
+    up_at = time.monotonic()
+    flaky.down = False
+    calls_while_down = flaky.calls_between(down_at + 0.5, up_at)  # answers to calls made just before excluded
+    fires_while_down = JOBS * (up_at - down_at - 0.5)
+    circuits = [c for node in cluster.nodes for c in http("GET", node.url + "/api/v1/cluster")[2]["circuits"]]
+    assert calls_while_down < fires_while_down / 3, (calls_while_down, fires_while_down)
+    assert {c["target"] for c in circuits} == {flaky.url} and any(c["state"] == "open" for c in circuits)
+
+    # Back up: within the cool-down (and a probe's round) every fire is called again.
+    time.sleep(COOLDOWN_S + 2.0)
+    last_s = time.monotonic()
+    time.sleep(2.0)
+    assert flaky.calls_between(last_s, time.monotonic()) >= JOBS * 2 * 0.8
+    assert [http("GET", node.url + "/api/v1/cluster")[2]["circuits"] for node in cluster.nodes] == [[], [], []]
+
+    # Every fire of the outage is recorded: failed with its reason (circuit_open or HTTP 503).
+    for i in range(JOBS):
+        rows = _executions(cluster, f"flaky-{i}")
+        failed = [r for r in rows if r["status"] == "failed"]
+        assert failed and all((r["error"] or "").startswith(("circuit_open: ", "HTTP 503")) for r in failed), failed
+    refused = sum(1 for i in range(JOBS) for r in _executions(cluster, f"flaky-{i}")
+                  if r["status"] == "failed" and (r["error"] or "").startswith("circuit_open"))
+    assert refused >= fires_while_down / 2
+
+    # The healthy receiver's fires kept their delay through it all.
+    late = [d for d in receiver.deliveries() if d["job_id"].startswith("healthy-")
+            and d["arrival_ms"] - rfc3339_to_ms(d["scheduled_at"]) > 1_000]
+    assert late == []

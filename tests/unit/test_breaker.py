@@ -1,0 +1,205 @@
+"""The circuit breaker per webhook target (schedb.breaker), its states and what it records."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from schedb import breaker, clock
+from schedb.breaker import Breakers, target_failed, target_of
+from schedb.clock import FakeClock
+from schedb.commands import Outcome
+from schedb.config import BreakerSection
+from schedb.metrics import NodeMetrics
+
+T0 = 1_800_000_000_000
+SETTINGS = BreakerSection(failures=5, failure_rate=0.5, window_s=30.0, window_calls_min=20, cooldown_s=30.0)
+
+
+class Target:
+    """The receiver's side: answers each call with the status it is set to, and counts calls."""
+
+    def __init__(self) -> None:
+        self.http_status = 200
+        self.error = ""
+        self.calls = 0
+        self.hold: asyncio.Event | None = None
+
+    async def send(self, fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
+                   secret_values: list[str]) -> Outcome:
+        self.calls += 1
+        if self.hold is not None:
+            await self.hold.wait()
+        status = "succeeded" if 200 <= self.http_status < 300 else "failed"
+        now_ms = clock.wall_ms()
+        return Outcome(fire["fire_id"], fire["attempt"], status, self.http_status, now_ms, now_ms, self.error)
+
+
+def fire(n: int = 0) -> dict[str, Any]:
+    return {"fire_id": f"job:{n}", "attempt": 1}
+
+
+SPEC = {"webhook": {"url": "http://Receiver.example:8080/hook?x=1"}}
+
+
+@pytest.fixture
+def fake() -> Any:
+    fake = FakeClock(wall_ms=T0, monotonic=100.0)
+    with clock.use(fake):
+        yield fake
+
+
+async def call_n(send: Any, n: int) -> list[Outcome]:
+    return [await send(fire(i), SPEC, "c", []) for i in range(n)]
+
+
+async def test_five_failures_in_a_row_open_the_circuit_and_later_fires_are_not_called(fake: FakeClock) -> None:
+    target, metrics = Target(), NodeMetrics()
+    target.http_status = 503
+    send = Breakers(SETTINGS, metrics).guard(target.send)
+    await call_n(send, 5)
+    assert target.calls == 5
+    refused = await call_n(send, 100)
+    assert target.calls == 5, "an open circuit calls nobody"
+    assert all(o.status == "failed" and o.http_status == 0 and o.error.startswith("circuit_open: ")
+               for o in refused)
+    assert "http://receiver.example:8080" in refused[0].error
+    assert 29_000 <= refused[0].retry_after_ms <= 30_000  # the next attempt after the cool-down
+    assert metrics.circuit_state.labels("http://receiver.example:8080")._value.get() == 2
+
+
+async def test_after_the_cool_down_one_probe_goes_through_at_a_time(fake: FakeClock) -> None:
+    target = Target()
+    target.http_status = 503
+    breakers = Breakers(SETTINGS)
+    send = breakers.guard(target.send)
+    await call_n(send, 5)
+    fake.advance(30.0)
+    target.http_status, target.hold = 200, asyncio.Event()
+    probe = asyncio.create_task(send(fire(1), SPEC, "c", []))
+    await asyncio.sleep(0)
+    others = await call_n(send, 10)  # while the probe is out
+    assert target.calls == 6 and all(o.error.startswith("circuit_open") for o in others)
+    assert breakers.circuits()[0]["state"] == "half_open"
+    target.hold.set()
+    assert (await probe).status == "succeeded"
+    assert breakers.circuits() == []  # closed, no failure since
+    await call_n(send, 3)
+    assert target.calls == 9
+
+
+async def test_a_failed_probe_opens_the_circuit_for_another_cool_down(fake: FakeClock) -> None:
+    target = Target()
+    target.http_status = 504
+    breakers = Breakers(SETTINGS)
+    send = breakers.guard(target.send)
+    await call_n(send, 5)
+    fake.advance(30.0)
+    await call_n(send, 1)  # the probe fails
+    assert target.calls == 6
+    fake.advance(29.0)
+    await call_n(send, 5)
+    assert target.calls == 6
+    fake.advance(1.0)
+    await call_n(send, 1)
+    assert target.calls == 7 and breakers.circuits()[0]["opened"] == 3
+
+
+async def test_a_call_from_before_the_circuit_opened_does_not_close_it(fake: FakeClock) -> None:
+    target = Target()
+    breakers = Breakers(SETTINGS)
+    send = breakers.guard(target.send)
+    slow_answer = target.hold = asyncio.Event()
+    slow = asyncio.create_task(send(fire(99), SPEC, "c", []))  # made while closed, answered late
+    await asyncio.sleep(0)
+    target.hold, target.http_status = None, 503
+    await call_n(send, 5)
+    fake.advance(30.0)
+    probe_answer = target.hold = asyncio.Event()
+    probe = asyncio.create_task(send(fire(1), SPEC, "c", []))
+    await asyncio.sleep(0)
+    target.http_status = 200
+    slow_answer.set()
+    assert (await slow).status == "succeeded"
+    assert breakers.circuits()[0]["state"] == "half_open", "the probe decides, not a call from before"
+    probe_answer.set()
+    assert (await probe).status == "succeeded" and breakers.circuits() == []
+    assert target.calls == 7
+
+
+async def test_a_probe_cancelled_mid_call_lets_the_next_fire_probe(fake: FakeClock) -> None:
+    target = Target()
+    target.http_status = 503
+    send = Breakers(SETTINGS).guard(target.send)
+    await call_n(send, 5)
+    fake.advance(30.0)
+    target.hold = asyncio.Event()
+    probe = asyncio.create_task(send(fire(1), SPEC, "c", []))
+    await asyncio.sleep(0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    target.hold, target.http_status = None, 200
+    assert (await call_n(send, 1))[0].status == "succeeded"
+    assert target.calls == 7
+
+
+async def test_a_failure_rate_over_the_window_opens_it_though_successes_come_between(fake: FakeClock) -> None:
+    target = Target()
+    send = Breakers(SETTINGS).guard(target.send)
+    for i in range(20):
+        target.http_status = 503 if i % 2 else 200
+        await send(fire(i), SPEC, "c", [])
+        fake.advance(0.5)
+    target.http_status = 200
+    refused = await call_n(send, 1)
+    assert refused[0].error.startswith("circuit_open"), "10 of the last 20 calls failed"
+
+
+async def test_calls_older_than_the_window_do_not_count(fake: FakeClock) -> None:
+    target = Target()
+    send = Breakers(SETTINGS).guard(target.send)
+    for i in range(40):
+        target.http_status = 503 if i < 19 and i % 5 else 200
+        await send(fire(i), SPEC, "c", [])
+        fake.advance(2.0)
+    assert target.calls == 40
+
+
+def test_what_counts_as_the_target_failing() -> None:
+    def outcome(status: str, http_status: int, error: str = "") -> Outcome:
+        return Outcome("f", 1, status, http_status, T0, T0, error)
+
+    assert target_failed(outcome("failed", 0, "ClientConnectorError: refused"))
+    assert target_failed(outcome("timed_out", 0, "no answer within 5 s"))
+    for http_status in (429, 502, 503, 504):
+        assert target_failed(outcome("failed", http_status))
+    for http_status in (200, 302, 400, 404, 500):  # the target answered: it is up
+        assert not target_failed(outcome("succeeded" if http_status == 200 else "failed", http_status))
+    assert not target_failed(outcome("failed", 0, "refused by the egress policy: 10.0.0.1 is private"))
+
+
+def test_a_target_is_its_scheme_host_and_port() -> None:
+    assert target_of("https://API.example/a?b") == "https://api.example:443"
+    assert target_of("http://api.example/") == "http://api.example:80"
+    assert target_of("http://[::1]:9000/x") == "http://::1:9000"
+
+
+async def test_the_circuits_remembered_are_bounded(fake: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(breaker, "CIRCUITS_MAX", 3)
+    target = Target()
+    breakers = Breakers(SETTINGS)
+    send = breakers.guard(target.send)
+    for port in range(10):
+        await send(fire(port), {"webhook": {"url": f"http://h:{8000 + port}/"}}, "c", [])
+    assert len(breakers._circuits) == 3
+
+
+async def test_off_it_calls_every_fire(fake: FakeClock) -> None:
+    target = Target()
+    target.http_status = 503
+    send = Breakers(BreakerSection(enabled=False)).guard(target.send)
+    await call_n(send, 50)
+    assert target.calls == 50
