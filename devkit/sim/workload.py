@@ -42,7 +42,9 @@ from schedb.schedule import parse_schedule
 T0 = 1_800_000_000_000  # the simulation's first instant (wall clock, Unix ms)
 # The operator's API key, as tests/unit/scenarios.py's ADMIN: admin of every team.
 ADMIN = {"key": "k-operator", "team": "ops", "role": "admin", "remote": "192.0.2.1"}
-RECEIVER = "http://receiver.sim:8080/hook/"  # never really called: the sim's receiver answers
+# Never really called: the sim's receiver answers. Jobs share TARGETS receivers (by their number),
+# as services share a target, so each target's circuit breaker (schedb.breaker) sees several jobs.
+TARGETS = 4
 
 EVERY_SECONDS = (5, 10, 15, 20, 30, 60)
 SECOND_CRONS = ("*/10 * * * * *", "*/15 * * * * *", "0,30 * * * * *")
@@ -80,12 +82,16 @@ def draw_schedule(rng: random.Random) -> str:
     return rng.choice(SECOND_CRONS if kind == "seconds" else MINUTE_CRONS)
 
 
+def receiver_url(job_id: str) -> str:
+    return f"http://receiver-{int(job_id.rsplit('-', 1)[1]) % TARGETS}.sim:8080/hook/{job_id}"
+
+
 def draw_spec(rng: random.Random, job_id: str, upstreams: Sequence[str] = ()) -> dict[str, Any]:
     """A job as a user sends it (schedb.jobspec validates it). With upstreams, it runs after
     them and has no schedule of its own."""
     spec: dict[str, Any] = {
         "id": job_id, "timezone": rng.choice(TIME_ZONES),
-        "webhook": {"url": RECEIVER + job_id, "timeout_s": rng.randint(1, 10)},
+        "webhook": {"url": receiver_url(job_id), "timeout_s": rng.randint(1, 10)},
         "retry": {"max_attempts": rng.randint(1, 3), "backoff_s": rng.choice((1, 2)), "backoff_max_s": 10},
         "delivery": rng.choice(DELIVERY), "concurrency": rng.choice(CONCURRENCY), "misfire": rng.choice(MISFIRE),
     }
