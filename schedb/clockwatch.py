@@ -193,6 +193,12 @@ class ClockWatch:
         samples = self._samples.get(node_id)
         return self.in_bound(node_id) and bool(samples) and not samples[-1].holding
 
+    def reports_holding(self, node_id: str) -> bool:
+        """node_id's own /health said, at its latest probe, that it holds its fires for its clock:
+        it knows, and starts none (a step of its own clock it sees at once; schedb.executor)."""
+        samples = self._samples.get(node_id)
+        return bool(samples) and samples[-1].holding
+
     def holds_fires(self, node_id: str) -> bool:
         """Whether node_id's fires not yet due should move: its clock is measured off this one's,
         or it holds them itself. Unmeasured, or measured too roughly to tell, it keeps them (and

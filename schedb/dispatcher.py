@@ -208,4 +208,11 @@ class Dispatcher:
         clock_held = None if clock is None else clock.holds_fires
         return PlanInputs(now_ms, self._lookahead_ms, self._config.node.id, candidates, evacuate, scan_leases,
                           self._started_here, clock_held, clock.max_offset_ms if clock is not None else 0,
-                          self._admission.windows(), clock.ahead_at_most_ms if clock is not None else None)
+                          self._admission.windows(), None if clock is None else self._clock_ahead_ms)
+
+    def _clock_ahead_ms(self, node_id: str) -> float | None:
+        """How far ahead of this node's a member's clock may have started fires: None (the clock
+        bound only) when it says it holds them itself; else its samples' bound, since it may not
+        know yet that it is off (a step of this leader's clock shows there at its next probe)."""
+        assert self._clock is not None
+        return None if self._clock.reports_holding(node_id) else self._clock.ahead_at_most_ms(node_id)

@@ -125,7 +125,7 @@ class PlanInputs(NamedTuple):
     max_offset_ms: int  # the clock bound
     # The most fires due about now each executor may hold (schedb.admission); one not listed has no limit.
     windows: Mapping[str, int] = MappingProxyType({})
-    # The clock watch: how far ahead of this node's a member's clock may be, by all its samples (ms).
+    # The clock watch: how far ahead of this node's a member's clock may have started fires (ms).
     clock_ahead_ms: Callable[[str], float | None] | None = None
 
 
