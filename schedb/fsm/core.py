@@ -185,17 +185,28 @@ class State:
 
     def unscheduled_ms(self, job_id: str) -> int:
         """The instant that names a fire no schedule placed (a trigger, a workflow step): now, or
-        the first instant after it, and after the job's last such instant, that is not a whole
-        second. Every schedule fires on whole seconds (cron's finest field is the second, @every
-        counts whole seconds from the epoch), and a fire id names one run: one shared with an
+        the first instant after it, and after the job's last such instant, that is neither a
+        whole second nor an instant of the job's schedule. Cron and @every fire on whole seconds
+        only (cron's finest field is the second, @every counts whole seconds from the epoch),
+        whatever the job is edited to later; a fire id names one run: one shared with an
         occurrence, or with an earlier trigger at a replicated time that stood still, would be
         two runs under one Idempotency-Key (simulator seed 447000035)."""
         job = self.jobs[job_id]
         instant_ms = max(self.now_ms, job.get("triggered_ms", -1) + 1)
-        while instant_ms % 1000 == 0 or fire_id_of(job_id, instant_ms) in self.book.fires:
+        while instant_ms % 1000 == 0 or fire_id_of(job_id, instant_ms) in self.book.fires or \
+                self._an_occurrence(job, instant_ms):
             instant_ms += 1
         job["triggered_ms"] = instant_ms
         return instant_ms
+
+    @staticmethod
+    def _an_occurrence(job: Job, instant_ms: int) -> bool:
+        """Is instant_ms one of the job's schedule's own instants (an `@at` may name a fraction
+        of a second; every other schedule fires on whole seconds only)?"""
+        spec = job["spec"]
+        if spec["schedule"] is None:
+            return False
+        return parse_schedule(spec["schedule"], spec["timezone"]).next_after(instant_ms - 1) == instant_ms
 
     def unschedule(self, job_id: str) -> None:
         job = self.jobs[job_id]

@@ -388,3 +388,13 @@ def test_a_trigger_on_the_instant_of_an_occurrence_has_a_fire_id_of_its_own() ->
     assert {f"job:{T0 + 10_000}", triggered} <= set(state.book.fires)
     again = at(state, TriggerJob(T0 + 12_999, "job", force=True))["fire_id"]
     assert again == f"job:{T0 + 12_999}"  # not on a second: as it was
+
+
+def test_a_trigger_on_the_instant_of_a_fractional_at_occurrence_has_a_fire_id_of_its_own() -> None:
+    """Review: `@at` may name a fraction of a second. A paused job due at 10.250 s, triggered at
+    exactly that instant, then resumed, must not run its occurrence under the trigger's id."""
+    state = cluster_state()
+    at(state, CreateJob(T0, spec(schedule="@at 2027-01-15T08:00:10.250Z")))
+    due = state.jobs["job"]["next_fire_ms"]
+    assert due is not None and due % 1000 == 250
+    assert at(state, TriggerJob(due, "job"))["fire_id"] == f"job:{due + 1}"
