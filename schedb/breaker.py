@@ -1,4 +1,4 @@
-"""A circuit breaker per webhook target (scheme, host and port), on each node.
+"""A circuit breaker per team and webhook target (scheme, host and port), on each node.
 
 A receiver that is down costs every fire aimed at it a place in the node's in-flight limit and
 the team's quota for as long as its call takes to fail (a timeout: seconds). After enough
@@ -19,6 +19,7 @@ Each executor learns on its own in a few calls.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -30,16 +31,18 @@ from schedb.clock import monotonic, wall_ms
 from schedb.commands import Outcome
 from schedb.config import BreakerSection
 from schedb.metrics import NodeMetrics
-from schedb.webhook import Send
 
 log = structlog.get_logger("schedb.breaker")
-CIRCUITS_MAX = 10_000  # targets remembered; the longest-unused closed ones go first
-PROBE_WAIT_S = 2.0  # a fire refused while the probe is out asks to be tried again after this
+CIRCUITS_MAX = 2_000  # (team, target) circuits remembered; the longest-unused closed ones go first
+PROBE_SLACK_S = 1.0  # a fire refused while the probe is out is tried again this long after it ends
 OPEN = "circuit_open"  # the reason, first in the error text of a refused attempt
+# In an attempt's error when the egress policy refused it (schedb.egress.EgressRefused), also when
+# the resolver refused a name (aiohttp wraps it): the target was never reached.
+EGRESS_REFUSED = "refused by the egress policy"
 
 
 class State(IntEnum):
-    """The values of schedb_circuit_state{target}."""
+    """The values of schedb_circuit_state{team,target}."""
 
     CLOSED = 0
     HALF_OPEN = 1
@@ -48,20 +51,23 @@ class State(IntEnum):
 
 @dataclass
 class Circuit:
+    team: str
     target: str
     state: State = State.CLOSED
     failures_in_a_row: int = 0
     calls: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic, failed) within the window
     open_until: float = 0.0
     probing: bool = False
+    probe_ends: float = 0.0  # monotonic: the probe's timeout
     opened: int = 0  # times it opened
 
 
 def target_of(url: str) -> str:
-    """scheme://host:port of a webhook URL (the port made explicit)."""
+    """scheme://host:port of a webhook URL (the port made explicit, an IPv6 host in brackets)."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+    host = (parts.hostname or "").lower()
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 # Answers that say the target itself is down or overloaded, rather than that this request
@@ -75,77 +81,80 @@ def target_failed(outcome: Outcome) -> bool:
     the egress policy refused never reached it."""
     if outcome.http_status:
         return outcome.http_status in TARGET_DOWN_STATUSES
-    return outcome.status in ("failed", "timed_out") and not outcome.error.startswith("refused by the egress policy")
+    return outcome.status in ("failed", "timed_out") and EGRESS_REFUSED not in outcome.error
 
 
 class Breakers:
     def __init__(self, settings: BreakerSection, metrics: NodeMetrics | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._circuits: OrderedDict[str, Circuit] = OrderedDict()
+        self._circuits: OrderedDict[tuple[str, str], Circuit] = OrderedDict()  # by (team, target)
 
-    def guard(self, send: Send) -> Send:
-        """send, behind the target's circuit."""
+    async def call(self, team: str, fire: dict[str, Any], spec: dict[str, Any],
+                   send: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """send() behind the circuit of the team's webhook target: a team's failing endpoint
+        never stops another team's calls to the same host."""
         if not self._settings.enabled:
-            return send
-
-        async def guarded(fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
-                          secret_values: list[str]) -> Outcome:
-            circuit = self._circuit(target_of(spec["webhook"]["url"]))
-            wait_s, probe = self._admit(circuit)
-            if wait_s:
-                return _refused(fire, circuit, wait_s)
-            try:
-                outcome = await send(fire, spec, correlation_id, secret_values)
-            except BaseException:
-                if probe:
-                    circuit.probing = False  # cancelled mid-call: the next fire probes
-                raise
-            self._record(circuit, target_failed(outcome), probe)
-            return outcome
-
-        return guarded
+            return await send()
+        circuit = self._circuit(team, target_of(spec["webhook"]["url"]))
+        wait_s, probe = self._admit(circuit, spec["webhook"]["timeout_s"])
+        if wait_s:
+            return _refused(fire, circuit, wait_s)
+        try:
+            outcome = await send()
+        except BaseException:
+            if probe:
+                circuit.probing = False  # cancelled mid-call: the next fire probes
+            raise
+        self._record(circuit, target_failed(outcome), probe)
+        return outcome
 
     def circuits(self) -> list[dict[str, Any]]:
-        """Every target that is not closed, or failed lately: for /api/v1/circuits."""
+        """Every circuit that is not closed, or failed lately (/api/v1/cluster's `circuits`)."""
         now = monotonic()
-        return [{"target": c.target, "state": c.state.name.lower(), "failures_in_a_row": c.failures_in_a_row,
+        return [{"team": c.team, "target": c.target, "state": c.state.name.lower(),
+                 "failures_in_a_row": c.failures_in_a_row,
                  "open_for_s": round(max(0.0, c.open_until - now), 1) if c.state == State.OPEN else 0.0,
                  "opened": c.opened}
                 for c in self._circuits.values() if c.state != State.CLOSED or c.failures_in_a_row]
 
     # -- the circuit's states -----------------------------------------------------------
 
-    def _circuit(self, target: str) -> Circuit:
-        circuit = self._circuits.get(target)
+    def _circuit(self, team: str, target: str) -> Circuit:
+        key = (team, target)
+        circuit = self._circuits.get(key)
         if circuit is None:
-            circuit = self._circuits[target] = Circuit(target)
             self._evict()
+            circuit = self._circuits[key] = Circuit(team, target)
         else:
-            self._circuits.move_to_end(target)
+            self._circuits.move_to_end(key)
         return circuit
 
     def _evict(self) -> None:
-        while len(self._circuits) > CIRCUITS_MAX:
-            oldest = next((t for t, c in self._circuits.items() if c.state == State.CLOSED), None)
+        """Room for one more: the longest-unused closed circuits go (open ones are bounded by the
+        targets the jobs name)."""
+        while len(self._circuits) >= CIRCUITS_MAX:
+            oldest = next((k for k, c in self._circuits.items() if c.state == State.CLOSED), None)
             if oldest is None:
-                return  # all open: bounded by the targets' count, which the jobs bound
+                return
             del self._circuits[oldest]
             if self._metrics is not None:
-                self._metrics.forget_circuit(oldest)
+                self._metrics.forget_circuit(*oldest)
 
-    def _admit(self, circuit: Circuit) -> tuple[float, bool]:
+    def _admit(self, circuit: Circuit, timeout_s: float) -> tuple[float, bool]:
         """(0, whether the call is the half-open circuit's probe), or (the seconds after which
-        to try again, False) when the call is not to be made."""
+        to try again, False) when the call is not to be made: the rest of the cool-down, or
+        while a probe is out, until it must have ended (its timeout), so that the next attempt
+        finds the circuit closed, or open again, rather than the same probe still out."""
         if circuit.state == State.CLOSED:
             return 0.0, False
         now = monotonic()
         if circuit.state == State.OPEN and now < circuit.open_until:
             return circuit.open_until - now, False
         if circuit.probing:
-            return PROBE_WAIT_S, False
+            return max(PROBE_SLACK_S, circuit.probe_ends - now + PROBE_SLACK_S), False
         self._set(circuit, State.HALF_OPEN)
-        circuit.probing = True
+        circuit.probing, circuit.probe_ends = True, now + timeout_s
         return 0.0, True
 
     def _record(self, circuit: Circuit, failed: bool, probe: bool) -> None:
@@ -194,12 +203,12 @@ class Breakers:
     def _set(self, circuit: Circuit, state: State) -> None:
         circuit.state = state
         if self._metrics is not None:
-            self._metrics.circuit_state.labels(circuit.target).set(int(state))
+            self._metrics.circuit_state.labels(circuit.team, circuit.target).set(int(state))
 
 
 def _refused(fire: dict[str, Any], circuit: Circuit, retry_after_s: float) -> Outcome:
     now_ms = wall_ms()
     why = "a probe is out" if circuit.state == State.HALF_OPEN else "cooling down"
     return Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms,
-                   f"{OPEN}: {circuit.target} failed {circuit.failures_in_a_row} times in a row ({why})",
+                   f"{OPEN}: {circuit.target} is failing ({why}; opened {circuit.opened} times)",
                    retry_after_ms=max(1, round(retry_after_s * 1000)))

@@ -142,7 +142,7 @@ class ClockSection:
 
 @dataclass(frozen=True)
 class BreakerSection:
-    """A circuit per webhook target on each node (schedb/breaker.py): it opens after `failures`
+    """A circuit per team and webhook target on each node (schedb/breaker.py): it opens after `failures`
     in a row, or when at least `failure_rate` of the last `window_s` seconds' calls failed (once
     there were `window_calls_min`), and lets one probe through after `cooldown_s`."""
 
@@ -151,7 +151,7 @@ class BreakerSection:
     failure_rate: float = 0.5
     window_s: float = 30.0
     window_calls_min: int = 20
-    window_calls_max: int = 1_000
+    window_calls_max: int = 200
     cooldown_s: float = 30.0
 
 

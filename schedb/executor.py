@@ -39,6 +39,7 @@ from typing import Any
 import structlog
 
 from schedb import fire_queries, secretbox
+from schedb.breaker import Breakers
 from schedb.clock import monotonic, wall_ms
 from schedb.clockwatch import ClockWatch
 from schedb.commands import DrainNode, Outcome
@@ -67,9 +68,12 @@ HAND_BACK_PAUSE_S = 0.15
 
 class Executor:
     def __init__(self, config: Config, replica: Replica, send: Send, metrics: NodeMetrics,
-                 secret_box: secretbox.SecretBox | None = None, clock: ClockWatch | None = None) -> None:
-        """send: calls one webhook (schedb.webhook.sender: aiohttp, behind the egress policy)."""
+                 secret_box: secretbox.SecretBox | None = None, clock: ClockWatch | None = None,
+                 breakers: Breakers | None = None) -> None:
+        """send: calls one webhook (schedb.webhook.sender: aiohttp, behind the egress policy);
+        breakers: a circuit per team and target around it (schedb.breaker)."""
         self._config = config
+        self._breakers = breakers
         self._clock = clock
         self._secret_box = secret_box
         self._team_gates = TeamGates()  # a gate per team with calls in flight, no more
@@ -330,7 +334,7 @@ class Executor:
                     log.warning("fire_left_to_its_lease", job_id=fire["job_id"], fire_id=fire["fire_id"],
                                 attempt=fire["attempt"], reason="the call could outlast the attempt's lease")
                     return
-                outcome = await self._send(fire, spec, correlation_id, secret_values)
+                outcome = await self._call(view.team, fire, spec, correlation_id, secret_values)
         # Per fire at debug when all went to plan (thousands a second; each batch's line and the
         # execution history tell that story), at info when it did not or an operator asked for it.
         noteworthy = outcome.status != ExecutionStatus.SUCCEEDED or bool(fire.get("correlation_id"))
@@ -344,6 +348,11 @@ class Executor:
         self._metrics.webhook_duration.observe(max(0, outcome.finished_ms - outcome.started_ms) / 1000)
         self._fires.report(key, outcome)
         self._outcomes.ready.set()
+
+    async def _call(self, team: str, fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
+                    secret_values: list[str]) -> Outcome:
+        send = functools.partial(self._send, fire, spec, correlation_id, secret_values)
+        return await (send() if self._breakers is None else self._breakers.call(team, fire, spec, send))
 
     def _still_due(self, key: FireKey, fire: dict[str, Any], decided_at: float, waited_for_place_s: float) -> bool:
         """After a long wait for a place (an overload), is the fire still to be called? Past its

@@ -55,12 +55,12 @@ class NodeMetrics:
         self.admission_window = Gauge("schedb_admission_window_fires", "The most fires this leader lets an "
                                       "executor hold while it falls behind (schedb.admission)", ["executor"],
                                       registry=r)
-        self.circuit_state = Gauge("schedb_circuit_state", "This node's circuit per webhook target: 0 closed, "
-                                   "1 half-open, 2 open (schedb.breaker)", ["target"], registry=r)
+        self.circuit_state = Gauge("schedb_circuit_state", "This node's circuit per team and webhook target: 0 closed, "
+                                   "1 half-open, 2 open (schedb.breaker)", ["team", "target"], registry=r)
 
-    def forget_circuit(self, target: str) -> None:
+    def forget_circuit(self, team: str, target: str) -> None:
         with contextlib.suppress(KeyError):  # never set
-            self.circuit_state.remove(target)
+            self.circuit_state.remove(team, target)
 
     def set_admission_window(self, executor: str, window: int | None) -> None:
         """A window set, or lifted (None: the series goes away)."""

@@ -73,8 +73,8 @@ class Node:
     async def start(self) -> None:
         self.replica, send = self._connect(asyncio.get_running_loop())
         self.clock = ClockWatch(self.config, self.replica)
-        send = self.breakers.guard(send)
-        self.executor = Executor(self.config, self.replica, send, self.metrics, self.secret_box, self.clock)
+        self.executor = Executor(self.config, self.replica, send, self.metrics, self.secret_box, self.clock,
+                                 self.breakers)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)
         self.metrics.watch(lambda: self.replica.read(queries.state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),

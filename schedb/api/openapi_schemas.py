@@ -238,8 +238,8 @@ def _cluster() -> dict[str, Any]:
                   "last_ack_ms_ago": {"type": ["number", "null"]}, "executor_alive": {"type": ["boolean", "null"]},
                   "draining": BOOL}, ["node_id", "raft_addr", "role", "self", "active_fires", "jobs_assigned"])
     counters = {"type": "object", "additionalProperties": INT}
-    circuit = obj({"target": STR, "state": {"enum": ["closed", "half_open", "open"]}, "failures_in_a_row": COUNT,
-                   "open_for_s": {"type": "number"}, "opened": COUNT})
+    circuit = obj({"team": STR, "target": STR, "state": {"enum": ["closed", "half_open", "open"]},
+                   "failures_in_a_row": COUNT, "open_for_s": {"type": "number"}, "opened": COUNT})
     status = obj({"node_id": STR, "role": STR, "leader": obj({"node_id": STR_OR_NULL, "raft_addr": STR_OR_NULL}),
                   "term": INT, "commit_index": INT, "last_applied": INT, "log_len": INT,
                   "members": {"type": "array", "items": member}, "jobs": COUNT, "active_fires": COUNT,

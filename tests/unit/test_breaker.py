@@ -37,11 +37,18 @@ class Target:
         return Outcome(fire["fire_id"], fire["attempt"], status, self.http_status, now_ms, now_ms, self.error)
 
 
+def guarded(breakers: Breakers, target: Target, team: str = "team-a") -> Any:
+    """The executor's call of a webhook through the breaker (schedb.executor.Executor._call)."""
+    async def send(fire: dict[str, Any], spec: dict[str, Any], correlation_id: str, secrets: list[str]) -> Outcome:
+        return await breakers.call(team, fire, spec, lambda: target.send(fire, spec, correlation_id, secrets))
+    return send
+
+
 def fire(n: int = 0) -> dict[str, Any]:
     return {"fire_id": f"job:{n}", "attempt": 1}
 
 
-SPEC = {"webhook": {"url": "http://Receiver.example:8080/hook?x=1"}}
+SPEC = {"webhook": {"url": "http://Receiver.example:8080/hook?x=1", "timeout_s": 5}}
 
 
 @pytest.fixture
@@ -58,7 +65,7 @@ async def call_n(send: Any, n: int) -> list[Outcome]:
 async def test_five_failures_in_a_row_open_the_circuit_and_later_fires_are_not_called(fake: FakeClock) -> None:
     target, metrics = Target(), NodeMetrics()
     target.http_status = 503
-    send = Breakers(SETTINGS, metrics).guard(target.send)
+    send = guarded(Breakers(SETTINGS, metrics), target)
     await call_n(send, 5)
     assert target.calls == 5
     refused = await call_n(send, 100)
@@ -67,14 +74,14 @@ async def test_five_failures_in_a_row_open_the_circuit_and_later_fires_are_not_c
                for o in refused)
     assert "http://receiver.example:8080" in refused[0].error
     assert 29_000 <= refused[0].retry_after_ms <= 30_000  # the next attempt after the cool-down
-    assert metrics.circuit_state.labels("http://receiver.example:8080")._value.get() == 2
+    assert metrics.circuit_state.labels("team-a", "http://receiver.example:8080")._value.get() == 2
 
 
 async def test_after_the_cool_down_one_probe_goes_through_at_a_time(fake: FakeClock) -> None:
     target = Target()
     target.http_status = 503
     breakers = Breakers(SETTINGS)
-    send = breakers.guard(target.send)
+    send = guarded(breakers, target)
     await call_n(send, 5)
     fake.advance(30.0)
     target.http_status, target.hold = 200, asyncio.Event()
@@ -94,7 +101,7 @@ async def test_a_failed_probe_opens_the_circuit_for_another_cool_down(fake: Fake
     target = Target()
     target.http_status = 504
     breakers = Breakers(SETTINGS)
-    send = breakers.guard(target.send)
+    send = guarded(breakers, target)
     await call_n(send, 5)
     fake.advance(30.0)
     await call_n(send, 1)  # the probe fails
@@ -110,7 +117,7 @@ async def test_a_failed_probe_opens_the_circuit_for_another_cool_down(fake: Fake
 async def test_a_call_from_before_the_circuit_opened_does_not_close_it(fake: FakeClock) -> None:
     target = Target()
     breakers = Breakers(SETTINGS)
-    send = breakers.guard(target.send)
+    send = guarded(breakers, target)
     slow_answer = target.hold = asyncio.Event()
     slow = asyncio.create_task(send(fire(99), SPEC, "c", []))  # made while closed, answered late
     await asyncio.sleep(0)
@@ -132,7 +139,7 @@ async def test_a_call_from_before_the_circuit_opened_does_not_close_it(fake: Fak
 async def test_a_probe_cancelled_mid_call_lets_the_next_fire_probe(fake: FakeClock) -> None:
     target = Target()
     target.http_status = 503
-    send = Breakers(SETTINGS).guard(target.send)
+    send = guarded(Breakers(SETTINGS), target)
     await call_n(send, 5)
     fake.advance(30.0)
     target.hold = asyncio.Event()
@@ -148,7 +155,7 @@ async def test_a_probe_cancelled_mid_call_lets_the_next_fire_probe(fake: FakeClo
 
 async def test_a_failure_rate_over_the_window_opens_it_though_successes_come_between(fake: FakeClock) -> None:
     target = Target()
-    send = Breakers(SETTINGS).guard(target.send)
+    send = guarded(Breakers(SETTINGS), target)
     for i in range(20):
         target.http_status = 503 if i % 2 else 200
         await send(fire(i), SPEC, "c", [])
@@ -160,7 +167,7 @@ async def test_a_failure_rate_over_the_window_opens_it_though_successes_come_bet
 
 async def test_calls_older_than_the_window_do_not_count(fake: FakeClock) -> None:
     target = Target()
-    send = Breakers(SETTINGS).guard(target.send)
+    send = guarded(Breakers(SETTINGS), target)
     for i in range(40):
         target.http_status = 503 if i < 19 and i % 5 else 200
         await send(fire(i), SPEC, "c", [])
@@ -179,27 +186,76 @@ def test_what_counts_as_the_target_failing() -> None:
     for http_status in (200, 302, 400, 404, 500):  # the target answered: it is up
         assert not target_failed(outcome("succeeded" if http_status == 200 else "failed", http_status))
     assert not target_failed(outcome("failed", 0, "refused by the egress policy: 10.0.0.1 is private"))
+    assert not target_failed(outcome("failed", 0, "ClientConnectorError: Cannot connect to host h:80 ssl:default "
+                                                  "[refused by the egress policy: h resolves to 10.0.0.1]"))
 
 
 def test_a_target_is_its_scheme_host_and_port() -> None:
     assert target_of("https://API.example/a?b") == "https://api.example:443"
     assert target_of("http://api.example/") == "http://api.example:80"
-    assert target_of("http://[::1]:9000/x") == "http://::1:9000"
+    assert target_of("http://[::1]:9000/x") == "http://[::1]:9000"
 
 
 async def test_the_circuits_remembered_are_bounded(fake: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(breaker, "CIRCUITS_MAX", 3)
     target = Target()
     breakers = Breakers(SETTINGS)
-    send = breakers.guard(target.send)
+    send = guarded(breakers, target)
     for port in range(10):
-        await send(fire(port), {"webhook": {"url": f"http://h:{8000 + port}/"}}, "c", [])
+        await send(fire(port), {"webhook": {"url": f"http://h:{8000 + port}/", "timeout_s": 5}}, "c", [])
     assert len(breakers._circuits) == 3
 
 
 async def test_off_it_calls_every_fire(fake: FakeClock) -> None:
     target = Target()
     target.http_status = 503
-    send = Breakers(BreakerSection(enabled=False)).guard(target.send)
+    send = guarded(Breakers(BreakerSection(enabled=False)), target)
     await call_n(send, 50)
     assert target.calls == 50
+
+
+async def test_one_teams_failing_endpoint_does_not_stop_another_teams_calls_to_the_host(fake: FakeClock) -> None:
+    """Review: team A's job on a shared host (a gateway) answers 503; team B's calls there go on."""
+    breakers = Breakers(SETTINGS)
+    a, b = Target(), Target()
+    a.http_status = 503
+    await call_n(guarded(breakers, a, "team-a"), 10)
+    assert a.calls == 5
+    await call_n(guarded(breakers, b, "team-b"), 10)
+    assert b.calls == 10
+
+
+async def test_a_fire_refused_while_the_probe_is_out_comes_back_after_the_probe_must_have_ended(
+        fake: FakeClock) -> None:
+    """Review: every refused fire came back at the end of the cool-down; one probed, the others
+    were refused for 2 s and used their last attempt while the probe (timeout 30 s) was still out.
+    A fire refused while the probe is out comes back once the probe's timeout has passed."""
+    target = Target()
+    target.http_status = 503
+    send = guarded(Breakers(SETTINGS), target)
+    await call_n(send, 5)
+    fake.advance(30.0)
+    target.hold = asyncio.Event()
+    spec = {"webhook": {**SPEC["webhook"], "timeout_s": 20}}
+    probe = asyncio.create_task(send(fire(1), spec, "c", []))
+    await asyncio.sleep(0)
+    fake.advance(5.0)
+    refused = await send(fire(2), spec, "c", [])
+    assert refused.error.startswith("circuit_open") and 15_500 <= refused.retry_after_ms <= 16_500
+    target.hold.set()
+    await probe
+
+
+async def test_a_new_circuit_is_kept_when_the_remembered_ones_are_all_open(
+        fake: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(breaker, "CIRCUITS_MAX", 2)
+    breakers = Breakers(SETTINGS)
+    target = Target()
+    target.http_status = 503
+    send = guarded(breakers, target)
+    for port in (1, 2):
+        for _ in range(5):
+            await send(fire(port), {"webhook": {"url": f"http://h:{port}/", "timeout_s": 5}}, "c", [])
+    target.http_status = 200
+    await send(fire(3), {"webhook": {"url": "http://h:3/", "timeout_s": 5}}, "c", [])
+    assert ("team-a", "http://h:3") in breakers._circuits
