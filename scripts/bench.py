@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import overload, references, report, scenarios, spread
+from benchkit import breaker, overload, references, report, scenarios, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,8 @@ class Plan:
     spread_rates: tuple[int, ...]
     spread_s: int
     raw_s: float
+    breaker_jobs: int = 200
+    breaker_down_s: float = 30.0
 
 
 FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apscheduler_jobs=(200, 1000, 3000),
@@ -55,7 +57,8 @@ FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apsche
             raw_s=10.0)
 QUICK = Plan(sustained_jobs=(200, 1000), sustained_s=6, apscheduler_jobs=(1000,), burst_jobs=2_000,
              api_creates=1_000, scale_jobs=10_000, scale_big_jobs=0, failover_jobs=300, failover_s=12,
-             overload_jobs=4_000, overload_s=15, spread_rates=(1000,), spread_s=5, raw_s=5.0)
+             overload_jobs=4_000, overload_s=15, spread_rates=(1000,), spread_s=5, raw_s=5.0, breaker_jobs=50,
+             breaker_down_s=10.0)
 CONCURRENCY = 64
 
 
@@ -74,6 +77,7 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
         *([("scale_big", lambda: scenarios.scale(work, plan.scale_big_jobs))] if plan.scale_big_jobs else []),
         ("failover", lambda: scenarios.failover(work, plan.failover_jobs, plan.failover_s)),
         ("overload", lambda: overload.overload(work, plan.overload_jobs, plan.overload_s, _best_sustained(results))),
+        ("breaker", lambda: breaker.outage(work, plan.breaker_jobs, plan.breaker_down_s)),
     ]
     for name, step in steps:
         t0 = time.monotonic()

@@ -26,7 +26,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     sections = [_sustained_rows, lambda r: _spread_rows(r["spread"]), _burst_rows, lambda r: _api_rows(r["api"]),
                 lambda r: _scale_rows(r["scale"], r.get("apscheduler_burst", {})),
                 lambda r: _scale_rows(r["scale_big"], {}),
-                lambda r: _failover_rows(r["failover"]), lambda r: _overload_rows(r["overload"])]
+                lambda r: _failover_rows(r["failover"]), lambda r: _overload_rows(r["overload"]),
+                lambda r: _breaker_rows(r["breaker"])]
     out: list[Row] = []
     for build in sections:
         try:
@@ -213,3 +214,20 @@ def plots(results: dict[str, Any], out: Path, stamp: str) -> list[Path]:
         made.append(out / f"{stamp}-throughput.png")
         fig.savefig(made[-1], dpi=100, bbox_inches="tight")
     return made
+
+
+def _breaker_rows(b: dict[str, Any]) -> list[Row]:
+    name = f"receiver down {b['down_s']:g} s under {b['jobs']} fires/s"
+    healthy = b["healthy_delay"]
+    return [
+        (f"{name}: calls it got (after its first second) / fires due meanwhile (the breaker)",
+         f"{b['calls_while_down']} ({b['calls_after_its_first_second']}) / {b['fires_while_down']}", "-",
+         "far fewer calls",
+         _verdict(b["calls_while_down"] < b["fires_while_down"] / 10)),
+        (f"{name}: a healthy receiver's delay p50 / p99 ms meanwhile", f"{healthy['p50_ms']} / {healthy['p99_ms']}",
+         "-", "unchanged", "-"),
+        (f"{name}: seconds after its return until every fire calls it again", b["seconds_to_full_rate"], "-",
+         "within the cool-down", _verdict(b["seconds_to_full_rate"] is not None)),
+        (f"{name}: what its fires were recorded as (every fire of a sample of jobs)", json.dumps(b["outage_records"]),
+         "-", "each with a reason", "-"),
+    ]

@@ -4,16 +4,15 @@ the circuit closes within the cool-down; every fire is delivered or recorded wit
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devkit.devcluster import http
+from devkit.flaky import FlakyReceiver
 from devkit.harness import Cluster, Receiver
 from schedb.timefmt import rfc3339_to_ms
 from tests.integration.conftest import running_cluster
@@ -21,47 +20,6 @@ from tests.integration.workload import wait_for
 
 JOBS = 10
 COOLDOWN_S = 3.0
-
-
-class FlakyReceiver:
-    """A real HTTP receiver that answers 200, or 503 while it is down, and counts each call."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.calls: list[tuple[float, bool]] = []  # (arrival, answered while down)
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the node's client expects
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                owner.calls.append((time.monotonic(), owner.down))
-                self.send_response(503 if owner.down else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 1024  # every `@every 1s` job fires at the same instant: a deep backlog
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def calls_between(self, start: float, end: float) -> int:
-        return sum(1 for at, _ in self.calls if start <= at < end)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
