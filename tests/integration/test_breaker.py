@@ -58,9 +58,9 @@ def test_a_receiver_down_for_seconds_gets_far_fewer_calls_than_fires_and_the_cir
     wait_for(lambda: len(flaky.calls) >= 2 * JOBS, 20, "the flaky receiver's first fires")
 
     flaky.down = True
-    down_at = time.monotonic()
+    down_at, down_ms = time.monotonic(), int(time.time() * 1000)
     time.sleep(8.0)
-    up_at = time.monotonic()
+    up_at, up_ms = time.monotonic(), int(time.time() * 1000)
     flaky.down = False
     calls_while_down = flaky.calls_between(down_at + 0.5, up_at)  # answers to calls made just before excluded
     fires_while_down = JOBS * (up_at - down_at - 0.5)
@@ -75,11 +75,15 @@ def test_a_receiver_down_for_seconds_gets_far_fewer_calls_than_fires_and_the_cir
     assert flaky.calls_between(last_s, time.monotonic()) >= JOBS * 2 * 0.8
     assert [http("GET", node.url + "/api/v1/cluster")[2]["circuits"] for node in cluster.nodes] == [[], [], []]
 
-    # Every fire of the outage is recorded: failed with its reason (circuit_open or HTTP 503).
+    # Every fire of the outage, one by one, is recorded: failed with its reason (circuit_open or
+    # HTTP 503), none missing; after it, each is delivered.
+    outage = range((down_ms // 1000 + 1) * 1000, up_ms - 500, 1000)
     for i in range(JOBS):
-        rows = _executions(cluster, f"flaky-{i}")
-        failed = [r for r in rows if r["status"] == "failed"]
-        assert failed and all((r["error"] or "").startswith(("circuit_open: ", "HTTP 503")) for r in failed), failed
+        rows = {rfc3339_to_ms(r["scheduled_at"]): r for r in _executions(cluster, f"flaky-{i}")}
+        assert all(ms in rows for ms in outage), (i, [ms for ms in outage if ms not in rows])
+        assert all(rows[ms]["status"] == "failed" and (rows[ms]["error"] or "").startswith(
+            ("circuit_open: ", "HTTP 503")) for ms in outage), [rows[ms] for ms in outage]
+        assert rows[max(rows)]["status"] == "succeeded"
     refused = sum(1 for i in range(JOBS) for r in _executions(cluster, f"flaky-{i}")
                   if r["status"] == "failed" and (r["error"] or "").startswith("circuit_open"))
     assert refused >= fires_while_down / 2
