@@ -13,9 +13,9 @@ from devkit.sim.run import Options, run_seed
 FOUND = {
     0: "1 (pause/resume doubled fires), 3 (a fast clock moved replicated time), 6 (unbounded catch-up), "
        "8 (a new leader buried its unstarted fires as unknown)",
-    1: "5 (limits from each node's own config)",
-    24: "7 (a late skip of an old attempt ended the current one)",
-    45: "2 (a thawed follower's fence opened on the first message after a gap)",
+    1: "1, 5 (limits from each node's own config)",
+    24: "1, 7 (a late skip of an old attempt ended the current one), 8",
+    45: "1, 8 (and, before 2026-12-05's fixes, 2: a thawed follower's fence opened on the first message after a gap)",
 }
 
 
