@@ -77,12 +77,17 @@ async def test_five_failures_in_a_row_open_the_circuit_and_later_fires_are_not_c
     assert metrics.circuit_state.labels("team-a", "http://receiver.example:8080")._value.get() == 2
 
 
-async def test_after_the_cool_down_one_probe_goes_through_at_a_time(fake: FakeClock) -> None:
-    target = Target()
-    target.http_status = 503
-    breakers = Breakers(SETTINGS)
+async def tripped(http_status: int = 503) -> tuple[Target, Breakers, Any]:
+    """A target answering http_status, called until its circuit opened (5 calls)."""
+    target, breakers = Target(), Breakers(SETTINGS)
+    target.http_status = http_status
     send = guarded(breakers, target)
     await call_n(send, 5)
+    return target, breakers, send
+
+
+async def test_after_the_cool_down_one_probe_goes_through_at_a_time(fake: FakeClock) -> None:
+    target, breakers, send = await tripped()
     fake.advance(30.0)
     target.http_status, target.hold = 200, asyncio.Event()
     probe = asyncio.create_task(send(fire(1), SPEC, "c", []))
@@ -98,11 +103,7 @@ async def test_after_the_cool_down_one_probe_goes_through_at_a_time(fake: FakeCl
 
 
 async def test_a_failed_probe_opens_the_circuit_for_another_cool_down(fake: FakeClock) -> None:
-    target = Target()
-    target.http_status = 504
-    breakers = Breakers(SETTINGS)
-    send = guarded(breakers, target)
-    await call_n(send, 5)
+    target, breakers, send = await tripped(504)
     fake.advance(30.0)
     await call_n(send, 1)  # the probe fails
     assert target.calls == 6
@@ -137,10 +138,7 @@ async def test_a_call_from_before_the_circuit_opened_does_not_close_it(fake: Fak
 
 
 async def test_a_probe_cancelled_mid_call_lets_the_next_fire_probe(fake: FakeClock) -> None:
-    target = Target()
-    target.http_status = 503
-    send = guarded(Breakers(SETTINGS), target)
-    await call_n(send, 5)
+    target, _, send = await tripped()
     fake.advance(30.0)
     target.hold = asyncio.Event()
     probe = asyncio.create_task(send(fire(1), SPEC, "c", []))
@@ -230,10 +228,7 @@ async def test_a_fire_refused_while_the_probe_is_out_comes_back_after_the_probe_
     """Review: every refused fire came back at the end of the cool-down; one probed, the others
     were refused for 2 s and used their last attempt while the probe (timeout 30 s) was still out.
     A fire refused while the probe is out comes back once the probe's timeout has passed."""
-    target = Target()
-    target.http_status = 503
-    send = guarded(Breakers(SETTINGS), target)
-    await call_n(send, 5)
+    target, _, send = await tripped()
     fake.advance(30.0)
     target.hold = asyncio.Event()
     spec = {"webhook": {**SPEC["webhook"], "timeout_s": 20}}
