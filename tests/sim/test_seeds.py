@@ -15,7 +15,9 @@ FOUND = {
        "8 (a new leader buried its unstarted fires as unknown)",
     1: "1, 5 (limits from each node's own config)",
     24: "1, 7 (a late skip of an old attempt ended the current one), 8",
-    45: "1, 8 (and, before 2026-12-05's fixes, 2: a thawed follower's fence opened on the first message after a gap)",
+    45: "1, 8",
+    635: "2 (a thawed follower's fence opened on the first message after a gap; seed 45 caught it before "
+         "2026-12-05's fixes)",
 }
 
 
