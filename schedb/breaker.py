@@ -163,16 +163,14 @@ class Breakers:
         now = monotonic()
         if probe:
             circuit.probing = False
-        if not failed:
+        if failed:
+            circuit.failures_in_a_row += 1
+        else:
             circuit.failures_in_a_row = 0
             if probe:
                 self._close(circuit)
-            self._remember(circuit, now, failed)
-            return
-        circuit.failures_in_a_row += 1
         self._remember(circuit, now, failed)
-        probe_failed = probe
-        if probe_failed or (circuit.state == State.CLOSED and self._trips(circuit)):
+        if failed and (probe or (circuit.state == State.CLOSED and self._trips(circuit))):
             self._open(circuit, now)
 
     def _remember(self, circuit: Circuit, now: float, failed: bool) -> None:
@@ -192,13 +190,14 @@ class Breakers:
         circuit.open_until = now + self._settings.cooldown_s
         circuit.opened += 1
         self._set(circuit, State.OPEN)
-        log.warning("circuit_opened", target=circuit.target, failures_in_a_row=circuit.failures_in_a_row,
-                    calls_in_window=len(circuit.calls), cooldown_s=self._settings.cooldown_s)
+        log.warning("circuit_opened", team=circuit.team, target=circuit.target,
+                    failures_in_a_row=circuit.failures_in_a_row, calls_in_window=len(circuit.calls),
+                    cooldown_s=self._settings.cooldown_s)
 
     def _close(self, circuit: Circuit) -> None:
         circuit.calls.clear()
         self._set(circuit, State.CLOSED)
-        log.info("circuit_closed", target=circuit.target)
+        log.info("circuit_closed", team=circuit.team, target=circuit.target)
 
     def _set(self, circuit: Circuit, state: State) -> None:
         circuit.state = state

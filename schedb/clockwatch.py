@@ -190,8 +190,7 @@ class ClockWatch:
 
     def may_execute(self, node_id: str) -> bool:
         """May the leader give node_id fires: its clock agrees, and it does not itself hold them."""
-        samples = self._samples.get(node_id)
-        return self.in_bound(node_id) and bool(samples) and not samples[-1].holding
+        return self.in_bound(node_id) and not self.reports_holding(node_id)
 
     def reports_holding(self, node_id: str) -> bool:
         """node_id's own /health said, at its latest probe, that it holds its fires for its clock:
@@ -203,10 +202,9 @@ class ClockWatch:
         """Whether node_id's fires not yet due should move: its clock is measured off this one's,
         or it holds them itself. Unmeasured, or measured too roughly to tell, it keeps them (and
         gets no new ones: may_execute)."""
-        samples = self._samples.get(node_id)
         if self._agreement(node_id) is False:
             return True
-        return self.offset_ms(node_id) is not None and bool(samples) and samples[-1].holding
+        return self.offset_ms(node_id) is not None and self.reports_holding(node_id)
 
     def offsets(self) -> dict[str, int | None]:
         return {node_id: self.offset_ms(node_id) for node_id in sorted(self._members())}

@@ -245,8 +245,8 @@ def _cluster() -> dict[str, Any]:
                   "members": {"type": "array", "items": member}, "jobs": COUNT, "active_fires": COUNT,
                   "pending_fires": COUNT, "dead_letters": COUNT, "counters": counters,
                   "executor": obj({"scheduled": COUNT, "in_flight": COUNT}),
-                  "circuits": {"type": "array", "description": "this node's circuit per webhook target that is "
-                               "open, half-open or failing (schedb.breaker)", "items": circuit}})
+                  "circuits": {"type": "array", "description": "this node's circuits per team and webhook "
+                               "target that are open, half-open or failing (schedb.breaker)", "items": circuit}})
     drain = {"type": "object", "additionalProperties": COUNT, "examples": [{"handed_back": 0, "unfinished": 0,
                                                                           "uncommitted": 0}]}
     members = {"type": "array", "items": STR}
