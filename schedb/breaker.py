@@ -31,6 +31,7 @@ from schedb.clock import monotonic, wall_ms
 from schedb.commands import Outcome
 from schedb.config import BreakerSection
 from schedb.metrics import NodeMetrics
+from schedb.webhook import WORKER_LATE, WORKER_LOST
 
 log = structlog.get_logger("schedb.breaker")
 CIRCUITS_MAX = 2_000  # (team, target) circuits remembered; the longest-unused closed ones go first
@@ -78,10 +79,11 @@ TARGET_DOWN_STATUSES = frozenset({429, 502, 503, 504})
 def target_failed(outcome: Outcome) -> bool:
     """Does the outcome say the target is in trouble: no answer (a refused connection, a
     timeout), or 429, 502, 503, 504? Other answers come from a target that is up; an attempt
-    the egress policy refused never reached it."""
+    the egress policy refused never reached it, nor one a delivery worker did not see through."""
     if outcome.http_status:
         return outcome.http_status in TARGET_DOWN_STATUSES
-    return outcome.status in ("failed", "timed_out") and EGRESS_REFUSED not in outcome.error
+    return (outcome.status in ("failed", "timed_out") and EGRESS_REFUSED not in outcome.error
+            and not outcome.error.startswith((WORKER_LOST, WORKER_LATE)))  # the node's trouble, not the target's
 
 
 class Breakers:

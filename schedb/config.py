@@ -21,6 +21,8 @@ from typing import Any
 from schedb.fsm.limits import Quotas
 from schedb.origins import parse_origin
 
+WORKERS_MAX = 64  # delivery worker processes per node, at most
+
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message names the key."""
@@ -93,6 +95,19 @@ class ExecutorSection:
     outcome_batch_s: float = 0.02
     outcome_batch_max: int = 2_000
     timeout_s_max: float = 300.0
+    # Delivery worker processes (schedb/worker_pool.py): 0 and 0, the node's own loop calls the
+    # webhooks. Otherwise between workers_min and workers_max processes do, their number following
+    # the load (schedb/scaling.py): pressure (any of the scale_up_* levels) held for scale_up_after_s
+    # adds one, calm (every level below a third of it) held for scale_down_after_s retires one, and
+    # two changes are at least scale_interval_s apart.
+    workers_min: int = 0
+    workers_max: int = 0
+    scale_up_inflight: int = 64  # calls in flight per worker
+    scale_up_cpu: float = 0.7  # a worker's busy share of one core
+    scale_up_lag_ms: int = 100  # from hand-over to the call's start, on average
+    scale_up_after_s: float = 3.0
+    scale_down_after_s: float = 30.0
+    scale_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -298,6 +313,9 @@ def _check(config: Config) -> None:
         raise ConfigError("auth.admin_team must not be empty")
     if not config.clock.max_offset_ms < 1000:  # schedb.fsm.occurrences.WITHDRAW_SLACK_MS covers the offset
         raise ConfigError("clock.max_offset_ms must be below 1000")
+    e = config.executor
+    if not 0 <= e.workers_min <= e.workers_max <= WORKERS_MAX:
+        raise ConfigError(f"executor.workers_min and workers_max: 0 <= workers_min <= workers_max <= {WORKERS_MAX}")
     if not config.breaker.failure_rate <= 1:
         raise ConfigError("breaker.failure_rate must be at most 1 (a share of the calls)")
     if not config.breaker.window_calls_min <= config.breaker.window_calls_max:
@@ -334,5 +352,5 @@ def _positive(config: Config) -> None:
         section = getattr(config, section_name)
         for fld in dataclasses.fields(section):
             value = getattr(section, fld.name)
-            if fld.type in ("int", "float") and value <= 0:
+            if fld.type in ("int", "float") and value <= 0 and not fld.name.startswith("workers_"):
                 raise ConfigError(f"{section_name}.{fld.name} must be positive, got {value}")

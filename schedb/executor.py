@@ -69,9 +69,10 @@ HAND_BACK_PAUSE_S = 0.15
 class Executor:
     def __init__(self, config: Config, replica: Replica, send: Send, metrics: NodeMetrics,
                  secret_box: secretbox.SecretBox | None = None, clock: ClockWatch | None = None,
-                 breakers: Breakers | None = None) -> None:
-        """send: calls one webhook (schedb.webhook.sender: aiohttp, behind the egress policy);
-        breakers: a circuit per team and target around it (schedb.breaker)."""
+                 breakers: Breakers | None = None, call_slack_ms: int = 0) -> None:
+        """send: calls one webhook (schedb.webhook.sender: aiohttp, behind the egress policy, or
+        schedb.worker_pool); breakers: a circuit per team and target around it (schedb.breaker);
+        call_slack_ms: how much later than its timeout a call may end (a worker's hand-over)."""
         self._config = config
         self._breakers = breakers
         self._clock = clock
@@ -81,6 +82,7 @@ class Executor:
         self._node_id = config.node.id
         self._replica = replica
         self._send = send
+        self._call_slack_ms = call_slack_ms
         self._gate = PriorityGate(config.executor.max_inflight)
         self._fires = LocalFires(self._due)
         metrics.inflight.set_function(lambda: self.in_flight)
@@ -387,7 +389,7 @@ class Executor:
         a new attempt elsewhere: a call still running then would deliver it twice. A call too
         late for its lease is not made; the lease ends and the new attempt has a lease of its own."""
         timeout_ms = int(spec["webhook"]["timeout_s"] * 1000)
-        return wall_ms() + timeout_ms + self._config.clock.max_offset_ms < lease_end_ms
+        return wall_ms() + timeout_ms + self._call_slack_ms + self._config.clock.max_offset_ms < lease_end_ms
 
     def _team_gate(self, team: str, limit: int) -> AbstractAsyncContextManager[None]:
         """The team's concurrent-webhooks quota on this node; a new limit applies to new calls."""

@@ -55,6 +55,10 @@ class NodeMetrics:
         self.admission_window = Gauge("schedb_admission_window_fires", "The most fires this leader lets an "
                                       "executor hold while it falls behind (schedb.admission)", ["executor"],
                                       registry=r)
+        self.workers = Gauge("schedb_executor_workers", "Delivery worker processes running on this node "
+                             "(schedb.worker_pool; 0: the node's own loop calls the webhooks)", registry=r)
+        self.worker_exits = Counter("schedb_executor_worker_exits_total", "Delivery workers that ended unasked "
+                                    "(a crash, a kill), and the calls they had in flight", ["what"], registry=r)
         self.circuit_state = Gauge("schedb_circuit_state", "This node's circuit per team and webhook target: 0 closed, "
                                    "1 half-open, 2 open (schedb.breaker)", ["team", "target"], registry=r)
 

@@ -28,6 +28,7 @@ from schedb.fsm import queries
 from schedb.metrics import NodeMetrics
 from schedb.raft import Replica, SubmitError
 from schedb.webhook import Send, new_session, sender
+from schedb.worker_pool import WorkerPool
 
 log = structlog.get_logger("schedb.node")
 REGISTER_RETRY_S = 0.5
@@ -48,6 +49,7 @@ class Node:
         self._tasks: list[asyncio.Task[Any]] = []
         self.metrics = NodeMetrics()
         self.breakers = Breakers(config.breaker, self.metrics)
+        self.workers: WorkerPool | None = None  # delivery worker processes, when executor.workers_max > 0
         self._members_read: tuple[int, list[str]] = (-1, [])  # (replica.nodes_version, their addresses)
         self.egress = EgressPolicy.from_config(config.egress, self._cluster_addresses)
         key = secretbox.load_key(config.secrets)  # a bad key stops the node here, with the setting named
@@ -73,8 +75,13 @@ class Node:
     async def start(self) -> None:
         self.replica, send = self._connect(asyncio.get_running_loop())
         self.clock = ClockWatch(self.config, self.replica)
+        slack_ms = 0
+        if self.config.executor.workers_max:
+            self.workers = WorkerPool(self.config, self._cluster_addresses, send, self.metrics)
+            await self.workers.start()
+            send, slack_ms = self.workers.send, self.workers.call_slack_ms
         self.executor = Executor(self.config, self.replica, send, self.metrics, self.secret_box, self.clock,
-                                 self.breakers)
+                                 self.breakers, slack_ms)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)
         self.metrics.watch(lambda: self.replica.read(queries.state_numbers), lambda: vars(self.replica.view()))
         tasks = {"dispatcher": self.dispatcher.run(), "outcome-flusher": self.executor.run_outcome_flusher(),
@@ -95,6 +102,8 @@ class Node:
         await self.clock.run()
 
     async def _disconnect(self) -> None:
+        if self.workers is not None:
+            await self.workers.close()
         await self._session.close()
         self.replica.close()
 

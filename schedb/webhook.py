@@ -79,6 +79,12 @@ def new_correlation_id() -> str:
     return hashlib.blake2b(number, key=_CORRELATION_KEY, digest_size=16).hexdigest()
 
 
+# Reasons, first in the error text, of attempts a delivery worker (schedb.worker) did not see
+# through: its process ended during the call (the receiver may have had it), or it reached the
+# call too late to start it within the attempt's lease (it was not made).
+WORKER_LOST = "worker_lost"
+WORKER_LATE = "worker_late"
+
 # The executor's way to call one webhook: (fire, spec with secrets resolved, correlation id,
 # the secret values to mask) → its outcome. `sender` builds the real one; the simulator its own.
 Send = Callable[[dict[str, Any], dict[str, Any], str, list[str]], Awaitable[Outcome]]

@@ -240,11 +240,16 @@ def _cluster() -> dict[str, Any]:
     counters = {"type": "object", "additionalProperties": INT}
     circuit = obj({"team": STR, "target": STR, "state": {"enum": ["closed", "half_open", "open"]},
                    "failures_in_a_row": COUNT, "open_for_s": {"type": "number"}, "opened": COUNT})
+    worker = obj({"pid": INT, "in_flight": COUNT, "cpu_share": {"type": "number"}, "retiring": BOOL})
+    workers = {**obj({"min": COUNT, "max": COUNT, "target": COUNT, "running": {"type": "array", "items": worker},
+                      "exits": obj({"workers": COUNT, "calls": COUNT})}),
+               "type": ["object", "null"], "description": "this node's delivery worker processes (schedb.worker_pool); "
+               "null: the node's own loop calls the webhooks (executor.workers_max = 0)"}
     status = obj({"node_id": STR, "role": STR, "leader": obj({"node_id": STR_OR_NULL, "raft_addr": STR_OR_NULL}),
                   "term": INT, "commit_index": INT, "last_applied": INT, "log_len": INT,
                   "members": {"type": "array", "items": member}, "jobs": COUNT, "active_fires": COUNT,
                   "pending_fires": COUNT, "dead_letters": COUNT, "counters": counters,
-                  "executor": obj({"scheduled": COUNT, "in_flight": COUNT}),
+                  "executor": obj({"scheduled": COUNT, "in_flight": COUNT, "workers": workers}),
                   "circuits": {"type": "array", "description": "this node's circuits per team and webhook "
                                "target that are open, half-open or failing (schedb.breaker)", "items": circuit}})
     drain = {"type": "object", "additionalProperties": COUNT, "examples": [{"handed_back": 0, "unfinished": 0,
