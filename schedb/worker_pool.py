@@ -10,7 +10,8 @@ calls in flight. So fences, leases and the at-most-once rule stay where they are
   does not (its fire goes to the dead letters: the receiver may have had it).
 - A call is started by its worker within HAND_OVER_S, or not at all (`worker_late`); a worker
   that has not answered by the call's timeout after that is killed (frozen, or hung), and the
-  call lost with it. The executor's lease check counts this slack (Executor's call_slack_ms), so
+  call lost with it. A worker silent for SILENT_S (it reports every second) is killed too,
+  before it is handed calls it cannot make. The executor's lease check counts this slack (Executor's call_slack_ms), so
   no worker can call after the attempt's lease, when the fire may have moved.
 - With no worker running (all restarting), the node's own loop makes the call.
 """
@@ -43,6 +44,7 @@ log = structlog.get_logger("schedb.worker_pool")
 HAND_OVER_S = 0.25  # a worker starts a call this soon after its hand-over, or not at all
 KILL_SLACK_S = 0.2  # past HAND_OVER_S + the call's timeout, a worker that has not answered is killed
 SAMPLE_S = 1.0
+SILENT_S = 10.0  # a worker reports its load every second (schedb.worker): silent this long, it is killed
 STOP_WAIT_S = 5.0  # a worker asked to stop (stdin closed) that has not exited by then is killed
 
 
@@ -64,6 +66,7 @@ class _Worker:
     cpu: tuple[float, float] = (0.0, 0.0)  # (when, CPU seconds) of its latest load report
     cpu_share: float = 0.0  # of one core, between its two latest load reports
     reader: asyncio.Task[None] | None = None  # its frames, until it ends (WorkerPool._read)
+    heard_at: float = field(default_factory=monotonic)  # its latest frame
 
     @property
     def pid(self) -> int:
@@ -215,6 +218,7 @@ class WorkerPool:
             log.info("worker_stopped", pid=worker.pid, exit=code)
 
     def _take(self, worker: _Worker, frame: list[Any]) -> None:
+        worker.heard_at = monotonic()
         if frame[0] == "outcome":
             call = worker.calls.pop(frame[1], None)
             if call is None:
@@ -253,6 +257,9 @@ class WorkerPool:
         """Every SAMPLE_S: the load sampled, the target decided, workers started or retired."""
         while True:
             await asyncio.sleep(SAMPLE_S)
+            for worker in self._active():
+                if monotonic() - worker.heard_at > SILENT_S:  # before it is handed a call it cannot make
+                    self._kill(worker, f"silent for {SILENT_S:g} s (frozen or hung)")
             active = self._active()
             in_flight = sum(len(w.calls) for w in active)
             lags, self._lags = self._lags, []
