@@ -45,6 +45,29 @@ LOAD_EVERY_S = 1.0
 FRAME_MAX = 16 * 1024 * 1024  # one call: a job's spec is bounded far below this (schedb.jobspec)
 
 
+class FrameWriter:
+    """msgpack frames to a stream, written together once per turn of the loop: a burst of calls
+    (every `@every 1s` job due at one instant) or of outcomes is one write, not a system call each."""
+
+    def __init__(self, stream: asyncio.StreamWriter) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+
+    def write(self, frame: list[Any]) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(msgpack.packb(frame, use_bin_type=True))
+
+    def flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if data and not self._stream.is_closing():
+            self._stream.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._stream.close()
+
+
 class Worker:
     def __init__(self, node_id: str, egress: EgressSection, max_inflight: int) -> None:
         self._node_id = node_id
@@ -52,10 +75,10 @@ class Worker:
         self._egress = EgressPolicy.from_config(egress, lambda: self._members)
         self._session = new_session(max_inflight, self._egress)
         self._calls: dict[int, asyncio.Task[None]] = {}
-        self._out: asyncio.StreamWriter | None = None
+        self._out: FrameWriter | None = None
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._out = writer
+        self._out = FrameWriter(writer)
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=FRAME_MAX, strict_map_key=False)
         load = asyncio.create_task(self._report_load())
         while data := await reader.read(65_536):
@@ -65,6 +88,7 @@ class Worker:
         if self._calls:
             await asyncio.wait(list(self._calls.values()))
         load.cancel()
+        self._out.flush()
         await writer.drain()
         await self._session.close()
 
@@ -96,7 +120,7 @@ class Worker:
 
     def _send(self, frame: list[Any]) -> None:
         assert self._out is not None
-        self._out.write(msgpack.packb(frame, use_bin_type=True))
+        self._out.write(frame)
 
 
 def _die_with(parent_pid: int) -> None:

@@ -38,7 +38,7 @@ from schedb.config import Config
 from schedb.metrics import NodeMetrics
 from schedb.scaling import Load, Scaler
 from schedb.webhook import WORKER_LOST, Send
-from schedb.worker import FRAME_MAX
+from schedb.worker import FRAME_MAX, FrameWriter
 
 log = structlog.get_logger("schedb.worker_pool")
 HAND_OVER_S = 0.25  # a worker starts a call this soon after its hand-over, or not at all
@@ -67,14 +67,15 @@ class _Worker:
     cpu_share: float = 0.0  # of one core, between its two latest load reports
     reader: asyncio.Task[None] | None = None  # its frames, until it ends (WorkerPool._read)
     heard_at: float = field(default_factory=monotonic)  # its latest frame
+    frames: FrameWriter | None = None  # to its stdin
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def write(self, frame: list[Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(msgpack.packb(frame, use_bin_type=True))
+        assert self.frames is not None
+        self.frames.write(frame)
 
 
 class WorkerPool:
@@ -165,7 +166,8 @@ class WorkerPool:
             sys.executable, "-m", "schedb.worker", "--node-id", c.node.id, "--parent", str(os.getpid()),
             "--egress", json.dumps(dataclasses.asdict(c.egress)), "--max-inflight", str(c.executor.max_inflight),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        worker = _Worker(process)
+        assert process.stdin is not None
+        worker = _Worker(process, frames=FrameWriter(process.stdin))
         self._workers.append(worker)
         self._metrics.workers.set(len(self._workers))
         worker.reader = asyncio.create_task(self._read(worker), name=f"worker-{process.pid}")
@@ -174,8 +176,8 @@ class WorkerPool:
     def _retire(self, worker: _Worker) -> None:
         """No new calls; the end of its stdin lets it finish the ones it has, then exit."""
         worker.retiring = True
-        assert worker.process.stdin is not None
-        worker.process.stdin.close()
+        assert worker.frames is not None
+        worker.frames.close()
 
     async def _stopped(self, worker: _Worker) -> None:
         try:

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import breaker, overload, references, report, scenarios, spread
+from benchkit import breaker, overload, references, report, scenarios, spread, workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,8 @@ class Plan:
     raw_s: float
     breaker_jobs: int = 200
     breaker_down_s: float = 30.0
+    workers_jobs: int = 3000
+    workers_s: int = 20
 
 
 FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apscheduler_jobs=(200, 1000, 3000),
@@ -58,7 +60,7 @@ FULL = Plan(sustained_jobs=(200, 1000, 2000, 3000, 5000), sustained_s=30, apsche
 QUICK = Plan(sustained_jobs=(200, 1000), sustained_s=6, apscheduler_jobs=(1000,), burst_jobs=2_000,
              api_creates=1_000, scale_jobs=10_000, scale_big_jobs=0, failover_jobs=300, failover_s=12,
              overload_jobs=4_000, overload_s=15, spread_rates=(1000,), spread_s=5, raw_s=5.0, breaker_jobs=50,
-             breaker_down_s=10.0)
+             breaker_down_s=10.0, workers_jobs=1000, workers_s=6)
 CONCURRENCY = 64
 
 
@@ -78,6 +80,7 @@ async def run(plan: Plan, work: Path) -> dict[str, Any]:
         ("failover", lambda: scenarios.failover(work, plan.failover_jobs, plan.failover_s)),
         ("overload", lambda: overload.overload(work, plan.overload_jobs, plan.overload_s, _best_sustained(results))),
         ("breaker", lambda: breaker.outage(work, plan.breaker_jobs, plan.breaker_down_s)),
+        ("workers", lambda: workers.workers(work, plan.workers_jobs, plan.workers_s)),
     ]
     for name, step in steps:
         t0 = time.monotonic()

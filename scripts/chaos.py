@@ -3,7 +3,8 @@ ledger and the committed history that no fire was lost or doubled.
 
 Starts its own three-node cluster and receiver on free ports (127.0.0.1 only) with their own
 data directories, loads a workload (150 jobs `@every 1s` and 50 `*/2 * * * * *`), and runs
-each scenario in turn: processes killed, stopped, frozen and restarted, pause/resume storms,
+each scenario in turn: processes killed, stopped, frozen and restarted, delivery workers
+killed mid-call (node1 and node2 deliver through worker processes), pause/resume storms,
 network partitions (iptables, as root) and a node whose clock runs an hour ahead (faketime).
 After each scenario it waits for the cluster to settle and reconciles the fires scheduled
 during it (chaoskit.ledger): lost, doubled, doubled-committed, late and early fires.
@@ -44,6 +45,9 @@ from devkit.harness import Cluster, Receiver
 
 SETTLE_S = 8.0
 CHAOS_CONFIG = "\n[scheduler]\nhistory_per_job = 500\n"
+# node1 and node2 deliver through worker processes (schedb.worker_pool), node3 from its own loop:
+# every scenario covers both ways, and worker-kill has workers to kill whoever leads.
+WORKERS_CONFIG = "\n[executor]\nworkers_min = 1\nworkers_max = 2\n"
 
 Scenario = Callable[[Ctx], Measured]
 # (name for --scenario, title in the report, scenario); the skewed clock goes last: before the
@@ -57,6 +61,7 @@ SCENARIOS: list[tuple[str, str, Scenario]] = [
     ("full-restart", "full-cluster stop and restart", process.full_restart),
     ("rolling-restart", "rolling restart (SIGTERM)", process.rolling_restart),
     ("freeze", "follower frozen 8 s past the fence, twice", process.follower_freezes),
+    ("worker-kill", "delivery workers SIGKILL mid-call, six rounds", process.worker_kills),
     ("pause-storm", "pause/resume storm inside the lookahead", storm.pause_resume_storm),
     ("partition", "partition: leader cut off, then a follower", network.partitions),
     ("skew", "one node's clock an hour ahead", clock.skewed_clock),
@@ -81,6 +86,8 @@ def missing_tools(chosen: list[tuple[str, str, Scenario]]) -> list[str]:
 
 def run(args: argparse.Namespace, work: Path, chosen: list[tuple[str, str, Scenario]]) -> list[dict[str, Any]]:
     cluster = Cluster(work, extra_config=CHAOS_CONFIG)
+    for node in cluster.nodes[:2]:
+        node.config.write_text(node.config.read_text() + WORKERS_CONFIG)
     if any(name == "partition" for name, _, _ in chosen):
         for i, node in enumerate(cluster.nodes):  # a group id of its own, for the firewall
             node.prefix = firewall.gid_prefix(i)

@@ -104,24 +104,36 @@ def delivery_figures(rows: list[dict[str, Any]], expected: int) -> dict[str, Any
 
 
 class CpuSampler:
-    """CPU seconds used by processes between start() and stop(), as a share of one core."""
+    """CPU seconds used by processes between start() and stop(), as a share of one core.
+    children: with each process's children (a node's delivery workers, and its snapshot forks)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], children: bool = False) -> None:
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._children = children
         self._start: dict[str, float] = {}
         self._t0 = 0.0
 
     def start(self) -> None:
         self._t0 = time.monotonic()
-        self._start = {name: _cpu(p) for name, p in self._procs.items()}
+        self._start = {name: self._cpu(p) for name, p in self._procs.items()}
 
     def stop(self) -> dict[str, float]:
         elapsed = time.monotonic() - self._t0
-        return {name: round((_cpu(p) - self._start[name]) / elapsed, 2) for name, p in self._procs.items()}
+        return {name: round((self._cpu(p) - self._start[name]) / elapsed, 2) for name, p in self._procs.items()}
+
+    def _cpu(self, proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        if not self._children:
+            return times.user + times.system
+        ended = times.children_user + times.children_system  # children it has waited for
+        return times.user + times.system + ended + sum(_cpu(c) for c in proc.children(recursive=True))
 
 
 def _cpu(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
+    try:
+        times = proc.cpu_times()
+    except psutil.NoSuchProcess:  # a child that ended meanwhile
+        return 0.0
     return times.user + times.system
 
 

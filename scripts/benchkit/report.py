@@ -27,7 +27,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 lambda r: _scale_rows(r["scale"], r.get("apscheduler_burst", {})),
                 lambda r: _scale_rows(r["scale_big"], {}),
                 lambda r: _failover_rows(r["failover"]), lambda r: _overload_rows(r["overload"]),
-                lambda r: _breaker_rows(r["breaker"])]
+                lambda r: _breaker_rows(r["breaker"]), lambda r: _workers_rows(r["workers"])]
     out: list[Row] = []
     for build in sections:
         try:
@@ -231,3 +231,25 @@ def _breaker_rows(b: dict[str, Any]) -> list[Row]:
         (f"{name}: what its fires were recorded as (every fire of a sample of jobs)", json.dumps(b["outage_records"]),
          "-", "each with a reason", "-"),
     ]
+
+
+def _workers_rows(runs: list[dict[str, Any]]) -> list[Row]:
+    """Each worker setting against the node's own loop (workers 0), in the same run."""
+    base = runs[0]
+    out: list[Row] = []
+    for w in runs:
+        name = f"workers={w['workers']}, N={w['jobs']} @every 1s"
+        nodes = {k: v for k, v in w["cpu_cores_with_children"].items() if k.startswith("node")}
+        own = sum(v for k, v in w["cpu_cores"].items() if k.startswith("node"))
+        ms_per_fire = round(sum(nodes.values()) / w["fires_per_s"] * 1000, 3) if w["fires_per_s"] else None
+        base_ms = _cpu_ms_per_fire({"cpu_cores": base["cpu_cores_with_children"], "fires_per_s": base["fires_per_s"]},
+                                   lambda k: k.startswith("node"))
+        out += [
+            (f"{name}: delivered fires/s (vs workers=0)", w["fires_per_s"], base["fires_per_s"], "", "-"),
+            (f"{name}: delay p50 / p99 ms (vs workers=0)", f"{w['p50_ms']} / {w['p99_ms']}",
+             f"{base['p50_ms']} / {base['p99_ms']}", "", "-"),
+            (f"{name}: CPU ms per fire, nodes with their workers (vs workers=0)", ms_per_fire, base_ms, "", "-"),
+            (f"{name}: CPU cores, nodes with their workers (the nodes' own processes)", json.dumps(nodes),
+             round(own, 2), "", "-"),
+        ]
+    return out

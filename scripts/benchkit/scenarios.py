@@ -66,18 +66,21 @@ async def sustained(work: Path, jobs: int, seconds: int) -> dict[str, Any]:
 
 
 async def window(cluster: Cluster, receiver: Receiver, ledger: Ledger, prefix: str, start: int, seconds: int,
-                 expected: int) -> dict[str, Any]:
+                 expected: int, children: bool = False) -> dict[str, Any]:
     """The deliveries of the fires due in [start, start + seconds) of jobs named prefix…, and the
-    CPU every process used meanwhile."""
+    CPU every process used meanwhile (children: also with each one's child processes)."""
     end = start + seconds * 1000
-    cpu = CpuSampler(node_pids(cluster, receiver))
+    samplers = {"cpu_cores": CpuSampler(node_pids(cluster, receiver))}
+    if children:
+        samplers["cpu_cores_with_children"] = CpuSampler(node_pids(cluster, receiver), children=True)
     await sleep_until(start)
-    cpu.start()
+    for sampler in samplers.values():
+        sampler.start()
     await sleep_until(end)
-    used = cpu.stop()
+    used = {name: sampler.stop() for name, sampler in samplers.items()}
     await asyncio.sleep(STRAGGLER_S)
     figures = delivery_figures(deliveries_between(ledger.read_new(), prefix, start, end), expected)
-    return {"fires_per_s": round(figures["delivered"] / seconds, 1), **figures, "cpu_cores": used}
+    return {"fires_per_s": round(figures["delivered"] / seconds, 1), **figures, **used}
 
 
 async def burst(work: Path, jobs: int) -> dict[str, Any]:

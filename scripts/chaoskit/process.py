@@ -127,3 +127,51 @@ def frozen(pid: int) -> Iterator[None]:
     finally:
         os.kill(pid, signal.SIGCONT)
     _wait_state(pid, stopped=False)
+
+
+# -- delivery workers (schedb.worker_pool): node1 and node2 run them (chaos.WORKERS_CONFIG) ----
+
+WORKER_KILL_ROUNDS = 6
+WORKER_KILL_EVERY_S = 2.5
+
+
+def worker_kills(ctx: Ctx) -> Measured:
+    """Every executing node's delivery workers SIGKILLed, mid-call under load, six times 2.5 s
+    apart: the calls they had fail as worker_lost and are tried again, none lost; each node
+    replaces its worker before the next round."""
+    checks: dict[str, object] = {}
+    killed = 0
+    for round_no in range(1, WORKER_KILL_ROUNDS + 1):
+        victims = _worker_pids(ctx)
+        if not victims:
+            raise FaultNotApplied("no follower runs delivery workers")
+        time.sleep(1.03 - time.time() % 1)  # 30 ms into a second: the `@every 1s` burst is in flight
+        for pids in victims.values():
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        time.sleep(WORKER_KILL_EVERY_S)
+        after = _worker_pids(ctx)
+        replaced = all(after.get(n) and not set(after[n]) & set(pids) for n, pids in victims.items())
+        checks[f"round {round_no}"] = {n: f"{old} -> {after.get(n)}" for n, old in victims.items()}
+        if not replaced:
+            raise FaultNotApplied(f"round {round_no}: workers not replaced: {checks[f'round {round_no}']}")
+    checks["calls in flight lost with their workers (since the start)"] = sum(
+        _calls_lost(node) for node in ctx.cluster.nodes)
+    return {"checks": checks, "workers_killed": killed, "quorum_kept": True}
+
+
+def _calls_lost(node: NodeProc) -> int:
+    workers = (cluster_view(node) or {}).get("executor", {}).get("workers")
+    return workers["exits"]["calls"] if workers else 0
+
+
+def _worker_pids(ctx: Ctx) -> dict[str, list[int]]:
+    """The worker PIDs of each follower that runs workers."""
+    out = {}
+    for node in ctx.cluster.nodes:
+        view = cluster_view(node)
+        workers = view and view["role"] == "follower" and view["executor"]["workers"]
+        if workers:
+            out[node.node_id] = [w["pid"] for w in workers["running"]]
+    return out
