@@ -10,6 +10,8 @@ out to its subscribers, each filtered to what the subscriber's key may see:
   at most 200 rows.
 - `jobs`: ids of jobs created, changed or deleted (`many` when too many to list).
 - `dead_letters`: fire ids added to or removed from the dead-letter queue.
+- `circuit`: one of this node's circuits (schedb.breaker) opened, went half-open or
+  closed, to the subscribers of its team (each node's own: the console asks the others).
 - `resync`: a snapshot replaced the state, or more happened than the feed follows
   one by one; the console fetches again what it shows.
 
@@ -88,6 +90,7 @@ class EventFeed:
         self._executions_written = 0  # execution records written as of the last look
         self._cluster_sig: tuple[Any, ...] = ()
         self._cluster_at = 0.0
+        self._circuit_states: dict[tuple[str, str], str] = {}  # the circuits not closed, as of the last look
 
     # -- subscribers (loop) ---------------------------------------------------------
 
@@ -130,6 +133,7 @@ class EventFeed:
         self._node.replica.listen_touched(True)
         self._remember(self._node.replica.read(feed_queries.feed_baseline))
         self._cluster_sig, self._cluster_at = self._cluster_signature(), monotonic()  # hello has it
+        self._circuit_events()  # and the circuits: a change from now on is an event
         self._task = asyncio.create_task(self._run(), name="event-feed")
 
     def _remember(self, baseline: FeedBaseline) -> None:
@@ -155,7 +159,7 @@ class EventFeed:
                     self._drop(subscriber)
 
     def _look(self) -> list[Published]:
-        events = self._cluster_events()
+        events = self._cluster_events() + self._circuit_events()
         touched = self._node.replica.drain_touched()
         if None in touched:
             self._remember(self._node.replica.read(feed_queries.feed_baseline))
@@ -176,6 +180,19 @@ class EventFeed:
             return []
         self._cluster_sig, self._cluster_at = sig, now
         return [(None, {"type": "cluster", "cluster": cluster_status(self._node)})]
+
+    def _circuit_events(self) -> list[Published]:
+        """The circuits whose state changed since the last look (a circuit not listed is closed)."""
+        now = {(c["team"], c["target"]): c for c in self._node.breakers.circuits()}
+        states = {key: c["state"] for key, c in now.items() if c["state"] != "closed"}
+        changed = [key for key in states.keys() | self._circuit_states.keys()
+                   if states.get(key, "closed") != self._circuit_states.get(key, "closed")]
+        self._circuit_states = states
+        closed = {"failures_in_a_row": 0, "open_for_s": 0.0}
+        return [(team, {"type": "circuit", "node": self._node.node_id, "team": team, "target": target,
+                        "state": states.get((team, target), "closed"),
+                        **{k: now.get((team, target), closed)[k] for k in closed}})
+                for team, target in sorted(changed)]
 
     def _state_events(self, changes: FeedChanges) -> list[Published]:
         self._executions_written = changes.executions_written

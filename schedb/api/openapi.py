@@ -261,7 +261,8 @@ def _cluster_paths() -> dict[str, Any]:
                                               {200: _answer("drained", "Drain")}, role="admin")},
         "/api/v1/events": {"get": _op(
             "Live updates for the console (Server-Sent Events): hello, cluster, executions, jobs, dead_letters, "
-            "resync, unauthorized; each `data:` line is one JSON event, filtered to the key's team",
+            "circuit (one of this node's circuits changed state), resync, unauthorized; each `data:` line is one "
+            "JSON event, filtered to the key's team",
             {200: {"description": "an endless event stream", "headers": _headers(),
                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}, 503)},
         "/health": {"get": _op("Liveness", {200: _answer("alive", "Health")}, public=True)},

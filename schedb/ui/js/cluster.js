@@ -1,8 +1,10 @@
 // The cluster view: the leader, the members with their role, health, connectivity, log index,
-// share of the jobs being executed and webhooks in flight. The connected node's view comes with
-// every `cluster` event; each member is also asked for its own view (its role, applied index,
-// webhooks in flight) every few seconds, straight from the browser: a member that does not
-// answer is shown as unreachable.
+// share of the jobs being executed, webhooks in flight and delivery workers; every member's
+// circuits that are not closed (schedb.breaker), and the circuit changes the connected node
+// pushed (`circuit` events: each node reports its own, the table shows every member's).
+// The connected node's view comes with every `cluster` event; each member is also asked for its own view (its role, applied index,
+// webhooks in flight, circuits) every few seconds, straight from the browser: a member that does
+// not answer is shown as unreachable.
 import { ApiError, callNode, connection, describeError, get } from './api.js';
 import { badge, h, number, replace, time } from './dom.js';
 import { on, originOf } from './live.js';
@@ -14,6 +16,7 @@ const COLUMNS = [
   ['Log (applied / commit)', "the member's own indexes"], ['Lag', 'entries behind the leader, as the leader sees it'],
   ['Jobs executing', 'jobs with fires handed to this member now (the lookahead), and its share of them'],
   ['Webhooks in flight', 'calls the member is making now'],
+  ['Workers', "delivery worker processes (executor.workers_min–max); 'own loop': the node calls webhooks itself"],
   ['Clock offset', "the member's clock minus the connected node's, measured over HTTP; out of bound it executes nothing"]];
 const HISTORY_MAX = 20;
 const leaderHistory = []; // {at, from, to, term}, kept for the life of the page
@@ -28,12 +31,19 @@ function noteLeader(cluster) {
   lastLeader = leader;
 }
 on('cluster', (event) => noteLeader(event.cluster)); // on every page, so no change goes unseen
+const circuitHistory = []; // the `circuit` events, newest first, kept for the life of the page
+on('circuit', (event) => {
+  circuitHistory.unshift({ ...event, at: new Date().toISOString() });
+  circuitHistory.length = Math.min(circuitHistory.length, HISTORY_MAX);
+});
 
 export function render(root, { session }) {
   const el = {
     cards: h('div', { class: 'cards', id: 'cluster-cards' }),
     members: h('tbody'),
     history: h('ul', { class: 'events', id: 'leader-changes' }),
+    circuits: h('tbody', { id: 'circuits' }),
+    circuitChanges: h('ul', { class: 'events', id: 'circuit-changes' }),
     error: h('p', { class: 'error' }),
   };
   let cluster = null;
@@ -47,6 +57,10 @@ export function render(root, { session }) {
       h('table', { id: 'members' }, h('thead', {}, h('tr', {},
         COLUMNS.map(([t, title]) => h('th', { title }, t)))), el.members)),
     h('div', { class: 'panel' }, h('h2', {}, 'Leader changes seen by this console'), el.history),
+    h('div', { class: 'panel' }, h('h2', {}, 'Circuits open, half-open or failing'),
+      h('table', {}, h('thead', {}, h('tr', {}, ['Node', 'Team', 'Target', 'State', 'Failures in a row', 'Open for']
+        .map((t) => h('th', {}, t)))), el.circuits)),
+    h('div', { class: 'panel' }, h('h2', {}, 'Circuit changes seen by this console'), el.circuitChanges),
   );
 
   const draw = () => {
@@ -54,6 +68,12 @@ export function render(root, { session }) {
     drawCards(el.cards, cluster, team);
     replace(el.members, ...cluster.members.map((m) => memberRow(m, cluster, own)));
     replace(el.history, ...(leaderHistory.length ? leaderHistory.map(historyItem)
+      : [h('li', { class: 'muted' }, 'No change since this page was opened.')]));
+    const circuits = cluster.members.flatMap((m) => ((m.self ? cluster : own.get(m.node_id))?.circuits || [])
+      .map((c) => ({ ...c, node: m.node_id })));
+    replace(el.circuits, ...(circuits.length ? circuits.map(circuitRow)
+      : [h('tr', {}, h('td', { class: 'muted', colspan: 6 }, 'Every circuit is closed.'))]));
+    replace(el.circuitChanges, ...(circuitHistory.length ? circuitHistory.map(circuitItem)
       : [h('li', { class: 'muted' }, 'No change since this page was opened.')]));
   };
 
@@ -78,13 +98,14 @@ export function render(root, { session }) {
     el.error.textContent = '';
     draw();
   });
+  const offCircuit = on('circuit', draw);
   const timer = setInterval(pollMembers, MEMBER_POLL_MS);
   callNode(connection.base, 'GET', '/api/v1/cluster').then(({ data }) => {
     cluster = cluster || data;
     draw();
     pollMembers();
   }).catch((error) => { el.error.textContent = describeError(error); });
-  return () => { offCluster(); clearInterval(timer); };
+  return () => { offCluster(); offCircuit(); clearInterval(timer); };
 }
 
 async function countTeam(team) {
@@ -132,6 +153,7 @@ function memberRow(m, cluster, own) {
     h('td', { class: 'num' }, lag),
     h('td', { class: 'num' }, `${number(m.jobs_assigned)} (${share})`),
     h('td', { class: 'num in-flight' }, answered ? number(mine.executor.in_flight) : '—'),
+    h('td', { class: 'num workers' }, answered ? workersText(mine.executor.workers) : '—'),
     h('td', { class: 'num clock-offset' }, clockOffset(m, cluster)));
 }
 
@@ -154,4 +176,25 @@ function lagOf(m, cluster, own) {
 function historyItem(change) {
   return h('li', {}, time(change.at), ` leader ${change.from || 'none'} → ${change.to || 'none'}`,
     change.term ? ` (term ${change.term})` : '');
+}
+
+function workersText(workers) {
+  if (!workers) return h('span', { class: 'muted' }, 'own loop');
+  const pids = workers.running.map((w) => `${w.pid}: ${w.in_flight} in flight`).join(', ');
+  return h('span', { title: `${workers.min}–${workers.max}; ${pids}` }, number(workers.running.length));
+}
+
+const CIRCUIT_KIND = { open: 'down', half_open: 'paused', closed: 'ready' };
+
+function circuitRow(c) {
+  return h('tr', { dataset: { target: c.target } },
+    h('td', {}, c.node), h('td', {}, c.team), h('td', { class: 'mono' }, c.target),
+    h('td', { class: 'state' }, badge(c.state.replace('_', '-'), CIRCUIT_KIND[c.state])),
+    h('td', { class: 'num' }, number(c.failures_in_a_row)),
+    h('td', { class: 'num' }, c.state === 'open' ? `${c.open_for_s} s more` : '—'));
+}
+
+function circuitItem(change) {
+  return h('li', {}, time(change.at), ` ${change.node}: circuit of team ${change.team} to `,
+    h('span', { class: 'mono' }, change.target), ' ', badge(change.state.replace('_', '-'), CIRCUIT_KIND[change.state]));
 }

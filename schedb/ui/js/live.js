@@ -2,7 +2,7 @@
 //
 // The console listens to GET /api/v1/events (Server-Sent Events, read with fetch so the API key
 // can go in a header). Views subscribe with on(type, fn) to: cluster, executions, jobs,
-// dead_letters, resync (fetch again everything shown), poll (polling mode's tick) and node
+// dead_letters, circuit, resync (fetch again everything shown), poll (polling mode's tick) and node
 // (the console moved to another node).
 //
 // When the stream breaks: if the node still answers /ready, the stream is opened again (after
