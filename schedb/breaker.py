@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,10 +50,15 @@ class State(IntEnum):
     OPEN = 2
 
 
+Override = tuple[tuple[str, Any], ...]  # a job's own settings (spec["breaker"]), as a key
+
+
 @dataclass
 class Circuit:
     team: str
     target: str
+    settings: BreakerSection
+    override: Override = ()  # the jobs' own settings it is for; (): the node's
     state: State = State.CLOSED
     failures_in_a_row: int = 0
     calls: deque[tuple[float, bool]] = field(default_factory=deque)  # (monotonic, failed) within the window
@@ -61,6 +66,11 @@ class Circuit:
     probing: bool = False
     probe_ends: float = 0.0  # monotonic: the probe's timeout
     opened: int = 0  # times it opened
+
+    @property
+    def label(self) -> str:
+        """Its target, and the settings of the jobs it is for (the metric's `target` label)."""
+        return self.target + (" " + ",".join(f"{k}={v}" for k, v in self.override) if self.override else "")
 
 
 def target_of(url: str) -> str:
@@ -90,15 +100,20 @@ class Breakers:
     def __init__(self, settings: BreakerSection, metrics: NodeMetrics | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._circuits: OrderedDict[tuple[str, str], Circuit] = OrderedDict()  # by (team, target)
+        # by (team, target, the jobs' own settings)
+        self._circuits: OrderedDict[tuple[str, str, Override], Circuit] = OrderedDict()
 
     async def call(self, team: str, fire: dict[str, Any], spec: dict[str, Any],
                    send: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """send() behind the circuit of the team's webhook target: a team's failing endpoint
-        never stops another team's calls to the same host."""
-        if not self._settings.enabled:
+        never stops another team's calls to the same host. A job with settings of its own
+        (spec["breaker"]) has a circuit of its own for them, shared with the jobs of the same
+        settings: thresholds are a circuit's, not a call's."""
+        override: Override = tuple((spec.get("breaker") or {}).items())
+        settings = replace(self._settings, **dict(override)) if override else self._settings
+        if not settings.enabled:
             return await send()
-        circuit = self._circuit(team, target_of(spec["webhook"]["url"]))
+        circuit = self._circuit(team, target_of(spec["webhook"]["url"]), override, settings)
         wait_s, probe = self._admit(circuit, spec["webhook"]["timeout_s"])
         if wait_s:
             return _refused(fire, circuit, wait_s)
@@ -114,7 +129,8 @@ class Breakers:
     def circuits(self) -> list[dict[str, Any]]:
         """Every circuit that is not closed, or failed lately (/api/v1/cluster's `circuits`)."""
         now = monotonic()
-        return [{"team": c.team, "target": c.target, "state": c.state.name.lower(),
+        return [{"team": c.team, "target": c.target, "override": dict(c.override) or None,
+                 "state": c.state.name.lower(),
                  "failures_in_a_row": c.failures_in_a_row,
                  "open_for_s": round(max(0.0, c.open_until - now), 1) if c.state == State.OPEN else 0.0,
                  "opened": c.opened}
@@ -122,12 +138,12 @@ class Breakers:
 
     # -- the circuit's states -----------------------------------------------------------
 
-    def _circuit(self, team: str, target: str) -> Circuit:
-        key = (team, target)
+    def _circuit(self, team: str, target: str, override: Override, settings: BreakerSection) -> Circuit:
+        key = (team, target, override)
         circuit = self._circuits.get(key)
         if circuit is None:
             self._evict()
-            circuit = self._circuits[key] = Circuit(team, target)
+            circuit = self._circuits[key] = Circuit(team, target, settings, override)
         else:
             self._circuits.move_to_end(key)
         return circuit
@@ -139,9 +155,9 @@ class Breakers:
             oldest = next((k for k, c in self._circuits.items() if c.state == State.CLOSED), None)
             if oldest is None:
                 return
-            del self._circuits[oldest]
+            gone = self._circuits.pop(oldest)
             if self._metrics is not None:
-                self._metrics.forget_circuit(*oldest)
+                self._metrics.forget_circuit(gone.team, gone.label)
 
     def _admit(self, circuit: Circuit, timeout_s: float) -> tuple[float, bool]:
         """(0, whether the call is the half-open circuit's probe), or (the seconds after which
@@ -176,25 +192,25 @@ class Breakers:
             self._open(circuit, now)
 
     def _remember(self, circuit: Circuit, now: float, failed: bool) -> None:
-        calls, window_s = circuit.calls, self._settings.window_s
+        calls, window_s = circuit.calls, circuit.settings.window_s
         calls.append((now, failed))
-        while calls and (calls[0][0] < now - window_s or len(calls) > self._settings.window_calls_max):
+        while calls and (calls[0][0] < now - window_s or len(calls) > circuit.settings.window_calls_max):
             calls.popleft()
 
     def _trips(self, circuit: Circuit) -> bool:
-        s = self._settings
+        s = circuit.settings
         if circuit.failures_in_a_row >= s.failures:
             return True
         failed = sum(1 for _, f in circuit.calls if f)
         return len(circuit.calls) >= s.window_calls_min and failed >= s.failure_rate * len(circuit.calls)
 
     def _open(self, circuit: Circuit, now: float) -> None:
-        circuit.open_until = now + self._settings.cooldown_s
+        circuit.open_until = now + circuit.settings.cooldown_s
         circuit.opened += 1
         self._set(circuit, State.OPEN)
         log.warning("circuit_opened", team=circuit.team, target=circuit.target,
                     failures_in_a_row=circuit.failures_in_a_row, calls_in_window=len(circuit.calls),
-                    cooldown_s=self._settings.cooldown_s)
+                    cooldown_s=circuit.settings.cooldown_s, override=dict(circuit.override) or None)
 
     def _close(self, circuit: Circuit) -> None:
         circuit.calls.clear()
@@ -204,7 +220,7 @@ class Breakers:
     def _set(self, circuit: Circuit, state: State) -> None:
         circuit.state = state
         if self._metrics is not None:
-            self._metrics.circuit_state.labels(circuit.team, circuit.target).set(int(state))
+            self._metrics.circuit_state.labels(circuit.team, circuit.label).set(int(state))
 
 
 def _refused(fire: dict[str, Any], circuit: Circuit, retry_after_s: float) -> Outcome:

@@ -45,7 +45,7 @@ _URL_REFUSED_CHAR = re.compile(r"[\s\x00-\x1f]")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 TOP_FIELDS = ("id", "schedule", "timezone", "webhook", "retry", "priority", "concurrency",
-              "delivery", "misfire", "paused", "tags", "depends_on", "trigger_rule")
+              "delivery", "misfire", "paused", "tags", "depends_on", "trigger_rule", "breaker")
 TRIGGER_RULES = ("all_succeeded", "all_done", "any_succeeded")
 DEPENDS_ON_MAX = 32
 WEBHOOK_FIELDS = ("url", "method", "headers", "body", "timeout_s", "signing_secret")
@@ -54,6 +54,10 @@ SECRET_LEN_MIN = 16
 SECRET_REFERENCE = re.compile(r"\{\{\s*secrets/([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\s*\}\}")
 SECRET_LEN_MAX = 256
 RETRY_FIELDS = ("max_attempts", "backoff_s", "backoff_max_s")
+# A job's own circuit breaker settings, over the node's [breaker] (schedb.breaker): each with its bounds.
+BREAKER_FIELDS = ("enabled", "failures", "failure_rate", "window_s", "cooldown_s")
+BREAKER_FAILURES_MAX = 1000
+BREAKER_S_MAX = 3600.0
 
 
 class InvalidJob(ValueError):
@@ -96,6 +100,8 @@ def validate_job(raw: Any, job_id: str | None = None) -> dict[str, Any]:
         errs.add("paused", "must be true or false")
     spec["paused"] = paused is True
     spec["tags"] = _string_map(raw.get("tags", {}), "tags", TAGS_MAX, TAG_LEN_MAX, errs)
+    if raw.get("breaker") is not None:  # absent, not null, when unset: specs from before it stay the same
+        spec["breaker"] = _breaker(raw["breaker"], errs)
     if errs.items:
         raise InvalidJob(errs.items)
     return spec
@@ -252,6 +258,29 @@ def _retry(value: Any, errs: _Errors) -> dict[str, Any]:
     backoff = _number(value.get("backoff_s", 1), "retry.backoff_s", 0, BACKOFF_S_MAX, errs)
     backoff_max = _number(value.get("backoff_max_s", 300), "retry.backoff_max_s", 0, BACKOFF_S_MAX, errs)
     return {"max_attempts": attempts, "backoff_s": backoff, "backoff_max_s": backoff_max}
+
+
+def _breaker(value: Any, errs: _Errors) -> dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        errs.add("breaker", f"must be an object with one or more of {', '.join(BREAKER_FIELDS)}")
+        return {}
+    _unknown(value, BREAKER_FIELDS, "breaker.", errs)
+    out: dict[str, Any] = {}
+    if "enabled" in value:
+        if not isinstance(value["enabled"], bool):
+            errs.add("breaker.enabled", "must be true or false")
+        out["enabled"] = value["enabled"] is True
+    if "failures" in value:
+        failures = value["failures"]
+        if not isinstance(failures, int) or isinstance(failures, bool) or not 1 <= failures <= BREAKER_FAILURES_MAX:
+            errs.add("breaker.failures", f"must be an integer from 1 to {BREAKER_FAILURES_MAX}")
+        out["failures"] = failures
+    if "failure_rate" in value:
+        out["failure_rate"] = _number(value["failure_rate"], "breaker.failure_rate", 0.01, 1, errs)
+    for field in ("window_s", "cooldown_s"):
+        if field in value:
+            out[field] = _number(value[field], f"breaker.{field}", 1, BREAKER_S_MAX, errs)
+    return {k: out[k] for k in BREAKER_FIELDS if k in out}  # one order, whatever the input's
 
 
 def _choice(raw: dict[str, Any], field: str, allowed: tuple[str, ...], errs: _Errors) -> str:

@@ -90,7 +90,7 @@ class EventFeed:
         self._executions_written = 0  # execution records written as of the last look
         self._cluster_sig: tuple[Any, ...] = ()
         self._cluster_at = 0.0
-        self._circuit_states: dict[tuple[str, str], str] = {}  # the circuits not closed, as of the last look
+        self._circuit_states: dict[tuple[str, str, str], str] = {}  # the circuits not closed, as of the last look
 
     # -- subscribers (loop) ---------------------------------------------------------
 
@@ -183,16 +183,16 @@ class EventFeed:
 
     def _circuit_events(self) -> list[Published]:
         """The circuits whose state changed since the last look (a circuit not listed is closed)."""
-        now = {(c["team"], c["target"]): c for c in self._node.breakers.circuits()}
+        now = {(c["team"], c["target"], json.dumps(c["override"])): c for c in self._node.breakers.circuits()}
         states = {key: c["state"] for key, c in now.items() if c["state"] != "closed"}
         changed = [key for key in states.keys() | self._circuit_states.keys()
                    if states.get(key, "closed") != self._circuit_states.get(key, "closed")]
         self._circuit_states = states
         closed = {"failures_in_a_row": 0, "open_for_s": 0.0}
         return [(team, {"type": "circuit", "node": self._node.node_id, "team": team, "target": target,
-                        "state": states.get((team, target), "closed"),
-                        **{k: now.get((team, target), closed)[k] for k in closed}})
-                for team, target in sorted(changed)]
+                        "override": json.loads(override), "state": states.get((team, target, override), "closed"),
+                        **{k: now.get((team, target, override), closed)[k] for k in closed}})
+                for team, target, override in sorted(changed)]
 
     def _state_events(self, changes: FeedChanges) -> list[Published]:
         self._executions_written = changes.executions_written

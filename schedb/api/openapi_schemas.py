@@ -83,6 +83,15 @@ def _job_input() -> dict[str, Any]:
                        "items": {"type": "string", "pattern": jobspec.JOB_ID_PATTERN.pattern},
                        "description": "upstream jobs of the team; with them, schedule may be left out"},
         "trigger_rule": {"enum": list(jobspec.TRIGGER_RULES), "default": jobspec.TRIGGER_RULES[0]},
+        "breaker": {"anyOf": [{**obj({
+            "enabled": BOOL,
+            "failures": {"type": "integer", "minimum": 1, "maximum": jobspec.BREAKER_FAILURES_MAX},
+            "failure_rate": {"type": "number", "minimum": 0.01, "maximum": 1},
+            "window_s": {"type": "number", "minimum": 1, "maximum": jobspec.BREAKER_S_MAX},
+            "cooldown_s": {"type": "number", "minimum": 1, "maximum": jobspec.BREAKER_S_MAX}}, [], closed=True),
+            "minProperties": 1}, {"type": "null"}],
+            "description": "this job's circuit breaker settings over the node's [breaker]: its calls use a circuit "
+                           "of their own for these settings (enabled false: none); null: the node's"},
     }
     assert (tuple(props), tuple(webhook), tuple(retry)) == (jobspec.TOP_FIELDS, jobspec.WEBHOOK_FIELDS,
                                                             jobspec.RETRY_FIELDS)
@@ -238,7 +247,9 @@ def _cluster() -> dict[str, Any]:
                   "last_ack_ms_ago": {"type": ["number", "null"]}, "executor_alive": {"type": ["boolean", "null"]},
                   "draining": BOOL}, ["node_id", "raft_addr", "role", "self", "active_fires", "jobs_assigned"])
     counters = {"type": "object", "additionalProperties": INT}
-    circuit = obj({"team": STR, "target": STR, "state": {"enum": ["closed", "half_open", "open"]},
+    circuit = obj({"team": STR, "target": STR, "override": {"type": ["object", "null"], "description":
+                   "the settings of the jobs this circuit is for (their `breaker`); null: the node's"},
+                   "state": {"enum": ["closed", "half_open", "open"]},
                    "failures_in_a_row": COUNT, "open_for_s": {"type": "number"}, "opened": COUNT})
     worker = obj({"pid": INT, "in_flight": COUNT, "cpu_share": {"type": "number"}, "retiring": BOOL})
     workers = {**obj({"min": COUNT, "max": COUNT, "target": COUNT, "running": {"type": "array", "items": worker},

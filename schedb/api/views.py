@@ -17,6 +17,7 @@ def time_or_none(ms: int | None) -> str | None:
 def job_view(job: dict[str, Any], now_ms: int) -> dict[str, Any]:
     """The job as users see it."""
     view = dict(job["spec"])
+    view.setdefault("breaker", None)  # stored only when set (schedb.jobspec)
     if view["webhook"].get("signing_secret"):
         view["webhook"] = {**view["webhook"], "signing_secret": SECRET_MASK}  # never shown
     view.update({

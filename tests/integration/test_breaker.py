@@ -4,6 +4,7 @@ the circuit closes within the cool-down; every fire is delivered or recorded wit
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,27 @@ def test_a_receiver_down_for_seconds_gets_far_fewer_calls_than_fires_and_the_cir
     late = [d for d in receiver.deliveries() if d["job_id"].startswith("healthy-")
             and d["arrival_ms"] - rfc3339_to_ms(d["scheduled_at"]) > 1_000]
     assert late == []
+
+
+def test_a_jobs_own_breaker_settings_apply_to_its_calls_only(breaker_cluster: Cluster, flaky: FlakyReceiver) -> None:
+    """Three jobs call the same receiver, down all along: the node's settings open its circuit
+    after 5 failures; a job's own `failures: 2` opens a circuit of its own sooner; a job with the
+    breaker off is called for every fire."""
+    flaky.down = True
+    jobs = [_job("by-the-node", f"{flaky.url}/a"), {**_job("touchy", f"{flaky.url}/b"), "breaker": {"failures": 2}},
+            {**_job("always-called", f"{flaky.url}/c"), "breaker": {"enabled": False}}]
+    code, _, answer = http("POST", breaker_cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})
+    assert code in (200, 201) and not answer.get("errors"), answer
+    _, _, job = http("GET", breaker_cluster.nodes[1].url + "/api/v1/jobs/touchy")
+    assert job["breaker"] == {"failures": 2}
+
+    def called(job_id: str) -> list[bool]:  # oldest first: was each fire called (or refused)?
+        rows = sorted(_executions(breaker_cluster, job_id), key=lambda r: r["scheduled_at"])
+        return [not (r["error"] or "").startswith("circuit_open") for r in rows]
+
+    wait_for(lambda: len(called("always-called")) >= 8, 20, "eight records of each job")
+    assert all(called("always-called")), "the breaker is off for it: every fire called"
+    assert called("touchy")[:3] == [True, True, False]  # opened after 2, not 5
+    assert called("by-the-node")[:6] == [True] * 5 + [False]
+    circuits = [c for node in breaker_cluster.nodes for c in http("GET", node.url + "/api/v1/cluster")[2]["circuits"]]
+    assert {json.dumps(c["override"]) for c in circuits if c["state"] == "open"} <= {"null", '{"failures": 2}'}

@@ -253,4 +253,35 @@ async def test_a_new_circuit_is_kept_when_the_remembered_ones_are_all_open(
             await send(fire(port), {"webhook": {"url": f"http://h:{port}/", "timeout_s": 5}}, "c", [])
     target.http_status = 200
     await send(fire(3), {"webhook": {"url": "http://h:3/", "timeout_s": 5}}, "c", [])
-    assert ("team-a", "http://h:3") in breakers._circuits
+    assert ("team-a", "http://h:3", ()) in breakers._circuits
+
+
+async def test_a_job_with_settings_of_its_own_has_a_circuit_of_its_own(fake: FakeClock) -> None:
+    """spec["breaker"] (schedb.jobspec): the job's calls to a target go through a circuit for its
+    settings, which opens and cools down by them; the other jobs' circuit to the target is not touched."""
+    target, metrics = Target(), NodeMetrics()
+    target.http_status = 503
+    breakers = Breakers(SETTINGS, metrics)
+    send = guarded(breakers, target)
+    touchy = {**SPEC, "breaker": {"failures": 2, "cooldown_s": 5.0}}
+    assert [o.http_status for o in [await send(fire(i), touchy, "c", []) for i in range(2)]] == [503, 503]
+    refused = await send(fire(3), touchy, "c", [])
+    assert refused.error.startswith("circuit_open") and 4_000 <= refused.retry_after_ms <= 5_000
+    assert (await send(fire(4), SPEC, "c", [])).http_status == 503  # the node's settings: still closed
+    assert target.calls == 3
+    (own,) = [c for c in breakers.circuits() if c["state"] == "open"]
+    assert own["override"] == {"failures": 2, "cooldown_s": 5.0}
+    label = "http://receiver.example:8080 failures=2,cooldown_s=5.0"
+    assert metrics.circuit_state.labels("team-a", label)._value.get() == 2
+    fake.advance(5.0)
+    target.http_status = 200
+    assert (await send(fire(5), touchy, "c", [])).status == "succeeded"  # its probe, after its cool-down
+    assert [c for c in breakers.circuits() if c["override"]] == []
+
+
+async def test_a_job_with_the_breaker_off_is_always_called(fake: FakeClock) -> None:
+    target, _, send = await tripped()
+    assert (await send(fire(9), SPEC, "c", [])).error.startswith("circuit_open")
+    off = {**SPEC, "breaker": {"enabled": False}}
+    outcomes = [await send(fire(i), off, "c", []) for i in range(20)]
+    assert target.calls == 5 + 20 and all(o.http_status == 503 for o in outcomes)

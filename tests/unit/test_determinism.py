@@ -33,8 +33,14 @@ NODES = st.sampled_from(["node2", "node3", "node9"])
 SCHEDULES = st.sampled_from(["@every 1s", "@every 3s", "*/2 * * * * *", "0 * * * *", "@hourly"])
 
 
-def _spec(job_id: str, schedule: str, paused: bool) -> dict[str, Any]:
-    return {"id": job_id, "schedule": schedule, "paused": paused, "webhook": {"url": "http://127.0.0.1/h"}}
+# A job's own breaker settings (spec["breaker"]): none, some, and a bad one (the command is refused).
+BREAKERS = st.sampled_from([None, {"failures": 2}, {"enabled": False}, {"cooldown_s": 5, "failure_rate": 0.3},
+                            {"failures": 0}])
+
+
+def _spec(job_id: str, schedule: str, paused: bool, breaker: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"id": job_id, "schedule": schedule, "paused": paused, "webhook": {"url": "http://127.0.0.1/h"}}
+    return spec if breaker is None else {**spec, "breaker": breaker}
 
 
 @st.composite
@@ -47,12 +53,13 @@ def commands(draw: st.DrawFn) -> list[Command]:
         kind = draw(st.integers(0, 8))
         job_id = draw(JOB_IDS)
         if kind == 0 and draw(st.booleans()):
-            out.append(CreateJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans()))))
+            out.append(CreateJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans()), draw(BREAKERS))))
         elif kind == 0:  # bulk, with repeated ids and an occasional malformed spec
             specs: list[Any] = [_spec(draw(JOB_IDS), draw(SCHEDULES), False) for _ in range(draw(st.integers(1, 3)))]
             out.append(CreateJobs(now, specs + ([{"id": 7}] if draw(st.booleans()) else [])))
         elif kind == 1:
-            out.append(ReplaceJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans())), draw(st.integers(0, 3))))
+            out.append(ReplaceJob(now, _spec(job_id, draw(SCHEDULES), draw(st.booleans()), draw(BREAKERS)),
+                                  draw(st.integers(0, 3))))
         elif kind == 2:
             out.append(DeleteJob(now, job_id, draw(st.integers(0, 2))))
         elif kind == 3:
