@@ -86,14 +86,16 @@ def target_of(url: str) -> str:
 TARGET_DOWN_STATUSES = frozenset({429, 502, 503, 504})
 
 
-def target_failed(outcome: Outcome) -> bool:
+def target_failed(outcome: Outcome) -> bool | None:
     """Does the outcome say the target is in trouble: no answer (a refused connection, a
-    timeout), or 429, 502, 503, 504? Other answers come from a target that is up; an attempt
-    the egress policy refused never reached it, nor one a delivery worker did not see through."""
+    timeout), or 429, 502, 503, 504? Other answers come from a target that is up. None: it says
+    nothing of the target, which the call never reached or whose answer never came back: the
+    egress policy refused it, or a delivery worker did not see it through."""
     if outcome.http_status:
         return outcome.http_status in TARGET_DOWN_STATUSES
-    return (outcome.status in ("failed", "timed_out") and EGRESS_REFUSED not in outcome.error
-            and not outcome.error.startswith((WORKER_LOST, WORKER_LATE)))  # the node's trouble, not the target's
+    if EGRESS_REFUSED in outcome.error or outcome.error.startswith((WORKER_LOST, WORKER_LATE)):
+        return None
+    return outcome.status in ("failed", "timed_out")
 
 
 class Breakers:
@@ -175,12 +177,15 @@ class Breakers:
         circuit.probing, circuit.probe_ends = True, now + timeout_s
         return 0.0, True
 
-    def _record(self, circuit: Circuit, failed: bool, probe: bool) -> None:
+    def _record(self, circuit: Circuit, failed: bool | None, probe: bool) -> None:
         """A call's outcome. Calls made before the circuit opened may end while it is open or
-        half-open: only the probe's closes or reopens it."""
+        half-open: only the probe's closes or reopens it. One that says nothing of the target
+        (None) changes nothing: a probe of that kind leaves the next fire to probe."""
         now = monotonic()
         if probe:
             circuit.probing = False
+        if failed is None:
+            return
         if failed:
             circuit.failures_in_a_row += 1
         else:

@@ -316,6 +316,8 @@ def _check(config: Config) -> None:
     e = config.executor
     if not 0 <= e.workers_min <= e.workers_max <= WORKERS_MAX:
         raise ConfigError(f"executor.workers_min and workers_max: 0 <= workers_min <= workers_max <= {WORKERS_MAX}")
+    if e.workers_max and not e.workers_min:  # with none running, the load that would start one is not seen
+        raise ConfigError("executor.workers_min must be at least 1 when workers_max is set (0 and 0: no workers)")
     if not config.breaker.failure_rate <= 1:
         raise ConfigError("breaker.failure_rate must be at most 1 (a share of the calls)")
     if not config.breaker.window_calls_min <= config.breaker.window_calls_max:

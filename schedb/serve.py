@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -23,6 +22,7 @@ from schedb import heap
 from schedb.api.app import create_app
 from schedb.clock import monotonic
 from schedb.config import Config, ConfigError, parse_address
+from schedb.eventloop import loop_factory
 from schedb.fsm import queries
 from schedb.logs import configure_logging
 from schedb.node import Node
@@ -97,18 +97,5 @@ async def _listen(host: str, port: int) -> socket.socket:
 
 def run_node(config: Config) -> None:
     configure_logging(config.log.level, config.log.format, config.node.id)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve(config))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop (a dependency, except on Windows): per webhook call and API request it
-    spends less CPU than asyncio's own (scripts/benchkit/client_cpu.py)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    # uvloop resolves names (aiohttp's resolver: the webhooks') on libuv's thread pool, 4 threads
-    # unless told otherwise: a few receivers with slow DNS must not hold every other lookup.
-    os.environ.setdefault("UV_THREADPOOL_SIZE", "32")
-    return uvloop.new_event_loop

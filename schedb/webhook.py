@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -117,7 +118,9 @@ async def deliver(session: aiohttp.ClientSession, fire: dict[str, Any], spec: di
             # The host aiohttp will connect to (yarl-normalised: fullwidth digits are ASCII ones), judged
             # again here since the policy may have tightened; a name is checked by the session's resolver.
             egress.check_literal(webhook["url"])
-        timeout = aiohttp.ClientTimeout(total=webhook["timeout_s"])
+        # To the millisecond: by default aiohttp rounds a timeout of 5 s or more up to the next
+        # whole second of the loop's clock, and the executor's lease check counts on timeout_s.
+        timeout = aiohttp.ClientTimeout(total=webhook["timeout_s"], ceil_threshold=math.inf)
         async with session.request(webhook["method"], webhook["url"], headers=headers, data=body,
                                    timeout=timeout, allow_redirects=False) as response:
             http_status = response.status

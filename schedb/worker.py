@@ -6,18 +6,25 @@ the same guard as the node would (schedb.webhook.deliver, behind the egress poli
 names through its GuardedResolver) and sends the outcome back. The node's pool
 (schedb.worker_pool) starts, watches and stops it.
 
-Frames are msgpack, node → worker on stdin, worker → node on stdout:
-    ["call", id, start_by, fire, spec, correlation_id, secret_values]  → ["outcome", id, row]
-    ["cancel", id]  the executor cancelled the attempt (replaced): the call stops, no outcome
-    ["members", [address, ...]]  the cluster's own addresses, which webhooks may not call
-and every LOAD_EVERY_S ["load", cpu_seconds], the worker's CPU time so far.
+Frames are msgpack, node → worker on stdin:
+    ["call", id, start_by, fire, spec, correlation_id, secret_values]
+    ["cancel", id]      the executor cancelled the attempt (replaced): the call stops, no outcome
+    ["members", [address, ...]]   the cluster's own addresses, which webhooks may not call
+    ["retire"]          finish the calls in hand, send their outcomes, exit
+and worker → node on stdout:
+    ["ready", PROTOCOL]  once it can take calls; none is handed to it before
+    ["started", id]      in the pipe before the call's first byte leaves: a call the node never
+                         saw started was never made, whatever became of the worker
+    ["outcome", id, row]
+    ["load", cpu_seconds] every LOAD_EVERY_S: its CPU time so far, and a sign of life
 
-A call the worker reaches after `start_by` (the node's monotonic clock; CLOCK_MONOTONIC is the
+A call the worker reaches after `start_by` (the node's monotonic clock: CLOCK_MONOTONIC is the
 machine's, the same in both processes) is not made: the executor checked the attempt's lease
-for a call starting at once, and a late start could end after it (the fire moved meanwhile).
+for a call starting by then, and a later start could end after it (the fire moved meanwhile).
 
-The end of stdin: finish the calls in flight, send their outcomes, exit. The node's death: the
-kernel kills the worker too (PR_SET_PDEATHSIG), as a node's own call in flight dies with it.
+The worker's life is bounded by its node's: the end of stdin ends it, and so does the node's
+death (PR_SET_PDEATHSIG), as a node's own call in flight dies with it. SIGTERM and SIGINT are
+the node's to handle (a service manager signals the whole group): the node retires it.
 """
 
 from __future__ import annotations
@@ -39,33 +46,49 @@ from schedb.clock import monotonic, wall_ms
 from schedb.commands import Outcome
 from schedb.config import EgressSection
 from schedb.egress import EgressPolicy
+from schedb.eventloop import loop_factory
 from schedb.webhook import WORKER_LATE, deliver, new_session
 
+PROTOCOL = 1  # of the frames above; a node and a worker of different versions do not talk
 LOAD_EVERY_S = 1.0
 FRAME_MAX = 16 * 1024 * 1024  # one call: a job's spec is bounded far below this (schedb.jobspec)
 
 
 class FrameWriter:
     """msgpack frames to a stream, written together once per turn of the loop: a burst of calls
-    (every `@every 1s` job due at one instant) or of outcomes is one write, not a system call each."""
+    (every `@every 1s` job due at one instant), of their acks or of outcomes is one write, not a
+    system call each."""
 
     def __init__(self, stream: asyncio.StreamWriter) -> None:
         self._stream = stream
         self._pending: list[bytes] = []
+        self._flushed: asyncio.Future[None] | None = None
 
     def write(self, frame: list[Any]) -> None:
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop = asyncio.get_running_loop()
+            self._flushed = loop.create_future()
+            loop.call_soon(self.flush)
         self._pending.append(msgpack.packb(frame, use_bin_type=True))
 
     def flush(self) -> None:
         data, self._pending = b"".join(self._pending), []
         if data and not self._stream.is_closing():
             self._stream.write(data)
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(None)
 
-    def close(self) -> None:
+    async def written(self) -> None:
+        """Until every frame so far is in the pipe (the kernel's): there the node reads it even if
+        this process dies next. The frames of one turn still go out in one write."""
+        if self._pending and self._flushed is not None:
+            await asyncio.shield(self._flushed)
+        await self._stream.drain()  # the transport's high-water mark is 0: drain waits for all of it
+
+    async def close(self) -> None:
         self.flush()
         self._stream.close()
+        await self._stream.wait_closed()
 
 
 class Worker:
@@ -81,46 +104,57 @@ class Worker:
         self._out = FrameWriter(writer)
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=FRAME_MAX, strict_map_key=False)
         load = asyncio.create_task(self._report_load())
-        while data := await reader.read(65_536):
+        self._out.write(["ready", PROTOCOL])
+        retired = False
+        while not retired and (data := await reader.read(65_536)):
             unpacker.feed(data)
             for frame in unpacker:
-                self._take(frame)
+                retired = self._take(frame) or retired
         if self._calls:
             await asyncio.wait(list(self._calls.values()))
         load.cancel()
-        self._out.flush()
-        await writer.drain()
+        await self._out.close()  # every outcome written before the process ends
         await self._session.close()
 
-    def _take(self, frame: list[Any]) -> None:
-        if frame[0] == "members":
+    def _take(self, frame: list[Any]) -> bool:
+        """One frame from the node; True for retire."""
+        kind = frame[0]
+        if kind == "members":
             self._members = list(frame[1])
-        elif frame[0] == "call":
+        elif kind == "call":
             call_id = frame[1]
             self._calls[call_id] = asyncio.create_task(self._call(*frame[1:]))
             self._calls[call_id].add_done_callback(lambda _: self._calls.pop(call_id, None))
-        elif frame[0] == "cancel" and frame[1] in self._calls:  # the executor cancelled the attempt
+        elif kind == "cancel" and frame[1] in self._calls:
             self._calls[frame[1]].cancel()
+        return kind == "retire"
 
     async def _call(self, call_id: int, start_by: float, fire: dict[str, Any], spec: dict[str, Any],
                     correlation_id: str, secret_values: list[str]) -> None:
+        assert self._out is not None
         if monotonic() > start_by:
-            now_ms = wall_ms()
-            outcome = Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms,
-                              f"{WORKER_LATE}: the worker reached the call too late to start it within the lease")
+            outcome = _failed(fire, f"{WORKER_LATE}: the worker reached the call too late to start it within "
+                                    "the lease; it was not made")
         else:
-            outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
-                                    secret_values)
-        self._send(["outcome", call_id, outcome.to_list()])
+            self._out.write(["started", call_id])
+            await self._out.written()
+            try:
+                outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
+                                        secret_values)
+            except Exception as exc:  # deliver classifies what a receiver does: this is a bug, reported
+                outcome = _failed(fire, f"worker error: {type(exc).__name__}: {exc}"[:300])
+        self._out.write(["outcome", call_id, outcome.to_list()])
 
     async def _report_load(self) -> None:
+        assert self._out is not None
         while True:
-            self._send(["load", time.process_time()])
+            self._out.write(["load", time.process_time()])
             await asyncio.sleep(LOAD_EVERY_S)
 
-    def _send(self, frame: list[Any]) -> None:
-        assert self._out is not None
-        self._out.write(frame)
+
+def _failed(fire: dict[str, Any], error: str) -> Outcome:
+    now_ms = wall_ms()
+    return Outcome(fire["fire_id"], fire["attempt"], "failed", 0, now_ms, now_ms, error)
 
 
 def _die_with(parent_pid: int) -> None:
@@ -138,9 +172,10 @@ async def _pipes() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     frames_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=FRAME_MAX)
+    reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, frames_out)
+    transport.set_write_buffer_limits(high=0)  # FrameWriter.written: drain() waits until all is written
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -157,8 +192,10 @@ def main() -> None:
     parser.add_argument("--max-inflight", type=int, required=True)
     args = parser.parse_args()
     _die_with(args.parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which stops us
-    asyncio.run(_main(args))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(_main(args))
 
 
 if __name__ == "__main__":

@@ -43,9 +43,9 @@ def _pids(cluster: Cluster) -> dict[str, list[int]]:
     return {n.node_id: [w["pid"] for w in _workers(cluster, n)["running"]] for n in cluster.nodes}
 
 
-def _one_shots(prefix: str, url: str, at_ms: int) -> list[dict[str, Any]]:
-    """JOBS at-most-once and JOBS at-least-once one-shots at `at_ms`, whose calls hang HANG_S."""
-    webhook = {"url": f"{url}?hang={HANG_S}", "timeout_s": TIMEOUT_S}
+def _one_shots(prefix: str, url: str, at_ms: int, hang_s: int = HANG_S) -> list[dict[str, Any]]:
+    """JOBS at-most-once and JOBS at-least-once one-shots at `at_ms`, whose calls hang hang_s."""
+    webhook = {"url": f"{url}?hang={hang_s}" if hang_s else url, "timeout_s": TIMEOUT_S}
     at = f"@at {ms_to_rfc3339(at_ms)}"
     return [{"id": f"{prefix}-{kind}-{i}", "schedule": at, "webhook": webhook, "delivery": delivery,
              "retry": {"max_attempts": 3, "backoff_s": 1, "backoff_max_s": 2}}
@@ -90,13 +90,13 @@ def _check_no_fire_lost_or_doubled(cluster: Cluster, receiver: Receiver, prefix:
     assert buried == {f"{prefix}-amo-{i}" for i in range(JOBS)}
 
 
-def _check_replaced(cluster: Cluster, old: dict[str, list[int]]) -> None:
+def _check_replaced(cluster: Cluster, old: dict[str, list[int]], timeout_s: float = 10) -> None:
     """Each node runs a new worker, its child, and counts the one that ended."""
     def replaced() -> bool:
         now = _pids(cluster)
         return all(len(now[n]) == 1 and not set(now[n]) & set(old[n]) for n in now)
 
-    wait_for(replaced, 10, "every node's worker replaced")
+    wait_for(replaced, timeout_s, "every node's worker replaced")
     for node in cluster.nodes:
         status = _workers(cluster, node)
         assert status["exits"]["workers"] >= 1
@@ -115,11 +115,12 @@ def test_workers_deliver_every_fire_once(workers_cluster: Cluster, receiver: Rec
     got = [d for d in receiver.deliveries() if d["job_id"].startswith("steady-")]
     assert len(got) >= 20 * 3
     assert max(Counter(d["fire_id"] for d in got).values()) == 1
-    executing = {d["node"] for d in got}
+    by_node = Counter(d["node"] for d in got)
     for node in cluster.nodes:
         (worker,) = _workers(cluster, node)["running"]
         assert worker["pid"] in children_of(node.pid)
-    assert executing and executing <= {n.node_id for n in cluster.nodes}
+        assert worker["calls"] >= by_node[node.node_id], "every call went through the worker"
+    assert by_node and set(by_node) <= {n.node_id for n in cluster.nodes}
 
 
 def test_a_worker_killed_mid_call_loses_no_fire_and_calls_no_at_most_once_fire_twice(
@@ -139,13 +140,67 @@ def test_a_frozen_worker_is_killed_before_its_calls_outlive_their_lease(
     _check_no_fire_lost_or_doubled(workers_cluster, receiver, "frozen")
 
 
-def test_workers_end_with_their_node(tmp_path: Path) -> None:
-    """SIGKILL the node: the kernel ends its workers too (PR_SET_PDEATHSIG), none left running."""
+def test_a_receiver_that_hangs_times_out_and_its_worker_lives_on(workers_cluster: Cluster,
+                                                                  receiver: Receiver) -> None:
+    """A call that times out ends at its timeout (aiohttp rounds a timeout of 5 s or more up to
+    the next whole second unless told not to), well before the worker's watchdog."""
+    before = {n.node_id: _workers(workers_cluster, n)["exits"]["workers"] for n in workers_cluster.nodes}
+    jobs = [{"id": f"hung-{i}", "schedule": f"@at {ms_to_rfc3339(int(time.time() * 1000) + 2000 + 300 * i)}",
+             "webhook": {"url": f"{receiver.url}?hang=15", "timeout_s": 5 + 0.3 * i}, "retry": {"max_attempts": 1}}
+            for i in range(4)]
+    assert http("POST", workers_cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201)
+    for job in jobs:
+        (row,) = wait_for(lambda job=job: _executions(workers_cluster, job["id"]), 20, "the timed-out call's record")
+        assert row["status"] == "timed_out" and job["webhook"]["timeout_s"] * 1000 <= row["duration_ms"], row
+        assert row["duration_ms"] < job["webhook"]["timeout_s"] * 1000 + 500, row
+    assert {n.node_id: _workers(workers_cluster, n)["exits"]["workers"] for n in workers_cluster.nodes} == before
+
+
+def test_a_worker_frozen_before_its_calls_loses_none_and_calls_none_twice(
+        workers_cluster: Cluster, receiver: Receiver) -> None:
+    """SIGSTOP the workers first: calls handed to one are not acked, so later ones go elsewhere
+    (the node's own loop, with one worker each); those it had were never made, and end recorded."""
+    frozen = _pids(workers_cluster)
+    for pids in frozen.values():
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+    jobs = _one_shots("iced", receiver.url, int(time.time() * 1000) + 1500, hang_s=0)
+    assert http("POST", workers_cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201)
+    _check_replaced(workers_cluster, frozen, timeout_s=20)
+    arrivals = Counter(d["fire_id"] for d in receiver.deliveries() if d["job_id"].startswith("iced-"))
+    assert max(arrivals.values(), default=1) == 1
+    for job in jobs:
+        rows = wait_for(lambda job=job: _executions(workers_cluster, job["id"]), 20, f"{job['id']}'s record")
+        ok = [r for r in rows if r["status"] == "succeeded"]
+        if job["delivery"] == "at_least_once":
+            wait_for(lambda job=job: any(r["status"] == "succeeded" for r in _executions(workers_cluster, job["id"])),
+                     20, f"{job['id']} delivered")
+        else:
+            assert ok or rows[0]["error"].startswith(("worker_late", "worker_lost")), rows
+
+
+def test_a_node_stopped_with_calls_in_its_workers_stops_in_time_and_takes_them_along(tmp_path: Path,
+                                                                                      receiver: Receiver) -> None:
+    """SIGTERM with calls of 20 s in flight: the node drains within its budget, retires its
+    workers and kills those that linger, by PID; none is left running. SIGKILL: the kernel ends
+    the workers with their node (PR_SET_PDEATHSIG)."""
     with running_cluster(tmp_path, "\n[executor]\nworkers_min = 2\nworkers_max = 2\n") as cluster:
-        node = cluster.nodes[0]
-        pids = wait_for(lambda: len(children_of(node.pid)) == 2 and children_of(node.pid), 10, "two workers")
-        cluster.stop([node], sig=signal.SIGKILL)
-        wait_for(lambda: not any(pid_alive(pid) for pid in pids), 5, "the workers to end with their node")
+        jobs = [{"id": f"long-{i}", "schedule": "@every 1s", "webhook": {"url": f"{receiver.url}?hang=20",
+                                                                         "timeout_s": 30}} for i in range(6)]
+        assert http("POST", cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201)
+        wait_for(lambda: sum(d["job_id"].startswith("long-") for d in receiver.deliveries()) >= 6, 15, "calls out")
+        pids = _pids(cluster)
+        busy = next(n for n in cluster.nodes if _workers(cluster, n)["running"][0]["in_flight"]
+                    or _workers(cluster, n)["running"][1]["in_flight"])
+        assert busy.proc is not None
+        started = time.monotonic()
+        busy.proc.send_signal(signal.SIGTERM)
+        busy.proc.wait(timeout=15)
+        assert time.monotonic() - started < 13  # drain (8 s at most), then the workers: 2 s
+        assert not any(pid_alive(pid) for pid in pids[busy.node_id])
+        other = next(n for n in cluster.nodes if n is not busy)
+        cluster.stop([other], sig=signal.SIGKILL)
+        wait_for(lambda: not any(pid_alive(pid) for pid in pids[other.node_id]), 5, "workers ending with their node")
 
 
 SCALING = ("\n[executor]\nworkers_min = 1\nworkers_max = 3\nscale_up_inflight = 4\nscale_up_after_s = 2.0\n"

@@ -182,10 +182,26 @@ def test_what_counts_as_the_target_failing() -> None:
     for http_status in (429, 502, 503, 504):
         assert target_failed(outcome("failed", http_status))
     for http_status in (200, 302, 400, 404, 500):  # the target answered: it is up
-        assert not target_failed(outcome("succeeded" if http_status == 200 else "failed", http_status))
-    assert not target_failed(outcome("failed", 0, "refused by the egress policy: 10.0.0.1 is private"))
-    assert not target_failed(outcome("failed", 0, "ClientConnectorError: Cannot connect to host h:80 ssl:default "
-                                                  "[refused by the egress policy: h resolves to 10.0.0.1]"))
+        assert target_failed(outcome("succeeded" if http_status == 200 else "failed", http_status)) is False
+    # Never reached, or its answer never came back: nothing said of the target either way.
+    assert target_failed(outcome("failed", 0, "refused by the egress policy: 10.0.0.1 is private")) is None
+    assert target_failed(outcome("failed", 0, "ClientConnectorError: Cannot connect to host h:80 ssl:default "
+                                              "[refused by the egress policy: h resolves to 10.0.0.1]")) is None
+    assert target_failed(outcome("failed", 0, "worker_lost: delivery worker 7 ended (exit -9) during the call")) is None
+    assert target_failed(outcome("failed", 0, "worker_late: no delivery worker could start it in time")) is None
+
+
+async def test_a_probe_whose_worker_died_neither_closes_nor_reopens_the_circuit(fake: FakeClock) -> None:
+    """The probe's call was lost with its delivery worker: the target said nothing, so the
+    circuit stays half-open and the next fire probes."""
+    target, breakers, send = await tripped()
+    fake.advance(30.0)
+    target.http_status, target.error = 0, "worker_lost: delivery worker 7 ended (exit -9) during the call"
+    await call_n(send, 1)
+    assert breakers.circuits()[0]["state"] == "half_open" and breakers.circuits()[0]["failures_in_a_row"] == 5
+    target.http_status, target.error = 200, ""
+    assert (await send(fire(2), SPEC, "c", [])).status == "succeeded"  # the next probe, at once
+    assert breakers.circuits() == []
 
 
 def test_a_target_is_its_scheme_host_and_port() -> None:

@@ -54,6 +54,11 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     (GOOD + "[scheduler]\nlookahead_s = 1.0\n", "lookahead_s must exceed"),
     (GOOD + "[scheduler]\nfence_s = -1\n", "fence_s must be positive"),
     (GOOD + "[log]\nformat = \"xml\"\n", "log.format"),
+    (GOOD + "[executor]\nworkers_min = 3\nworkers_max = 2\n", "workers_min <= workers_max"),
+    (GOOD + "[executor]\nworkers_min = -1\n", "0 <= workers_min"),
+    (GOOD + "[executor]\nworkers_min = 1\nworkers_max = 65\n", "workers_max <= 64"),
+    (GOOD + "[executor]\nworkers_max = 2\n", "workers_min must be at least 1 when workers_max is set"),
+    (GOOD + "[executor]\nworkers_min = 1\nworkers_max = 1\nscale_interval_s = 0\n", "scale_interval_s must be pos"),
     (GOOD.replace('listen = "127.0.0.1:8001"', 'listen = "127.0.0.1:8001"\ncors_origins = ["sched-1:8001"]'),
      "http.cors_origins"),
 ])
