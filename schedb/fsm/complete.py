@@ -4,7 +4,9 @@ Each attempt's outcome is recorded once. A success ends the fire (the first succ
 even from an older attempt); a failure of the current attempt schedules the next one after
 a backoff (schedb.retry), or moves the fire to the dead-letter queue when the job's attempts
 are used up; a skip (the job's concurrency or misfire policy, schedb.policies) ends it. An
-outcome of a fire taken back (withdrawn) is still recorded, once.
+outcome of a fire taken back (withdrawn) is still recorded, once, and so is the late outcome
+of an earlier attempt of a fire that ended without a success (ended): a late success was a
+delivery after all.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
     outcome = _parse_outcome(row)
     if outcome is None:
         return False
-    fire = state.book.get(outcome.fire_id) or state.book.withdrawn.get(outcome.fire_id)
+    book = state.book
+    fire = book.get(outcome.fire_id) or book.withdrawn.get(outcome.fire_id) or book.ended.get(outcome.fire_id)
     if fire is None or fire["job_id"] not in state.jobs:
         return False
     if outcome.attempt in fire["reported"] or not 1 <= outcome.attempt <= fire["attempt"]:
@@ -74,6 +77,9 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
         usage["attempts"] += 1
         usage["webhook_ms"] += max(0, outcome.finished_ms - outcome.started_ms)
         usage["bytes_sent"] += max(0, outcome.bytes_sent)
+    if outcome.fire_id in book.ended:  # the fire ended before this attempt reported (schedb.fsm.fires)
+        _late_outcome(state, fire, outcome)
+        return True
     if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
         if fire["trigger"] == Trigger.SCHEDULE:  # it ran after all: a resume must not place it again
             decide(state.jobs[fire["job_id"]], fire["scheduled_ms"])
@@ -89,6 +95,15 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
     else:
         _retry_or_bury(state, fire, outcome)
     return True
+
+
+def _late_outcome(state: State, fire: Fire, outcome: Outcome) -> None:
+    """Recorded, and nothing else: the fire ended already. A success was a delivery after all:
+    its dead letter goes (a replay would call it again)."""
+    succeeded = outcome.status == ExecutionStatus.SUCCEEDED
+    state.book.settle_ended(fire, succeeded)
+    if succeeded:
+        state.dead_letters.pop(outcome.fire_id, None)
 
 
 def _skip_reason(outcome: Outcome) -> str:

@@ -6,7 +6,12 @@ created pending by a trigger, a replay or a backfill) until an outcome ends it
 - `by_node`: fires each executor holds, in assignment order;
 - `pending`: fires waiting for the dispatcher to pick an executor;
 - `withdrawn`: fires taken back (pause, reschedule) while their webhook may
-  already be running, kept (bounded) so a late outcome is still recorded once.
+  already be running, kept (bounded) so a late outcome is still recorded once;
+- `ended`: fires that ended without a success (missed, skipped, dead-lettered)
+  while an earlier attempt had not reported: its executor may have been cut off
+  after a call that succeeded, with the fire moved on by its lease. Kept
+  (bounded) so that attempt's late outcome is recorded too, and a late success
+  is the fire's one success.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class FireBook:
         self.by_node: dict[str, dict[str, None]] = {}
         self.pending: dict[str, None] = {}
         self.withdrawn: dict[str, Fire] = {}
+        self.ended: dict[str, Fire] = {}
         # Per node, a version bumped whenever one of its fires changes (added, moved away,
         # ended, next attempt), and the ids changed, oldest first (bounded): an executor
         # looks only at what changed since the version it saw last.
@@ -43,6 +49,7 @@ class FireBook:
 
     def add(self, fire: Fire) -> None:
         assert fire["fire_id"] not in self.fires, "fire ids are unique among active fires"
+        self.ended.pop(fire["fire_id"], None)  # a replay: the fire is live again
         self.fires[fire["fire_id"]] = fire
         self._index(fire)
 
@@ -83,8 +90,22 @@ class FireBook:
             del self.withdrawn[next(iter(self.withdrawn))]
 
     def forget_withdrawn_of(self, job_id: str) -> None:
-        for fire_id in [f for f, fire in self.withdrawn.items() if fire["job_id"] == job_id]:
-            del self.withdrawn[fire_id]
+        for kept in (self.withdrawn, self.ended):
+            for fire_id in [f for f, fire in kept.items() if fire["job_id"] == job_id]:
+                del kept[fire_id]
+
+    def keep_ended(self, fire: Fire, keep_max: int) -> None:
+        """An ended fire, if an attempt of it may still report (see `ended` above)."""
+        if set(range(fire["attempt_base"] + 1, fire["attempt"] + 1)) - set(fire["reported"]):
+            self.ended[fire["fire_id"]] = fire
+            while len(self.ended) > keep_max:
+                del self.ended[next(iter(self.ended))]
+
+    def settle_ended(self, fire: Fire, succeeded: bool) -> None:
+        """A late outcome of an ended fire was recorded: a success is its last word, and so is
+        the outcome of its last attempt still out."""
+        if succeeded or not set(range(fire["attempt_base"] + 1, fire["attempt"] + 1)) - set(fire["reported"]):
+            del self.ended[fire["fire_id"]]
 
     def of_node(self, node: str) -> list[Fire]:
         return [self.fires[f] for f in self.by_node.get(node, {})]
@@ -93,7 +114,9 @@ class FireBook:
         return [self.fires[f] for f in self.pending]
 
     def to_canonical(self) -> list[Any]:
-        return [self.fires, self.by_node, self.pending, self.withdrawn]
+        # `ended` only when it holds any: the canonical bytes of a state without are those of the
+        # versions before it (tests/unit/test_snapshot_compat.py).
+        return [self.fires, self.by_node, self.pending, self.withdrawn] + ([self.ended] if self.ended else [])
 
     def _touch(self, node: str, fire_id: str) -> None:
         version = self.versions[node] = self.versions.get(node, 0) + 1

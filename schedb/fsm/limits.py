@@ -29,6 +29,7 @@ class StateLimits:
     catch_up_window_ms: int = 3_600_000
     missed_records_max: int = 100
     withdrawn_max: int = 10_000
+    ended_max: int = 10_000  # ended fires kept for the late outcome of an earlier attempt (schedb.fsm.fires)
     dead_letters_max: int = 10_000
     idempotency_keys_max: int = 100_000
     idempotency_ttl_ms: int = 86_400_000

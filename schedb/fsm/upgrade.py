@@ -36,6 +36,9 @@ def restore(state: State, data: dict[str, Any]) -> None:
     # bound added to StateLimits with a default needs no new snapshot version).
     known = {f.name for f in fields(StateLimits)}
     state.limits = StateLimits(**{k: v for k, v in vars(state.limits).items() if k in known})
+    # The fire book's `ended` came without a new snapshot version: empty, it changes no canonical
+    # bytes (FireBook.to_canonical).
+    state.book.__dict__.setdefault("ended", {})
     if version < 2:
         _from_version_1(state)
     state.snapshot_version = SNAPSHOT_VERSION

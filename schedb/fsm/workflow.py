@@ -131,6 +131,8 @@ def end_fire(state: State, fire_id: str, result: StepStatus) -> Fire:
     fire = state.remove_fire(fire_id)
     if fire["trigger"] == Trigger.SCHEDULE and fire["job_id"] in state.jobs:
         state.occurrence_ran(fire["job_id"], fire["scheduled_ms"])
+    if result in (StepStatus.FAILED, StepStatus.SKIPPED) and fire["job_id"] in state.jobs:
+        state.book.keep_ended(fire, state.limits.ended_max)  # an earlier attempt may still report
     _fire_ended(state, fire, result)
     return fire
 

@@ -199,3 +199,35 @@ def test_a_draining_node_hands_back_fires_it_has_not_started() -> None:
     assert state.book.fires[second]["node"] == "node2"  # wrong attempt: stays
     state.apply(RegisterNode(T0 + 9000, "node2", "127.0.0.1:9002", "127.0.0.1:8002"))
     assert state.nodes["node2"]["draining"] is False
+
+
+def missed(fire_id: str, attempt: int) -> list[Any]:
+    return Outcome(fire_id, attempt, "missed", 0, T0, T0, "missed: due 18475 ms ago; misfire skip").to_list()
+
+
+def test_a_success_that_commits_after_a_later_attempt_ended_the_fire_is_still_recorded() -> None:
+    """Simulator seed 453000042: node2 called the fire and it succeeded, but its outcome waited to
+    commit past the lease; the fire moved to node3 as attempt 2, which recorded it missed (late
+    past the misfire grace), and that ended it. Node2's success then arrived and was dropped: the
+    history said missed for a fire the receiver had. It is recorded now, once."""
+    state = assigned_state(misfire="skip")
+    assert state.apply(AssignFires(T0 + 18_000, [], [[FIRE, 1, "node3"]]))["reassigned"] == 1
+    assert at(state, CompleteFires(T0 + 18_100, "node3", [missed(FIRE, 2)]))["committed"] == 1
+    assert FIRE not in state.book.fires
+    assert at(state, CompleteFires(T0 + 24_000, "node2", [ok(FIRE, attempt=1)]))["committed"] == 1
+    rows = {row["attempt"]: row["status"] for row in state.history["job"]}
+    assert rows == {1: "succeeded", 2: "missed"}
+    assert at(state, CompleteFires(T0 + 24_100, "node2", [ok(FIRE, attempt=1)]))["committed"] == 0  # once
+    assert FIRE not in state.book.fires and state.jobs["job"]["active_fires"] == []
+
+
+def test_an_at_most_once_fire_dead_lettered_as_lost_records_its_executors_late_success() -> None:
+    """The executor was not dead, only cut off: its success comes after the fire went to the dead
+    letters as unknown. The history says what happened, and the dead letter goes: replaying it
+    would call the webhook a second time."""
+    state = assigned_state(delivery="at_most_once")
+    state.apply(AssignFires(T0 + 8000, [], [[FIRE, 1, "node3"]]))
+    assert state.dead_letters[FIRE]["last_status"] == "unknown"
+    assert at(state, CompleteFires(T0 + 9000, "node2", [ok(FIRE, attempt=1)]))["committed"] == 1
+    assert sorted(row["status"] for row in state.history["job"]) == ["succeeded", "unknown"]
+    assert FIRE not in state.dead_letters and FIRE not in state.book.ended
