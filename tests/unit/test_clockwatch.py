@@ -240,3 +240,23 @@ async def test_a_member_measured_off_or_holding_gives_up_its_fires_and_one_measu
         fake.advance(1.0)
         await watch._round(probe)
         assert watch.holds_fires("node3")
+
+
+class RestartedReplica(LeaderReplica):
+    """A node of a three-node cluster just restarted: Raft knows its peers, its state does not yet
+    know who is registered (the journal is still to be applied)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = StateMachine()
+
+
+async def test_a_node_that_does_not_know_its_members_yet_claims_no_agreement() -> None:
+    """Simulator seed 453000212: node1 restarted with its clock 2.1 s ahead; judged before its
+    state knew the registered members, it had no member to ask, counted itself a majority of
+    one, won the next election on that verdict and moved replicated time 2 s ahead."""
+    with clock.use(FakeClock(wall_ms=T0, monotonic=100.0)):
+        watch = ClockWatch(config(), RestartedReplica())  # type: ignore[arg-type]
+        assert not watch.majority_agrees()
+        watch._judge()
+        assert watch.hold_reason() == "clock_unknown"
