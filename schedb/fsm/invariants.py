@@ -93,22 +93,17 @@ def fires_are_well_formed(state: State) -> Iterable[str]:
 
 
 def withdrawn_fires_are_not_live(state: State) -> Iterable[str]:
-    """No fire is both active and withdrawn (or kept as ended); those kept belong to jobs that
-    exist; bounded."""
-    for fire_id in sorted(set(state.book.fires) & set(state.book.withdrawn)):
-        yield f"fire {fire_id}: both active and withdrawn"
-    for fire_id, fire in state.book.withdrawn.items():
-        if fire["job_id"] not in state.jobs:
-            yield f"withdrawn fire {fire_id}: its job is gone"
-    if len(state.book.withdrawn) > state.limits.withdrawn_max:
-        yield f"{len(state.book.withdrawn)} withdrawn fires, over {state.limits.withdrawn_max}"
-    for fire_id in sorted(set(state.book.fires) & set(state.book.ended)):
-        yield f"fire {fire_id}: both active and ended"
-    for fire_id, fire in state.book.ended.items():
-        if fire["job_id"] not in state.jobs:
-            yield f"ended fire {fire_id}: its job is gone"
-    if len(state.book.ended) > state.limits.ended_max:
-        yield f"{len(state.book.ended)} ended fires kept, over {state.limits.ended_max}"
+    """No fire is both active and withdrawn, or kept as ended; those kept belong to jobs that
+    exist; both bounded."""
+    for name, kept, bound in (("withdrawn", state.book.withdrawn, state.limits.withdrawn_max),
+                              ("ended", state.book.ended, state.limits.ended_max)):
+        for fire_id in sorted(set(state.book.fires) & set(kept)):
+            yield f"fire {fire_id}: both active and {name}"
+        for fire_id, fire in kept.items():
+            if fire["job_id"] not in state.jobs:
+                yield f"{name} fire {fire_id}: its job is gone"
+        if len(kept) > bound:
+            yield f"{len(kept)} {name} fires, over {bound}"
 
 
 def jobs_sit_in_their_slot(state: State) -> Iterable[str]:
