@@ -31,10 +31,11 @@ from schedb.clock import monotonic, wall_ms
 from schedb.commands import Outcome
 from schedb.config import BreakerSection
 from schedb.metrics import NodeMetrics
-from schedb.webhook import WORKER_LATE, WORKER_LOST
+from schedb.webhook import WORKER_ERROR, WORKER_LATE, WORKER_LOST
 
 log = structlog.get_logger("schedb.breaker")
-CIRCUITS_MAX = 2_000  # (team, target) circuits remembered; the longest-unused closed ones go first
+CIRCUITS_MAX = 2_000  # circuits remembered; the longest-unused closed ones go first
+IDLE_S = 3_600.0  # a circuit unused this long is forgotten, open or not
 PROBE_SLACK_S = 1.0  # a fire refused while the probe is out is tried again this long after it ends
 OPEN = "circuit_open"  # the reason, first in the error text of a refused attempt
 # In an attempt's error when the egress policy refused it (schedb.egress.EgressRefused), also when
@@ -43,7 +44,7 @@ EGRESS_REFUSED = "refused by the egress policy"
 
 
 class State(IntEnum):
-    """The values of schedb_circuit_state{team,target}."""
+    """The values of schedb_circuit_state{team,target,settings}."""
 
     CLOSED = 0
     HALF_OPEN = 1
@@ -66,11 +67,12 @@ class Circuit:
     probing: bool = False
     probe_ends: float = 0.0  # monotonic: the probe's timeout
     opened: int = 0  # times it opened
+    used_at: float = 0.0  # monotonic: its last call
 
     @property
-    def label(self) -> str:
-        """Its target, and the settings of the jobs it is for (the metric's `target` label)."""
-        return self.target + (" " + ",".join(f"{k}={v}" for k, v in self.override) if self.override else "")
+    def settings_label(self) -> str:
+        """The settings of the jobs it is for (the metric's `settings` label; "" for the node's)."""
+        return ",".join(f"{k}={v}" for k, v in self.override)
 
 
 def target_of(url: str) -> str:
@@ -87,15 +89,20 @@ TARGET_DOWN_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def target_failed(outcome: Outcome) -> bool | None:
-    """Does the outcome say the target is in trouble: no answer (a refused connection, a
-    timeout), or 429, 502, 503, 504? Other answers come from a target that is up. None: it says
-    nothing of the target, which the call never reached or whose answer never came back: the
-    egress policy refused it, or a delivery worker did not see it through."""
+    """Does the outcome say the target is in trouble: no answer in time (a refused connection, a
+    timeout, headers and then silence), or 429, 502, 503, 504? Other answers come from a target
+    that is up. None: it says nothing of the target, which the call never reached or whose
+    answer never came back: the egress policy refused it, or a delivery worker did not see it
+    through. Judged by the text schedb itself wrote first, never by what a receiver sent."""
+    error = outcome.error
+    if outcome.status == "timed_out":
+        return True
     if outcome.http_status:
         return outcome.http_status in TARGET_DOWN_STATUSES
-    if EGRESS_REFUSED in outcome.error or outcome.error.startswith((WORKER_LOST, WORKER_LATE)):
+    refused = error.startswith(EGRESS_REFUSED) or (error.startswith("ClientConnectorError") and EGRESS_REFUSED in error)
+    if refused or error.startswith((WORKER_LOST, WORKER_LATE, WORKER_ERROR)):
         return None
-    return outcome.status in ("failed", "timed_out")
+    return outcome.status == "failed"
 
 
 class Breakers:
@@ -104,6 +111,7 @@ class Breakers:
         self._metrics = metrics
         # by (team, target, the jobs' own settings)
         self._circuits: OrderedDict[tuple[str, str, Override], Circuit] = OrderedDict()
+        self.call_slack_s = 0.0  # how much later than its timeout a call may end (delivery workers)
 
     async def call(self, team: str, fire: dict[str, Any], spec: dict[str, Any],
                    send: Callable[[], Awaitable[Outcome]]) -> Outcome:
@@ -148,18 +156,24 @@ class Breakers:
             circuit = self._circuits[key] = Circuit(team, target, settings, override)
         else:
             self._circuits.move_to_end(key)
+        circuit.used_at = monotonic()
         return circuit
 
     def _evict(self) -> None:
-        """Room for one more: the longest-unused closed circuits go (open ones are bounded by the
-        targets the jobs name)."""
+        """Room for one more: the longest-unused circuits go, closed ones first, and any unused
+        for IDLE_S whatever its state (a job's settings edited while its circuit was open); past
+        the bound, open ones too: a target forgotten is called again, and trips again."""
+        now = monotonic()
+        while self._circuits and now - next(iter(self._circuits.values())).used_at > IDLE_S:
+            self._forget(next(iter(self._circuits)))
         while len(self._circuits) >= CIRCUITS_MAX:
-            oldest = next((k for k, c in self._circuits.items() if c.state == State.CLOSED), None)
-            if oldest is None:
-                return
-            gone = self._circuits.pop(oldest)
-            if self._metrics is not None:
-                self._metrics.forget_circuit(gone.team, gone.label)
+            closed = next((k for k, c in self._circuits.items() if c.state == State.CLOSED), None)
+            self._forget(closed if closed is not None else next(iter(self._circuits)))
+
+    def _forget(self, key: tuple[str, str, Override]) -> None:
+        gone = self._circuits.pop(key)
+        if self._metrics is not None:
+            self._metrics.forget_circuit(gone.team, gone.target, gone.settings_label)
 
     def _admit(self, circuit: Circuit, timeout_s: float) -> tuple[float, bool]:
         """(0, whether the call is the half-open circuit's probe), or (the seconds after which
@@ -174,7 +188,7 @@ class Breakers:
         if circuit.probing:
             return max(PROBE_SLACK_S, circuit.probe_ends - now + PROBE_SLACK_S), False
         self._set(circuit, State.HALF_OPEN)
-        circuit.probing, circuit.probe_ends = True, now + timeout_s
+        circuit.probing, circuit.probe_ends = True, now + timeout_s + self.call_slack_s
         return 0.0, True
 
     def _record(self, circuit: Circuit, failed: bool | None, probe: bool) -> None:
@@ -225,7 +239,7 @@ class Breakers:
     def _set(self, circuit: Circuit, state: State) -> None:
         circuit.state = state
         if self._metrics is not None:
-            self._metrics.circuit_state.labels(circuit.team, circuit.label).set(int(state))
+            self._metrics.circuit_state.labels(circuit.team, circuit.target, circuit.settings_label).set(int(state))
 
 
 def _refused(fire: dict[str, Any], circuit: Circuit, retry_after_s: float) -> Outcome:

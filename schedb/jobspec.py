@@ -100,7 +100,9 @@ def validate_job(raw: Any, job_id: str | None = None) -> dict[str, Any]:
         errs.add("paused", "must be true or false")
     spec["paused"] = paused is True
     spec["tags"] = _string_map(raw.get("tags", {}), "tags", TAGS_MAX, TAG_LEN_MAX, errs)
-    if raw.get("breaker") is not None:  # absent, not null, when unset: specs from before it stay the same
+    # Absent when unset (specs from before it stay the same); {} is unset too: a merge patch that
+    # removes its last field leaves it.
+    if raw.get("breaker") not in (None, {}):
         spec["breaker"] = _breaker(raw["breaker"], errs)
     if errs.items:
         raise InvalidJob(errs.items)
@@ -261,7 +263,7 @@ def _retry(value: Any, errs: _Errors) -> dict[str, Any]:
 
 
 def _breaker(value: Any, errs: _Errors) -> dict[str, Any]:
-    if not isinstance(value, dict) or not value:
+    if not isinstance(value, dict):
         errs.add("breaker", f"must be an object with one or more of {', '.join(BREAKER_FIELDS)}")
         return {}
     _unknown(value, BREAKER_FIELDS, "breaker.", errs)

@@ -59,12 +59,13 @@ class NodeMetrics:
                              "(schedb.worker_pool; 0: the node's own loop calls the webhooks)", registry=r)
         self.worker_exits = Counter("schedb_executor_worker_exits_total", "Delivery workers that ended unasked "
                                     "(a crash, a kill), and the calls they had in flight", ["what"], registry=r)
-        self.circuit_state = Gauge("schedb_circuit_state", "This node's circuit per team and webhook target: 0 closed, "
-                                   "1 half-open, 2 open (schedb.breaker)", ["team", "target"], registry=r)
+        self.circuit_state = Gauge("schedb_circuit_state", "This node's circuit per team, webhook target and the "
+                                   "jobs' own breaker settings (\"\": the node's): 0 closed, 1 half-open, 2 open "
+                                   "(schedb.breaker)", ["team", "target", "settings"], registry=r)
 
-    def forget_circuit(self, team: str, target: str) -> None:
+    def forget_circuit(self, team: str, target: str, settings: str) -> None:
         with contextlib.suppress(KeyError):  # never set
-            self.circuit_state.remove(team, target)
+            self.circuit_state.remove(team, target, settings)
 
     def set_admission_window(self, executor: str, window: int | None) -> None:
         """A window set, or lifted (None: the series goes away)."""

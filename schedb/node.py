@@ -80,6 +80,7 @@ class Node:
             self.workers = WorkerPool(self.config, self._cluster_addresses, send, self.metrics)
             await self.workers.start()
             send, slack_ms = self.workers.send, self.workers.call_slack_ms
+            self.breakers.call_slack_s = slack_ms / 1000
         self.executor = Executor(self.config, self.replica, send, self.metrics, self.secret_box, self.clock,
                                  self.breakers, slack_ms)
         self.dispatcher = Dispatcher(self.config, self.replica, self.executor.start_state, self.metrics, self.clock)

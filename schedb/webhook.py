@@ -85,6 +85,7 @@ def new_correlation_id() -> str:
 # call too late to start it within the attempt's lease (it was not made).
 WORKER_LOST = "worker_lost"
 WORKER_LATE = "worker_late"
+WORKER_ERROR = "worker_error"  # a bug of the worker: the call's fate is unknown
 
 # The executor's way to call one webhook: (fire, spec with secrets resolved, correlation id,
 # the secret values to mask) → its outcome. `sender` builds the real one; the simulator its own.
@@ -184,6 +185,11 @@ def new_session(max_inflight: int, egress: EgressPolicy | None = None) -> aiohtt
     # The DNS cache is short: the policy judges what a name resolves to now.
     connector = aiohttp.TCPConnector(limit=max_inflight, limit_per_host=max_inflight, ttl_dns_cache=10,
                                      resolver=resolver)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                 auto_decompress=False)
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                    auto_decompress=False)
+    # aiohttp sends an idempotent request (GET, PUT, DELETE, …) a second time when a kept-alive
+    # connection closes before the answer: an at-most-once fire would be called twice. It has no
+    # public setting for this (aiohttp 3.14, pinned; tests/unit/test_webhook.py checks it holds).
+    session._retry_connection = False
+    return session
 

@@ -10,17 +10,20 @@ Frames are msgpack, node → worker on stdin:
     ["call", id, start_by, fire, spec, correlation_id, secret_values]
     ["cancel", id]      the executor cancelled the attempt (replaced): the call stops, no outcome
     ["members", [address, ...]]   the cluster's own addresses, which webhooks may not call
-    ["retire"]          finish the calls in hand, send their outcomes, exit
+    ["retire"]          take no more calls; finish those in hand (cancels still come), send their
+                        outcomes, exit
 and worker → node on stdout:
     ["ready", PROTOCOL]  once it can take calls; none is handed to it before
     ["started", id]      in the pipe before the call's first byte leaves: a call the node never
                          saw started was never made, whatever became of the worker
     ["outcome", id, row]
+    ["cancelled", id]    a cancelled call stopped (no outcome)
     ["load", cpu_seconds] every LOAD_EVERY_S: its CPU time so far, and a sign of life
 
 A call the worker reaches after `start_by` (the node's monotonic clock: CLOCK_MONOTONIC is the
-machine's, the same in both processes) is not made: the executor checked the attempt's lease
-for a call starting by then, and a later start could end after it (the fire moved meanwhile).
+machine's, the same in both processes), or whose ack is not in the pipe by then, is not made:
+the executor checked the attempt's lease for a call starting by then, and a later start could
+end after it (the fire moved meanwhile).
 
 The worker's life is bounded by its node's: the end of stdin ends it, and so does the node's
 death (PR_SET_PDEATHSIG), as a node's own call in flight dies with it. SIGTERM and SIGINT are
@@ -47,7 +50,7 @@ from schedb.commands import Outcome
 from schedb.config import EgressSection
 from schedb.egress import EgressPolicy
 from schedb.eventloop import loop_factory
-from schedb.webhook import WORKER_LATE, deliver, new_session
+from schedb.webhook import WORKER_ERROR, WORKER_LATE, deliver, new_session
 
 PROTOCOL = 1  # of the frames above; a node and a worker of different versions do not talk
 LOAD_EVERY_S = 1.0
@@ -85,6 +88,11 @@ class FrameWriter:
             await asyncio.shield(self._flushed)
         await self._stream.drain()  # the transport's high-water mark is 0: drain waits for all of it
 
+    @property
+    def closing(self) -> bool:
+        """The other end is gone: what is written from now on goes nowhere."""
+        return self._stream.is_closing()
+
     async def close(self) -> None:
         self.flush()
         self._stream.close()
@@ -99,51 +107,70 @@ class Worker:
         self._session = new_session(max_inflight, self._egress)
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._out: FrameWriter | None = None
+        self._retired = asyncio.Event()
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._out = FrameWriter(writer)
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=FRAME_MAX, strict_map_key=False)
         load = asyncio.create_task(self._report_load())
         self._out.write(["ready", PROTOCOL])
-        retired = False
-        while not retired and (data := await reader.read(65_536)):
-            unpacker.feed(data)
-            for frame in unpacker:
-                retired = self._take(frame) or retired
-        if self._calls:
+        reading = asyncio.create_task(self._read(reader))
+        await self._retired.wait()  # stdin keeps being read: a cancel may still come
+        while self._calls:
             await asyncio.wait(list(self._calls.values()))
+        reading.cancel()
         load.cancel()
         await self._out.close()  # every outcome written before the process ends
         await self._session.close()
 
-    def _take(self, frame: list[Any]) -> bool:
-        """One frame from the node; True for retire."""
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=FRAME_MAX, strict_map_key=False)
+        while data := await reader.read(65_536):
+            unpacker.feed(data)
+            for frame in unpacker:
+                self._take(frame)
+        self._retired.set()  # the node's end of the pipe closed
+
+    def _take(self, frame: list[Any]) -> None:
         kind = frame[0]
         if kind == "members":
             self._members = list(frame[1])
-        elif kind == "call":
+        elif kind == "call" and not self._retired.is_set():
             call_id = frame[1]
             self._calls[call_id] = asyncio.create_task(self._call(*frame[1:]))
-            self._calls[call_id].add_done_callback(lambda _: self._calls.pop(call_id, None))
+            self._calls[call_id].add_done_callback(lambda task: self._call_ended(call_id, task))
         elif kind == "cancel" and frame[1] in self._calls:
             self._calls[frame[1]].cancel()
-        return kind == "retire"
+        elif kind == "retire":
+            self._retired.set()
+
+    def _call_ended(self, call_id: int, task: asyncio.Task[None]) -> None:
+        """A cancelled call says so: the node keeps its watchdog until then."""
+        self._calls.pop(call_id, None)
+        if task.cancelled() and self._out is not None:
+            self._out.write(["cancelled", call_id])
 
     async def _call(self, call_id: int, start_by: float, fire: dict[str, Any], spec: dict[str, Any],
                     correlation_id: str, secret_values: list[str]) -> None:
         assert self._out is not None
+        late = f"{WORKER_LATE}: the worker could not start the call within its lease's allowance"
         if monotonic() > start_by:
-            outcome = _failed(fire, f"{WORKER_LATE}: the worker reached the call too late to start it within "
-                                    "the lease; it was not made")
+            outcome = _failed(fire, late)
         else:
             self._out.write(["started", call_id])
             await self._out.written()
-            try:
-                outcome = await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
-                                        secret_values)
-            except Exception as exc:  # deliver classifies what a receiver does: this is a bug, reported
-                outcome = _failed(fire, f"worker error: {type(exc).__name__}: {exc}"[:300])
+            if monotonic() > start_by or self._out.closing:  # the ack waited on a full pipe: too late now
+                outcome = _failed(fire, late)
+            else:
+                outcome = await self._deliver(fire, spec, correlation_id, secret_values)
         self._out.write(["outcome", call_id, outcome.to_list()])
+
+    async def _deliver(self, fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
+                       secret_values: list[str]) -> Outcome:
+        try:
+            return await deliver(self._session, fire, spec, self._node_id, correlation_id, self._egress,
+                                 secret_values)
+        except Exception as exc:  # deliver classifies what a receiver does: this is a bug, reported
+            return _failed(fire, f"{WORKER_ERROR}: {type(exc).__name__}: {exc}"[:300])
 
     async def _report_load(self) -> None:
         assert self._out is not None

@@ -40,12 +40,13 @@ from schedb.commands import Outcome
 from schedb.config import Config
 from schedb.metrics import NodeMetrics
 from schedb.scaling import Load, Scaler
-from schedb.webhook import Send
+from schedb.webhook import WORKER_LATE, Send
 from schedb.worker_process import HAND_OVER_S, KILL_SLACK_S, STOP_WAIT_S, WorkerProcess, not_made
 
 log = structlog.get_logger("schedb.worker_pool")
 SAMPLE_S = 1.0
 SILENT_S = 10.0  # a worker reports every second: silent this long, it is killed (frozen or hung)
+STARTUP_S = 30.0  # a worker not ready this long after its start is killed (and counts as a crash)
 STALL_S = 0.5  # a supervision tick this late: the node stalled, and judges no silence at once
 RESPAWN_PAUSE_MAX_S = 30.0  # between starts, after workers that die before they are ready, again and again
 
@@ -89,6 +90,7 @@ class WorkerPool:
         self._spawns = _Spawns()
         self._supervisor: asyncio.Task[None] | None = None
         self._last_tick = 0.0
+        self._closing = False
 
     @property
     def call_slack_ms(self) -> int:
@@ -103,18 +105,21 @@ class WorkerPool:
     async def send(self, fire: dict[str, Any], spec: dict[str, Any], correlation_id: str,
                    secret_values: list[str]) -> Outcome:
         start_by = monotonic() + HAND_OVER_S  # from the executor's lease check, a moment ago
-        tried: set[int] = set()
-        while True:
+        tried: list[WorkerProcess] = []
+        while not self._closing and monotonic() <= start_by:
             worker = self._pick(tried)
             if worker is None:
-                if monotonic() > start_by:
-                    return not_made(fire, "no delivery worker could start it in time")
-                return await self._fallback(fire, spec, correlation_id, secret_values)
-            tried.add(worker.pid)
+                break
+            tried.append(worker)
             outcome = await worker.call(next(self._ids), start_by, fire, spec, correlation_id, secret_values,
                                         list(self._members()))
-            if outcome is not None:
+            if outcome is not None and not outcome.error.startswith(WORKER_LATE):
                 return outcome
+        # Not made by a worker. The node's own loop may still make it: a call started by then ends
+        # within the slack the lease check allowed (its timeout, and KILL_SLACK_S after start_by).
+        if not self._closing and monotonic() <= start_by + KILL_SLACK_S:
+            return await self._fallback(fire, spec, correlation_id, secret_values)
+        return not_made(fire, "no delivery worker started it in time")
 
     def status(self) -> dict[str, Any]:
         """For /api/v1/cluster: the bounds, the target, each worker, and who ended unasked."""
@@ -126,6 +131,7 @@ class WorkerPool:
     async def close(self) -> None:
         """Retire every worker; any still running after STOP_WAIT_S is killed by its PID (a call
         in hand then ends as a node's own does at shutdown: its outcome is not committed)."""
+        self._closing = True  # no call starts from here on, not even in the node's own loop
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -141,8 +147,8 @@ class WorkerPool:
 
     # -- the workers' lives ---------------------------------------------------------------------
 
-    def _pick(self, tried: set[int]) -> WorkerProcess | None:
-        ready = [w for w in self._workers if w.takes_calls() and w.pid not in tried]
+    def _pick(self, tried: list[WorkerProcess]) -> WorkerProcess | None:
+        ready = [w for w in self._workers if w.takes_calls() and w not in tried]
         return min(ready, key=lambda w: len(w.calls), default=None)
 
     def _active(self) -> list[WorkerProcess]:
@@ -196,8 +202,10 @@ class WorkerPool:
             try:
                 if on_time:
                     for worker in self._active():
-                        if now - worker.heard_at > SILENT_S:
+                        if worker.ready and now - worker.heard_at > SILENT_S:
                             worker.kill(f"silent for {SILENT_S:g} s (frozen or hung)")
+                        elif not worker.ready and worker.alive_for > STARTUP_S:
+                            worker.kill(f"not ready after {STARTUP_S:g} s")
                 self._scale(now)
                 await self._fill()
             except Exception:  # a bug here must not end supervision: restarts, scaling
@@ -219,4 +227,5 @@ class WorkerPool:
             self._target = target
         while len(self._active()) > self._target:
             min(self._active(), key=lambda w: len(w.calls)).retire()
+        self._metrics.workers.set(len(self._active()))
 

@@ -37,6 +37,7 @@ class _Call:
     watchdog: asyncio.TimerHandle | None = None
     started: bool = False  # acked: its first byte may have left
     grace: bool = False  # its watchdog came late once (the node stalled) and waits for the pipe
+    cancelled: bool = False  # by the executor: kept, with its watchdog, until the worker says it stopped
 
 
 def not_made(fire: dict[str, Any], why: str) -> Outcome:
@@ -56,7 +57,8 @@ class WorkerProcess:
         self.retiring = False
         self.ended = False
         self.killed_why = ""
-        self.heard_at = monotonic()
+        self.garbled = False  # it sent a frame the node could not read: every open call may have gone out
+        self.heard_at = self._born = monotonic()
         self.cpu_share = 0.0  # of one core, between its two latest load reports
         self.lag = (0.0, 0)  # (sum of ms from hand-over to start, calls), taken by the pool's samples
         self.handed = 0
@@ -69,6 +71,10 @@ class WorkerProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def alive_for(self) -> float:
+        return monotonic() - self._born
 
     def takes_calls(self) -> bool:
         """Ready, heard from lately, not on its way out, and not sitting on a call it should have
@@ -90,12 +96,14 @@ class WorkerProcess:
         call.watchdog = loop.call_at(deadline, self._overdue, call_id)
         self.calls[call_id] = call
         self.handed += 1
-        self._frames.write(["call", call_id, start_by, fire, spec, correlation_id, secret_values])
+        # The webhook is all of the spec a call needs (schedb.webhook.deliver).
+        self._frames.write(["call", call_id, start_by, fire, {"webhook": spec["webhook"]}, correlation_id,
+                            secret_values])
         try:
             return await call.future
         except asyncio.CancelledError:  # the executor cancelled the attempt (replaced): so does the worker
-            if self.calls.pop(call_id, None) is not None:
-                _cancel(call)
+            if call_id in self.calls:
+                call.cancelled = True  # its watchdog stays: a frozen worker must not make it later
                 self._frames.write(["cancel", call_id])
             raise
 
@@ -141,16 +149,20 @@ class WorkerProcess:
 
     async def _read(self) -> None:
         """The worker's frames, until its stdout ends; then its end is settled."""
-        assert self.process.stdout is not None
+        stdout = self.process.stdout
+        assert stdout is not None
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=FRAME_MAX, strict_map_key=False)
         try:
-            while data := await self.process.stdout.read(65_536):
+            while data := await stdout.read(65_536):
                 unpacker.feed(data)
                 for frame in unpacker:
                     self._take(frame)
-        except Exception:  # a frame that is not ours: nothing it says can be trusted
+        except Exception:  # a frame that is not ours: nothing it says can be trusted, acks included
             log.exception("worker_frames_unreadable", pid=self.pid)
+            self.garbled = True
             self.kill("sent frames the node cannot read")
+            while await stdout.read(65_536):
+                pass
         finally:
             self.ended = True  # before the wait: no call is handed to it from here on
             code = await self.process.wait()
@@ -166,13 +178,15 @@ class WorkerProcess:
         elif kind == "started" and frame[1] in self.calls:
             self.calls[frame[1]].started = True
         elif kind == "outcome" and frame[1] in self.calls:
+            outcome = _checked(outcome_from_list(frame[2]))  # before the call leaves the table
             call = self.calls.pop(frame[1])
             _cancel(call)
-            outcome = outcome_from_list(frame[2])
             total, count = self.lag
             self.lag = (total + max(0, outcome.started_ms - call.handed_ms), count + 1)
             if not call.future.done():
                 call.future.set_result(outcome)
+        elif kind == "cancelled" and frame[1] in self.calls:
+            _cancel(self.calls.pop(frame[1]))
         elif kind == "load":
             at, cpu = monotonic(), float(frame[1])
             if self._cpu[0]:
@@ -188,7 +202,7 @@ class WorkerProcess:
             _cancel(call)
             if call.future.done():
                 continue
-            if not call.started:
+            if not call.started and not self.garbled:
                 call.future.set_result(None)
                 continue
             lost += 1
@@ -201,6 +215,16 @@ class WorkerProcess:
                 "the receiver may have had it"))
         self.calls.clear()
         return lost
+
+
+def _checked(outcome: Outcome) -> Outcome:
+    """An outcome row as the node commits it: the types CompleteFires takes."""
+    ints = (outcome.attempt, outcome.http_status, outcome.started_ms, outcome.finished_ms, outcome.retry_after_ms,
+            outcome.bytes_sent)
+    if not all(type(v) is int for v in ints) or not isinstance(outcome.status, str) or \
+            not isinstance(outcome.error, str) or not isinstance(outcome.report, dict):
+        raise ValueError(f"an outcome of the wrong shape: {outcome!r}"[:300])
+    return outcome
 
 
 def _cancel(call: _Call) -> None:

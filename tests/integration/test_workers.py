@@ -73,11 +73,9 @@ def _executions(cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
 
 
 def _check_no_fire_lost_or_doubled(cluster: Cluster, receiver: Receiver, prefix: str) -> None:
-    arrivals = Counter((d["job_id"], d["fire_id"]) for d in receiver.deliveries() if d["job_id"].startswith(prefix))
     for i in range(JOBS):
         amo, alo = f"{prefix}-amo-{i}", f"{prefix}-alo-{i}"
-        # At most once: called once, and recorded failed as lost with its worker (then dead-lettered).
-        assert [n for (job, _), n in arrivals.items() if job == amo] == [1], (amo, arrivals)
+        # At most once: recorded failed as lost with its worker (then dead-lettered).
         rows = wait_for(lambda job=amo: _executions(cluster, job), 20, f"{amo}'s record")
         assert [(r["attempt"], r["status"]) for r in rows] == [(1, "failed")], rows
         assert rows[0]["error"].startswith("worker_lost"), rows
@@ -85,6 +83,10 @@ def _check_no_fire_lost_or_doubled(cluster: Cluster, receiver: Receiver, prefix:
         rows = wait_for(lambda job=alo: [r for r in _executions(cluster, job) if r["status"] == "succeeded"], 30,
                         f"{alo} delivered by a later attempt")
         assert rows[0]["attempt"] >= 2, rows
+    time.sleep(1)  # counted once every retry has settled
+    arrivals = Counter((d["job_id"], d["fire_id"]) for d in receiver.deliveries() if d["job_id"].startswith(prefix))
+    for i in range(JOBS):
+        assert [n for (job, _), n in arrivals.items() if job == f"{prefix}-amo-{i}"] == [1], arrivals
     letters = http("GET", cluster.nodes[1].url + "/api/v1/dlq?limit=100")[2]["dead_letters"]
     buried = {d["job_id"] for d in letters if d["job_id"].startswith(prefix)}
     assert buried == {f"{prefix}-amo-{i}" for i in range(JOBS)}
@@ -152,7 +154,7 @@ def test_a_receiver_that_hangs_times_out_and_its_worker_lives_on(workers_cluster
     for job in jobs:
         (row,) = wait_for(lambda job=job: _executions(workers_cluster, job["id"]), 20, "the timed-out call's record")
         assert row["status"] == "timed_out" and job["webhook"]["timeout_s"] * 1000 <= row["duration_ms"], row
-        assert row["duration_ms"] < job["webhook"]["timeout_s"] * 1000 + 500, row
+        assert row["duration_ms"] < job["webhook"]["timeout_s"] * 1000 + 1000, row
     assert {n.node_id: _workers(workers_cluster, n)["exits"]["workers"] for n in workers_cluster.nodes} == before
 
 
@@ -167,16 +169,66 @@ def test_a_worker_frozen_before_its_calls_loses_none_and_calls_none_twice(
     jobs = _one_shots("iced", receiver.url, int(time.time() * 1000) + 1500, hang_s=0)
     assert http("POST", workers_cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201)
     _check_replaced(workers_cluster, frozen, timeout_s=20)
-    arrivals = Counter(d["fire_id"] for d in receiver.deliveries() if d["job_id"].startswith("iced-"))
-    assert max(arrivals.values(), default=1) == 1
+    _check_each_recorded_none_twice(workers_cluster, receiver, jobs)
+
+
+def _check_each_recorded_none_twice(cluster: Cluster, receiver: Receiver, jobs: list[dict[str, Any]]) -> None:
+    """Every at-least-once fire delivered; every at-most-once one delivered, or recorded not made
+    (its worker never started it); none of them called twice."""
     for job in jobs:
-        rows = wait_for(lambda job=job: _executions(workers_cluster, job["id"]), 20, f"{job['id']}'s record")
-        ok = [r for r in rows if r["status"] == "succeeded"]
+        rows = wait_for(lambda job=job: _executions(cluster, job["id"]), 20, f"{job['id']}'s record")
         if job["delivery"] == "at_least_once":
-            wait_for(lambda job=job: any(r["status"] == "succeeded" for r in _executions(workers_cluster, job["id"])),
+            wait_for(lambda job=job: any(r["status"] == "succeeded" for r in _executions(cluster, job["id"])),
                      20, f"{job['id']} delivered")
         else:
-            assert ok or rows[0]["error"].startswith(("worker_late", "worker_lost")), rows
+            assert rows[0]["status"] == "succeeded" or rows[0]["error"].startswith("worker_late"), rows
+    time.sleep(1)  # counted once every retry has settled
+    ids = {job["id"] for job in jobs}
+    arrivals = Counter(d["fire_id"] for d in receiver.deliveries() if d["job_id"] in ids)
+    assert max(arrivals.values(), default=1) == 1, arrivals
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(Path(tmp_path_factory.mktemp("two-workers")),
+                         "\n[executor]\nworkers_min = 2\nworkers_max = 2\n") as cluster:
+        yield cluster
+
+
+def test_one_frozen_worker_of_two_costs_the_other_nothing(two_workers: Cluster, receiver: Receiver) -> None:
+    """Review: a call the frozen worker never started was handed on past its start, to a worker
+    that was then killed for it, and so on through the pool. Now the other worker lives on, and
+    every fire is delivered or recorded, none twice."""
+    pids = {node_id: sorted(node_pids) for node_id, node_pids in _pids(two_workers).items()}
+    frozen = {node_id: node_pids[0] for node_id, node_pids in pids.items()}
+    for pid in frozen.values():
+        os.kill(pid, signal.SIGSTOP)
+    jobs = _one_shots("half", receiver.url, int(time.time() * 1000) + 1500, hang_s=0)
+    assert http("POST", two_workers.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201)
+    _check_each_recorded_none_twice(two_workers, receiver, jobs)
+    wait_for(lambda: not any(pid_alive(pid) for pid in frozen.values()), 20, "the frozen workers killed")
+    for node_id, node_pids in pids.items():
+        assert pid_alive(node_pids[1]), f"{node_id}'s healthy worker was killed"
+
+
+def test_a_node_stopped_for_seconds_does_not_hold_it_against_its_workers(two_workers: Cluster,
+                                                                         receiver: Receiver) -> None:
+    """SIGSTOP the node (not its workers) for 11 s while a worker's 14 s call is out: thawed, it
+    reads what its workers sent meanwhile before judging them; none is killed, the call succeeds."""
+    at = ms_to_rfc3339(int(time.time() * 1000) + 1500)
+    job = {"id": "patient", "schedule": f"@at {at}", "webhook": {"url": f"{receiver.url}?hang=14", "timeout_s": 20}}
+    assert http("POST", two_workers.nodes[0].url + "/api/v1/jobs", job)[0] == 201
+    (call,) = wait_for(lambda: [d for d in receiver.deliveries() if d["job_id"] == "patient"], 15, "the call")
+    node = next(n for n in two_workers.nodes if n.node_id == call["node"])
+    before = _workers(two_workers, node)["exits"]["workers"]
+    os.kill(node.pid, signal.SIGSTOP)
+    try:
+        time.sleep(11)
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+    (row,) = wait_for(lambda: _executions(two_workers, "patient"), 20, "the call's record")
+    assert row["status"] == "succeeded", row
+    assert _workers(two_workers, node)["exits"]["workers"] == before
 
 
 def test_a_node_stopped_with_calls_in_its_workers_stops_in_time_and_takes_them_along(tmp_path: Path,

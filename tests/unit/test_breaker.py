@@ -74,7 +74,7 @@ async def test_five_failures_in_a_row_open_the_circuit_and_later_fires_are_not_c
                for o in refused)
     assert "http://receiver.example:8080" in refused[0].error
     assert 29_000 <= refused[0].retry_after_ms <= 30_000  # the next attempt after the cool-down
-    assert metrics.circuit_state.labels("team-a", "http://receiver.example:8080")._value.get() == 2
+    assert metrics.circuit_state.labels("team-a", "http://receiver.example:8080", "")._value.get() == 2
 
 
 async def tripped(http_status: int = 503) -> tuple[Target, Breakers, Any]:
@@ -189,6 +189,10 @@ def test_what_counts_as_the_target_failing() -> None:
                                               "[refused by the egress policy: h resolves to 10.0.0.1]")) is None
     assert target_failed(outcome("failed", 0, "worker_lost: delivery worker 7 ended (exit -9) during the call")) is None
     assert target_failed(outcome("failed", 0, "worker_late: no delivery worker could start it in time")) is None
+    assert target_failed(outcome("failed", 0, "worker_error: KeyError: 'x'")) is None
+    # What a receiver sends is never read as schedb's own text; headers and then silence is no answer.
+    assert target_failed(outcome("failed", 0, "ClientResponseError: 400, refused by the egress policy")) is True
+    assert target_failed(outcome("timed_out", 200, "no answer within 5 s")) is True
 
 
 async def test_a_probe_whose_worker_died_neither_closes_nor_reopens_the_circuit(fake: FakeClock) -> None:
@@ -257,6 +261,22 @@ async def test_a_fire_refused_while_the_probe_is_out_comes_back_after_the_probe_
     await probe
 
 
+async def test_a_circuit_unused_for_an_hour_is_forgotten_even_open(fake: FakeClock) -> None:
+    """A job's own settings edited while its circuit was open: nothing calls through that
+    circuit again, and it must not stay open (and in the metric) for ever."""
+    target, metrics = Target(), NodeMetrics()
+    target.http_status = 503
+    breakers = Breakers(SETTINGS, metrics)
+    send = guarded(breakers, target)
+    await call_n(send, 5)
+    assert breakers.circuits()[0]["state"] == "open"
+    fake.advance(3_601.0)
+    await send(fire(1), {"webhook": {"url": "http://other:1/", "timeout_s": 5}}, "c", [])
+    assert [c["target"] for c in breakers.circuits()] == ["http://other:1"]
+    assert metrics.registry.get_sample_value(
+        "schedb_circuit_state", {"team": "team-a", "target": "http://receiver.example:8080", "settings": ""}) is None
+
+
 async def test_a_new_circuit_is_kept_when_the_remembered_ones_are_all_open(
         fake: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(breaker, "CIRCUITS_MAX", 2)
@@ -287,8 +307,8 @@ async def test_a_job_with_settings_of_its_own_has_a_circuit_of_its_own(fake: Fak
     assert target.calls == 3
     (own,) = [c for c in breakers.circuits() if c["state"] == "open"]
     assert own["override"] == {"failures": 2, "cooldown_s": 5.0}
-    label = "http://receiver.example:8080 failures=2,cooldown_s=5.0"
-    assert metrics.circuit_state.labels("team-a", label)._value.get() == 2
+    settings = "failures=2,cooldown_s=5.0"
+    assert metrics.circuit_state.labels("team-a", "http://receiver.example:8080", settings)._value.get() == 2
     fake.advance(5.0)
     target.http_status = 200
     assert (await send(fire(5), touchy, "c", [])).status == "succeeded"  # its probe, after its cool-down

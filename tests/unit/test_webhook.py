@@ -42,3 +42,41 @@ def test_signature_is_an_hmac_of_timestamp_and_body() -> None:
     assert t == "t=1800000000" and v1 == f"v1={expected}"
     unsigned = validate_job({"id": "job", "schedule": "@hourly", "webhook": {"url": "http://h/"}})
     assert "X-Schedb-Signature" not in build_request(FIRE, unsigned, "n", "c")[0]
+
+
+async def test_a_put_whose_connection_closes_before_the_answer_is_sent_once() -> None:
+    """aiohttp sends an idempotent request again when a kept-alive connection closes before the
+    answer; for an at-most-once fire that is a second call. The webhook session never does."""
+    import asyncio
+
+    from schedb.webhook import deliver, new_session
+
+    requests: list[bytes] = []
+
+    async def answer_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            body_len = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                 if line.lower().startswith(b"content-length")), b"0"))
+            await reader.readexactly(body_len)
+            requests.append(head.split(b" ")[0])
+            if len(requests) == 1:  # the first request is answered: the connection is kept alive
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+            else:  # the next one is read, then the connection closes without an answer
+                writer.close()
+                return
+
+    server = await asyncio.start_server(answer_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    session = new_session(8)
+    try:
+        spec = validate_job({"id": "job", "schedule": "@hourly",
+                             "webhook": {"url": f"http://127.0.0.1:{port}/h", "method": "PUT", "timeout_s": 5}})
+        assert (await deliver(session, FIRE, spec, "n", "c")).status == "succeeded"
+        outcome = await deliver(session, FIRE, spec, "n", "c")
+        await asyncio.sleep(0.2)
+        assert outcome.status == "failed" and requests == [b"PUT", b"PUT"], (outcome, requests)
+    finally:
+        await session.close()
+        server.close()
+        await server.wait_closed()
