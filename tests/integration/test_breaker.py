@@ -104,7 +104,8 @@ def test_a_jobs_own_breaker_settings_apply_to_its_calls_only(breaker_cluster: Cl
             {**_job("always-called", f"{flaky.url}/c"), "breaker": {"enabled": False}}]
     code, _, answer = http("POST", breaker_cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})
     assert code in (200, 201) and not answer.get("errors"), answer
-    _, _, job = http("GET", breaker_cluster.nodes[1].url + "/api/v1/jobs/touchy")
+    job = wait_for(lambda: (answer := http("GET", breaker_cluster.nodes[1].url + "/api/v1/jobs/touchy"))[0] == 200
+                   and answer[2], 10, "node 2 to apply the create")
     assert job["breaker"] == {"failures": 2}
 
     def called(job_id: str) -> list[bool]:  # oldest first: was each fire called (or refused)?
