@@ -60,6 +60,9 @@ class Sample:
     holding: bool  # the member holds its fires for a clock reason (its own /health says so)
 
 
+MEMBERS_UNKNOWN_RETRY_S = 0.1
+
+
 class ClockWatch:
     def __init__(self, config: Config, replica: Replica) -> None:
         self._config = config
@@ -72,6 +75,7 @@ class ClockWatch:
         # Judged after each round of probes (_judge), so the executor's check per fire is cheap.
         self._follower_reason = "clock_unknown"
         self._agreed = False
+        self._round_had_members = False
 
     async def run(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as session:
@@ -84,10 +88,15 @@ class ClockWatch:
                 await self._round(probe)
             except Exception:  # a bug here must not freeze the verdicts: log it, measure again
                 log.exception("clock_round_failed")
-            await asyncio.sleep(self._config.clock.probe_interval_s)
+            # A round that knew no members (a restart applying its journal) measured nothing, and
+            # nothing agrees until they are measured (majority_agrees): the next one comes soon
+            # rather than a whole interval later.
+            measured = self._round_had_members or not self._replica.has_peers()
+            await asyncio.sleep(self._config.clock.probe_interval_s if measured else MEMBERS_UNKNOWN_RETRY_S)
 
     async def _round(self, probe: Probe) -> None:
         members = self._members()
+        self._round_had_members = bool(members)
         for gone in set(self._samples) - set(members):
             del self._samples[gone]
         for gone in set(self._refused) - set(members):

@@ -94,9 +94,11 @@ class FrameWriter:
         return self._stream.is_closing()
 
     async def close(self) -> None:
+        """Every frame into the pipe, then the pipe closed (a pipe's writer has no wait_closed)."""
         self.flush()
+        with contextlib.suppress(ConnectionError):  # the node's end is gone: nobody to tell
+            await self._stream.drain()  # high-water mark 0: until all of it is written
         self._stream.close()
-        await self._stream.wait_closed()
 
 
 class Worker:
