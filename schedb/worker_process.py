@@ -20,7 +20,7 @@ from schedb.webhook import WORKER_LATE, WORKER_LOST
 from schedb.worker import FRAME_MAX, PROTOCOL, FrameWriter
 
 log = structlog.get_logger("schedb.worker_pool")
-HAND_OVER_S = 1.0  # a worker starts a call this soon after its hand-over, or not at all
+HAND_OVER_S = 0.25  # a worker starts a call this soon after its hand-over, or not at all
 KILL_SLACK_S = 1.0  # past HAND_OVER_S + the call's timeout, a worker that has not answered is killed
 STALL_S = 0.5  # a watchdog this late: the node itself stalled; the pipe is read before judging
 STOP_WAIT_S = 2.0  # a retired worker with no calls left that has not exited by then is killed
