@@ -80,7 +80,7 @@ def _complete_one(state: State, node_id: str, row: Any) -> bool:
     if outcome.fire_id in book.ended:  # the fire ended before this attempt reported (schedb.fsm.fires)
         _late_outcome(state, fire, outcome)
         return True
-    if state.book.withdrawn.pop(outcome.fire_id, None) is not None:
+    if book.withdrawn.pop(outcome.fire_id, None) is not None:
         if fire["trigger"] == Trigger.SCHEDULE:  # it ran after all: a resume must not place it again
             decide(state.jobs[fire["job_id"]], fire["scheduled_ms"])
             state.occurrence_ran(fire["job_id"], fire["scheduled_ms"])

@@ -96,7 +96,7 @@ class FireBook:
 
     def keep_ended(self, fire: Fire, keep_max: int) -> None:
         """An ended fire, if an attempt of it may still report (see `ended` above)."""
-        if set(range(fire["attempt_base"] + 1, fire["attempt"] + 1)) - set(fire["reported"]):
+        if _attempts_out(fire):
             self.ended[fire["fire_id"]] = fire
             while len(self.ended) > keep_max:
                 del self.ended[next(iter(self.ended))]
@@ -104,7 +104,7 @@ class FireBook:
     def settle_ended(self, fire: Fire, succeeded: bool) -> None:
         """A late outcome of an ended fire was recorded: a success is its last word, and so is
         the outcome of its last attempt still out."""
-        if succeeded or not set(range(fire["attempt_base"] + 1, fire["attempt"] + 1)) - set(fire["reported"]):
+        if succeeded or not _attempts_out(fire):
             del self.ended[fire["fire_id"]]
 
     def of_node(self, node: str) -> list[Fire]:
@@ -142,3 +142,8 @@ class FireBook:
         del by_node[fire["fire_id"]]
         if not by_node:
             del self.by_node[fire["node"]]
+
+
+def _attempts_out(fire: Fire) -> set[int]:
+    """The fire's attempts (of its own retry budget) that have not reported."""
+    return set(range(fire["attempt_base"] + 1, fire["attempt"] + 1)) - set(fire["reported"])

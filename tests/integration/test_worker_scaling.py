@@ -23,6 +23,7 @@ from schedb.timefmt import ms_to_rfc3339
 from tests.integration.conftest import running_cluster
 from tests.integration.workers_kit import (
     check_each_recorded_none_twice,
+    cluster_with_workers,
     executions,
     one_shots,
     worker_pids,
@@ -33,8 +34,7 @@ from tests.integration.workload import wait_for
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(Path(tmp_path_factory.mktemp("two-workers")),
-                         "\n[executor]\nworkers_min = 2\nworkers_max = 2\n") as cluster:
+    with cluster_with_workers(Path(tmp_path_factory.mktemp("two-workers")), 2) as cluster:
         yield cluster
 
 
@@ -79,7 +79,7 @@ def test_a_node_stopped_with_calls_in_its_workers_stops_in_time_and_takes_them_a
     """SIGTERM with calls of 20 s in flight: the node drains within its budget, retires its
     workers and kills those that linger, by PID; none is left running. SIGKILL: the kernel ends
     the workers with their node (PR_SET_PDEATHSIG)."""
-    with running_cluster(tmp_path, "\n[executor]\nworkers_min = 2\nworkers_max = 2\n") as cluster:
+    with cluster_with_workers(tmp_path, 2) as cluster:
         jobs = [{"id": f"long-{i}", "schedule": "@every 1s", "webhook": {"url": f"{receiver.url}?hang=20",
                                                                          "timeout_s": 30}} for i in range(6)]
         assert http("POST", cluster.nodes[0].url + "/api/v1/jobs/bulk", {"jobs": jobs})[0] in (200, 201)

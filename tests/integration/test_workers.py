@@ -16,11 +16,11 @@ import pytest
 from devkit.devcluster import http, pid_alive
 from devkit.harness import Cluster, Receiver, children_of
 from schedb.timefmt import ms_to_rfc3339
-from tests.integration.conftest import running_cluster
 from tests.integration.workers_kit import (
     JOBS,
     TIMEOUT_S,
     check_each_recorded_none_twice,
+    cluster_with_workers,
     executions,
     one_shots,
     worker_pids,
@@ -31,8 +31,7 @@ from tests.integration.workload import wait_for
 
 @pytest.fixture(scope="module")
 def workers_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(Path(tmp_path_factory.mktemp("workers")),
-                         "\n[executor]\nworkers_min = 1\nworkers_max = 1\n") as cluster:
+    with cluster_with_workers(Path(tmp_path_factory.mktemp("workers")), 1) as cluster:
         yield cluster
 
 

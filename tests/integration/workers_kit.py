@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from devkit.devcluster import http
 from devkit.harness import Cluster, Receiver
 from schedb.timefmt import ms_to_rfc3339
+from tests.integration.conftest import running_cluster
 from tests.integration.workload import wait_for
 
 HANG_S = 3
 TIMEOUT_S = 6
 JOBS = 6  # of each delivery guarantee
+
+
+@contextmanager
+def cluster_with_workers(path: Path, count: int) -> Iterator[Cluster]:
+    """Three nodes, each delivering through `count` workers (workers_min = workers_max)."""
+    with running_cluster(path, f"\n[executor]\nworkers_min = {count}\nworkers_max = {count}\n") as cluster:
+        yield cluster
 
 
 def workers_of(cluster: Cluster, node: Any) -> dict[str, Any]:
